@@ -1,0 +1,39 @@
+# Two commands matter: `make run` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: run test lint typecheck clean system-deps
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: $(STAMP)
+	mkdir -p data
+	$(VENV)/bin/culex serve --config culex.toml
+
+# Debian's mosquitto-clients are real MQTT peers for the integration tests; install them when
+# missing (as root). Without root and without them the tests fail loudly instead of skipping.
+system-deps:
+	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients; \
+		else \
+			echo "mosquitto-clients missing: run 'sudo apt-get install mosquitto-clients'" >&2; exit 1; \
+		fi; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest -n 2 -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,81 @@
+"""Command line: `culex serve`, `culex --version`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, Listener, load_config
+from .server.app import ListenError, new_event_loop, serve
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname.lower(),
+                           "logger": record.name, "message": record.getMessage()})
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="culex", description="Culex MQTT broker")
+    parser.add_argument("--version", action="version", version=f"culex {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="run the broker")
+    run.add_argument("--config", type=Path, help="TOML configuration file (culex.toml)")
+    run.add_argument("--host", help="listen on this address instead of the configured ones")
+    run.add_argument("--port", type=int, help="listen on this port instead of the configured ones")
+    run.add_argument("--log-level", choices=LOG_LEVELS)
+    run.add_argument("--log-format", choices=LOG_FORMATS)
+    return parser
+
+
+def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
+    if args.host is not None or args.port is not None:
+        first = config.listeners[0]
+        listener = Listener(args.host or first.host,
+                            args.port if args.port is not None else first.port)
+        config = dataclasses.replace(config, listeners=(listener,))
+    if args.log_level or args.log_format:
+        logging_config = dataclasses.replace(
+            config.logging, level=args.log_level or config.logging.level,
+            format=args.log_format or config.logging.format)
+        config = dataclasses.replace(config, logging=logging_config)
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = apply_overrides(load_config(args.config), args)
+    except ConfigError as exc:
+        print(f"culex: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level, config.logging.format)
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(serve(config))
+    except ListenError as exc:
+        logging.getLogger("culex").error("%s", exc)
+        return 1
+    finally:
+        loop.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""culex.toml: load, type-check and validate, or fail naming the file, the key and the problem.
+
+Nothing starts on a bad configuration: an unknown key is an error (a typo must not silently
+fall back to a default), and so is a value of the wrong type or out of range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .core.limits import Limits
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    host: str = "127.0.0.1"
+    port: int = 1883
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    listeners: tuple[Listener, ...] = (Listener(),)
+    limits: Limits = field(default_factory=Limits)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Seconds between $SYS/broker publications; 0 turns $SYS off.
+    sys_interval: float = 10.0
+
+
+def _typed(value: Any, expected: Any, where: str) -> Any:
+    if expected in (float, "float") and isinstance(value, int | float) \
+            and not isinstance(value, bool):
+        return float(value)
+    kinds = {"int": int, "str": str, "bool": bool, int: int, str: str, bool: bool}
+    kind = kinds.get(expected)
+    if kind is None:
+        raise AssertionError(f"unhandled config type {expected!r}")
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} "
+                          f"{value!r}")
+    return value
+
+
+def _build(cls: Any, table: Any, where: str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    return cls(**{name: _typed(value, fields[name].type, f"{where}.{name}")
+                  for name, value in table.items()})
+
+
+def parse_config(data: dict[str, Any], source: str) -> Config:
+    known = {"listeners", "limits", "logging", "sys_interval"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{source}: {unknown[0]}: unknown key "
+                          f"(known: {', '.join(sorted(known))})")
+    kwargs: dict[str, Any] = {}
+    if "listeners" in data:
+        tables = data["listeners"]
+        if not isinstance(tables, list) or not tables:
+            raise ConfigError(f"{source}: listeners: expected one or more [[listeners]] tables")
+        listeners = tuple(_build(Listener, table, f"{source}: listeners[{index}]")
+                          for index, table in enumerate(tables))
+        for index, listener in enumerate(listeners):
+            if not 0 <= listener.port <= 65535:
+                raise ConfigError(f"{source}: listeners[{index}].port: {listener.port} is not "
+                                  "a TCP port")
+        kwargs["listeners"] = listeners
+    if "limits" in data:
+        limits = _build(Limits, data["limits"], f"{source}: limits")
+        problems = limits.problems()
+        if problems:
+            raise ConfigError(f"{source}: limits: {problems[0]}")
+        kwargs["limits"] = limits
+    if "logging" in data:
+        logging_config = _build(LoggingConfig, data["logging"], f"{source}: logging")
+        if logging_config.level not in LOG_LEVELS:
+            raise ConfigError(f"{source}: logging.level: {logging_config.level!r} is not one of "
+                              f"{', '.join(LOG_LEVELS)}")
+        if logging_config.format not in LOG_FORMATS:
+            raise ConfigError(f"{source}: logging.format: {logging_config.format!r} is not one "
+                              f"of {', '.join(LOG_FORMATS)}")
+        kwargs["logging"] = logging_config
+    if "sys_interval" in data:
+        interval = _typed(data["sys_interval"], float, f"{source}: sys_interval")
+        if interval < 0:
+            raise ConfigError(f"{source}: sys_interval: must be 0 (off) or positive")
+        kwargs["sys_interval"] = interval
+    return Config(**kwargs)
+
+
+def load_config(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,416 @@
+"""One client connection as a sans-I/O state machine: bytes in, frames out, time passed in.
+
+The transport feeds `data_received(data, now)` and reports `connection_lost(now)`; the connection
+parses, dispatches by packet type to a `_handle_<name>` method, and appends outgoing frames to its
+outbox. It never writes directly: the first frame of a loop tick puts it on the broker's ready
+list, and the broker's single flush per tick hands each outbox to `Sink.writelines` at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Protocol
+
+from ..protocol.codec import (
+    PINGRESP,
+    decode_connect,
+    decode_subscribe,
+    decode_unsubscribe,
+    decode_utf8,
+    encode_connack,
+    encode_suback,
+)
+from ..protocol.errors import MalformedPacket, MQTTError, ProtocolError, UnacceptableProtocol
+from ..protocol.packets import SUBACK_FAILURE, ConnackCode, Connect, PacketType
+from ..protocol.reader import FrameReader
+from ..protocol.topics import check_topic_name, filter_problem
+from .message import QOS0_PLAIN, Message
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .session import Session
+
+log = logging.getLogger("culex")
+
+PUBACK = 0x40
+PUBREC = 0x50
+PUBREL = 0x62
+PUBCOMP = 0x70
+UNSUBACK = 0xB0
+
+
+class Sink(Protocol):
+    """Where a connection's bytes go: an asyncio transport, or a list in tests."""
+
+    def writelines(self, list_of_data: list[bytes]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class State(Enum):
+    AWAITING_CONNECT = "awaiting CONNECT"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class Connection:
+    __slots__ = ("broker", "bytes_sent", "client_id", "close_after_flush", "flush_pending",
+                 "keepalive", "last_activity", "opened_at", "outbox", "packets_sent", "peer",
+                 "protocol_level", "publishes_sent", "reader", "session", "sink", "sink_gone",
+                 "state", "will", "write_paused")
+
+    def __init__(self, broker: Broker, sink: Sink, peer: str, now: float) -> None:
+        self.broker = broker
+        self.sink = sink
+        self.peer = peer
+        self.opened_at = now
+        self.last_activity = now
+        self.reader = FrameReader(broker.limits.max_packet_size)
+        self.state = State.AWAITING_CONNECT
+        self.client_id = "-"
+        self.protocol_level = 0
+        self.keepalive = 0
+        self.session: Session | None = None
+        self.will: Message | None = None
+        self.outbox: list[bytes] = []
+        self.flush_pending = False
+        self.close_after_flush = False
+        self.sink_gone = False
+        # Set by the transport while the peer's socket buffer is over its high-water mark; QoS 0
+        # messages are dropped meanwhile so a reader that stalls cannot grow our memory.
+        self.write_paused = False
+        # Per-connection counters, folded into the broker totals on close: a local increment is
+        # cheaper on the hot path than reaching through to a shared object.
+        self.packets_sent = 0
+        self.publishes_sent = 0
+        self.bytes_sent = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.client_id} {self.peer} {self.state.value}>"
+
+    # -- input ---------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes, now: float) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.last_activity = now
+        broker = self.broker
+        broker.bytes_received += len(data)
+        reader = self.reader
+        frames = reader.feed(data)
+        broker.packets_received += len(frames)
+        handlers = self._HANDLERS
+        try:
+            for first, frame, offset in frames:
+                handler = handlers.get(first >> 4)
+                if handler is None:
+                    raise ProtocolError(f"packet type {first >> 4} not allowed from a client")
+                handler(self, first, frame, offset)
+                if self.closed:
+                    return
+        except UnacceptableProtocol as exc:
+            self.refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION, str(exc))
+            return
+        except MQTTError as exc:
+            self.protocol_violation(exc)
+            return
+        if reader.error is not None:
+            self.protocol_violation(reader.error)
+
+    def connection_lost(self, now: float) -> None:
+        """The transport is gone: whatever was not a DISCONNECT is an abnormal close."""
+        self.sink_gone = True
+        self.outbox = []
+        if self.state is not State.CLOSED:
+            if self.state is State.CONNECTED:
+                log.info("client %s (%s) connection lost", self.client_id, self.peer)
+            self.close(publish_will=True)
+
+    # -- output --------------------------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        self.outbox.append(frame)
+        self.packets_sent += 1
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.broker.mark_ready(self)
+
+    def send_publish(self, frames: list[bytes]) -> None:
+        """One PUBLISH in pieces (shared head, packet id, shared payload)."""
+        self.outbox += frames
+        self.packets_sent += 1
+        self.publishes_sent += 1
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.broker.mark_ready(self)
+
+    def send_pubrel(self, packet_id: int) -> None:
+        self.send(bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
+
+    def flush(self) -> None:
+        """Hand the outbox to the sink in one call; close the sink if a close was requested."""
+        self.flush_pending = False
+        if self.sink_gone:
+            self.outbox = []
+            return
+        outbox = self.outbox
+        if outbox:
+            self.outbox = []
+            self.bytes_sent += sum(map(len, outbox))
+            self.sink.writelines(outbox)
+        if self.close_after_flush:
+            self.sink_gone = True
+            self.sink.close()
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self, publish_will: bool) -> None:
+        """Close once: detach from the session, maybe publish the will, then close the sink."""
+        if self.state is State.CLOSED:
+            return
+        was_connected = self.state is State.CONNECTED
+        self.state = State.CLOSED
+        self.close_after_flush = True
+        if not self.flush_pending:
+            self.flush_pending = True
+            self.broker.mark_ready(self)
+        self.broker.connection_closed(self, was_connected, publish_will)
+
+    def protocol_violation(self, exc: MQTTError) -> None:
+        log.warning("client %s (%s) protocol violation: %s; closing connection",
+                    self.client_id, self.peer, exc)
+        self.close(publish_will=True)
+
+    def refuse(self, code: ConnackCode, reason: str) -> None:
+        """CONNACK with a failure code, then close [MQTT-3.2.2-5]."""
+        log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
+                    self.peer, code, code.name.lower().replace("_", " "), reason)
+        self.send(encode_connack(False, code))
+        self.close(publish_will=False)
+
+    def deadline(self) -> float | None:
+        """When this connection must next be checked: CONNECT timeout or keep-alive expiry."""
+        if self.state is State.AWAITING_CONNECT:
+            return self.opened_at + self.broker.limits.connect_timeout
+        if self.state is State.CONNECTED and self.keepalive:
+            return self.last_activity + self.keepalive * 1.5
+        return None
+
+    def expire(self) -> None:
+        if self.state is State.AWAITING_CONNECT:
+            log.warning("client - (%s) sent no CONNECT within %g s (connect timeout); closing",
+                        self.peer, self.broker.limits.connect_timeout)
+            self.close(publish_will=False)
+        else:
+            log.warning("client %s (%s) keep-alive timeout (%d s x 1.5); closing connection",
+                        self.client_id, self.peer, self.keepalive)
+            self.close(publish_will=True)
+
+    # -- handlers ------------------------------------------------------------------------------
+
+    def _require_connected(self) -> None:
+        if self.state is not State.CONNECTED:
+            raise ProtocolError("packet before CONNECT", "MQTT-3.1.0-1")
+
+    def _handle_connect(self, first: int, frame: bytes, offset: int) -> None:
+        if self.state is not State.AWAITING_CONNECT:
+            raise ProtocolError("second CONNECT on one connection", "MQTT-3.1.0-2")
+        packet = decode_connect(first & 0x0F, frame, offset)
+        self.protocol_level = packet.protocol_level
+        if packet.client_id:
+            self.client_id = packet.client_id
+        self._check_will(packet)
+        refusal = self._connect_refusal(packet)
+        if refusal is not None:
+            self.refuse(*refusal)
+            return
+        self.broker.accept(self, packet)
+
+    def _check_will(self, packet: Connect) -> None:
+        if packet.will is not None:
+            check_topic_name(packet.will.topic, self.broker.limits.max_topic_levels)
+            will = packet.will
+            self.will = Message(will.topic, will.payload, will.qos, will.retain)
+
+    def _connect_refusal(self, packet: Connect) -> tuple[ConnackCode, str] | None:
+        limits = self.broker.limits
+        if not packet.client_id:
+            if packet.protocol_level == 3:
+                return ConnackCode.IDENTIFIER_REJECTED, "MQTT 3.1 requires a client id"
+            if not packet.clean_session:
+                return (ConnackCode.IDENTIFIER_REJECTED,
+                        "empty client id with clean session 0 [MQTT-3.1.3-8]")
+        if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
+            return (ConnackCode.IDENTIFIER_REJECTED,
+                    f"keep-alive {packet.keepalive} s outside 1..{limits.max_keepalive}")
+        if 0 < limits.max_connections <= self.broker.clients_connected:
+            return (ConnackCode.SERVER_UNAVAILABLE,
+                    f"max_connections ({limits.max_connections}) reached")
+        return None
+
+    def _handle_publish(self, first: int, frame: bytes, pos: int) -> None:
+        if self.state is not State.CONNECTED:
+            self._require_connected()
+        qos = (first >> 1) & 0x03
+        if qos == 3:
+            raise MalformedPacket("PUBLISH with QoS 3", "MQTT-3.3.1-4")
+        if first & 0x08 and not qos:
+            raise MalformedPacket("PUBLISH with DUP set at QoS 0", "MQTT-3.3.1-2")
+        end = len(frame)
+        if pos + 2 > end:
+            raise MalformedPacket("PUBLISH ends before the topic name")
+        start = pos + 2
+        stop = start + ((frame[pos] << 8) | frame[pos + 1])
+        if stop > end:
+            raise MalformedPacket("topic name runs past the packet end")
+        topic_bytes = frame[start:stop]
+        broker = self.broker
+        topic = broker.topic_names.get(topic_bytes)
+        if topic is None:
+            topic = broker.learn_topic_name(topic_bytes)
+        packet_id = 0
+        if qos:
+            if stop + 2 > end:
+                raise MalformedPacket("PUBLISH ends before the packet identifier")
+            packet_id = (frame[stop] << 8) | frame[stop + 1]
+            if not packet_id:
+                raise ProtocolError("packet identifier 0 in PUBLISH", "MQTT-2.3.1-1")
+            stop += 2
+        if first == QOS0_PLAIN:
+            message = Message(topic, None, 0, False, topic_bytes=topic_bytes, frame=frame,
+                              payload_offset=stop)
+        else:
+            message = Message(topic, frame[stop:], qos, bool(first & 0x01),
+                              topic_bytes=topic_bytes)
+        broker.publishes_received += 1
+        routed = True
+        if topic[0] == "$" and topic.startswith("$SYS"):
+            # Clients may not write the broker's own tree (Mosquitto denies it the same way);
+            # 3.1.1 cannot say no, so the message is acknowledged as usual and not routed.
+            log.info("client %s (%s) publish to %r dropped: $SYS is read-only", self.client_id,
+                     self.peer, topic)
+            routed = False
+        if qos == 2:
+            awaiting = self.session.awaiting_release  # type: ignore[union-attr]
+            if packet_id in awaiting:
+                routed = False  # a retransmission: routed when it first arrived
+            else:
+                awaiting.add(packet_id)
+        if routed:
+            broker.publish(message)
+        if qos:
+            self.send(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
+                             packet_id & 0xFF)))
+
+    def _ack_id(self, first: int, frame: bytes, pos: int, flags: int, name: str) -> int:
+        self._require_connected()
+        if first & 0x0F != flags:
+            raise MalformedPacket(f"{name} fixed-header flags {first & 0x0F:#06b}",
+                                  "MQTT-2.2.2-2")
+        if len(frame) - pos != 2:
+            raise MalformedPacket(f"{name} remaining length must be 2")
+        packet_id = (frame[pos] << 8) | frame[pos + 1]
+        if not packet_id:
+            raise ProtocolError(f"packet identifier 0 in {name}", "MQTT-2.3.1-1")
+        return packet_id
+
+    def _handle_puback(self, first: int, frame: bytes, pos: int) -> None:
+        packet_id = self._ack_id(first, frame, pos, 0, "PUBACK")
+        assert self.session is not None
+        if not self.session.acknowledge(packet_id, 1):
+            log.debug("client %s: PUBACK for unknown packet id %d ignored", self.client_id,
+                      packet_id)
+
+    def _handle_pubrec(self, first: int, frame: bytes, pos: int) -> None:
+        packet_id = self._ack_id(first, frame, pos, 0, "PUBREC")
+        assert self.session is not None
+        if self.session.release(packet_id):
+            self.send_pubrel(packet_id)
+        else:
+            log.debug("client %s: PUBREC for unknown packet id %d ignored", self.client_id,
+                      packet_id)
+
+    def _handle_pubrel(self, first: int, frame: bytes, pos: int) -> None:
+        packet_id = self._ack_id(first, frame, pos, 0b0010, "PUBREL")
+        assert self.session is not None
+        self.session.awaiting_release.discard(packet_id)
+        # PUBCOMP even for an unknown id: the sender may be retrying after our restart.
+        self.send(bytes((PUBCOMP, 2, packet_id >> 8, packet_id & 0xFF)))
+
+    def _handle_pubcomp(self, first: int, frame: bytes, pos: int) -> None:
+        packet_id = self._ack_id(first, frame, pos, 0, "PUBCOMP")
+        assert self.session is not None
+        if not self.session.acknowledge(packet_id, 2):
+            log.debug("client %s: PUBCOMP for unknown packet id %d ignored", self.client_id,
+                      packet_id)
+
+    def _handle_subscribe(self, first: int, frame: bytes, pos: int) -> None:
+        self._require_connected()
+        packet = decode_subscribe(first & 0x0F, frame, pos)
+        session = self.session
+        assert session is not None
+        broker = self.broker
+        codes = []
+        granted: list[tuple[str, int]] = []
+        for topic_filter, qos in packet.topics:
+            problem = filter_problem(topic_filter, broker.limits.max_topic_levels)
+            if problem is not None:
+                log.info("client %s (%s) subscription to %r refused: %s", self.client_id,
+                         self.peer, topic_filter, problem)
+                codes.append(SUBACK_FAILURE)
+                continue
+            broker.subscribe(session, topic_filter, qos)
+            codes.append(qos)
+            granted.append((topic_filter, qos))
+        self.send(encode_suback(packet.packet_id, codes))
+        for topic_filter, qos in granted:
+            broker.send_retained(session, topic_filter, qos)
+
+    def _handle_unsubscribe(self, first: int, frame: bytes, pos: int) -> None:
+        self._require_connected()
+        packet = decode_unsubscribe(first & 0x0F, frame, pos)
+        session = self.session
+        assert session is not None
+        for topic_filter in packet.filters:
+            self.broker.unsubscribe(session, topic_filter)
+        self.send(bytes((UNSUBACK, 2, packet.packet_id >> 8, packet.packet_id & 0xFF)))
+
+    def _handle_pingreq(self, first: int, frame: bytes, pos: int) -> None:
+        self._require_connected()
+        if first != 0xC0 or len(frame) != pos:
+            raise MalformedPacket("PINGREQ with flags or a body")
+        self.send(PINGRESP)
+
+    def _handle_disconnect(self, first: int, frame: bytes, pos: int) -> None:
+        self._require_connected()
+        if first != 0xE0 or len(frame) != pos:
+            raise MalformedPacket("DISCONNECT with flags or a body")
+        log.info("client %s (%s) disconnected", self.client_id, self.peer)
+        self.will = None  # MQTT-3.14.4-3: a clean DISCONNECT discards the will
+        self.close(publish_will=False)
+
+    _HANDLERS: dict[int, Callable[[Connection, int, bytes, int], None]] = {
+        PacketType.CONNECT: _handle_connect,
+        PacketType.PUBLISH: _handle_publish,
+        PacketType.PUBACK: _handle_puback,
+        PacketType.PUBREC: _handle_pubrec,
+        PacketType.PUBREL: _handle_pubrel,
+        PacketType.PUBCOMP: _handle_pubcomp,
+        PacketType.SUBSCRIBE: _handle_subscribe,
+        PacketType.UNSUBSCRIBE: _handle_unsubscribe,
+        PacketType.PINGREQ: _handle_pingreq,
+        PacketType.DISCONNECT: _handle_disconnect,
+    }
+
+
+def validate_topic_name(topic_bytes: bytes, max_levels: int) -> str:
+    """Decode and check a PUBLISH topic; the broker caches the result per distinct name."""
+    topic = decode_utf8(topic_bytes, "topic name")
+    check_topic_name(topic, max_levels)
+    return topic

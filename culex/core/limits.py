@@ -1,0 +1,52 @@
+"""Every resource limit in one place. Field names are the `[limits]` keys of culex.toml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..protocol.topics import DEFAULT_MAX_TOPIC_LEVELS
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # Largest whole packet accepted, checked from the fixed header before buffering; bounds the
+    # memory one connection can make us hold for a partial packet.
+    max_packet_size: int = 16 * 1024 * 1024
+    # Unacknowledged QoS 1/2 PUBLISHes sent to one client at a time; the rest wait in its queue
+    # in order. Keeps a slow client's retransmission set, and our memory per client, small.
+    max_inflight_messages: int = 20
+    # QoS 1/2 messages waiting for one client (offline or window full). Past this they are
+    # dropped, counted in $SYS/broker/publish/messages/dropped and logged.
+    max_queued_messages: int = 1000
+    # Connected clients at once; -1 means no limit. Beyond it CONNECT gets 0x03 (unavailable).
+    max_connections: int = -1
+    # Largest keep-alive a client may ask for; with a value below 65535, keep-alive 0 (never
+    # time out) is refused too, since it would let an idle client hold a slot for ever.
+    max_keepalive: int = 65535
+    # Seconds a new socket has to send CONNECT before it is closed (slowloris, port scanners).
+    connect_timeout: float = 10.0
+    # Topic and filter depth; far above real hierarchies, it stops CVE-2019-11779 style inputs.
+    max_topic_levels: int = DEFAULT_MAX_TOPIC_LEVELS
+    # Bytes queued on a socket the peer does not read before its QoS 0 messages are dropped.
+    max_write_buffer: int = 1024 * 1024
+
+    def problems(self) -> list[str]:
+        """Human-readable reasons this set of limits is unusable (empty when valid)."""
+        found = []
+        if not 2 <= self.max_packet_size <= 268_435_460:
+            found.append("max_packet_size must be between 2 and 268435460")
+        if not 1 <= self.max_inflight_messages <= 65535:
+            found.append("max_inflight_messages must be between 1 and 65535")
+        if self.max_queued_messages < 0:
+            found.append("max_queued_messages must be 0 or more")
+        if self.max_connections < -1 or self.max_connections == 0:
+            found.append("max_connections must be -1 (unlimited) or positive")
+        if not 1 <= self.max_keepalive <= 65535:
+            found.append("max_keepalive must be between 1 and 65535")
+        if self.connect_timeout <= 0:
+            found.append("connect_timeout must be positive")
+        if self.max_topic_levels < 1:
+            found.append("max_topic_levels must be positive")
+        if self.max_write_buffer < 1024:
+            found.append("max_write_buffer must be at least 1024")
+        return found

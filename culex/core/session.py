@@ -1,0 +1,167 @@
+"""Session state and the outbound QoS 1/2 flow, behind a small store interface.
+
+A session outlives its network connections when the client asked for one (clean session 0):
+subscriptions, QoS 1/2 messages queued while offline or beyond the in-flight window, messages in
+flight (sent, not yet acknowledged) and the ids of inbound QoS 2 messages awaiting PUBREL. The
+store interface is what the durable backend (SQLite) will implement.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from .message import Message
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+
+class Outgoing:
+    """A QoS 1/2 PUBLISH sent and not yet completed. `released`: PUBREC seen, PUBREL sent."""
+
+    __slots__ = ("message", "qos", "released", "retain")
+
+    def __init__(self, message: Message, qos: int, retain: bool) -> None:
+        self.message = message
+        self.qos = qos
+        self.retain = retain
+        self.released = False
+
+
+class Session:
+    __slots__ = (
+        "_next_packet_id",
+        "awaiting_release",
+        "clean",
+        "client_id",
+        "connection",
+        "inflight",
+        "max_inflight",
+        "max_queued",
+        "overflowing",
+        "queue",
+        "subscriptions",
+    )
+
+    def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int) -> None:
+        self.client_id = client_id
+        self.clean = clean
+        self.max_inflight = max_inflight
+        self.max_queued = max_queued
+        self.connection: Connection | None = None
+        self.subscriptions: dict[str, int] = {}
+        self.inflight: dict[int, Outgoing] = {}
+        self.queue: deque[tuple[Message, int, bool]] = deque()
+        # Inbound QoS 2 ids PUBREC'd and not yet released. The message was routed on arrival,
+        # so a retransmission with one of these ids is acknowledged again but not routed again
+        # (exactly once, MQTT-4.3.3-2). Bounded by the 16-bit id space.
+        self.awaiting_release: set[int] = set()
+        # True while the queue is full, so the overflow is logged once per episode, not per drop.
+        self.overflowing = False
+        self._next_packet_id = 1
+
+    def __repr__(self) -> str:
+        return f"Session({self.client_id!r})"
+
+    def allocate_packet_id(self) -> int:
+        """Next id in 1..65535 not in flight [MQTT-2.3.1-2]; the window keeps this loop short."""
+        inflight = self.inflight
+        packet_id = self._next_packet_id
+        while packet_id in inflight:
+            packet_id = packet_id % 65535 + 1
+        self._next_packet_id = packet_id % 65535 + 1
+        return packet_id
+
+    def deliver(self, message: Message, qos: int, retain: bool = False) -> bool:
+        """Send or queue a QoS 1/2 message. False when the queue is full and it was dropped."""
+        connection = self.connection
+        if (connection is not None and not self.queue
+                and len(self.inflight) < self.max_inflight):
+            self._send(connection, message, qos, retain)
+            return True
+        if len(self.queue) >= self.max_queued:
+            return False
+        self.queue.append((message, qos, retain))
+        return True
+
+    def _send(self, connection: Connection, message: Message, qos: int, retain: bool) -> None:
+        packet_id = self.allocate_packet_id()
+        self.inflight[packet_id] = Outgoing(message, qos, retain)
+        connection.send_publish(message.frames(qos, packet_id, retain=retain))
+
+    def pump(self) -> None:
+        """Move queued messages into the in-flight window while there is room."""
+        connection = self.connection
+        if connection is None:
+            return
+        queue = self.queue
+        while queue and len(self.inflight) < self.max_inflight:
+            message, qos, retain = queue.popleft()
+            self._send(connection, message, qos, retain)
+        if self.overflowing and len(queue) < self.max_queued:
+            self.overflowing = False
+
+    def resume(self) -> None:
+        """After a reconnect: re-send what is in flight, in order, then the queue [MQTT-4.4.0-1]."""
+        connection = self.connection
+        assert connection is not None
+        for packet_id, entry in self.inflight.items():
+            if entry.released:
+                connection.send_pubrel(packet_id)
+            else:
+                connection.send_publish(entry.message.frames(entry.qos, packet_id,
+                                                          retain=entry.retain, dup=True))
+        self.pump()
+
+    def acknowledge(self, packet_id: int, qos: int) -> bool:
+        """PUBACK (qos 1) or PUBCOMP (qos 2) completes an outbound message; False if unknown."""
+        entry = self.inflight.get(packet_id)
+        if entry is None or entry.qos != qos or (qos == 2 and not entry.released):
+            return False
+        del self.inflight[packet_id]
+        self.pump()
+        return True
+
+    def release(self, packet_id: int) -> bool:
+        """PUBREC for an outbound QoS 2 message: its PUBREL is due. False if unknown."""
+        entry = self.inflight.get(packet_id)
+        if entry is None or entry.qos != 2:
+            return False
+        entry.released = True
+        return True
+
+
+class SessionStore(Protocol):
+    """Where sessions live between connections; the durable backend implements the same."""
+
+    def get(self, client_id: str) -> Session | None: ...
+
+    def put(self, session: Session) -> None: ...
+
+    def delete(self, client_id: str) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Session]: ...
+
+
+class MemorySessionStore:
+    def __init__(self) -> None:
+        self._sessions: dict[str, Session] = {}
+
+    def get(self, client_id: str) -> Session | None:
+        return self._sessions.get(client_id)
+
+    def put(self, session: Session) -> None:
+        self._sessions[session.client_id] = session
+
+    def delete(self, client_id: str) -> None:
+        self._sessions.pop(client_id, None)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __iter__(self) -> Iterator[Session]:
+        return iter(list(self._sessions.values()))

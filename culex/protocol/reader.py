@@ -1,0 +1,102 @@
+"""Incremental framing: split a byte stream into whole MQTT control packets.
+
+One `FrameReader` per connection. The Remaining Length is bounded by `max_size` as soon as the
+fixed header is readable, before any body is buffered (CVE-2017-7651: a header claiming 256 MB
+must cost nothing). When a read ends on a packet boundary the frames are sliced straight from
+the caller's bytes and nothing is buffered; only a trailing partial packet is kept, so feeding
+a large packet one byte at a time costs O(n) in total, never a rescan of the buffer.
+"""
+
+from __future__ import annotations
+
+from .errors import MalformedPacket, PacketTooLarge, ProtocolError
+
+Frame = tuple[int, bytes, int]
+"""(first byte of the fixed header, the whole frame, offset of the body within the frame)."""
+
+CONNECT_FIRST_BYTE = 0x10
+
+# Cap on the first packet, before we know who is talking: a 3.1.1 CONNECT holds at most five
+# 64 KiB fields (~320 KiB), so 1 MiB leaves room for MQTT 5 properties and no more.
+MAX_CONNECT_SIZE = 1024 * 1024
+
+
+class FrameReader:
+    __slots__ = ("_pending", "connect_only", "error", "max_size")
+
+    def __init__(self, max_size: int, connect_only: bool = True) -> None:
+        self.max_size = max_size
+        # Until CONNECT is accepted nothing else may arrive [MQTT-3.1.0-1]: refuse from the first
+        # byte instead of buffering a stranger's packet.
+        self.connect_only = connect_only
+        # The first framing error, kept rather than raised so that the frames that preceded it in
+        # the same read are still handled; the connection closes once they are.
+        self.error: MalformedPacket | ProtocolError | None = None
+        self._pending = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        return len(self._pending)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        """Return every complete frame in `data` (after what was pending); keep the remainder.
+
+        After an error nothing more is framed: the stream position is lost for good.
+        """
+        if self.error is not None:
+            return []
+        pending = self._pending
+        view: bytes | bytearray
+        if pending:
+            pending += data
+            view = pending
+        else:
+            view = data
+        frames: list[Frame] = []
+        pos = 0
+        size = len(view)
+        try:
+            while pos < size:
+                first = view[pos]
+                if self.connect_only and first != CONNECT_FIRST_BYTE:
+                    raise ProtocolError(f"first packet is not CONNECT (byte {first:#04x})",
+                                        "MQTT-3.1.0-1")
+                index = pos + 1
+                length = 0
+                shift = 0
+                complete = False
+                while index < size:
+                    byte = view[index]
+                    index += 1
+                    length |= (byte & 0x7F) << shift
+                    if byte < 0x80:
+                        if byte == 0 and shift:
+                            raise MalformedPacket("remaining length is not minimally encoded")
+                        complete = True
+                        break
+                    shift += 7
+                    if shift == 28:
+                        raise MalformedPacket("remaining length longer than four bytes",
+                                              "MQTT-2.2.3")
+                if not complete:
+                    break
+                end = index + length
+                limit = min(self.max_size, MAX_CONNECT_SIZE) if self.connect_only \
+                    else self.max_size
+                if end - pos > limit:
+                    raise PacketTooLarge(f"packet of {end - pos} bytes exceeds the maximum of "
+                                         f"{limit}")
+                if end > size:
+                    break
+                frames.append((first, bytes(view[pos:end]), index - pos))
+                self.connect_only = False
+                pos = end
+        except (MalformedPacket, ProtocolError) as exc:
+            self.error = exc
+            pending.clear()
+            return frames
+        if view is pending:
+            del pending[:pos]
+        elif pos < size:
+            pending += view[pos:]
+        return frames

@@ -1,0 +1,59 @@
+"""Topic name and topic filter rules (MQTT 3.1.1 §4.7), shared by the codec and the broker."""
+
+from __future__ import annotations
+
+from .errors import MalformedPacket, ProtocolError
+
+# Far above any real hierarchy, far below what would make per-level work an attack
+# (CVE-2019-11779: a 65,400-level topic). Matching is iterative, so this is about CPU, not stack.
+DEFAULT_MAX_TOPIC_LEVELS = 1024
+
+
+def check_topic_name(topic: str, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> None:
+    """A PUBLISH or will topic: non-empty, no wildcards, bounded depth."""
+    if not topic:
+        raise MalformedPacket("empty topic name", "MQTT-4.7.3-1")
+    if "+" in topic or "#" in topic:
+        raise ProtocolError(f"wildcard in topic name {topic!r}", "MQTT-3.3.2-2")
+    if topic.count("/") >= max_levels:
+        raise ProtocolError(f"topic name deeper than {max_levels} levels")
+
+
+def filter_problem(topic_filter: str, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> str | None:
+    """Why a topic filter is invalid, or None when it is valid.
+
+    Returned rather than raised: an invalid filter in SUBSCRIBE is answered with 0x80 in its
+    SUBACK slot while the other filters of the same packet still succeed.
+    """
+    if not topic_filter:
+        return "empty topic filter [MQTT-4.7.3-1]"
+    levels = topic_filter.split("/")
+    if len(levels) > max_levels:
+        return f"topic filter deeper than {max_levels} levels"
+    last = len(levels) - 1
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != last):
+            return "'#' must be a whole last level [MQTT-4.7.1-2]"
+        if "+" in level and level != "+":
+            return "'+' must be a whole level [MQTT-4.7.1-3]"
+    return None
+
+
+def is_wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """Whether a valid filter matches a topic name, with the `$` rule of MQTT-4.7.2-1."""
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    for index, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if index >= len(topic_levels):
+            return False
+        if level != "+" and level != topic_levels[index]:
+            return False
+    return len(filter_levels) == len(topic_levels)

@@ -1,0 +1,1 @@
+"""The thin asyncio layer: listeners, the transport protocol, the flush and tick timers, signals."""

@@ -1,0 +1,90 @@
+"""Run the broker: event loop, listeners, the per-tick flush, the timer tick and signals."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+
+from ..config import Config
+from ..core.broker import Broker
+from .transport import MQTTProtocol
+
+log = logging.getLogger("culex")
+
+# How often deadlines (keep-alive, CONNECT timeout) and $SYS are checked. Four times a second
+# bounds the lateness of a keep-alive close to 0.25 s at negligible cost.
+TICK_SECONDS = 0.25
+SHUTDOWN_GRACE_SECONDS = 4.0
+
+
+class ListenError(Exception):
+    """A listener could not be opened (port in use, no permission): a one-line fatal error."""
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # noqa: PLC0415 - optional at import time, preferred at run time
+    except ImportError:
+        log.warning("uvloop is not installed; falling back to the slower asyncio event loop")
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+async def serve(config: Config) -> None:
+    loop = asyncio.get_running_loop()
+    broker = Broker(config.limits, sys_interval=config.sys_interval, now=loop.time())
+    flush_scheduled = False
+
+    def flush() -> None:
+        nonlocal flush_scheduled
+        flush_scheduled = False
+        broker.flush()
+
+    def wake() -> None:
+        nonlocal flush_scheduled
+        if not flush_scheduled:
+            flush_scheduled = True
+            loop.call_soon(flush)
+
+    broker.wake = wake
+
+    servers: list[asyncio.Server] = []
+    for listener in config.listeners:
+        try:
+            server = await loop.create_server(
+                lambda: MQTTProtocol(broker, loop), listener.host, listener.port,
+                reuse_address=True, backlog=4096)
+        except OSError as exc:
+            for opened in servers:
+                opened.close()
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ListenError(f"cannot listen on {listener.host}:{listener.port}: {reason}") \
+                from None
+        servers.append(server)
+        log.info("listening on %s:%d", listener.host, listener.port)
+
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    def tick() -> None:
+        broker.tick(loop.time())
+        ticker[0] = loop.call_later(TICK_SECONDS, tick)
+
+    ticker = [loop.call_soon(tick)]
+    await stop.wait()
+    log.info("shutting down: closing %d connections", len(broker.connections))
+    ticker[0].cancel()
+    for server in servers:
+        server.close()
+    broker.close_all()
+    try:
+        async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
+            for server in servers:
+                await server.wait_closed()
+    except TimeoutError:
+        log.warning("shutdown: some connections did not close within %g s",
+                    SHUTDOWN_GRACE_SECONDS)
+    log.info("stopped")
