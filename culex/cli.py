@@ -12,6 +12,7 @@ from pathlib import Path
 from . import __version__
 from .config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, Listener, load_config
 from .server.app import ListenError, new_event_loop, serve
+from .storage.sqlite import StorageError
 
 
 class JsonFormatter(logging.Formatter):
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = new_event_loop()
     try:
         loop.run_until_complete(serve(config))
-    except ListenError as exc:
+    except (ListenError, StorageError) as exc:
         logging.getLogger("culex").error("%s", exc)
         return 1
     finally:

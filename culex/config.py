@@ -34,11 +34,25 @@ class LoggingConfig:
     format: str = "text"
 
 
+DURABILITY_MODES = ("sync", "batch", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    # sync: PUBACK/PUBREC/PUBCOMP only after the state they cover is committed (fsynced).
+    # batch: commit every `batch_interval` seconds, ack at once (loses that window on a crash).
+    # none: memory only; nothing survives a restart.
+    durability: str = "sync"
+    path: str = "data/culex.db"
+    batch_interval: float = 0.05
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     listeners: tuple[Listener, ...] = (Listener(),)
     limits: Limits = field(default_factory=Limits)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     # Seconds between $SYS/broker publications; 0 turns $SYS off.
     sys_interval: float = 10.0
 
@@ -69,7 +83,7 @@ def _build(cls: Any, table: Any, where: str) -> Any:
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
-    known = {"listeners", "limits", "logging", "sys_interval"}
+    known = {"listeners", "limits", "logging", "storage", "sys_interval"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key "
@@ -101,6 +115,14 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             raise ConfigError(f"{source}: logging.format: {logging_config.format!r} is not one "
                               f"of {', '.join(LOG_FORMATS)}")
         kwargs["logging"] = logging_config
+    if "storage" in data:
+        storage = _build(StorageConfig, data["storage"], f"{source}: storage")
+        if storage.durability not in DURABILITY_MODES:
+            raise ConfigError(f"{source}: storage.durability: {storage.durability!r} is not one "
+                              f"of {', '.join(DURABILITY_MODES)}")
+        if storage.batch_interval <= 0:
+            raise ConfigError(f"{source}: storage.batch_interval: must be positive")
+        kwargs["storage"] = storage
     if "sys_interval" in data:
         interval = _typed(data["sys_interval"], float, f"{source}: sys_interval")
         if interval < 0:

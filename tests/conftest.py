@@ -67,6 +67,10 @@ def render_config(settings: dict[str, Any]) -> str:
     return "\n".join(top + tables) + "\n"
 
 
+class PortTaken(Exception):
+    pass
+
+
 class BrokerProcess:
     """A running `culex serve` subprocess."""
 
@@ -94,6 +98,17 @@ class BrokerProcess:
         ]
 
     def start(self) -> BrokerProcess:
+        for _attempt in range(3):
+            try:
+                return self._start_once()
+            except PortTaken:
+                # free_port() released the port before the broker bound it; another parallel
+                # test took it meanwhile. Pick another.
+                self.port = free_port()
+                self.log_path.unlink()
+        raise RuntimeError("no free port after 3 attempts")
+
+    def _start_once(self) -> BrokerProcess:
         command = self.command()
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -104,6 +119,8 @@ class BrokerProcess:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "address already in use" in self.log_text().lower():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"broker exited early:\n{self.log_text()}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
@@ -151,7 +168,7 @@ BrokerFactory = Callable[..., BrokerProcess]
 
 @pytest.fixture
 def broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
-    """Start brokers with config overrides, e.g. `broker_factory(limits={"max_queued_messages": 5})`.
+    """Start brokers with config overrides, e.g. `broker_factory(limits={"connect_timeout": 1})`.
 
     Each started broker must shut down cleanly (exit 0 on SIGTERM) and must not have logged a
     traceback: an unhandled exception anywhere fails the test that provoked it.

@@ -16,11 +16,13 @@ from collections.abc import Callable
 from .. import __version__
 from ..protocol.codec import encode_connack
 from ..protocol.packets import Connect
+from ..storage.base import LoadedState, Storage, StoredMessage
 from .connection import Connection, Sink, State, validate_topic_name
 from .limits import Limits
 from .message import Message
+from .persistence import Persistence
 from .retained import RetainedStore
-from .session import MemorySessionStore, Session, SessionStore
+from .session import MemorySessionStore, Outgoing, Session, SessionStore
 from .trie import SubscriptionTrie
 
 log = logging.getLogger("culex")
@@ -32,8 +34,15 @@ TOPIC_NAME_CACHE_SIZE = 100_000
 
 class Broker:
     def __init__(self, limits: Limits | None = None, *, sys_interval: float = 10.0,
-                 sessions: SessionStore | None = None, now: float = 0.0) -> None:
+                 sessions: SessionStore | None = None, storage: Storage | None = None,
+                 now: float = 0.0) -> None:
         self.limits = limits or Limits()
+        self.persistence = Persistence(storage) if storage is not None else None
+        # Frames that may leave only after the commit in progress (or the next one): acks of
+        # what must be durable, QoS 2 deliveries to persistent sessions. Order is kept.
+        self._held: list[tuple[Connection, list[bytes], bool]] = []
+        self._commit_in_flight = False
+        self._storage_failing = False
         self.sys_interval = sys_interval
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.subscriptions: SubscriptionTrie[Session] = SubscriptionTrie()
@@ -83,10 +92,20 @@ class Broker:
             self._discard_session(existing)
             existing = None
         session_present = existing is not None
-        session = existing or Session(client_id, packet.clean_session,
-                                      self.limits.max_inflight_messages,
-                                      self.limits.max_queued_messages)
+        session = existing
+        if session is None:
+            persistence = None if packet.clean_session else self.persistence
+            session = Session(client_id, packet.clean_session, self.limits.max_inflight_messages,
+                              self.limits.max_queued_messages, persistence)
+            if persistence is not None:
+                persistence.storage.session_saved(client_id)
         self.sessions.put(session)
+        will = connection.will
+        if will is not None and self.persistence is not None:
+            # Kept on disk while the client is connected: if the broker dies, the client's
+            # connection died with it, and the will goes out when the broker restarts.
+            self.persistence.storage.will_set(client_id, StoredMessage(
+                0, will.topic, will.payload, will.qos, will.retain))
         session.connection = connection
         connection.session = session
         connection.state = State.CONNECTED
@@ -119,6 +138,8 @@ class Broker:
             if session.clean:
                 self._discard_session(session)
         will, connection.will = connection.will, None
+        if will is not None and self.persistence is not None:
+            self.persistence.storage.will_cleared(connection.client_id)
         if publish_will and will is not None:
             log.info("client %s: publishing its will to %r", connection.client_id, will.topic)
             self.publish(will)
@@ -127,6 +148,7 @@ class Broker:
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(topic_filter, session)
         session.subscriptions.clear()
+        session.forget()
         if self.sessions.get(session.client_id) is session:
             self.sessions.delete(session.client_id)
 
@@ -139,10 +161,56 @@ class Broker:
             self.wake()
 
     def flush(self) -> None:
-        """Write every connection that queued output this tick, one `writelines` each."""
+        """Write every connection that queued output this tick, one `writelines` each; then
+        start the group commit of what this tick changed (`durability = "sync"`)."""
         ready, self._ready = self._ready, []
         for connection in ready:
             connection.flush()
+        if self.persistence is not None and self.persistence.durable:
+            self.commit()
+
+    # -- durability ----------------------------------------------------------------------------
+
+    def acks_wait_for_commit(self) -> bool:
+        """Whether an ack sent now must wait: something it may cover is not on disk yet, or an
+        earlier ack is still waiting (acks keep their order)."""
+        persistence = self.persistence
+        return (persistence is not None and persistence.durable
+                and (persistence.storage.pending or bool(self._held) or self._commit_in_flight))
+
+    def hold(self, connection: Connection, frames: list[bytes], publish: bool) -> None:
+        self._held.append((connection, frames, publish))
+        self.wake()  # the end-of-tick flush starts the commit that releases these
+
+    def commit(self) -> None:
+        """Start one commit of everything changed so far, unless one is already running."""
+        persistence = self.persistence
+        if persistence is None or self._commit_in_flight or self._storage_failing:
+            return
+        if not persistence.storage.pending and not self._held:
+            return
+        held, self._held = self._held, []
+        self._commit_in_flight = True
+        persistence.storage.commit(lambda ok: self._committed(ok, held))
+
+    def _committed(self, ok: bool, held: list[tuple[Connection, list[bytes], bool]]) -> None:
+        self._commit_in_flight = False
+        if not ok:
+            self._held[:0] = held
+            self._storage_failing = True  # tick() retries; until then nothing is acknowledged
+            return
+        if self._storage_failing:
+            log.warning("storage: commits succeed again; releasing held acknowledgements")
+            self._storage_failing = False
+        for connection, frames, publish in held:
+            if connection.closed:
+                continue  # the peer will retry, or the session resends on reconnect
+            if publish:
+                connection.send_publish(frames)
+            else:
+                connection.send(frames[0])
+        if self._held or (self.persistence is not None and self.persistence.storage.pending):
+            self.wake()  # the flush that follows commits what arrived meanwhile
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -158,7 +226,7 @@ class Broker:
     def publish(self, message: Message) -> None:
         """Route one message to every matching session, each at min(message, granted) QoS."""
         if message.retain:
-            self.retained.set(message)
+            self._retain(message)
         matches = self.subscriptions.match(message.topic)
         if not matches:
             return
@@ -179,6 +247,18 @@ class Broker:
                 frame = message.frame_qos0()
             connection.send_publish([frame])
 
+    def _retain(self, message: Message) -> None:
+        previous = self.retained.set(message)
+        persistence = self.persistence
+        if persistence is None or message.topic.startswith("$SYS/"):
+            return  # $SYS values are made afresh at start-up, never stored
+        if previous is not None:
+            persistence.unref(previous)
+        if message.payload:
+            persistence.storage.retained_set(message.topic, persistence.ref(message))
+        elif previous is not None:
+            persistence.storage.retained_cleared(message.topic)
+
     def _queue_overflow(self, session: Session) -> None:
         self.publishes_dropped += 1
         if not session.overflowing:
@@ -189,10 +269,15 @@ class Broker:
     def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
         session.subscriptions[topic_filter] = qos
         self.subscriptions.add(topic_filter, session, qos)
+        if session.persistence is not None:
+            session.persistence.storage.subscription_set(session.client_id, topic_filter, qos)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
             self.subscriptions.remove(topic_filter, session)
+            if session.persistence is not None:
+                session.persistence.storage.subscription_removed(session.client_id,
+                                                                 topic_filter)
 
     def send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
         """Retained messages for a new or renewed subscription, with RETAIN set [MQTT-3.3.1-8]."""
@@ -220,6 +305,9 @@ class Broker:
         """Expire CONNECT and keep-alive deadlines that passed; publish $SYS when due."""
         heap = self._deadlines
         scheduled = self._scheduled
+        if self._storage_failing:
+            self._storage_failing = False
+            self.commit()  # retry; a failure sets the flag again until the next tick
         while heap and heap[0][0] <= now:
             when, _, connection = heapq.heappop(heap)
             if scheduled.get(connection) != when:
@@ -268,6 +356,44 @@ class Broker:
             if self._sys_last.get(topic) != value:
                 self._sys_last[topic] = value
                 self.publish(Message(topic, value.encode(), 0, True))
+
+    # -- restart -------------------------------------------------------------------------------
+
+    def restore(self) -> LoadedState:
+        """Rebuild sessions, queues, in-flight state and retained messages from storage, then
+        publish the wills of clients that were connected when the broker stopped."""
+        persistence = self.persistence
+        assert persistence is not None
+        state = persistence.storage.load()
+        messages = persistence.restore_messages(state)
+        for stored in state.sessions:
+            session = Session(stored.client_id, False, self.limits.max_inflight_messages,
+                              self.limits.max_queued_messages, persistence)
+            for topic_filter, qos in stored.subscriptions.items():
+                session.subscriptions[topic_filter] = qos
+                self.subscriptions.add(topic_filter, session, qos)
+            for item in stored.entries:
+                entry = Outgoing(messages[item.message_id], item.qos, item.retain)
+                entry.seq = item.seq
+                entry.released = item.released
+                entry.message.store_refs += 1
+                if item.packet_id:
+                    session.inflight[item.packet_id] = entry
+                else:
+                    session.queue.append(entry)
+            session.awaiting_release = stored.awaiting_release
+            self.sessions.put(session)
+        for message_id in state.retained:
+            message = messages[message_id]
+            message.store_refs += 1
+            self.retained.set(message)
+        persistence.drop_unreferenced(messages)
+        for client_id, will in state.wills:
+            log.info("client %s: publishing its will to %r (connected when the broker stopped)",
+                     client_id, will.topic)
+            persistence.storage.will_cleared(client_id)
+            self.publish(Message(will.topic, will.payload, will.qos, will.retain))
+        return state
 
     # -- shutdown ------------------------------------------------------------------------------
 

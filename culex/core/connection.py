@@ -150,6 +150,18 @@ class Connection:
             self.flush_pending = True
             self.broker.mark_ready(self)
 
+    def acknowledge(self, frame: bytes) -> None:
+        """PUBACK, PUBREC or PUBCOMP: a promise that what it acknowledges is safe, so with a
+        durable store it leaves only after the commit that makes it true (and in order)."""
+        broker = self.broker
+        if broker.acks_wait_for_commit():
+            broker.hold(self, [frame], publish=False)
+        else:
+            self.send(frame)
+
+    def send_after_commit(self, frames: list[bytes], publish: bool) -> None:
+        self.broker.hold(self, frames, publish)
+
     def send_pubrel(self, packet_id: int) -> None:
         self.send(bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
 
@@ -249,7 +261,9 @@ class Connection:
         if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
             return (ConnackCode.IDENTIFIER_REJECTED,
                     f"keep-alive {packet.keepalive} s outside 1..{limits.max_keepalive}")
-        if 0 < limits.max_connections <= self.broker.clients_connected:
+        session = self.broker.sessions.get(packet.client_id) if packet.client_id else None
+        taking_over = session is not None and session.connection is not None
+        if 0 < limits.max_connections <= self.broker.clients_connected and not taking_over:
             return (ConnackCode.SERVER_UNAVAILABLE,
                     f"max_connections ({limits.max_connections}) reached")
         return None
@@ -296,17 +310,13 @@ class Connection:
             log.info("client %s (%s) publish to %r dropped: $SYS is read-only", self.client_id,
                      self.peer, topic)
             routed = False
-        if qos == 2:
-            awaiting = self.session.awaiting_release  # type: ignore[union-attr]
-            if packet_id in awaiting:
-                routed = False  # a retransmission: routed when it first arrived
-            else:
-                awaiting.add(packet_id)
+        if qos == 2 and not self.session.inbound_received(packet_id):  # type: ignore[union-attr]
+            routed = False  # a retransmission: routed when it first arrived
         if routed:
             broker.publish(message)
         if qos:
-            self.send(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
-                             packet_id & 0xFF)))
+            self.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
+                                    packet_id & 0xFF)))
 
     def _ack_id(self, first: int, frame: bytes, pos: int, flags: int, name: str) -> int:
         self._require_connected()
@@ -339,9 +349,9 @@ class Connection:
     def _handle_pubrel(self, first: int, frame: bytes, pos: int) -> None:
         packet_id = self._ack_id(first, frame, pos, 0b0010, "PUBREL")
         assert self.session is not None
-        self.session.awaiting_release.discard(packet_id)
+        self.session.inbound_released(packet_id)
         # PUBCOMP even for an unknown id: the sender may be retrying after our restart.
-        self.send(bytes((PUBCOMP, 2, packet_id >> 8, packet_id & 0xFF)))
+        self.acknowledge(bytes((PUBCOMP, 2, packet_id >> 8, packet_id & 0xFF)))
 
     def _handle_pubcomp(self, first: int, frame: bytes, pos: int) -> None:
         packet_id = self._ack_id(first, frame, pos, 0, "PUBCOMP")
@@ -377,6 +387,11 @@ class Connection:
         packet = decode_unsubscribe(first & 0x0F, frame, pos)
         session = self.session
         assert session is not None
+        for topic_filter in packet.filters:
+            problem = filter_problem(topic_filter, self.broker.limits.max_topic_levels)
+            if problem is not None:
+                # UNSUBACK has no per-filter code in 3.1.1; Mosquitto closes here as well.
+                raise ProtocolError(f"UNSUBSCRIBE with invalid filter {topic_filter!r}: {problem}")
         for topic_filter in packet.filters:
             self.broker.unsubscribe(session, topic_filter)
         self.send(bytes((UNSUBACK, 2, packet.packet_id >> 8, packet.packet_id & 0xFF)))

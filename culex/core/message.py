@@ -15,8 +15,8 @@ class Message:
     forwarded as is; the payload is only sliced out of it when another variant is asked for.
     """
 
-    __slots__ = ("_frame", "_heads", "_payload", "_payload_offset", "qos", "retain", "topic",
-                 "topic_bytes")
+    __slots__ = ("_frame", "_heads", "_payload", "_payload_offset", "qos", "retain",
+                 "store_id", "store_refs", "topic", "topic_bytes")
 
     def __init__(self, topic: str, payload: bytes | None, qos: int = 0, retain: bool = False,
                  *, topic_bytes: bytes | None = None, frame: bytes | None = None,
@@ -29,6 +29,9 @@ class Message:
         self._frame = frame
         self._payload_offset = payload_offset
         self._heads: dict[int, bytes] = {}
+        # Storage row id and how many stored queue entries / retained slots point at it.
+        self.store_id = 0
+        self.store_refs = 0
 
     @property
     def payload(self) -> bytes:

@@ -20,19 +20,22 @@ class RetainedStore:
         self._root = _Node()
         self.count = 0
 
-    def set(self, message: Message) -> None:
-        """Store, replace, or (empty payload) clear the retained message of its topic."""
+    def set(self, message: Message) -> Message | None:
+        """Store, replace, or (empty payload) clear the retained message of its topic.
+
+        Returns the message it replaced or cleared, if any."""
         if not message.payload:
-            self._delete(message.topic)
-            return
+            return self._delete(message.topic)
         node = self._root
         for level in message.topic.split("/"):
             child = node.children.get(level)
             if child is None:
                 child = node.children[level] = _Node()
             node = child
-        self.count += node.message is None
+        previous = node.message
+        self.count += previous is None
         node.message = message
+        return previous
 
     def get(self, topic: str) -> Message | None:
         node: _Node | None = self._root
@@ -40,16 +43,17 @@ class RetainedStore:
             node = node.children.get(level) if node else None
         return node.message if node else None
 
-    def _delete(self, topic: str) -> None:
+    def _delete(self, topic: str) -> Message | None:
         levels = topic.split("/")
         path = [self._root]
         for level in levels:
             child = path[-1].children.get(level)
             if child is None:
-                return
+                return None
             path.append(child)
-        if path[-1].message is None:
-            return
+        previous = path[-1].message
+        if previous is None:
+            return None
         path[-1].message = None
         self.count -= 1
         for depth in range(len(levels), 0, -1):
@@ -57,6 +61,7 @@ class RetainedStore:
             if node.message is not None or node.children:
                 break
             del path[depth - 1].children[levels[depth - 1]]
+        return previous
 
     def match(self, topic_filter: str) -> Iterator[Message]:
         """Retained messages whose topic the filter matches (the `$` rule applied)."""

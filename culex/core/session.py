@@ -16,18 +16,23 @@ from .message import Message
 
 if TYPE_CHECKING:
     from .connection import Connection
+    from .persistence import Persistence
 
 
 class Outgoing:
-    """A QoS 1/2 PUBLISH sent and not yet completed. `released`: PUBREC seen, PUBREL sent."""
+    """A QoS 1/2 message for one session: queued, or in flight under a packet id.
 
-    __slots__ = ("message", "qos", "released", "retain")
+    `released`: PUBREC seen and PUBREL sent (QoS 2). `seq` orders the entry in storage.
+    """
+
+    __slots__ = ("message", "qos", "released", "retain", "seq")
 
     def __init__(self, message: Message, qos: int, retain: bool) -> None:
         self.message = message
         self.qos = qos
         self.retain = retain
         self.released = False
+        self.seq = 0
 
 
 class Session:
@@ -41,19 +46,24 @@ class Session:
         "max_inflight",
         "max_queued",
         "overflowing",
+        "persistence",
         "queue",
         "subscriptions",
     )
 
-    def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int) -> None:
+    def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int,
+                 persistence: Persistence | None = None) -> None:
         self.client_id = client_id
         self.clean = clean
         self.max_inflight = max_inflight
         self.max_queued = max_queued
+        # Set only for sessions that outlive their connection and only when a storage backend
+        # is configured: every change below is then reported to it.
+        self.persistence = persistence
         self.connection: Connection | None = None
         self.subscriptions: dict[str, int] = {}
         self.inflight: dict[int, Outgoing] = {}
-        self.queue: deque[tuple[Message, int, bool]] = deque()
+        self.queue: deque[Outgoing] = deque()
         # Inbound QoS 2 ids PUBREC'd and not yet released. The message was routed on arrival,
         # so a retransmission with one of these ids is acknowledged again but not routed again
         # (exactly once, MQTT-4.3.3-2). Bounded by the 16-bit id space.
@@ -77,19 +87,31 @@ class Session:
     def deliver(self, message: Message, qos: int, retain: bool = False) -> bool:
         """Send or queue a QoS 1/2 message. False when the queue is full and it was dropped."""
         connection = self.connection
+        entry = Outgoing(message, qos, retain)
         if (connection is not None and not self.queue
                 and len(self.inflight) < self.max_inflight):
-            self._send(connection, message, qos, retain)
+            packet_id = self.allocate_packet_id()
+            self.inflight[packet_id] = entry
+            if self.persistence is not None:
+                self.persistence.queued(self.client_id, entry, packet_id)
+            self._transmit(connection, entry, packet_id)
             return True
         if len(self.queue) >= self.max_queued:
             return False
-        self.queue.append((message, qos, retain))
+        self.queue.append(entry)
+        if self.persistence is not None:
+            self.persistence.queued(self.client_id, entry)
         return True
 
-    def _send(self, connection: Connection, message: Message, qos: int, retain: bool) -> None:
-        packet_id = self.allocate_packet_id()
-        self.inflight[packet_id] = Outgoing(message, qos, retain)
-        connection.send_publish(message.frames(qos, packet_id, retain=retain))
+    def _transmit(self, connection: Connection, entry: Outgoing, packet_id: int,
+                  dup: bool = False) -> None:
+        frames = entry.message.frames(entry.qos, packet_id, retain=entry.retain, dup=dup)
+        if entry.qos == 2 and self.persistence is not None and self.persistence.durable:
+            # Exactly once across a crash: the subscriber may only see the message once the
+            # record that it was sent is on disk, or a restart would send it again as new.
+            connection.send_after_commit(frames, publish=True)
+        else:
+            connection.send_publish(frames)
 
     def pump(self) -> None:
         """Move queued messages into the in-flight window while there is room."""
@@ -98,8 +120,12 @@ class Session:
             return
         queue = self.queue
         while queue and len(self.inflight) < self.max_inflight:
-            message, qos, retain = queue.popleft()
-            self._send(connection, message, qos, retain)
+            entry = queue.popleft()
+            packet_id = self.allocate_packet_id()
+            self.inflight[packet_id] = entry
+            if self.persistence is not None:
+                self.persistence.storage.entry_sent(self.client_id, entry.seq, packet_id)
+            self._transmit(connection, entry, packet_id)
         if self.overflowing and len(queue) < self.max_queued:
             self.overflowing = False
 
@@ -111,8 +137,7 @@ class Session:
             if entry.released:
                 connection.send_pubrel(packet_id)
             else:
-                connection.send_publish(entry.message.frames(entry.qos, packet_id,
-                                                          retain=entry.retain, dup=True))
+                self._transmit(connection, entry, packet_id, dup=True)
         self.pump()
 
     def acknowledge(self, packet_id: int, qos: int) -> bool:
@@ -121,6 +146,8 @@ class Session:
         if entry is None or entry.qos != qos or (qos == 2 and not entry.released):
             return False
         del self.inflight[packet_id]
+        if self.persistence is not None:
+            self.persistence.done(self.client_id, entry)
         self.pump()
         return True
 
@@ -129,8 +156,37 @@ class Session:
         entry = self.inflight.get(packet_id)
         if entry is None or entry.qos != 2:
             return False
-        entry.released = True
+        if not entry.released:
+            entry.released = True
+            if self.persistence is not None:
+                self.persistence.storage.entry_released(self.client_id, entry.seq)
         return True
+
+    def inbound_received(self, packet_id: int) -> bool:
+        """An inbound QoS 2 PUBLISH: True the first time its id is seen (route it)."""
+        if packet_id in self.awaiting_release:
+            return False
+        self.awaiting_release.add(packet_id)
+        if self.persistence is not None:
+            self.persistence.storage.inbound_received(self.client_id, packet_id)
+        return True
+
+    def inbound_released(self, packet_id: int) -> None:
+        if packet_id in self.awaiting_release:
+            self.awaiting_release.discard(packet_id)
+            if self.persistence is not None:
+                self.persistence.storage.inbound_released(self.client_id, packet_id)
+
+    def forget(self) -> None:
+        """The session ends: drop its stored state and its references to stored messages."""
+        persistence = self.persistence
+        if persistence is None:
+            return
+        persistence.storage.session_deleted(self.client_id)
+        for entry in (*self.inflight.values(), *self.queue):
+            persistence.unref(entry.message)
+        self.inflight.clear()
+        self.queue.clear()
 
 
 class SessionStore(Protocol):

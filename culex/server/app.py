@@ -6,9 +6,12 @@ import asyncio
 import errno
 import logging
 import signal
+import time
+from pathlib import Path
 
 from ..config import Config
 from ..core.broker import Broker
+from ..storage.sqlite import SqliteStorage
 from .transport import MQTTProtocol
 
 log = logging.getLogger("culex")
@@ -23,6 +26,15 @@ class ListenError(Exception):
     """A listener could not be opened (port in use, no permission): a one-line fatal error."""
 
 
+def open_storage(config: Config, loop: asyncio.AbstractEventLoop) -> SqliteStorage | None:
+    settings = config.storage
+    if settings.durability == "none":
+        log.info("storage: durability none, state is kept in memory only")
+        return None
+    return SqliteStorage(Path(settings.path), durable=settings.durability == "sync",
+                         call_soon_threadsafe=loop.call_soon_threadsafe)
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop  # noqa: PLC0415 - optional at import time, preferred at run time
@@ -34,7 +46,17 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
-    broker = Broker(config.limits, sys_interval=config.sys_interval, now=loop.time())
+    storage = open_storage(config, loop)
+    broker = Broker(config.limits, sys_interval=config.sys_interval, storage=storage,
+                    now=loop.time())
+    if storage is not None:
+        started = time.monotonic()
+        state = broker.restore()
+        queued = sum(len(session.entries) for session in state.sessions)
+        log.info("storage: %s (durability %s): loaded %d sessions, %d queued or in-flight "
+                 "messages, %d retained, %d wills in %.3f s", storage.path,
+                 config.storage.durability, len(state.sessions), queued, len(state.retained),
+                 len(state.wills), time.monotonic() - started)
     flush_scheduled = False
 
     def flush() -> None:
@@ -71,12 +93,19 @@ async def serve(config: Config) -> None:
 
     def tick() -> None:
         broker.tick(loop.time())
-        ticker[0] = loop.call_later(TICK_SECONDS, tick)
+        timers[0] = loop.call_later(TICK_SECONDS, tick)
 
-    ticker = [loop.call_soon(tick)]
+    def batch_commit() -> None:
+        broker.commit()
+        timers[1] = loop.call_later(config.storage.batch_interval, batch_commit)
+
+    timers = [loop.call_soon(tick)]
+    if storage is not None and not storage.durable:
+        timers.append(loop.call_later(config.storage.batch_interval, batch_commit))
     await stop.wait()
     log.info("shutting down: closing %d connections", len(broker.connections))
-    ticker[0].cancel()
+    for timer in timers:
+        timer.cancel()
     for server in servers:
         server.close()
     broker.close_all()
@@ -87,4 +116,6 @@ async def serve(config: Config) -> None:
     except TimeoutError:
         log.warning("shutdown: some connections did not close within %g s",
                     SHUTDOWN_GRACE_SECONDS)
+    if storage is not None:
+        storage.close()
     log.info("stopped")

@@ -1,0 +1,75 @@
+"""Glue between core objects and a `Storage` backend: ids, reference counts, restore.
+
+A message is written once however many persistent sessions hold it: it gets a storage id the
+first time a queue entry or the retained store references it, and its row is deleted when the
+last reference goes. Queue entries get a sequence number that orders them within their session.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..storage.base import LoadedState, Storage, StoredEntry, StoredMessage
+from .message import Message
+
+if TYPE_CHECKING:
+    from .session import Outgoing
+
+
+class Persistence:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.durable = storage.durable
+        self._next_message_id = 1
+        self._next_seq = 1
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def ref(self, message: Message) -> int:
+        if not message.store_refs:
+            if not message.store_id:
+                message.store_id = self._next_message_id
+                self._next_message_id += 1
+            self.storage.message_stored(StoredMessage(
+                message.store_id, message.topic, message.payload, message.qos, message.retain))
+        message.store_refs += 1
+        return message.store_id
+
+    def unref(self, message: Message) -> None:
+        message.store_refs -= 1
+        if not message.store_refs:
+            self.storage.message_deleted(message.store_id)
+
+    # -- session entries ---------------------------------------------------------------------
+
+    def queued(self, client_id: str, entry: Outgoing, packet_id: int = 0) -> None:
+        entry.seq = self._next_seq
+        self._next_seq += 1
+        self.storage.entry_queued(client_id, StoredEntry(
+            entry.seq, self.ref(entry.message), entry.qos, entry.retain, packet_id,
+            entry.released))
+
+    def done(self, client_id: str, entry: Outgoing) -> None:
+        self.storage.entry_done(client_id, entry.seq)
+        self.unref(entry.message)
+
+    # -- restore -----------------------------------------------------------------------------
+
+    def restore_messages(self, state: LoadedState) -> dict[int, Message]:
+        """Message objects for the stored rows; ids continue after the highest one seen."""
+        messages = {
+            stored.message_id: Message(stored.topic, stored.payload, stored.qos, stored.retain)
+            for stored in state.messages.values()
+        }
+        for message_id, message in messages.items():
+            message.store_id = message_id
+        self._next_message_id = max(messages, default=0) + 1
+        self._next_seq = max((entry.seq for session in state.sessions
+                              for entry in session.entries), default=0) + 1
+        return messages
+
+    def drop_unreferenced(self, messages: dict[int, Message]) -> None:
+        """Rows left without a reference by a crash between two commits."""
+        for message_id, message in messages.items():
+            if not message.store_refs:
+                self.storage.message_deleted(message_id)

@@ -1,0 +1,107 @@
+"""The storage interface the broker core writes through, and its in-memory (no-op) backend.
+
+The core reports every change to durable state as it happens (a session saved, a message queued
+for a persistent session, a packet id in flight, a retained message set, ...). A backend turns
+those reports into a batch and commits the batch when the transport asks, once per loop tick
+(group commit). `durable` tells the core whether acknowledgements must wait for that commit.
+
+With `durability = "none"` there is no backend at all: the core keeps its state in memory and
+makes none of these calls, so the hot path pays nothing for the feature it does not use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    message_id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(slots=True)
+class StoredEntry:
+    """A QoS 1/2 message in a persistent session: queued (packet_id 0) or in flight."""
+
+    seq: int
+    message_id: int
+    qos: int
+    retain: bool
+    packet_id: int
+    released: bool
+
+
+@dataclass(slots=True)
+class StoredSession:
+    client_id: str
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    entries: list[StoredEntry] = field(default_factory=list)
+    awaiting_release: set[int] = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class LoadedState:
+    messages: dict[int, StoredMessage] = field(default_factory=dict)
+    sessions: list[StoredSession] = field(default_factory=list)
+    retained: list[int] = field(default_factory=list)
+    wills: list[tuple[str, StoredMessage]] = field(default_factory=list)
+
+
+CommitDone = Callable[[bool], None]
+"""Called on the event loop thread when a commit finished: True on success."""
+
+
+class Storage(Protocol):
+    # Whether the broker must hold acknowledgements until `commit` reports success.
+    durable: bool
+
+    def load(self) -> LoadedState: ...
+
+    @property
+    def pending(self) -> bool:
+        """True when changes wait for a commit."""
+        ...
+
+    def commit(self, done: CommitDone) -> None:
+        """Write what accumulated in one transaction; `done(ok)` follows on the loop thread."""
+        ...
+
+    def close(self) -> None: ...
+
+    def session_saved(self, client_id: str) -> None: ...
+
+    def session_deleted(self, client_id: str) -> None: ...
+
+    def subscription_set(self, client_id: str, topic_filter: str, qos: int) -> None: ...
+
+    def subscription_removed(self, client_id: str, topic_filter: str) -> None: ...
+
+    def message_stored(self, message: StoredMessage) -> None: ...
+
+    def message_deleted(self, message_id: int) -> None: ...
+
+    def entry_queued(self, client_id: str, entry: StoredEntry) -> None: ...
+
+    def entry_sent(self, client_id: str, seq: int, packet_id: int) -> None: ...
+
+    def entry_released(self, client_id: str, seq: int) -> None: ...
+
+    def entry_done(self, client_id: str, seq: int) -> None: ...
+
+    def inbound_received(self, client_id: str, packet_id: int) -> None: ...
+
+    def inbound_released(self, client_id: str, packet_id: int) -> None: ...
+
+    def retained_set(self, topic: str, message_id: int) -> None: ...
+
+    def retained_cleared(self, topic: str) -> None: ...
+
+    def will_set(self, client_id: str, will: StoredMessage) -> None: ...
+
+    def will_cleared(self, client_id: str) -> None: ...

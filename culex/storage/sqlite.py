@@ -1,0 +1,273 @@
+"""SQLite backend: one WAL-mode database file, group commit on a single writer thread.
+
+Changes reported by the core during a loop tick become SQL statements in a list; at the end of
+the tick the list is committed as one transaction on the writer thread while the loop goes on.
+Only one commit is in flight at a time: changes made meanwhile wait for the next one, so batches
+grow with load (fewer fsyncs per message) and never commit out of order. A failed commit (disk
+full, I/O error) is retried with its statements first, which is safe because every statement is
+idempotent when replayed in order (INSERT OR REPLACE, UPDATE, DELETE).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSession
+
+log = logging.getLogger("culex")
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE schema_version (version INTEGER NOT NULL);
+CREATE TABLE sessions (client_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE subscriptions (
+    client_id TEXT NOT NULL,
+    topic_filter TEXT NOT NULL,
+    qos INTEGER NOT NULL,
+    PRIMARY KEY (client_id, topic_filter)
+) WITHOUT ROWID;
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+);
+CREATE TABLE entries (
+    client_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    packet_id INTEGER NOT NULL DEFAULT 0,
+    released INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE inbound (
+    client_id TEXT NOT NULL,
+    packet_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, packet_id)
+) WITHOUT ROWID;
+CREATE TABLE retained (topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE wills (
+    client_id TEXT PRIMARY KEY,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+TABLES = {"schema_version", "sessions", "subscriptions", "messages", "entries", "inbound",
+          "retained", "wills"}
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+class StorageError(Exception):
+    """The database cannot be used (corrupt, wrong version, unreadable); names the file."""
+
+
+class SqliteStorage:
+    def __init__(self, path: Path, *, durable: bool,
+                 call_soon_threadsafe: Callable[..., Any]) -> None:
+        self.path = path
+        self.durable = durable
+        self._call_soon_threadsafe = call_soon_threadsafe
+        self._statements: list[Statement] = []
+        self._lock = threading.Lock()  # the connection is used by one thread at a time
+        self._db = self._open()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="culex-sqlite")
+
+    # -- opening and loading ----------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists() or self.path.stat().st_size == 0
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # sync: every commit is fsynced (survives power loss); batch: WAL with NORMAL
+            # survives a process crash, and loses at most the last commits on power loss.
+            db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
+            if fresh:
+                db.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            self._check_schema(db)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot open the database: {exc}") from None
+        except OSError as exc:
+            raise StorageError(f"{self.path}: {exc.strerror}") from None
+        return db
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "schema_version" not in tables:
+            raise StorageError(f"{self.path}: not a Culex database (no schema_version table); "
+                               "refusing to start rather than overwrite it")
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version")]
+        if versions != [SCHEMA_VERSION]:
+            raise StorageError(f"{self.path}: schema version {versions}, this Culex reads "
+                               f"version {SCHEMA_VERSION}")
+        missing = TABLES - tables
+        if missing:
+            raise StorageError(f"{self.path}: damaged database, missing tables "
+                               f"{', '.join(sorted(missing))}")
+
+    def load(self) -> LoadedState:
+        started = time.monotonic()
+        state = LoadedState()
+        try:
+            db = self._db
+            for row in db.execute("SELECT id, topic, payload, qos, retain FROM messages"):
+                state.messages[row[0]] = StoredMessage(row[0], row[1], bytes(row[2]), row[3],
+                                                       bool(row[4]))
+            sessions: dict[str, StoredSession] = {}
+            for (client_id,) in db.execute("SELECT client_id FROM sessions"):
+                sessions[client_id] = StoredSession(client_id)
+            for client_id, topic_filter, qos in db.execute(
+                    "SELECT client_id, topic_filter, qos FROM subscriptions"):
+                if client_id in sessions:
+                    sessions[client_id].subscriptions[topic_filter] = qos
+            for client_id, *fields in db.execute(
+                    "SELECT client_id, seq, message_id, qos, retain, packet_id, released "
+                    "FROM entries ORDER BY client_id, seq"):
+                seq, message_id, qos, retain, packet_id, released = fields
+                if client_id in sessions and message_id in state.messages:
+                    sessions[client_id].entries.append(StoredEntry(
+                        seq, message_id, qos, bool(retain), packet_id, bool(released)))
+            for client_id, packet_id in db.execute("SELECT client_id, packet_id FROM inbound"):
+                if client_id in sessions:
+                    sessions[client_id].awaiting_release.add(packet_id)
+            state.sessions = list(sessions.values())
+            state.retained = [row[0] for row in db.execute("SELECT message_id FROM retained")
+                              if row[0] in state.messages]
+            for client_id, topic, payload, qos, retain in db.execute(
+                    "SELECT client_id, topic, payload, qos, retain FROM wills"):
+                state.wills.append((client_id, StoredMessage(0, topic, bytes(payload), qos,
+                                                             bool(retain))))
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot read the database: {exc}") from None
+        log.debug("read %s in %.3f s", self.path, time.monotonic() - started)
+        return state
+
+    # -- group commit -----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._statements)
+
+    def commit(self, done: CommitDone) -> None:
+        statements, self._statements = self._statements, []
+        future = self._executor.submit(self._write, statements)
+
+        def finished(result: Future[None]) -> None:
+            self._call_soon_threadsafe(self._finished, result, statements, done)
+
+        future.add_done_callback(finished)
+
+    def _write(self, statements: list[Statement]) -> None:
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                for sql, params in statements:
+                    db.execute(sql, params)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+
+    def _finished(self, result: Future[None], statements: list[Statement],
+                  done: CommitDone) -> None:
+        error = result.exception()
+        if error is not None:
+            # Replay these first next time; nothing acknowledged depends on them yet.
+            self._statements[:0] = statements
+            log.error("storage: commit to %s failed (%s); holding acknowledgements until a "
+                      "commit succeeds", self.path, error)
+        done(error is None)
+
+    def close(self) -> None:
+        """Commit what is left (shutdown), then close the file."""
+        self._executor.shutdown(wait=True)
+        if self._statements:
+            try:
+                self._write(self._statements)
+                self._statements = []
+            except sqlite3.Error as exc:
+                log.error("storage: final commit to %s failed: %s", self.path, exc)
+        with self._lock:
+            self._db.close()
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    def _add(self, sql: str, *params: Any) -> None:
+        self._statements.append((sql, params))
+
+    def session_saved(self, client_id: str) -> None:
+        self._add("INSERT OR IGNORE INTO sessions (client_id) VALUES (?)", client_id)
+
+    def session_deleted(self, client_id: str) -> None:
+        for table in ("sessions", "subscriptions", "entries", "inbound"):
+            self._add(f"DELETE FROM {table} WHERE client_id = ?", client_id)
+
+    def subscription_set(self, client_id: str, topic_filter: str, qos: int) -> None:
+        self._add("INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?)",
+                  client_id, topic_filter, qos)
+
+    def subscription_removed(self, client_id: str, topic_filter: str) -> None:
+        self._add("DELETE FROM subscriptions WHERE client_id = ? AND topic_filter = ?",
+                  client_id, topic_filter)
+
+    def message_stored(self, message: StoredMessage) -> None:
+        self._add("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?)", message.message_id,
+                  message.topic, message.payload, message.qos, int(message.retain))
+
+    def message_deleted(self, message_id: int) -> None:
+        self._add("DELETE FROM messages WHERE id = ?", message_id)
+
+    def entry_queued(self, client_id: str, entry: StoredEntry) -> None:
+        self._add("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", client_id,
+                  entry.seq, entry.message_id, entry.qos, int(entry.retain), entry.packet_id,
+                  int(entry.released))
+
+    def entry_sent(self, client_id: str, seq: int, packet_id: int) -> None:
+        self._add("UPDATE entries SET packet_id = ? WHERE client_id = ? AND seq = ?",
+                  packet_id, client_id, seq)
+
+    def entry_released(self, client_id: str, seq: int) -> None:
+        self._add("UPDATE entries SET released = 1 WHERE client_id = ? AND seq = ?",
+                  client_id, seq)
+
+    def entry_done(self, client_id: str, seq: int) -> None:
+        self._add("DELETE FROM entries WHERE client_id = ? AND seq = ?", client_id, seq)
+
+    def inbound_received(self, client_id: str, packet_id: int) -> None:
+        self._add("INSERT OR IGNORE INTO inbound VALUES (?, ?)", client_id, packet_id)
+
+    def inbound_released(self, client_id: str, packet_id: int) -> None:
+        self._add("DELETE FROM inbound WHERE client_id = ? AND packet_id = ?", client_id,
+                  packet_id)
+
+    def retained_set(self, topic: str, message_id: int) -> None:
+        self._add("INSERT OR REPLACE INTO retained VALUES (?, ?)", topic, message_id)
+
+    def retained_cleared(self, topic: str) -> None:
+        self._add("DELETE FROM retained WHERE topic = ?", topic)
+
+    def will_set(self, client_id: str, will: StoredMessage) -> None:
+        self._add("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?)", client_id, will.topic,
+                  will.payload, will.qos, int(will.retain))
+
+    def will_cleared(self, client_id: str) -> None:
+        self._add("DELETE FROM wills WHERE client_id = ?", client_id)

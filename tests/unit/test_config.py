@@ -1,0 +1,72 @@
+"""culex.toml parsing: every bad value is refused with the file and key named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from culex.config import Config, ConfigError, Listener, load_config, parse_config
+from culex.core.limits import Limits
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_example_is_the_defaults() -> None:
+    assert load_config(ROOT / "culex.toml") == Config()
+
+
+def test_no_file_means_defaults() -> None:
+    config = load_config(None)
+    assert config.listeners == (Listener("127.0.0.1", 1883),)
+    assert config.limits.max_inflight_messages == 20
+    assert config.limits.max_queued_messages == 1000
+    assert config.limits.connect_timeout == 10.0
+    assert config.sys_interval == 10.0
+
+
+def test_full_config() -> None:
+    config = parse_config({
+        "sys_interval": 5,
+        "listeners": [{"host": "127.0.0.1", "port": 1884}, {"host": "::1", "port": 1885}],
+        "limits": {"max_packet_size": 2048, "max_inflight_messages": 5, "connect_timeout": 2},
+        "logging": {"level": "debug", "format": "json"},
+    }, "x.toml")
+    assert config.sys_interval == 5.0
+    assert config.listeners[1] == Listener("::1", 1885)
+    assert config.limits == Limits(max_packet_size=2048, max_inflight_messages=5,
+                                   connect_timeout=2.0)
+    assert (config.logging.level, config.logging.format) == ("debug", "json")
+
+
+@pytest.mark.parametrize(("data", "message"), [
+    ({"bogus": 1}, "x.toml: bogus: unknown key"),
+    ({"limits": {"max_inflight": 5}}, "x.toml: limits.max_inflight: unknown key"),
+    ({"limits": {"max_packet_size": "big"}}, "x.toml: limits.max_packet_size: expected int"),
+    ({"limits": {"max_packet_size": True}}, "x.toml: limits.max_packet_size: expected int"),
+    ({"limits": {"max_packet_size": 1}}, "max_packet_size must be between"),
+    ({"limits": {"max_inflight_messages": 0}}, "max_inflight_messages must be between"),
+    ({"limits": {"max_connections": 0}}, "max_connections must be -1"),
+    ({"limits": {"connect_timeout": 0}}, "connect_timeout must be positive"),
+    ({"limits": {"max_keepalive": 70000}}, "max_keepalive must be between"),
+    ({"logging": {"level": "loud"}}, "logging.level: 'loud' is not one of"),
+    ({"logging": {"format": "xml"}}, "logging.format: 'xml' is not one of"),
+    ({"listeners": []}, "listeners: expected one or more"),
+    ({"listeners": [{"port": 99999}]}, "listeners[0].port: 99999 is not a TCP port"),
+    ({"listeners": [{"port": "1883"}]}, "listeners[0].port: expected int"),
+    ({"sys_interval": -1}, "sys_interval: must be 0 (off) or positive"),
+    ({"limits": 3}, "limits: expected a table"),
+])
+def test_bad_values_are_named(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, "x.toml")
+    assert message in str(caught.value)
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[limits\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: invalid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match=r"nope\.toml: no such file"):
+        load_config(tmp_path / "nope.toml")
