@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="listen on this port instead of the configured ones")
     run.add_argument("--log-level", choices=LOG_LEVELS)
     run.add_argument("--log-format", choices=LOG_FORMATS)
+    from .bench.command import add_arguments as add_bench_arguments  # noqa: PLC0415
+    add_bench_arguments(commands.add_parser("bench", help="load-test an MQTT broker"))
     return parser
 
 
@@ -61,6 +63,9 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "bench":
+        from .bench.command import run as run_bench  # noqa: PLC0415
+        return run_bench(args)
     try:
         config = apply_overrides(load_config(args.config), args)
     except ConfigError as exc:

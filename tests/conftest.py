@@ -109,6 +109,7 @@ class BrokerProcess:
         raise RuntimeError("no free port after 3 attempts")
 
     def _start_once(self) -> BrokerProcess:
+        self.killed = False
         command = self.command()
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
