@@ -134,7 +134,8 @@ def decode_connect(flags: int, frame: bytes, pos: int) -> Connect:
     level = frame[pos]
     pos += 1
     if protocol_name not in PROTOCOL_LEVELS:
-        raise UnacceptableProtocol(f"unknown protocol name {protocol_name!r}", "MQTT-3.1.2-1")
+        # Not MQTT at all, so no CONNACK: the spec lets the server just disconnect.
+        raise ProtocolError(f"unknown protocol name {protocol_name!r}", "MQTT-3.1.2-1")
     if level not in PROTOCOL_LEVELS[protocol_name]:
         raise UnacceptableProtocol(f"protocol {protocol_name!r} level {level} not supported",
                                    "MQTT-3.1.2-2")
