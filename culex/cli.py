@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, Listener, load_config
+from .config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
 from .server.app import ListenError, new_event_loop, serve
 from .storage.sqlite import StorageError
 
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     if args.host is not None or args.port is not None:
         first = config.listeners[0]
-        listener = Listener(args.host or first.host,
-                            args.port if args.port is not None else first.port)
+        listener = dataclasses.replace(first, host=args.host or first.host,
+                                       port=args.port if args.port is not None else first.port)
         config = dataclasses.replace(config, listeners=(listener,))
     if args.log_level or args.log_format:
         logging_config = dataclasses.replace(

@@ -22,10 +22,49 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names the file and the key."""
 
 
+TLS_VERSIONS = ("1.2", "1.3")
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     host: str = "127.0.0.1"
     port: int = 1883
+    # TLS: a listener with a certificate speaks MQTT over TLS only.
+    certfile: str = ""
+    keyfile: str = ""
+    # CA bundle that client certificates must chain to (mutual TLS).
+    cafile: str = ""
+    require_certificate: bool = False
+    # The client certificate's subject CN becomes the user name (mTLS instead of passwords).
+    use_identity_as_username: bool = False
+    min_tls_version: str = "1.2"
+    # OpenSSL cipher list for TLS 1.2; empty keeps Python's secure default.
+    ciphers: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.certfile)
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 0 <= self.port <= 65535:
+            found.append(f"port: {self.port} is not a TCP port")
+        if self.keyfile and not self.certfile:
+            found.append("keyfile: set without certfile")
+        if (self.require_certificate or self.use_identity_as_username) and not self.cafile:
+            found.append("require_certificate/use_identity_as_username need cafile")
+        if self.use_identity_as_username and not self.require_certificate:
+            found.append("use_identity_as_username needs require_certificate = true")
+        if (self.cafile or self.require_certificate) and not self.certfile:
+            found.append("cafile/require_certificate need certfile (a TLS listener)")
+        if self.min_tls_version not in TLS_VERSIONS:
+            found.append(f"min_tls_version: {self.min_tls_version!r} is not one of "
+                         f"{', '.join(TLS_VERSIONS)}")
+        for name in ("certfile", "keyfile", "cafile"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                found.append(f"{name}: {value}: no such file")
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +135,9 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         listeners = tuple(_build(Listener, table, f"{source}: listeners[{index}]")
                           for index, table in enumerate(tables))
         for index, listener in enumerate(listeners):
-            if not 0 <= listener.port <= 65535:
-                raise ConfigError(f"{source}: listeners[{index}].port: {listener.port} is not "
-                                  "a TCP port")
+            problems = listener.problems()
+            if problems:
+                raise ConfigError(f"{source}: listeners[{index}].{problems[0]}")
         kwargs["listeners"] = listeners
     if "limits" in data:
         limits = _build(Limits, data["limits"], f"{source}: limits")

@@ -57,12 +57,14 @@ def _toml_value(value: Any) -> str:
 
 
 def render_config(settings: dict[str, Any]) -> str:
-    """Render a flat/nested dict as TOML (tables for dict values)."""
-    top = [f"{k} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
+    """Render a dict as TOML: dict values become tables, lists of dicts arrays of tables."""
+    top = [f"{k} = {_toml_value(v)}" for k, v in settings.items()
+           if not isinstance(v, dict | list)]
     tables = []
-    for name, table in settings.items():
-        if isinstance(table, dict):
-            tables.append(f"[{name}]")
+    for name, value in settings.items():
+        for table in [value] if isinstance(value, dict) else value if isinstance(value, list) \
+                else []:
+            tables.append(f"[[{name}]]" if isinstance(value, list) else f"[{name}]")
             tables.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
     return "\n".join(top + tables) + "\n"
 

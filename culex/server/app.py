@@ -6,10 +6,11 @@ import asyncio
 import errno
 import logging
 import signal
+import ssl
 import time
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, Listener
 from ..core.broker import Broker
 from ..storage.sqlite import SqliteStorage
 from .transport import MQTTProtocol
@@ -24,6 +25,27 @@ SHUTDOWN_GRACE_SECONDS = 4.0
 
 class ListenError(Exception):
     """A listener could not be opened (port in use, no permission): a one-line fatal error."""
+
+
+def tls_context(listener: Listener) -> ssl.SSLContext | None:
+    """The server-side TLS context of a listener, or None for plain TCP."""
+    if not listener.tls:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = (ssl.TLSVersion.TLSv1_3 if listener.min_tls_version == "1.3"
+                               else ssl.TLSVersion.TLSv1_2)
+    try:
+        context.load_cert_chain(listener.certfile, listener.keyfile or None)
+        if listener.cafile:
+            context.load_verify_locations(listener.cafile)
+            context.verify_mode = (ssl.CERT_REQUIRED if listener.require_certificate
+                                   else ssl.CERT_OPTIONAL)
+        if listener.ciphers:
+            context.set_ciphers(listener.ciphers)
+    except (ssl.SSLError, OSError) as exc:
+        raise ListenError(f"listener {listener.host}:{listener.port}: cannot load TLS "
+                          f"certificates: {exc}") from None
+    return context
 
 
 def open_storage(config: Config, loop: asyncio.AbstractEventLoop) -> SqliteStorage | None:
@@ -75,9 +97,12 @@ async def serve(config: Config) -> None:
     servers: list[asyncio.Server] = []
     for listener in config.listeners:
         try:
+            context = tls_context(listener)
             server = await loop.create_server(
                 lambda: MQTTProtocol(broker, loop), listener.host, listener.port,
-                reuse_address=True, backlog=4096)
+                reuse_address=True, backlog=4096, ssl=context,
+                # A stalled handshake holds a socket and some memory: same bound as CONNECT.
+                ssl_handshake_timeout=config.limits.connect_timeout if context else None)
         except OSError as exc:
             for opened in servers:
                 opened.close()
@@ -85,7 +110,8 @@ async def serve(config: Config) -> None:
             raise ListenError(f"cannot listen on {listener.host}:{listener.port}: {reason}") \
                 from None
         servers.append(server)
-        log.info("listening on %s:%d", listener.host, listener.port)
+        log.info("listening on %s:%d%s", listener.host, listener.port,
+                 " (TLS)" if context else "")
 
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
