@@ -51,6 +51,8 @@ class Broker:
         self.topic_names: dict[bytes, str] = {}
         self.wake: Callable[[], None] = lambda: None
         self._ready: list[Connection] = []
+        # Full subscriber -> the publishers paused until it drains.
+        self._stalled: dict[Connection, set[Connection]] = {}
         self._deadlines: list[tuple[float, int, Connection]] = []
         self._deadline_seq = 0
         self._scheduled: dict[Connection, float] = {}
@@ -125,6 +127,7 @@ class Broker:
     def connection_closed(self, connection: Connection, was_connected: bool,
                           publish_will: bool) -> None:
         self.connections.discard(connection)
+        self.release_publishers(connection)
         self._scheduled.pop(connection, None)
         self.closed_bytes_sent += connection.bytes_sent
         self.closed_packets_sent += connection.packets_sent
@@ -223,8 +226,10 @@ class Broker:
         names[topic_bytes] = topic
         return topic
 
-    def publish(self, message: Message) -> None:
-        """Route one message to every matching session, each at min(message, granted) QoS."""
+    def publish(self, message: Message, origin: Connection | None = None) -> None:
+        """Route one message to every matching session, each at min(message, granted) QoS.
+
+        `origin` is the publisher's connection: paused while a subscriber it feeds is full."""
         if message.retain:
             self._retain(message)
         matches = self.subscriptions.match(message.topic)
@@ -240,12 +245,33 @@ class Broker:
             connection = session.connection
             if connection is None:
                 continue  # QoS 0 is not queued for offline clients
-            if connection.write_paused:
+            if connection.write_paused and not self._throttle(origin, connection):
                 self.publishes_dropped += 1
                 continue
             if frame is None:
                 frame = message.frame_qos0()
             connection.send_publish([frame])
+
+    def _throttle(self, publisher: Connection | None, subscriber: Connection) -> bool:
+        """A QoS 0 message for a full subscriber: pause its publisher and send it anyway,
+        unless the subscriber has been full for too long. False means: drop it."""
+        if publisher is None or (publisher.last_activity - subscriber.paused_since
+                                 >= self.limits.stalled_reader_timeout):
+            return False
+        publishers = self._stalled.setdefault(subscriber, set())
+        if publisher not in publishers:
+            publishers.add(publisher)
+            publisher.throttled_by += 1
+            if publisher.throttled_by == 1:
+                publisher.sink.pause_reading()
+        return True
+
+    def release_publishers(self, subscriber: Connection) -> None:
+        """The subscriber drained (or closed, or stalled too long): resume its publishers."""
+        for publisher in self._stalled.pop(subscriber, ()):
+            publisher.throttled_by -= 1
+            if not publisher.throttled_by and not publisher.sink_gone:
+                publisher.sink.resume_reading()
 
     def _retain(self, message: Message) -> None:
         previous = self.retained.set(message)
@@ -305,6 +331,12 @@ class Broker:
         """Expire CONNECT and keep-alive deadlines that passed; publish $SYS when due."""
         heap = self._deadlines
         scheduled = self._scheduled
+        for subscriber in list(self._stalled):
+            if now - subscriber.paused_since >= self.limits.stalled_reader_timeout:
+                log.warning("client %s (%s) has not read for %g s: dropping its QoS 0 messages "
+                            "until it catches up", subscriber.client_id, subscriber.peer,
+                            self.limits.stalled_reader_timeout)
+                self.release_publishers(subscriber)
         if self._storage_failing:
             self._storage_failing = False
             self.commit()  # retry; a failure sets the flag again until the next tick

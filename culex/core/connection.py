@@ -48,6 +48,10 @@ class Sink(Protocol):
 
     def close(self) -> None: ...
 
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
 
 class State(Enum):
     AWAITING_CONNECT = "awaiting CONNECT"
@@ -57,9 +61,9 @@ class State(Enum):
 
 class Connection:
     __slots__ = ("broker", "bytes_sent", "client_id", "close_after_flush", "flush_pending",
-                 "keepalive", "last_activity", "opened_at", "outbox", "packets_sent", "peer",
-                 "protocol_level", "publishes_sent", "reader", "session", "sink", "sink_gone",
-                 "state", "will", "write_paused")
+                 "keepalive", "last_activity", "opened_at", "outbox", "packets_sent",
+                 "paused_since", "peer", "protocol_level", "publishes_sent", "reader", "session",
+                 "sink", "sink_gone", "state", "throttled_by", "will", "write_paused")
 
     def __init__(self, broker: Broker, sink: Sink, peer: str, now: float) -> None:
         self.broker = broker
@@ -78,9 +82,11 @@ class Connection:
         self.flush_pending = False
         self.close_after_flush = False
         self.sink_gone = False
-        # Set by the transport while the peer's socket buffer is over its high-water mark; QoS 0
-        # messages are dropped meanwhile so a reader that stalls cannot grow our memory.
+        # Set while the peer's socket buffer is over its high-water mark (see `Limits`).
         self.write_paused = False
+        self.paused_since = 0.0
+        # How many full subscribers this connection, as a publisher, is paused for.
+        self.throttled_by = 0
         # Per-connection counters, folded into the broker totals on close: a local increment is
         # cheaper on the hot path than reaching through to a shared object.
         self.packets_sent = 0
@@ -161,6 +167,14 @@ class Connection:
 
     def send_after_commit(self, frames: list[bytes], publish: bool) -> None:
         self.broker.hold(self, frames, publish)
+
+    def pause_writing(self, now: float) -> None:
+        self.write_paused = True
+        self.paused_since = now
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.broker.release_publishers(self)
 
     def send_pubrel(self, packet_id: int) -> None:
         self.send(bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
@@ -313,7 +327,7 @@ class Connection:
         if qos == 2 and not self.session.inbound_received(packet_id):  # type: ignore[union-attr]
             routed = False  # a retransmission: routed when it first arrived
         if routed:
-            broker.publish(message)
+            broker.publish(message, self)
         if qos:
             self.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
                                     packet_id & 0xFF)))

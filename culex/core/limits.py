@@ -27,8 +27,12 @@ class Limits:
     connect_timeout: float = 10.0
     # Topic and filter depth; far above real hierarchies, it stops CVE-2019-11779 style inputs.
     max_topic_levels: int = DEFAULT_MAX_TOPIC_LEVELS
-    # Bytes queued on a socket the peer does not read before its QoS 0 messages are dropped.
-    max_write_buffer: int = 1024 * 1024
+    # Bytes queued on a socket before it counts as full. While a subscriber's socket is full,
+    # the publishers feeding it are paused (TCP back-pressure, nothing lost)...
+    max_write_buffer: int = 256 * 1024
+    # ...for at most this many seconds: a subscriber that stays full longer is not reading, so
+    # its QoS 0 messages are dropped (and counted) and the publishers go on for everyone else.
+    stalled_reader_timeout: float = 2.0
 
     def problems(self) -> list[str]:
         """Human-readable reasons this set of limits is unusable (empty when valid)."""
@@ -49,4 +53,6 @@ class Limits:
             found.append("max_topic_levels must be positive")
         if self.max_write_buffer < 1024:
             found.append("max_write_buffer must be at least 1024")
+        if self.stalled_reader_timeout < 0:
+            found.append("stalled_reader_timeout must be 0 or more")
         return found

@@ -47,8 +47,8 @@ class MQTTProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         if self.connection is not None:
-            self.connection.write_paused = True
+            self.connection.pause_writing(self.loop.time())
 
     def resume_writing(self) -> None:
         if self.connection is not None:
-            self.connection.write_paused = False
+            self.connection.resume_writing()

@@ -46,6 +46,7 @@ class FakeSink:
         self.writes: list[list[bytes]] = []
         self.closed = False
         self.close_calls = 0
+        self.reading_paused = False
 
     def writelines(self, list_of_data: list[bytes]) -> None:
         if self.closed:
@@ -58,6 +59,12 @@ class FakeSink:
     def close(self) -> None:
         self.closed = True
         self.close_calls += 1
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
 
 
 class Harness:

@@ -638,15 +638,48 @@ class TestInflightWindow:
 
 
 class TestSlowConsumer:
-    def test_qos0_dropped_and_counted_while_write_paused(self, harness: Harness) -> None:
-        watcher = subscriber(harness, "t", qos=1)
-        watcher.connection.write_paused = True
+    """A full subscriber pauses its publishers for up to `stalled_reader_timeout` (back-pressure,
+    nothing lost); past that it is not reading, and its QoS 0 messages are dropped."""
+
+    def test_full_subscriber_pauses_the_publisher_and_loses_nothing(
+            self, harness: Harness) -> None:
+        watcher = subscriber(harness, "t")
         publisher = harness.connected("pub")
+        watcher.connection.pause_writing(harness.now)
+        publisher.publish("t", b"one")
+        publisher.publish("t", b"two")
+        assert publisher.sink.reading_paused
+        assert harness.broker.publishes_dropped == 0
+        watcher.connection.resume_writing()
+        assert not publisher.sink.reading_paused
+        assert payloads(watcher.received_packets()) == [b"one", b"two"]
+
+    def test_publisher_paused_by_two_subscribers_resumes_after_both(
+            self, harness: Harness) -> None:
+        first = subscriber(harness, "t", client_id="first")
+        second = subscriber(harness, "t", client_id="second")
+        publisher = harness.connected("pub")
+        first.connection.pause_writing(harness.now)
+        second.connection.pause_writing(harness.now)
+        publisher.publish("t", b"m")
+        first.connection.resume_writing()
+        assert publisher.sink.reading_paused
+        second.lose()
+        assert not publisher.sink.reading_paused
+
+    def test_stalled_reader_gets_qos0_dropped_and_counted(self, harness: Harness) -> None:
+        watcher = subscriber(harness, "t", qos=1)
+        watcher.connection.pause_writing(harness.now)
+        publisher = harness.connected("pub")
+        publisher.publish("t", b"waits")
+        assert publisher.sink.reading_paused
+        harness.tick(harness.now + 2.5)  # longer than stalled_reader_timeout (2 s)
+        assert not publisher.sink.reading_paused
         publisher.publish("t", b"dropped", qos=0)
         publisher.publish("t", b"kept", qos=1)
         assert harness.broker.publishes_dropped == 1
-        assert payloads(watcher.received_packets()) == [b"kept"]
-        watcher.connection.write_paused = False
+        assert payloads(watcher.received_packets()) == [b"waits", b"kept"]
+        watcher.connection.resume_writing()
         publisher.publish("t", b"again", qos=0)
         assert payloads(watcher.received_packets()) == [b"again"]
         assert harness.broker.publishes_dropped == 1
@@ -654,7 +687,7 @@ class TestSlowConsumer:
     def test_other_subscribers_are_not_affected(self, harness: Harness) -> None:
         slow = subscriber(harness, "t", client_id="slow")
         fast = subscriber(harness, "t", client_id="fast")
-        slow.connection.write_paused = True
+        slow.connection.pause_writing(harness.now - 5)
         harness.connected("pub").publish("t", b"m")
         assert payloads(fast.received_packets()) == [b"m"]
         assert slow.received_packets() == []
