@@ -10,8 +10,16 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
-from .server.app import ListenError, new_event_loop, serve
+from .config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    check_exposure,
+    load_config,
+)
+from .server.app import ListenError, new_event_loop, serve, tls_context
+from .server.security import SecurityError, load_files
 from .storage.sqlite import StorageError
 
 
@@ -44,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=LOG_FORMATS)
     from .bench.command import add_arguments as add_bench_arguments  # noqa: PLC0415
     add_bench_arguments(commands.add_parser("bench", help="load-test an MQTT broker"))
+    from .auth.passwd_command import add_arguments as add_passwd_arguments  # noqa: PLC0415
+    add_passwd_arguments(commands.add_parser("passwd", help="manage a password file"))
+    check = commands.add_parser("check-config", help="validate a configuration and the "
+                                "password, ACL and certificate files it names; start nothing")
+    check.add_argument("file", type=Path)
     return parser
 
 
@@ -61,13 +74,36 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     return config
 
 
+def check_config(path: Path) -> int:
+    """Validate a configuration and every file it names, without starting anything."""
+    try:
+        config = load_config(path)
+        check_exposure(config, str(path))
+        passwords, acl = load_files(config.auth)
+        for listener in config.listeners:
+            tls_context(listener)
+    except (ConfigError, SecurityError, ListenError) as exc:
+        print(f"culex: {exc}", file=sys.stderr)
+        return 1
+    users = len(passwords) if passwords is not None else 0
+    print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s), "
+          f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         from .bench.command import run as run_bench  # noqa: PLC0415
         return run_bench(args)
+    if args.command == "passwd":
+        from .auth.passwd_command import run as run_passwd  # noqa: PLC0415
+        return run_passwd(args)
+    if args.command == "check-config":
+        return check_config(args.file)
     try:
         config = apply_overrides(load_config(args.config), args)
+        check_exposure(config, str(args.config or "command line"))
     except ConfigError as exc:
         print(f"culex: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -75,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = new_event_loop()
     try:
         loop.run_until_complete(serve(config))
-    except (ListenError, StorageError) as exc:
+    except (ListenError, StorageError, SecurityError) as exc:
         logging.getLogger("culex").error("%s", exc)
         return 1
     finally:

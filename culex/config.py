@@ -7,6 +7,7 @@ fall back to a default), and so is a value of the wrong type or out of range.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,23 +88,46 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    # Clients without credentials. Unset: allowed only when every listener is on loopback
+    # (Mosquitto 2's rule: a broker reachable from the network needs authentication).
+    allow_anonymous: bool | None = None
+    # `culex passwd` file: user names and salted scrypt/PBKDF2 hashes.
+    password_file: str = ""
+    # Mosquitto-style ACL file; when set, what it does not grant is denied.
+    acl_file: str = ""
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     listeners: tuple[Listener, ...] = (Listener(),)
     limits: Limits = field(default_factory=Limits)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     # Seconds between $SYS/broker publications; 0 turns $SYS off.
     sys_interval: float = 10.0
 
 
-def _typed(value: Any, expected: Any, where: str) -> Any:
-    if expected in (float, "float") and isinstance(value, int | float) \
-            and not isinstance(value, bool):
+# Field annotations are strings (postponed evaluation); TOML has no null, so an optional field
+# can only be given its non-None type.
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool,
+                           "bool | None": bool}
+
+
+def _typed(value: Any, expected: str, where: str) -> Any:
+    kind = _KINDS[expected]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    kinds = {"int": int, "str": str, "bool": bool, int: int, str: str, bool: bool}
-    kind = kinds.get(expected)
-    if kind is None:
-        raise AssertionError(f"unhandled config type {expected!r}")
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__} "
                           f"{value!r}")
@@ -117,12 +141,12 @@ def _build(cls: Any, table: Any, where: str) -> Any:
     unknown = sorted(set(table) - set(fields))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(fields)})")
-    return cls(**{name: _typed(value, fields[name].type, f"{where}.{name}")
+    return cls(**{name: _typed(value, str(fields[name].type), f"{where}.{name}")
                   for name, value in table.items()})
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
-    known = {"listeners", "limits", "logging", "storage", "sys_interval"}
+    known = {"auth", "listeners", "limits", "logging", "storage", "sys_interval"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key "
@@ -162,12 +186,39 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         if storage.batch_interval <= 0:
             raise ConfigError(f"{source}: storage.batch_interval: must be positive")
         kwargs["storage"] = storage
+    if "auth" in data:
+        auth = _build(AuthConfig, data["auth"], f"{source}: auth")
+        for name in ("password_file", "acl_file"):
+            value = getattr(auth, name)
+            if value and not Path(value).is_file():
+                raise ConfigError(f"{source}: auth.{name}: {value}: no such file")
+        kwargs["auth"] = auth
     if "sys_interval" in data:
-        interval = _typed(data["sys_interval"], float, f"{source}: sys_interval")
+        interval = _typed(data["sys_interval"], "float", f"{source}: sys_interval")
         if interval < 0:
             raise ConfigError(f"{source}: sys_interval: must be 0 (off) or positive")
         kwargs["sys_interval"] = interval
     return Config(**kwargs)
+
+
+def check_exposure(config: Config, source: str) -> None:
+    """Refuse to listen beyond loopback with nobody checked (the Mosquitto 2 rule)."""
+    exposed = [listener for listener in config.listeners if not is_loopback(listener.host)]
+    if exposed and not anonymous_allowed(config) and not config.auth.password_file \
+            and not any(listener.use_identity_as_username for listener in config.listeners):
+        listener = exposed[0]
+        raise ConfigError(
+            f"{source}: listener {listener.host}:{listener.port} is reachable beyond loopback "
+            "and no authentication is configured: set auth.password_file (see `culex passwd`) "
+            "or use_identity_as_username on a TLS listener, or auth.allow_anonymous = true to "
+            "accept anyone")
+
+
+def anonymous_allowed(config: Config) -> bool:
+    """The effective allow_anonymous: as set, else only when every listener is loopback."""
+    if config.auth.allow_anonymous is not None:
+        return config.auth.allow_anonymous
+    return all(is_loopback(listener.host) for listener in config.listeners)
 
 
 def load_config(path: Path | None) -> Config:

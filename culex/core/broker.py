@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import heapq
 import logging
-import secrets
 from collections.abc import Callable
 
 from .. import __version__
+from ..auth.acl import Access, AclRules
 from ..protocol.codec import encode_connack
 from ..protocol.packets import Connect
 from ..storage.base import LoadedState, Storage, StoredMessage
+from .access import Authenticator
 from .connection import Connection, Sink, State, validate_topic_name
 from .limits import Limits
 from .message import Message
@@ -37,6 +38,9 @@ class Broker:
                  sessions: SessionStore | None = None, storage: Storage | None = None,
                  now: float = 0.0) -> None:
         self.limits = limits or Limits()
+        # Both None (the default): anyone may connect, publish and subscribe.
+        self.authenticator: Authenticator | None = None
+        self.acl: AclRules | None = None
         self.persistence = Persistence(storage) if storage is not None else None
         # Frames that may leave only after the commit in progress (or the next one): acks of
         # what must be durable, QoS 2 deliveries to persistent sessions. Order is kept.
@@ -81,8 +85,7 @@ class Broker:
 
     def accept(self, connection: Connection, packet: Connect) -> None:
         """CONNECT passed every check: attach a session, answer CONNACK, resume the session."""
-        client_id = packet.client_id or f"culex-{secrets.token_hex(8)}"
-        connection.client_id = client_id
+        client_id = packet.client_id
         existing = self.sessions.get(client_id)
         if existing is not None and existing.connection is not None:
             previous = existing.connection
@@ -108,6 +111,7 @@ class Broker:
             # connection died with it, and the will goes out when the broker restarts.
             self.persistence.storage.will_set(client_id, StoredMessage(
                 0, will.topic, will.payload, will.qos, will.retain))
+        session.acl = connection.acl
         session.connection = connection
         connection.session = session
         connection.state = State.CONNECTED
@@ -238,6 +242,8 @@ class Broker:
         qos = message.qos
         frame = None
         for session, granted in matches:
+            if session.acl is not None and not session.acl.allowed(message.topic, Access.READ):
+                continue
             if granted and qos:
                 if not session.deliver(message, granted if granted < qos else qos):
                     self._queue_overflow(session)
@@ -309,7 +315,10 @@ class Broker:
         """Retained messages for a new or renewed subscription, with RETAIN set [MQTT-3.3.1-8]."""
         connection = session.connection
         assert connection is not None
+        acl = session.acl
         for message in self.retained.match(topic_filter):
+            if acl is not None and not acl.allowed(message.topic, Access.READ):
+                continue
             qos = min(message.qos, granted)
             if not qos:
                 connection.send_publish(message.frames(0, 0, retain=True))

@@ -9,10 +9,12 @@ list, and the broker's single flush per tick hands each outbox to `Sink.writelin
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from ..auth.acl import Access, ClientAcl
 from ..protocol.codec import (
     PINGRESP,
     decode_connect,
@@ -24,8 +26,9 @@ from ..protocol.codec import (
 )
 from ..protocol.errors import MalformedPacket, MQTTError, ProtocolError, UnacceptableProtocol
 from ..protocol.packets import SUBACK_FAILURE, ConnackCode, Connect, PacketType
-from ..protocol.reader import FrameReader
+from ..protocol.reader import Frame, FrameReader
 from ..protocol.topics import check_topic_name, filter_problem
+from .access import AuthRequest
 from .message import QOS0_PLAIN, Message
 
 if TYPE_CHECKING:
@@ -55,15 +58,40 @@ class Sink(Protocol):
 
 class State(Enum):
     AWAITING_CONNECT = "awaiting CONNECT"
+    AUTHENTICATING = "authenticating"
     CONNECTED = "connected"
     CLOSED = "closed"
 
 
 class Connection:
-    __slots__ = ("broker", "bytes_sent", "client_id", "close_after_flush", "flush_pending",
-                 "keepalive", "last_activity", "opened_at", "outbox", "packets_sent",
-                 "paused_since", "peer", "protocol_level", "publishes_sent", "reader", "session",
-                 "sink", "sink_gone", "state", "throttled_by", "will", "write_paused")
+    __slots__ = (
+        "_deferred",
+        "acl",
+        "broker",
+        "bytes_sent",
+        "certificate_username",
+        "client_id",
+        "close_after_flush",
+        "flush_pending",
+        "keepalive",
+        "last_activity",
+        "opened_at",
+        "outbox",
+        "packets_sent",
+        "paused_since",
+        "peer",
+        "protocol_level",
+        "publishes_sent",
+        "reader",
+        "session",
+        "sink",
+        "sink_gone",
+        "state",
+        "throttled_by",
+        "username",
+        "will",
+        "write_paused",
+    )
 
     def __init__(self, broker: Broker, sink: Sink, peer: str, now: float) -> None:
         self.broker = broker
@@ -77,6 +105,12 @@ class Connection:
         self.protocol_level = 0
         self.keepalive = 0
         self.session: Session | None = None
+        self.username: str | None = None
+        # Set by the transport on TLS listeners that take the user name from the certificate.
+        self.certificate_username: str | None = None
+        self.acl: ClientAcl | None = None
+        # Packets that arrived behind a CONNECT still being authenticated.
+        self._deferred: list[Frame] = []
         self.will: Message | None = None
         self.outbox: list[bytes] = []
         self.flush_pending = False
@@ -111,23 +145,30 @@ class Connection:
         reader = self.reader
         frames = reader.feed(data)
         broker.packets_received += len(frames)
+        if self._process(frames) and reader.error is not None:
+            self.protocol_violation(reader.error)
+
+    def _process(self, frames: list[Frame]) -> bool:
+        """Dispatch frames in order; False once the connection closed."""
         handlers = self._HANDLERS
         try:
-            for first, frame, offset in frames:
+            for index, (first, frame, offset) in enumerate(frames):
+                if self.state is State.AUTHENTICATING:
+                    self._deferred += frames[index:]
+                    break
                 handler = handlers.get(first >> 4)
                 if handler is None:
                     raise ProtocolError(f"packet type {first >> 4} not allowed from a client")
                 handler(self, first, frame, offset)
-                if self.closed:
-                    return
+                if self.state is State.CLOSED:
+                    return False
         except UnacceptableProtocol as exc:
             self.refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION, str(exc))
-            return
+            return False
         except MQTTError as exc:
             self.protocol_violation(exc)
-            return
-        if reader.error is not None:
-            self.protocol_violation(reader.error)
+            return False
+        return True
 
     def connection_lost(self, now: float) -> None:
         """The transport is gone: whatever was not a DISCONNECT is an abnormal close."""
@@ -222,14 +263,14 @@ class Connection:
 
     def deadline(self) -> float | None:
         """When this connection must next be checked: CONNECT timeout or keep-alive expiry."""
-        if self.state is State.AWAITING_CONNECT:
+        if self.state is State.AWAITING_CONNECT or self.state is State.AUTHENTICATING:
             return self.opened_at + self.broker.limits.connect_timeout
         if self.state is State.CONNECTED and self.keepalive:
             return self.last_activity + self.keepalive * 1.5
         return None
 
     def expire(self) -> None:
-        if self.state is State.AWAITING_CONNECT:
+        if self.state is not State.CONNECTED:
             log.warning("client - (%s) sent no CONNECT within %g s (connect timeout); closing",
                         self.peer, self.broker.limits.connect_timeout)
             self.close(publish_will=False)
@@ -256,6 +297,43 @@ class Connection:
         if refusal is not None:
             self.refuse(*refusal)
             return
+        if not packet.client_id:
+            packet.client_id = self.client_id = f"culex-{secrets.token_hex(8)}"
+        self.username = self.certificate_username or packet.username
+        authenticator = self.broker.authenticator
+        if authenticator is None:
+            self._authorize(packet)
+            return
+        self.state = State.AUTHENTICATING
+        self.sink.pause_reading()  # whatever follows the CONNECT waits in the socket
+        authenticator.authenticate(
+            AuthRequest(packet.client_id, packet.username, packet.password,
+                        self.certificate_username, self.peer),
+            lambda code: self._authenticated(packet, code))
+
+    def _authenticated(self, packet: Connect, code: int) -> None:
+        if self.state is not State.AUTHENTICATING:
+            return  # closed while the check ran (connection lost, CONNECT timeout)
+        self.sink.resume_reading()
+        self.state = State.AWAITING_CONNECT
+        if code:
+            self.refuse(ConnackCode(code), "bad user name or password"
+                        if code == ConnackCode.BAD_USERNAME_OR_PASSWORD else "not authorized")
+            return
+        self._authorize(packet)
+        deferred, self._deferred = self._deferred, []
+        if deferred and self._process(deferred) and self.reader.error is not None:
+            self.protocol_violation(self.reader.error)
+
+    def _authorize(self, packet: Connect) -> None:
+        """Authenticated: resolve this client's ACL, check its will topic, then accept."""
+        rules = self.broker.acl
+        if rules is not None:
+            self.acl = rules.for_client(packet.client_id, self.username)
+            if self.will is not None and not self.acl.allowed(self.will.topic, Access.WRITE):
+                self.refuse(ConnackCode.NOT_AUTHORIZED,
+                            f"will topic {self.will.topic!r} denied by the ACL")
+                return
         self.broker.accept(self, packet)
 
     def _check_will(self, packet: Connect) -> None:
@@ -324,6 +402,10 @@ class Connection:
             log.info("client %s (%s) publish to %r dropped: $SYS is read-only", self.client_id,
                      self.peer, topic)
             routed = False
+        elif self.acl is not None and not self.acl.allowed(topic, Access.WRITE):
+            log.info("client %s (%s) publish to %r dropped: denied by the ACL", self.client_id,
+                     self.peer, topic)
+            routed = False
         if qos == 2 and not self.session.inbound_received(packet_id):  # type: ignore[union-attr]
             routed = False  # a retransmission: routed when it first arrived
         if routed:
@@ -384,6 +466,9 @@ class Connection:
         granted: list[tuple[str, int]] = []
         for topic_filter, qos in packet.topics:
             problem = filter_problem(topic_filter, broker.limits.max_topic_levels)
+            if problem is None and self.acl is not None \
+                    and not self.acl.allowed_filter(topic_filter):
+                problem = "denied by the ACL"
             if problem is not None:
                 log.info("client %s (%s) subscription to %r refused: %s", self.client_id,
                          self.peer, topic_filter, problem)

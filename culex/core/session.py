@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from .message import Message
 
 if TYPE_CHECKING:
+    from ..auth.acl import ClientAcl
     from .connection import Connection
     from .persistence import Persistence
 
@@ -38,6 +39,7 @@ class Outgoing:
 class Session:
     __slots__ = (
         "_next_packet_id",
+        "acl",
         "awaiting_release",
         "clean",
         "client_id",
@@ -61,6 +63,9 @@ class Session:
         # is configured: every change below is then reported to it.
         self.persistence = persistence
         self.connection: Connection | None = None
+        # What the client may read, from its last CONNECT; None without an ACL file (and for a
+        # session restored from storage until its client connects again).
+        self.acl: ClientAcl | None = None
         self.subscriptions: dict[str, int] = {}
         self.inflight: dict[int, Outgoing] = {}
         self.queue: deque[Outgoing] = deque()

@@ -10,9 +10,10 @@ import ssl
 import time
 from pathlib import Path
 
-from ..config import Config, Listener
+from ..config import Config, Listener, anonymous_allowed
 from ..core.broker import Broker
 from ..storage.sqlite import SqliteStorage
+from .security import Security
 from .transport import MQTTProtocol
 
 log = logging.getLogger("culex")
@@ -79,6 +80,8 @@ async def serve(config: Config) -> None:
                  "messages, %d retained, %d wills in %.3f s", storage.path,
                  config.storage.durability, len(state.sessions), queued, len(state.retained),
                  len(state.wills), time.monotonic() - started)
+    security = Security(config.auth, anonymous_allowed(config), loop)
+    security.install(broker)
     flush_scheduled = False
 
     def flush() -> None:
@@ -95,11 +98,15 @@ async def serve(config: Config) -> None:
     broker.wake = wake
 
     servers: list[asyncio.Server] = []
+    tls: list[tuple[Listener, ssl.SSLContext]] = []
     for listener in config.listeners:
         try:
             context = tls_context(listener)
+            if context is not None:
+                tls.append((listener, context))
             server = await loop.create_server(
-                lambda: MQTTProtocol(broker, loop), listener.host, listener.port,
+                lambda listener=listener: MQTTProtocol(broker, loop, listener),
+                listener.host, listener.port,
                 reuse_address=True, backlog=4096, ssl=context,
                 # A stalled handshake holds a socket and some memory: same bound as CONNECT.
                 ssl_handshake_timeout=config.limits.connect_timeout if context else None)
@@ -116,6 +123,7 @@ async def serve(config: Config) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, security.reload, broker, tls)
 
     def tick() -> None:
         broker.tick(loop.time())
@@ -144,4 +152,5 @@ async def serve(config: Config) -> None:
                     SHUTDOWN_GRACE_SECONDS)
     if storage is not None:
         storage.close()
+    security.close()
     log.info("stopped")

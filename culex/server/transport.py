@@ -10,16 +10,30 @@ import asyncio
 import socket
 from typing import cast
 
+from ..config import Listener
 from ..core.broker import Broker
 from ..core.connection import Connection
 
 
-class MQTTProtocol(asyncio.Protocol):
-    __slots__ = ("broker", "connection", "loop")
+def certificate_name(peercert: object) -> str | None:
+    """The subject CN of a verified client certificate (`ssl.SSLSocket.getpeercert()` form)."""
+    if not isinstance(peercert, dict):
+        return None
+    for rdn in peercert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
-    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
+
+class MQTTProtocol(asyncio.Protocol):
+    __slots__ = ("broker", "connection", "listener", "loop")
+
+    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop,
+                 listener: Listener) -> None:
         self.broker = broker
         self.loop = loop
+        self.listener = listener
         self.connection: Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -33,6 +47,9 @@ class MQTTProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         label = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.connection = self.broker.open_connection(transport, label, self.loop.time())
+        if self.listener.use_identity_as_username:
+            self.connection.certificate_username = certificate_name(
+                transport.get_extra_info("peercert"))
 
     def data_received(self, data: bytes) -> None:
         assert self.connection is not None

@@ -359,16 +359,14 @@ def feed_bytewise(payload_size: int) -> float:
 
 
 def test_bytewise_megabyte_publish_is_linear() -> None:
-    """1 MiB one byte per feed: under 10 s, and 4x the bytes costs well under 16x the time.
+    """1 MiB one byte per feed completes in well under 20 s.
 
-    A reader that rescans or copies its whole buffer on each feed is quadratic: 4x the input
-    would cost ~16x (and 1 MiB would take minutes). Linear costs ~4x; the bound is 8x.
+    Linear framing takes ~1.5 s here. A reader that rescans or copies its whole buffer on each
+    feed moves ~5e11 bytes for this input and takes many minutes, so the bound separates the two
+    by two orders of magnitude and does not flake on a loaded CI machine (a ratio of two timings
+    did).
     """
-    # Best of two runs each, so a burst of load from a parallel test cannot fake a slope.
-    small = min(feed_bytewise(256 * 1024) for _ in range(2))
-    large = min(feed_bytewise(1024 * 1024) for _ in range(2))
-    assert large < 10.0
-    assert large / small < 8, f"256 KiB: {small:.3f} s, 1 MiB: {large:.3f} s"
+    assert feed_bytewise(1024 * 1024) < 20.0
 
 
 def test_large_connect_bytewise_then_decodes() -> None:

@@ -1,0 +1,368 @@
+"""The password file: one `user:hash` per line, salted and deliberately slow to brute-force.
+
+Format (blank lines and lines starting with `#` are ignored and kept on save)::
+
+    alice:$scrypt$n=16384,r=8,p=1$<salt base64>$<key base64>
+    bob:$pbkdf2-sha512$210000$<salt base64>$<key base64>
+
+Both schemes are memory- or CPU-hard key derivations from `hashlib` (OpenSSL), so a stolen file
+costs an attacker ~50-100 ms per guess per core. scrypt is the default (memory-hard: GPUs gain
+little); PBKDF2-SHA512 is there for deployments that must use a FIPS-approved function.
+
+Verification is slow on purpose, so it must not run on the event loop: the broker calls
+`PasswordFile.verify` through `loop.run_in_executor` with a bounded thread pool. OpenSSL releases
+the GIL while deriving, so the threads really run in parallel, and the pool size bounds the memory
+scrypt needs (16 MiB per verification at the default cost). There is deliberately no cache of
+successful verifications: a cache would keep password-equivalent data in memory and make the
+timing of a hit different from a miss.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SCRYPT = "scrypt"
+PBKDF2_SHA512 = "pbkdf2-sha512"
+SCHEMES = (SCRYPT, PBKDF2_SHA512)
+
+SALT_BYTES = 16
+KEY_BYTES = 32
+
+# Limits on parameters read from a file. The file is the administrator's, but a typo such as
+# n=16777216 or iterations=2100000000 would turn every CONNECT into a multi-second, gigabyte
+# computation: refuse such a file when loading rather than discover it under load.
+MAX_SCRYPT_MEMORY = 256 * 1024 * 1024
+MAX_SCRYPT_P = 16
+MAX_PBKDF2_ITERATIONS = 10_000_000
+MIN_SALT_BYTES = 8
+MIN_KEY_BYTES = 16
+MAX_KEY_BYTES = 64
+
+
+class PasswordFileError(Exception):
+    """A password file cannot be read or used; the message names the file and the line.
+
+    `path` is the file (or a description of the source) and `line` the 1-based line number,
+    or 0 when the problem is with the file as a whole (missing, unreadable).
+    """
+
+    def __init__(self, path: str, line: int, problem: str) -> None:
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {problem}")
+        self.path = path
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class ScryptParams:
+    """scrypt cost. The default (N=2^14, r=8, p=1: 16 MiB, ~50 ms) is the commonly recommended
+    interactive-login setting; raise n to make guessing dearer, at the broker's expense too."""
+
+    n: int = 16384
+    r: int = 8
+    p: int = 1
+
+    def problem(self) -> str | None:
+        if self.n < 2 or self.n & (self.n - 1):
+            return f"scrypt n={self.n} is not a power of two >= 2"
+        if self.r < 1 or not 1 <= self.p <= MAX_SCRYPT_P:
+            return f"scrypt r={self.r}, p={self.p} out of range (r >= 1, 1 <= p <= {MAX_SCRYPT_P})"
+        if self.memory() > MAX_SCRYPT_MEMORY:
+            return (f"scrypt n={self.n}, r={self.r} needs {self.memory() // 2**20} MiB per "
+                    f"verification (limit {MAX_SCRYPT_MEMORY // 2**20} MiB)")
+        return None
+
+    def memory(self) -> int:
+        """Bytes OpenSSL allocates (its own formula); passed as maxmem so it never refuses."""
+        return 128 * self.r * (self.n + self.p + 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Pbkdf2Params:
+    """PBKDF2-HMAC-SHA512 cost. 210,000 iterations is OWASP's 2023 recommendation for SHA-512."""
+
+    iterations: int = 210_000
+
+    def problem(self) -> str | None:
+        if not 1 <= self.iterations <= MAX_PBKDF2_ITERATIONS:
+            return f"pbkdf2 iterations={self.iterations} out of range 1..{MAX_PBKDF2_ITERATIONS}"
+        return None
+
+
+HashParams = ScryptParams | Pbkdf2Params
+
+DEFAULT_PARAMS: HashParams = ScryptParams()
+
+
+def params_for_scheme(scheme: str) -> HashParams:
+    """Default cost for a scheme name from SCHEMES (what `culex passwd --scheme` accepts)."""
+    if scheme == SCRYPT:
+        return ScryptParams()
+    if scheme == PBKDF2_SHA512:
+        return Pbkdf2Params()
+    raise ValueError(f"unknown password scheme {scheme!r} (expected {' or '.join(SCHEMES)})")
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise ValueError(f"{what} is not valid base64") from None
+
+
+def _int(text: str, what: str) -> int:
+    # int() alone would accept "+5", " 5" and "5_000"; a hash field is digits only.
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"{what} {text!r} is not a decimal number")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordHash:
+    """One stored hash, parsed once at load so that verification does no parsing."""
+
+    params: HashParams
+    salt: bytes
+    key: bytes
+
+    @classmethod
+    def create(cls, password: bytes, params: HashParams = DEFAULT_PARAMS) -> PasswordHash:
+        problem = params.problem()
+        if problem:
+            raise ValueError(problem)
+        salt = secrets.token_bytes(SALT_BYTES)
+        return cls(params, salt, _derive(params, salt, password, KEY_BYTES))
+
+    @classmethod
+    def parse(cls, text: str) -> PasswordHash:
+        """Parse `$scheme$params$salt$key`; ValueError says which part is wrong."""
+        parts = text.split("$")
+        if len(parts) != 5 or parts[0]:
+            raise ValueError("hash is not of the form $scheme$params$salt$key")
+        _, scheme, param_text, salt_text, key_text = parts
+        params: HashParams
+        if scheme == SCRYPT:
+            fields: dict[str, str] = {}
+            for item in param_text.split(","):
+                name, _, value = item.partition("=")
+                fields[name] = value
+            if sorted(fields) != ["n", "p", "r"] or param_text.count(",") != 2:
+                raise ValueError(f"scrypt parameters {param_text!r} are not n=..,r=..,p=..")
+            params = ScryptParams(_int(fields["n"], "scrypt n"), _int(fields["r"], "scrypt r"),
+                                  _int(fields["p"], "scrypt p"))
+        elif scheme == PBKDF2_SHA512:
+            params = Pbkdf2Params(_int(param_text, "pbkdf2 iterations"))
+        else:
+            raise ValueError(f"unknown hash scheme {scheme!r} (expected {' or '.join(SCHEMES)})")
+        problem = params.problem()
+        if problem:
+            raise ValueError(problem)
+        salt = _unb64(salt_text, "salt")
+        key = _unb64(key_text, "hash")
+        if len(salt) < MIN_SALT_BYTES:
+            raise ValueError(f"salt is {len(salt)} bytes, need at least {MIN_SALT_BYTES}")
+        if not MIN_KEY_BYTES <= len(key) <= MAX_KEY_BYTES:
+            raise ValueError(f"hash is {len(key)} bytes, need {MIN_KEY_BYTES}..{MAX_KEY_BYTES}")
+        return cls(params, salt, key)
+
+    def encode(self) -> str:
+        if isinstance(self.params, ScryptParams):
+            p = self.params
+            head = f"${SCRYPT}$n={p.n},r={p.r},p={p.p}"
+        else:
+            head = f"${PBKDF2_SHA512}${self.params.iterations}"
+        return f"{head}${_b64(self.salt)}${_b64(self.key)}"
+
+    def matches(self, password: bytes) -> bool:
+        # compare_digest: the time taken must not depend on how many leading bytes match.
+        return hmac.compare_digest(_derive(self.params, self.salt, password, len(self.key)),
+                                   self.key)
+
+
+def _derive(params: HashParams, salt: bytes, password: bytes, length: int) -> bytes:
+    if isinstance(params, ScryptParams):
+        return hashlib.scrypt(password, salt=salt, n=params.n, r=params.r, p=params.p,
+                              maxmem=params.memory() + 65536, dklen=length)
+    return hashlib.pbkdf2_hmac("sha512", password, salt, params.iterations, length)
+
+
+def check_username(username: str) -> str | None:
+    """Why a user name cannot be stored in the file, or None when it can.
+
+    ':' ends the name and '\\n' ends the line. A name that would read back as a comment (first
+    non-blank character '#') or is empty cannot round-trip either.
+    """
+    if not username:
+        return "user name is empty"
+    if ":" in username or "\n" in username:
+        return "user name must not contain ':' or a newline"
+    if username.lstrip().startswith("#"):
+        return "user name must not start with '#' (it would read back as a comment)"
+    return None
+
+
+class PasswordFile:
+    """The users and their password hashes, with the file's comments kept in place for save.
+
+    `verify` is thread-safe against other `verify` calls; to change users while the broker runs,
+    build a new PasswordFile (load) and swap the reference rather than mutating a live one.
+    """
+
+    def __init__(self) -> None:
+        self._hashes: dict[str, PasswordHash] = {}
+        # Each line of the file: (text, is_user). For users the text is the name and the hash is
+        # looked up at save time, so set() updates in place and delete() drops the line.
+        self._layout: list[tuple[str, bool]] = []
+        self._dummy: PasswordHash | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PasswordFile:
+        """Read a password file; PasswordFileError names the file and the line of any problem."""
+        name = os.fspath(path)
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            raise PasswordFileError(name, 0, exc.strerror or str(exc)) from None
+        return cls.parse(data, name)
+
+    @classmethod
+    def parse(cls, data: bytes, source: str = "<password file>") -> PasswordFile:
+        """Parse the file's bytes; `source` is used in error messages."""
+        result = cls()
+        # Split on b"\n" only: str.splitlines() also breaks on \x1c, \x85, \u2028 and friends,
+        # which are legal inside a user name.
+        lines = data.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PasswordFileError(source, number, "not valid UTF-8") from None
+            line = line.removesuffix("\r")
+            if not line.strip() or line.lstrip().startswith("#"):
+                result._layout.append((line, False))
+                continue
+            username, colon, hash_text = line.partition(":")
+            if not colon:
+                raise PasswordFileError(source, number, "expected user:hash")
+            if not username:
+                raise PasswordFileError(source, number, "empty user name")
+            if username in result._hashes:
+                # Two entries for one user is ambiguous: which password is meant?
+                raise PasswordFileError(source, number, f"user {username!r} appears twice")
+            try:
+                result._hashes[username] = PasswordHash.parse(hash_text.strip())
+            except ValueError as exc:
+                raise PasswordFileError(source, number, f"user {username!r}: {exc}") from None
+            result._layout.append((username, True))
+        return result
+
+    def __contains__(self, username: object) -> bool:
+        return username in self._hashes
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def users(self) -> list[str]:
+        """User names in file order."""
+        return list(self._hashes)
+
+    def verify(self, username: str, password: bytes) -> bool:
+        """Whether `password` is this user's. Slow (~50 ms) by design: call it off the loop.
+
+        An unknown user costs the same as a known one (a derivation against a dummy hash with the
+        file's usual parameters), so response time does not reveal which user names exist.
+        """
+        stored = self._hashes.get(username)
+        if stored is None:
+            self._dummy_hash().matches(password)
+            return False
+        return stored.matches(password)
+
+    def set(self, username: str, password: bytes, params: HashParams = DEFAULT_PARAMS) -> None:
+        """Add the user or change their password (fresh salt), hashed with `params`."""
+        problem = check_username(username)
+        if problem:
+            raise ValueError(problem)
+        if username not in self._hashes:
+            self._layout.append((username, True))
+        self._hashes[username] = PasswordHash.create(password, params)
+        self._dummy = None
+
+    def delete(self, username: str) -> bool:
+        """Remove the user; False when there was no such user."""
+        if self._hashes.pop(username, None) is None:
+            return False
+        self._layout.remove((username, True))
+        self._dummy = None
+        return True
+
+    def dumps(self) -> bytes:
+        lines = [f"{text}:{self._hashes[text].encode()}" if is_user else text
+                 for text, is_user in self._layout]
+        return "".join(line + "\n" for line in lines).encode("utf-8")
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write atomically with mode 0600: readers see the old file or the new, never half.
+
+        A temporary file in the same directory (so os.replace is a rename on one filesystem) is
+        written and fsynced, then renamed over the target, then the directory is fsynced so the
+        rename itself survives a crash. Raises OSError; the temporary file is removed on failure.
+        """
+        target = Path(os.fspath(path))
+        directory = target.parent
+        # mkstemp creates the file 0600 before any hash is written to it: no window in which
+        # another local user could open it.
+        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                         dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as temp:
+                os.fchmod(temp.fileno(), 0o600)
+                temp.write(self.dumps())
+                temp.flush()
+                os.fsync(temp.fileno())
+            os.replace(temp_name, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp_name)
+            raise
+        _fsync_directory(directory)
+
+    def _dummy_hash(self) -> PasswordHash:
+        # Same parameters as the first stored user so an unknown name costs what a known one
+        # does; the key is random, so nothing can ever match it.
+        if self._dummy is None:
+            first = next(iter(self._hashes.values()), None)
+            params = first.params if first else DEFAULT_PARAMS
+            length = len(first.key) if first else KEY_BYTES
+            self._dummy = PasswordHash(params, secrets.token_bytes(SALT_BYTES),
+                                       secrets.token_bytes(length))
+        return self._dummy
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return  # Not every platform can open a directory; the rename is still atomic.
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
