@@ -189,10 +189,13 @@ class Broker:
         self._held.append((connection, frames, publish))
         self.wake()  # the end-of-tick flush starts the commit that releases these
 
-    def commit(self) -> None:
-        """Start one commit of everything changed so far, unless one is already running."""
+    def commit(self, retry: bool = False) -> None:
+        """Start one commit of everything changed so far, unless one is already running.
+
+        After a failure only `retry` (from tick, a few times a second) tries again."""
         persistence = self.persistence
-        if persistence is None or self._commit_in_flight or self._storage_failing:
+        if persistence is None or self._commit_in_flight or (self._storage_failing
+                                                              and not retry):
             return
         if not persistence.storage.pending and not self._held:
             return
@@ -240,22 +243,38 @@ class Broker:
         if not matches:
             return
         qos = message.qos
-        frame = None
-        for session, granted in matches:
-            if session.acl is not None and not session.acl.allowed(message.topic, Access.READ):
-                continue
-            if granted and qos:
-                if not session.deliver(message, granted if granted < qos else qos):
-                    self._queue_overflow(session)
-                continue
+        if not qos:
+            self._send_qos0(matches, message.topic, message.frame_qos0(), origin)
+            return
+        granted_qos0 = []
+        for match in matches:
+            session, granted = match
+            if not granted:
+                granted_qos0.append(match)
+            elif (session.acl is None or session.acl.allowed(message.topic, Access.READ)) \
+                    and not session.deliver(message, granted if granted < qos else qos):
+                self._queue_overflow(session)
+        if granted_qos0:
+            self._send_qos0(granted_qos0, message.topic, message.frame_qos0(), origin)
+
+    def forward(self, topic: str, frame: bytes, origin: Connection) -> None:
+        """The hot path: a QoS 0 PUBLISH without RETAIN from a 3.1/3.1.1 client. Every delivery
+        is that very frame, so no Message is made (measured: 14% of a 1 -> 1 profile)."""
+        matches = self.subscriptions.match(topic)
+        if matches:
+            self._send_qos0(matches, topic, frame, origin)
+
+    def _send_qos0(self, matches: list[tuple[Session, int]], topic: str, frame: bytes,
+                   origin: Connection | None) -> None:
+        for session, _granted in matches:
             connection = session.connection
             if connection is None:
                 continue  # QoS 0 is not queued for offline clients
+            if session.acl is not None and not session.acl.allowed(topic, Access.READ):
+                continue
             if connection.write_paused and not self._throttle(origin, connection):
                 self.publishes_dropped += 1
                 continue
-            if frame is None:
-                frame = message.frame_qos0()
             connection.send_publish([frame])
 
     def _throttle(self, publisher: Connection | None, subscriber: Connection) -> bool:
@@ -347,8 +366,7 @@ class Broker:
                             self.limits.stalled_reader_timeout)
                 self.release_publishers(subscriber)
         if self._storage_failing:
-            self._storage_failing = False
-            self.commit()  # retry; a failure sets the flag again until the next tick
+            self.commit(retry=True)
         while heap and heap[0][0] <= now:
             when, _, connection = heapq.heappop(heap)
             if scheduled.get(connection) != when:

@@ -151,17 +151,20 @@ class Connection:
     def _process(self, frames: list[Frame]) -> bool:
         """Dispatch frames in order; False once the connection closed."""
         handlers = self._HANDLERS
+        connected = State.CONNECTED
         try:
-            for index, (first, frame, offset) in enumerate(frames):
-                if self.state is State.AUTHENTICATING:
-                    self._deferred += frames[index:]
-                    break
+            for packet in frames:
+                first, frame, offset = packet
                 handler = handlers.get(first >> 4)
                 if handler is None:
                     raise ProtocolError(f"packet type {first >> 4} not allowed from a client")
                 handler(self, first, frame, offset)
-                if self.state is State.CLOSED:
-                    return False
+                if self.state is not connected:  # one check per packet on the hot path
+                    if self.state is State.CLOSED:
+                        return False
+                    if self.state is State.AUTHENTICATING:
+                        self._deferred += frames[frames.index(packet) + 1:]
+                        break
         except UnacceptableProtocol as exc:
             self.refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION, str(exc))
             return False
@@ -388,12 +391,6 @@ class Connection:
             if not packet_id:
                 raise ProtocolError("packet identifier 0 in PUBLISH", "MQTT-2.3.1-1")
             stop += 2
-        if first == QOS0_PLAIN:
-            message = Message(topic, None, 0, False, topic_bytes=topic_bytes, frame=frame,
-                              payload_offset=stop)
-        else:
-            message = Message(topic, frame[stop:], qos, bool(first & 0x01),
-                              topic_bytes=topic_bytes)
         broker.publishes_received += 1
         routed = True
         if topic[0] == "$" and topic.startswith("$SYS"):
@@ -408,8 +405,13 @@ class Connection:
             routed = False
         if qos == 2 and not self.session.inbound_received(packet_id):  # type: ignore[union-attr]
             routed = False  # a retransmission: routed when it first arrived
-        if routed:
-            broker.publish(message, self)
+        if not routed:
+            pass
+        elif first == QOS0_PLAIN:
+            broker.forward(topic, frame, self)
+        else:
+            broker.publish(Message(topic, frame[stop:], qos, bool(first & 0x01),
+                                   topic_bytes=topic_bytes), self)
         if qos:
             self.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
                                     packet_id & 0xFF)))
@@ -436,8 +438,15 @@ class Connection:
     def _handle_pubrec(self, first: int, frame: bytes, pos: int) -> None:
         packet_id = self._ack_id(first, frame, pos, 0, "PUBREC")
         assert self.session is not None
-        if self.session.release(packet_id):
-            self.send_pubrel(packet_id)
+        session = self.session
+        if session.release(packet_id):
+            pubrel = bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF))
+            if session.persistence is not None and session.persistence.durable:
+                # The subscriber completes delivery on PUBREL and forgets the id; if the broker
+                # died before "released" was on disk it would send the PUBLISH again as new.
+                self.send_after_commit([pubrel], publish=False)
+            else:
+                self.send(pubrel)
         else:
             log.debug("client %s: PUBREC for unknown packet id %d ignored", self.client_id,
                       packet_id)
@@ -506,8 +515,7 @@ class Connection:
         if first != 0xE0 or len(frame) != pos:
             raise MalformedPacket("DISCONNECT with flags or a body")
         log.info("client %s (%s) disconnected", self.client_id, self.peer)
-        self.will = None  # MQTT-3.14.4-3: a clean DISCONNECT discards the will
-        self.close(publish_will=False)
+        self.close(publish_will=False)  # MQTT-3.14.4-3: a clean DISCONNECT discards the will
 
     _HANDLERS: dict[int, Callable[[Connection, int, bytes, int], None]] = {
         PacketType.CONNECT: _handle_connect,

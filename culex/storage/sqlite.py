@@ -92,16 +92,18 @@ class SqliteStorage:
     def _open(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fresh = not self.path.exists() or self.path.stat().st_size == 0
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # A database without a single table holds nothing: new, or a first start that died
+            # before its creating transaction committed. Schema and version row commit together,
+            # and nothing is changed in a file before it is known to be ours.
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
+                db.executescript(f"BEGIN; {SCHEMA} INSERT INTO schema_version VALUES "
+                                 f"({SCHEMA_VERSION}); COMMIT;")
+            self._check_schema(db)
             db.execute("PRAGMA journal_mode=WAL")
             # sync: every commit is fsynced (survives power loss); batch: WAL with NORMAL
             # survives a process crash, and loses at most the last commits on power loss.
             db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-            if fresh:
-                db.executescript("BEGIN;" + SCHEMA + "COMMIT;")
-                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            self._check_schema(db)
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot open the database: {exc}") from None
         except OSError as exc:
