@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: run test lint typecheck clean system-deps
+.PHONY: run test soak lint clean system-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest -n 2 -p no:cacheprovider tests
+
+# The kill -9 crash test with many more kills than CI's 20 (CULEX_SOAK_KILLS), and its seed.
+soak: $(STAMP)
+	CULEX_SOAK_KILLS=$${CULEX_SOAK_KILLS:-200} $(PY) -m pytest -p no:cacheprovider -s \
+		tests/robustness/test_crash.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info
