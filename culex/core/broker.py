@@ -69,6 +69,7 @@ class Broker:
         self.packets_received = 0
         self.publishes_received = 0
         self.publishes_dropped = 0
+        self.retained_dropped = 0
         self.closed_bytes_sent = 0
         self.closed_packets_sent = 0
         self.closed_publishes_sent = 0
@@ -80,7 +81,7 @@ class Broker:
     def open_connection(self, sink: Sink, peer: str, now: float) -> Connection:
         connection = Connection(self, sink, peer, now)
         self.connections.add(connection)
-        self._schedule(connection, now + self.limits.connect_timeout)
+        self.schedule(connection, now + self.limits.connect_timeout)
         return connection
 
     def accept(self, connection: Connection, packet: Connect) -> None:
@@ -101,7 +102,8 @@ class Broker:
         if session is None:
             persistence = None if packet.clean_session else self.persistence
             session = Session(client_id, packet.clean_session, self.limits.max_inflight_messages,
-                              self.limits.max_queued_messages, persistence)
+                              self.limits.max_queued_messages, persistence=persistence,
+                              max_queued_bytes=self.limits.max_queued_bytes)
             if persistence is not None:
                 persistence.storage.session_saved(client_id)
         self.sessions.put(session)
@@ -126,7 +128,7 @@ class Broker:
             session.resume()
         deadline = connection.deadline()
         if deadline is not None:
-            self._schedule(connection, deadline)
+            self.schedule(connection, deadline)
 
     def connection_closed(self, connection: Connection, was_connected: bool,
                           publish_will: bool) -> None:
@@ -295,10 +297,19 @@ class Broker:
         """The subscriber drained (or closed, or stalled too long): resume its publishers."""
         for publisher in self._stalled.pop(subscriber, ()):
             publisher.throttled_by -= 1
-            if not publisher.throttled_by and not publisher.sink_gone:
+            if not publisher.throttled_by and not publisher.rate_paused_until \
+                    and not publisher.sink_gone:
                 publisher.sink.resume_reading()
 
     def _retain(self, message: Message) -> None:
+        if message.payload and self.retained.count >= self.limits.max_retained_messages \
+                and self.retained.get(message.topic) is None:
+            self.retained_dropped += 1
+            if self.retained_dropped == 1 or not self.retained_dropped % 10_000:
+                log.warning("retained store full (max_retained_messages %d): %d new retained "
+                            "topics not stored so far", self.limits.max_retained_messages,
+                            self.retained_dropped)
+            return
         previous = self.retained.set(message)
         persistence = self.persistence
         if persistence is None or message.topic.startswith("$SYS/"):
@@ -317,11 +328,16 @@ class Broker:
             log.warning("client %s: queue full (%d messages), dropping QoS 1/2 messages until "
                         "it drains", session.client_id, self.limits.max_queued_messages)
 
-    def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
+    def subscribe(self, session: Session, topic_filter: str, qos: int) -> bool:
+        """False when the client already holds max_subscriptions other filters."""
+        if topic_filter not in session.subscriptions \
+                and len(session.subscriptions) >= self.limits.max_subscriptions:
+            return False
         session.subscriptions[topic_filter] = qos
         self.subscriptions.add(topic_filter, session, qos)
         if session.persistence is not None:
             session.persistence.storage.subscription_set(session.client_id, topic_filter, qos)
+        return True
 
     def unsubscribe(self, session: Session, topic_filter: str) -> None:
         if session.subscriptions.pop(topic_filter, None) is not None:
@@ -346,7 +362,7 @@ class Broker:
 
     # -- time ----------------------------------------------------------------------------------
 
-    def _schedule(self, connection: Connection, when: float) -> None:
+    def schedule(self, connection: Connection, when: float) -> None:
         """Keep one live heap entry per connection: its earliest deadline."""
         current = self._scheduled.get(connection)
         if current is not None and current <= when:
@@ -372,13 +388,11 @@ class Broker:
             if scheduled.get(connection) != when:
                 continue  # superseded by an earlier entry, or the connection closed
             del scheduled[connection]
+            connection.on_deadline(now)
             deadline = connection.deadline()
-            if deadline is None:
-                continue
-            if deadline <= now:
-                connection.expire()
-            else:
-                self._schedule(connection, deadline)
+            if deadline is not None:
+                # Never due again in this same tick: that would loop here for ever.
+                self.schedule(connection, max(deadline, now + 0.001))
         if self.sys_interval > 0 and now >= self._next_sys:
             self._next_sys = now + self.sys_interval
             self.publish_sys(now)
@@ -427,7 +441,8 @@ class Broker:
         messages = persistence.restore_messages(state)
         for stored in state.sessions:
             session = Session(stored.client_id, False, self.limits.max_inflight_messages,
-                              self.limits.max_queued_messages, persistence)
+                              self.limits.max_queued_messages, persistence=persistence,
+                              max_queued_bytes=self.limits.max_queued_bytes)
             for topic_filter, qos in stored.subscriptions.items():
                 session.subscriptions[topic_filter] = qos
                 self.subscriptions.add(topic_filter, session, qos)
@@ -440,6 +455,7 @@ class Broker:
                     session.inflight[item.packet_id] = entry
                 else:
                     session.queue.append(entry)
+                    session.queued_bytes += len(entry.message.payload)
             session.awaiting_release = stored.awaiting_release
             self.sessions.put(session)
         for message_id in state.retained:

@@ -81,13 +81,16 @@ class Connection:
         "paused_since",
         "peer",
         "protocol_level",
+        "publish_tokens",
         "publishes_sent",
+        "rate_paused_until",
         "reader",
         "session",
         "sink",
         "sink_gone",
         "state",
         "throttled_by",
+        "tokens_at",
         "username",
         "will",
         "write_paused",
@@ -121,6 +124,10 @@ class Connection:
         self.paused_since = 0.0
         # How many full subscribers this connection, as a publisher, is paused for.
         self.throttled_by = 0
+        # max_publish_rate token bucket, and when reading resumes after going over it.
+        self.publish_tokens = broker.limits.max_publish_rate
+        self.tokens_at = now
+        self.rate_paused_until = 0.0
         # Per-connection counters, folded into the broker totals on close: a local increment is
         # cheaper on the hot path than reaching through to a shared object.
         self.packets_sent = 0
@@ -147,6 +154,9 @@ class Connection:
         broker.packets_received += len(frames)
         if self._process(frames) and reader.error is not None:
             self.protocol_violation(reader.error)
+        rate = broker.limits.max_publish_rate
+        if rate:
+            self._charge_publishes(frames, now, rate)
 
     def _process(self, frames: list[Frame]) -> bool:
         """Dispatch frames in order; False once the connection closed."""
@@ -265,12 +275,43 @@ class Connection:
         self.close(publish_will=False)
 
     def deadline(self) -> float | None:
-        """When this connection must next be checked: CONNECT timeout or keep-alive expiry."""
+        """When this connection must next be checked: CONNECT timeout, keep-alive expiry, or
+        the end of a publish-rate pause."""
         if self.state is State.AWAITING_CONNECT or self.state is State.AUTHENTICATING:
             return self.opened_at + self.broker.limits.connect_timeout
-        if self.state is State.CONNECTED and self.keepalive:
-            return self.last_activity + self.keepalive * 1.5
-        return None
+        if self.state is not State.CONNECTED:
+            return None
+        if self.rate_paused_until:
+            return self.rate_paused_until
+        return self.last_activity + self.keepalive * 1.5 if self.keepalive else None
+
+    def on_deadline(self, now: float) -> None:
+        if self.rate_paused_until:
+            if now >= self.rate_paused_until:
+                self.rate_paused_until = 0.0
+                self.last_activity = now  # we were not reading: no silence to hold against it
+                if not self.throttled_by:
+                    self.sink.resume_reading()
+            return
+        if self.throttled_by:
+            self.last_activity = now  # paused by back-pressure, likewise
+            return
+        deadline = self.deadline()
+        if deadline is not None and deadline <= now:
+            self.expire()
+
+    def _charge_publishes(self, frames: list[Frame], now: float, rate: float) -> None:
+        """Token bucket for max_publish_rate (burst: one second's worth): over it, stop reading
+        until the bucket refills instead of disconnecting."""
+        count = sum(1 for first, _frame, _offset in frames if first >> 4 == PacketType.PUBLISH)
+        tokens = min(rate, self.publish_tokens + (now - self.tokens_at) * rate) - count
+        self.publish_tokens = tokens
+        self.tokens_at = now
+        if tokens < 0 and not self.rate_paused_until and not self.closed:
+            self.rate_paused_until = now - tokens / rate
+            if not self.throttled_by:
+                self.sink.pause_reading()
+            self.broker.schedule(self, self.rate_paused_until)
 
     def expire(self) -> None:
         if self.state is not State.CONNECTED:
@@ -353,6 +394,9 @@ class Connection:
             if not packet.clean_session:
                 return (ConnackCode.IDENTIFIER_REJECTED,
                         "empty client id with clean session 0 [MQTT-3.1.3-8]")
+        if len(packet.client_id.encode()) > limits.max_client_id_length:
+            return (ConnackCode.IDENTIFIER_REJECTED,
+                    f"client id longer than max_client_id_length ({limits.max_client_id_length})")
         if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
             return (ConnackCode.IDENTIFIER_REJECTED,
                     f"keep-alive {packet.keepalive} s outside 1..{limits.max_keepalive}")
@@ -478,12 +522,13 @@ class Connection:
             if problem is None and self.acl is not None \
                     and not self.acl.allowed_filter(topic_filter):
                 problem = "denied by the ACL"
+            if problem is None and not broker.subscribe(session, topic_filter, qos):
+                problem = f"max_subscriptions ({broker.limits.max_subscriptions}) reached"
             if problem is not None:
                 log.info("client %s (%s) subscription to %r refused: %s", self.client_id,
                          self.peer, topic_filter, problem)
                 codes.append(SUBACK_FAILURE)
                 continue
-            broker.subscribe(session, topic_filter, qos)
             codes.append(qos)
             granted.append((topic_filter, qos))
         self.send(encode_suback(packet.packet_id, codes))

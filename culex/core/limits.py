@@ -18,8 +18,22 @@ class Limits:
     # QoS 1/2 messages waiting for one client (offline or window full). Past this they are
     # dropped, counted in $SYS/broker/publish/messages/dropped and logged.
     max_queued_messages: int = 1000
+    # ...and their payload bytes (0: no byte bound). One client's offline queue of large
+    # messages must not be able to take the broker's memory.
+    max_queued_bytes: int = 64 * 1024 * 1024
     # Connected clients at once; -1 means no limit. Beyond it CONNECT gets 0x03 (unavailable).
     max_connections: int = -1
+    # Subscriptions one client may hold; more get 0x80 in SUBACK (10,000-filter SUBSCRIBEs).
+    max_subscriptions: int = 10_000
+    # Longest client id accepted (bytes of UTF-8); longer ones get CONNACK 0x02.
+    max_client_id_length: int = 1024
+    # Retained topics in the whole broker; past it new retained topics are not stored (logged),
+    # while replacing or clearing existing ones always works.
+    max_retained_messages: int = 1_000_000
+    # PUBLISH packets per second one client may send (0: unlimited). A client above it is not
+    # disconnected: its socket is simply not read until it is back under the rate (TCP
+    # back-pressure), so one flooder cannot starve the others on the event loop.
+    max_publish_rate: float = 0.0
     # Largest keep-alive a client may ask for; with a value below 65535, keep-alive 0 (never
     # time out) is refused too, since it would let an idle client hold a slot for ever.
     max_keepalive: int = 65535
@@ -43,6 +57,16 @@ class Limits:
             found.append("max_inflight_messages must be between 1 and 65535")
         if self.max_queued_messages < 0:
             found.append("max_queued_messages must be 0 or more")
+        if self.max_queued_bytes < 0:
+            found.append("max_queued_bytes must be 0 (unbounded) or more")
+        if self.max_subscriptions < 1:
+            found.append("max_subscriptions must be positive")
+        if not 1 <= self.max_client_id_length <= 65535:
+            found.append("max_client_id_length must be between 1 and 65535")
+        if self.max_retained_messages < 0:
+            found.append("max_retained_messages must be 0 or more")
+        if self.max_publish_rate < 0:
+            found.append("max_publish_rate must be 0 (unlimited) or positive")
         if self.max_connections < -1 or self.max_connections == 0:
             found.append("max_connections must be -1 (unlimited) or positive")
         if not 1 <= self.max_keepalive <= 65535:

@@ -47,18 +47,22 @@ class Session:
         "inflight",
         "max_inflight",
         "max_queued",
+        "max_queued_bytes",
         "overflowing",
         "persistence",
         "queue",
+        "queued_bytes",
         "subscriptions",
     )
 
-    def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int,
-                 persistence: Persistence | None = None) -> None:
+    def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int, *,
+                 persistence: Persistence | None = None, max_queued_bytes: int = 0) -> None:
         self.client_id = client_id
         self.clean = clean
         self.max_inflight = max_inflight
         self.max_queued = max_queued
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0
         # Set only for sessions that outlive their connection and only when a storage backend
         # is configured: every change below is then reported to it.
         self.persistence = persistence
@@ -101,9 +105,12 @@ class Session:
                 self.persistence.queued(self.client_id, entry, packet_id)
             self._transmit(connection, entry, packet_id)
             return True
-        if len(self.queue) >= self.max_queued:
+        size = len(message.payload)
+        if len(self.queue) >= self.max_queued or (
+                self.max_queued_bytes and self.queued_bytes + size > self.max_queued_bytes):
             return False
         self.queue.append(entry)
+        self.queued_bytes += size
         if self.persistence is not None:
             self.persistence.queued(self.client_id, entry)
         return True
@@ -126,6 +133,7 @@ class Session:
         queue = self.queue
         while queue and len(self.inflight) < self.max_inflight:
             entry = queue.popleft()
+            self.queued_bytes -= len(entry.message.payload)
             packet_id = self.allocate_packet_id()
             self.inflight[packet_id] = entry
             if self.persistence is not None:
@@ -192,6 +200,7 @@ class Session:
             persistence.unref(entry.message)
         self.inflight.clear()
         self.queue.clear()
+        self.queued_bytes = 0
 
 
 class SessionStore(Protocol):

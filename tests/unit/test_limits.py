@@ -1,0 +1,88 @@
+"""Resource limits enforced by the core, each at its bound and one past it (fake clock)."""
+
+from __future__ import annotations
+
+from culex.core.limits import Limits
+from culex.protocol.packets import Publish
+from tests.unit.core_helpers import Harness
+
+
+def payloads(packets: list[object]) -> list[bytes]:
+    return [p.payload for p in packets if isinstance(p, Publish)]
+
+
+def test_max_subscriptions_refuses_new_filters_but_allows_renewal() -> None:
+    harness = Harness(Limits(max_subscriptions=2))
+    client = harness.connected("c")
+    assert client.subscribe(("a", 0), ("b", 1), ("c", 0)) == [0, 1, 0x80]
+    assert client.subscribe(("a", 1)) == [1]  # replacing an existing one is not a new one
+    assert harness.broker.subscriptions.count == 2
+
+
+def test_max_client_id_length() -> None:
+    harness = Harness(Limits(max_client_id_length=8))
+    assert harness.client().connect("x" * 8).return_code == 0
+    refused = harness.client()
+    assert refused.connect("x" * 9).return_code == 0x02
+    assert refused.closed
+
+
+def test_max_queued_bytes_bounds_an_offline_queue() -> None:
+    harness = Harness(Limits(max_queued_bytes=1000, max_queued_messages=1000))
+    subscriber = harness.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("t", 1)) == [1]
+    subscriber.lose()
+    publisher = harness.connected("pub")
+    for index in range(5):
+        publisher.publish("t", bytes([index]) * 300, qos=1)
+    assert harness.broker.publishes_dropped == 2  # 3 x 300 fit in 1000 bytes
+    back = harness.client()
+    assert back.connect("sub", clean_session=False).session_present
+    assert [p[:1] for p in payloads(back.received_packets())] == [b"\x00", b"\x01", b"\x02"]
+
+
+def test_max_retained_messages_keeps_replacing_and_clearing_possible() -> None:
+    harness = Harness(Limits(max_retained_messages=2))
+    publisher = harness.connected("pub")
+    publisher.publish("r/1", b"one", retain=True)
+    publisher.publish("r/2", b"two", retain=True)
+    publisher.publish("r/3", b"three", retain=True)  # a new topic past the bound: not stored
+    publisher.publish("r/1", b"uno", retain=True)  # replacing works
+    assert harness.broker.retained.count == 2
+    assert harness.broker.retained_dropped == 1
+    watcher = harness.connected("watcher")
+    watcher.subscribe(("r/#", 0))
+    assert sorted(payloads(watcher.received_packets())) == [b"two", b"uno"]
+    publisher.publish("r/2", b"", retain=True)  # clearing works and makes room
+    publisher.publish("r/3", b"three", retain=True)
+    assert harness.broker.retained.get("r/3") is not None
+
+
+def test_max_publish_rate_pauses_reading_then_resumes() -> None:
+    harness = Harness(Limits(max_publish_rate=10))
+    subscriber = harness.connected("sub")
+    subscriber.subscribe(("t", 0))
+    publisher = harness.connected("pub", keepalive=2)
+    for index in range(10):
+        publisher.publish("t", b"%d" % index)  # the one-second burst
+    assert not publisher.sink.reading_paused
+    publisher.publish("t", b"over")
+    assert publisher.sink.reading_paused
+    assert len(payloads(subscriber.received_packets())) == 11  # nothing read is dropped
+    harness.tick(harness.now + 0.05)
+    assert publisher.sink.reading_paused  # 1 token short: 0.1 s at 10/s
+    harness.tick(harness.now + 0.1)
+    assert not publisher.sink.reading_paused
+    # Not reading was our doing: the keep-alive clock restarted when reading resumed.
+    harness.tick(harness.now + 2.9)
+    assert not publisher.closed
+    harness.tick(harness.now + 0.2)
+    assert publisher.closed  # then 1.5 x keep-alive of real silence closes it
+
+
+def test_no_publish_rate_limit_by_default() -> None:
+    harness = Harness()
+    publisher = harness.connected("pub")
+    for _ in range(5000):
+        publisher.publish("t", b"x")
+    assert not publisher.sink.reading_paused
