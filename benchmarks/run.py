@@ -1,0 +1,239 @@
+"""Run `culex bench` against Culex and Mosquitto in the same run and write BENCHMARKS.md.
+
+    python benchmarks/run.py [--duration 10] [--out BENCHMARKS.md] [--only NAME ...]
+
+Each broker runs pinned to core 0 (`taskset -c 0`) and the load generator to core 1, on a free
+port, one broker at a time: Culex (default configuration), Mosquitto with its default
+configuration (Nagle on) and Mosquitto with `set_tcp_nodelay true`. Debian's `mosquitto` is
+installed with apt-get when missing and we are root. Raw figures go to benchmarks/results/
+(not committed); the summary tables go to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    args: tuple[str, ...]
+    # Which figure decides the ratio: delivery msgs/s, or p99 latency (lower is better).
+    figure: str = "delivery_rate"
+
+
+SCENARIOS = [
+    Scenario("pubsub", "1 -> 1, QoS 0, 100 B", ("pubsub", "--qos", "0")),
+    Scenario("fanout", "1 -> 100 fan-out, QoS 0, 100 B", ("fanout", "--subscribers", "100")),
+    Scenario("pairs", "100 -> 100 pairs, QoS 0, 100 B", ("pairs", "--publishers", "100")),
+    Scenario("pubsub-qos1", "1 -> 1, QoS 1, 100 B", ("pubsub", "--qos", "1")),
+    Scenario("pubsub-10k", "1 -> 1, QoS 0, 10 KB", ("pubsub", "--payload", "10240")),
+    Scenario("fanin", "100 -> 1 fan-in, QoS 0, 100 B", ("fanin", "--publishers", "100")),
+    Scenario("latency", "10 -> 10 at a fixed 10,000 msg/s (P99 latency)",
+             ("pairs", "--publishers", "10", "--rate", "10000"), figure="p99"),
+    Scenario("conns", "10,000 idle connections", ("conns", "--clients", "10000"),
+             figure="rss"),
+]
+
+
+@dataclass
+class Broker:
+    name: str
+    command: list[str]
+    cwd: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def ensure_mosquitto() -> str:
+    found = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                          if Path("/usr/sbin/mosquitto").exists() else None)
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("benchmarks: mosquitto is not installed (apt-get install mosquitto)")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "mosquitto"], check=True,
+                   env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    return "/usr/sbin/mosquitto"
+
+
+def make_brokers(work: Path) -> list[Broker]:
+    mosquitto = ensure_mosquitto()
+    brokers = []
+    culex_dir = work / "culex"
+    culex_dir.mkdir()
+    port = free_port()
+    (culex_dir / "culex.toml").write_text("[limits]\nmax_connections = -1\n")
+    brokers.append(Broker("Culex", [sys.executable, "-m", "culex", "serve", "--config",
+                                    "culex.toml", "--port", str(port), "--log-level", "warning"],
+                          culex_dir, port))
+    for name, extra in (("Mosquitto (default)", ""),
+                        ("Mosquitto (TCP_NODELAY)", "set_tcp_nodelay true\n")):
+        directory = work / name.split()[1].strip("()").lower()
+        directory.mkdir()
+        port = free_port()
+        (directory / "mosquitto.conf").write_text(
+            f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+            f"{extra}")
+        brokers.append(Broker(name, [mosquitto, "-c", "mosquitto.conf"], directory, port))
+    return brokers
+
+
+def start(broker: Broker) -> None:
+    broker.proc = subprocess.Popen(["taskset", "-c", "0", *broker.command], cwd=broker.cwd,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", broker.port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{broker.name} did not start")
+
+
+def stop(broker: Broker) -> None:
+    if broker.proc is not None and broker.proc.poll() is None:
+        broker.proc.send_signal(signal.SIGTERM)
+        try:
+            broker.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            broker.proc.kill()
+            broker.proc.wait()
+
+
+def run_scenario(broker: Broker, scenario: Scenario, duration: float) -> dict[str, Any]:
+    assert broker.proc is not None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    slug = broker.name.lower().replace(" ", "-").replace("(", "").replace(")", "")
+    out = RESULTS / f"{scenario.name}-{slug}.json"
+    command = ["taskset", "-c", "1", sys.executable, "-m", "culex", "bench", *scenario.args,
+               "--port", str(broker.port), "--duration", str(duration),
+               "--broker-pid", str(broker.proc.pid), "--json", str(out)]
+    print(f"  {scenario.name:12} {broker.name}", flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False,
+                            timeout=duration * 4 + 120)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return dict(json.loads(out.read_text())["results"][0])
+
+
+def figure(result: dict[str, Any], scenario: Scenario) -> float | None:
+    if "error" in result:
+        return None
+    if scenario.figure == "p99":
+        return float(result["latency_us"]["p99"])
+    if scenario.figure == "rss":
+        return float(result["broker"]["rss_mb"])
+    return float(result["delivery_rate"])
+
+
+def cell(result: dict[str, Any], scenario: Scenario) -> str:
+    if "error" in result:
+        return f"error: {result['error']}"
+    broker = result.get("broker") or {}
+    cpu = broker.get("cpu_percent")
+    rss = broker.get("rss_mb")
+    if scenario.figure == "rss":
+        return (f"{rss:,.0f} MB RSS, connected in {result.get('connect_seconds', '?')} s"
+                if rss is not None else "?")
+    latency = result["latency_us"]
+    loss = result.get("loss", 0)
+    return (f"{result['delivery_rate']:,.0f} msg/s, p50 {latency['p50']:,} us, "
+            f"p99 {latency['p99']:,} us, loss {loss:,}, cpu {cpu or 0:.0f}%")
+
+
+def ratio(culex: float | None, best: float | None, scenario: Scenario) -> str:
+    if not culex or not best:
+        return "-"
+    value = best / culex if scenario.figure in ("p99", "rss") else culex / best
+    return f"{value:.2f} x"
+
+
+def write_report(brokers: list[Broker], duration: float, path: Path, command: str) -> None:
+    culex = brokers[0]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}, Linux {platform.release()}.",
+        f"Each broker pinned to core 0, `culex bench` (one process) to core 1, {duration:g} s "
+        "per scenario after a 1 s warm-up, all brokers in the same run. Reproduce with:",
+        "",
+        f"    {command}",
+        "",
+        "Ratio: Culex / the better Mosquitto (delivery rate), or the better Mosquitto / Culex "
+        "(P99 latency, RSS), so above 1 means Culex is ahead.",
+        "",
+    ]
+    for scenario in SCENARIOS:
+        if scenario.name not in culex.results:
+            continue
+        lines += [f"## {scenario.title}", "", "| broker | result |", "|---|---|"]
+        for broker in brokers:
+            lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
+        others = [figure(b.results[scenario.name], scenario) for b in brokers[1:]]
+        valid = [value for value in others if value]
+        best = (min(valid) if scenario.figure in ("p99", "rss") else max(valid)) \
+            if valid else None
+        mine = figure(culex.results[scenario.name], scenario)
+        lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--only", nargs="*", help="scenario names")
+    args = parser.parse_args()
+    if args.only:
+        SCENARIOS[:] = [s for s in SCENARIOS if s.name in args.only]
+    # 10,000 connections need 10,000 descriptors in the broker and in the load generator.
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    with tempfile.TemporaryDirectory(prefix="culex-bench-") as work:
+        brokers = make_brokers(Path(work))
+        for broker in brokers:
+            print(broker.name, flush=True)
+            for scenario in SCENARIOS:
+                start(broker)  # a fresh broker per scenario: no state carried over
+                try:
+                    broker.results[scenario.name] = run_scenario(broker, scenario, args.duration)
+                finally:
+                    stop(broker)
+    command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
+    write_report(brokers, args.duration, args.out, command)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

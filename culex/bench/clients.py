@@ -1,0 +1,573 @@
+"""The load generator's MQTT clients: raw `asyncio.Protocol`s with frame-only parsing.
+
+Why not paho or the broker's own codec: both decode every packet into objects, which costs
+more CPU per message than the broker under test spends routing it, so the tool would measure
+itself. Here a subscriber splits the byte stream by Remaining Length, reads the topic length,
+the packet id and the 16-byte stamp at the start of the payload, and nothing else; acks come
+from precomputed tables and leave in one write per read. A publisher patches a pre-built batch
+of frames (see `wire.PublishTemplate`) and sends it in one write.
+
+Flow control, so a fast broker is measured and a slow one is not buried:
+
+* QoS 0: a publisher writes while its transport is not paused; `pause_writing` (more than
+  `WRITE_HIGH` bytes queued in user space, the kernel already holding `NOT_SENT_LOW_WATER`
+  unsent bytes) stops it until `resume_writing`. The broker's read rate therefore sets the
+  publish rate, and the bytes queued ahead of a message stay bounded.
+* QoS 1/2: at most `--inflight` unacknowledged PUBLISHes per publisher; each PUBACK (PUBCOMP)
+  opens the window for the next message.
+* `--rate`: each publisher sends what its share of the rate makes due, from a timer.
+
+Shared counters and the per-second latency histograms live in one `WorkerState` per process so
+the hot loops update a handful of locals and write back once per read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from typing import cast
+
+from .histogram import BUCKET_COUNT, bucket_index
+from .plan import PublisherSpec, SubscriberSpec
+from .wire import (
+    CONNACK,
+    CONNACK_REASONS,
+    DISCONNECT_FRAME,
+    PACKET_ID,
+    PINGRESP,
+    PUBACK,
+    PUBCOMP,
+    PUBREC,
+    PUBREL,
+    STAMP,
+    STAMP_SIZE,
+    SUBACK,
+    PublishTemplate,
+    ack_table,
+)
+
+NS = 1_000_000_000
+WRITE_HIGH = 64 * 1024  # publisher user-space write buffer before pause_writing
+WRITE_LOW = 16 * 1024
+# Unsent bytes a publisher's kernel socket may hold (TCP_NOTSENT_LOWAT: a non-blocking send
+# fails with EAGAIN past it, so uvloop buffers and pauses us). Left alone, the send buffer
+# autotunes to megabytes (tcp_wmem) and a QoS 0 publisher faster than the broker measures its
+# own queue: 3 MB of backlog was 250 ms of "latency" at 100k msgs/s against Mosquitto, 15 ms
+# with this. A small SO_SNDBUF would bound it too but stalls on delayed ACKs (40 ms).
+NOT_SENT_LOW_WATER = 64 * 1024
+TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux, macOS
+MAX_MISSING_TRACKED = 1_000_000  # per subscriber: sequence gaps remembered to tell late from dup
+_NEVER = 1 << 62
+
+
+class BenchError(Exception):
+    """A fatal, expected failure (broker unreachable, CONNACK refused): one line, exit 1."""
+
+
+class WorkerState:
+    """Timing of the run and every counter one load-generator process adds to.
+
+    Latency histograms are kept per second of receive time (`bins`), so one set of counts gives
+    both the run's percentiles (merge the bins) and the latency-over-time plot. Only messages
+    stamped inside the measurement window count; warm-up traffic only warms.
+    """
+
+    __slots__ = ("bins", "connection_errors", "cpu_at_end", "cpu_at_start", "delivered",
+                 "duplicates", "error_messages", "expected", "max_latency", "measure_end",
+                 "measure_start", "open_clients", "out_of_order", "protocol_errors",
+                 "received", "scratch", "sent", "sent_bins", "wait_at_end", "wait_at_start",
+                 "warmup_sent", "window_received")
+
+    def __init__(self) -> None:
+        self.measure_start = _NEVER
+        self.measure_end = _NEVER
+        self.bins: list[list[int]] = []
+        self.scratch = [0] * BUCKET_COUNT  # where warm-up reads point their (unused) counts
+        self.max_latency = 0
+        self.sent = 0
+        self.warmup_sent = 0
+        self.sent_bins: list[int] = []
+        self.expected = 0
+        self.delivered = 0
+        self.received = 0
+        self.window_received = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.connection_errors = 0
+        self.protocol_errors = 0
+        self.error_messages: list[str] = []
+        self.open_clients = 0
+        self.cpu_at_start = 0.0
+        self.cpu_at_end = 0.0
+        self.wait_at_start = 0.0
+        self.wait_at_end = 0.0
+
+    def bin_counts(self, now: int) -> list[int]:
+        """Histogram counts for messages read at `now` (ns)."""
+        if now < self.measure_start:
+            return self.scratch
+        second = (now - self.measure_start) // NS
+        bins = self.bins
+        while len(bins) <= second:
+            bins.append([0] * BUCKET_COUNT)
+        return bins[second]
+
+    def count_sent(self, now: int, count: int, fanout: int) -> None:
+        if now < self.measure_start:
+            self.warmup_sent += count
+            return
+        self.sent += count
+        self.expected += count * fanout
+        second = (now - self.measure_start) // NS
+        sent_bins = self.sent_bins
+        while len(sent_bins) <= second:
+            sent_bins.append(0)
+        sent_bins[second] += count
+
+    def error(self, kind: str, message: str) -> None:
+        """Count an error; keep the first few messages for the report."""
+        if kind == "connection":
+            self.connection_errors += 1
+        else:
+            self.protocol_errors += 1
+        if len(self.error_messages) < 5 and message not in self.error_messages:
+            self.error_messages.append(message)
+
+
+def _long_header(data: bytes, pos: int, size: int) -> tuple[int, int] | None:
+    """(body offset, remaining length) when the length needs 2-4 bytes; None if incomplete."""
+    multiplier = 1
+    length = 0
+    index = pos + 1
+    for _ in range(4):
+        if index >= size:
+            return None
+        byte = data[index]
+        length += (byte & 0x7F) * multiplier
+        index += 1
+        if not byte & 0x80:
+            return index, length
+        multiplier <<= 7
+    raise BenchError("malformed Remaining Length from the broker")
+
+
+class ClientProtocol(asyncio.Protocol):
+    """CONNECT/CONNACK, SUBSCRIBE/SUBACK and connection loss; subclasses add the hot loop."""
+
+    def __init__(self, state: WorkerState, client_id: str) -> None:
+        self.state = state
+        self.client_id = client_id
+        self.transport: asyncio.Transport | None = None
+        self.pending = b""
+        self.closing = False
+        self.closed = False
+        self.connack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.subscribed: asyncio.Future[None] | None = None
+        self.subacks_due = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Each write is already a whole batch; Nagle would only add latency to measure.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.state.open_clients += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.open_clients -= 1
+        reason = f"connection to broker lost: {exc}" if exc else "broker closed the connection"
+        for future in (self.connack, self.subscribed):
+            if future is not None and not future.done():
+                future.set_exception(BenchError(reason))
+        if not self.closing:
+            self.state.error("connection", f"{self.client_id}: {reason}")
+
+    def close(self) -> None:
+        """Leave politely (DISCONNECT, so the broker drops no will and logs no error)."""
+        self.closing = True
+        transport = self.transport
+        if transport is not None and not self.closed and not transport.is_closing():
+            transport.write(DISCONNECT_FRAME)
+            transport.close()
+
+    def send(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def expect_subacks(self, count: int) -> asyncio.Future[None]:
+        self.subacks_due = count
+        self.subscribed = asyncio.get_running_loop().create_future()
+        return self.subscribed
+
+    def data_received(self, data: bytes) -> None:
+        """Generic framing: only idle clients and the setup phase go through here."""
+        if self.pending:
+            data = self.pending + data
+        size = len(data)
+        pos = 0
+        while size - pos >= 2:
+            length = data[pos + 1]
+            if length < 128:
+                body = pos + 2
+            else:
+                header = _long_header(data, pos, size)
+                if header is None:
+                    break
+                body, length = header
+            end = body + length
+            if end > size:
+                break
+            self.control(data[pos], data, body, end)
+            pos = end
+        self.pending = data[pos:] if pos < size else b""
+
+    def control(self, first: int, data: bytes, body: int, end: int) -> None:
+        """Packets off the hot path: CONNACK, SUBACK, PINGRESP; anything else is an error."""
+        kind = first & 0xF0
+        if kind == CONNACK and end - body == 2:
+            if not self.connack.done():
+                self.connack.set_result(data[body + 1])
+        elif kind == SUBACK:
+            codes = data[body + 2:end]
+            future = self.subscribed
+            if future is None or future.done():
+                self.state.error("protocol", f"{self.client_id}: unexpected SUBACK")
+            elif 0x80 in codes:
+                future.set_exception(BenchError("broker refused a subscription (SUBACK 0x80)"))
+            else:
+                self.subacks_due -= 1
+                if self.subacks_due <= 0:
+                    future.set_result(None)
+        elif kind != PINGRESP:
+            self.state.error("protocol", f"{self.client_id}: unexpected packet type {first >> 4}")
+
+
+async def open_client(protocol: ClientProtocol, host: str, port: int, connect: bytes,
+                      timeout: float) -> None:
+    """TCP connect, CONNECT, wait for CONNACK 0; every failure becomes a one-line BenchError."""
+    loop = asyncio.get_running_loop()
+    where = f"{host}:{port}"
+    try:
+        await asyncio.wait_for(loop.create_connection(lambda: protocol, host, port), timeout)
+    except TimeoutError:
+        raise BenchError(f"cannot connect to {where}: timed out after {timeout:g} s") from None
+    except socket.gaierror as exc:
+        raise BenchError(f"cannot resolve {host}: {exc.strerror}") from None
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise BenchError(f"cannot connect to {where}: {reason}") from None
+    protocol.send(connect)
+    try:
+        code = await asyncio.wait_for(protocol.connack, timeout)
+    except TimeoutError:
+        protocol.close()
+        raise BenchError(f"no CONNACK from {where} within {timeout:g} s") from None
+    if code != 0:
+        protocol.close()
+        reason = CONNACK_REASONS.get(code, "unknown return code")
+        raise BenchError(f"broker at {where} refused the connection: "
+                         f"CONNACK return code {code} ({reason})")
+
+
+class Subscriber(ClientProtocol):
+    """Reads stamps, records latency, tracks per-publisher sequence, acks QoS 1/2."""
+
+    def __init__(self, state: WorkerState, client_id: str, spec: SubscriberSpec,
+                 publishers: int, qos: int) -> None:
+        super().__init__(state, client_id)
+        self.spec = spec
+        self.qos = qos
+        self.publishers = publishers
+        # Next expected sequence number per publisher index. A dict, not a list: in `pairs`
+        # with 10,000 clients a list per subscriber would be 10^8 entries for one key each.
+        self.next_seq: dict[int, int] = {}
+        self.missing: dict[int, set[int]] = {}
+        self.missing_count = 0
+        self.foreign = 0
+        # QoS 1 PUBLISH -> PUBACK; QoS 2 PUBLISH -> PUBREC and PUBREL -> PUBCOMP.
+        self.publish_acks = ack_table(PUBACK if qos == 1 else PUBREC) if qos else []
+        self.pubcomps = ack_table(PUBCOMP) if qos == 2 else []
+
+    def data_received(self, data: bytes) -> None:
+        if self.subscribed is None or not self.subscribed.done():
+            super().data_received(data)  # still in setup: CONNACK / SUBACK
+            return
+        if self.pending:
+            data = self.pending + data
+        size = len(data)
+        pos = 0
+        now = time.monotonic_ns()
+        state = self.state
+        start = state.measure_start
+        counts = state.bin_counts(now)
+        unpack = STAMP.unpack_from
+        next_seq = self.next_seq
+        publishers = self.publishers
+        publish_acks = self.publish_acks
+        acks: list[bytes] = []
+        received = delivered = 0
+        top = 0
+        # A publisher stamps a whole batch with one send time, so consecutive messages mostly
+        # share a stamp and hence a latency: count the run, record it once when it ends.
+        run_stamp = -1
+        run_count = 0
+        while size - pos >= 2:
+            first = data[pos]
+            length = data[pos + 1]
+            if length < 128:
+                body = pos + 2
+            elif size - pos > 2 and data[pos + 2] < 128:  # 128 B - 16 KB: inline, no call
+                length = (length & 0x7F) | (data[pos + 2] << 7)
+                body = pos + 3
+            else:
+                header = _long_header(data, pos, size)
+                if header is None:
+                    break
+                body, length = header
+            end = body + length
+            if end > size:
+                break
+            if first & 0xF0 == 0x30:
+                at = body + 2 + ((data[body] << 8) | data[body + 1])
+                if first & 0x06:
+                    acks.append(publish_acks[(data[at] << 8) | data[at + 1]])
+                    at += 2
+                if end - at >= STAMP_SIZE:
+                    stamp, publisher, seq = unpack(data, at)
+                    if publisher < publishers:
+                        received += 1
+                        expected_seq = next_seq.get(publisher, 0)
+                        if seq == expected_seq:
+                            next_seq[publisher] = seq + 1
+                            fresh = True
+                        else:
+                            fresh = self.out_of_sequence(publisher, seq, expected_seq)
+                        if fresh:
+                            if stamp == run_stamp:
+                                run_count += 1
+                            else:
+                                if run_count and run_stamp >= start:
+                                    micros = (now - run_stamp) // 1000
+                                    counts[bucket_index(micros)] += run_count
+                                    delivered += run_count
+                                    top = max(top, micros)
+                                run_stamp = stamp
+                                run_count = 1
+                    else:
+                        self.foreign += 1
+                else:
+                    self.foreign += 1
+            elif first == PUBREL:
+                acks.append(self.pubcomps[(data[body] << 8) | data[body + 1]])
+            else:
+                self.control(first, data, body, end)
+            pos = end
+        if run_count and run_stamp >= start:
+            micros = (now - run_stamp) // 1000
+            counts[bucket_index(micros)] += run_count
+            delivered += run_count
+            top = max(top, micros)
+        self.pending = data[pos:] if pos < size else b""
+        if acks:
+            self.send(b"".join(acks))
+        state.received += received
+        state.delivered += delivered
+        state.max_latency = max(state.max_latency, top)
+        if start <= now < state.measure_end:
+            state.window_received += received
+
+    def out_of_sequence(self, publisher: int, seq: int, expected_seq: int) -> bool:
+        """Slow path for a stamp that is not the next one from its publisher.
+
+        Returns whether the message is new (counted as delivered). Ahead of the expected
+        sequence: the skipped numbers are remembered (QoS 1/2) so a later arrival counts as
+        out-of-order, not as a duplicate. Behind it: a remembered gap is out-of-order, anything
+        else a duplicate. At QoS 0 gaps are loss and are not remembered; a late message there
+        counts as out-of-order.
+        """
+        state = self.state
+        if seq > expected_seq:
+            self.next_seq[publisher] = seq + 1
+            gap = seq - expected_seq
+            if self.qos and self.missing_count + gap <= MAX_MISSING_TRACKED:
+                self.missing.setdefault(publisher, set()).update(range(expected_seq, seq))
+                self.missing_count += gap
+            return True
+        gaps = self.missing.get(publisher)
+        if gaps is not None and seq in gaps:
+            gaps.discard(seq)
+            self.missing_count -= 1
+            state.out_of_order += 1
+            return True
+        if self.qos:
+            state.duplicates += 1
+            return False
+        state.out_of_order += 1
+        return True
+
+
+class Publisher(ClientProtocol):
+    """Sends stamped PUBLISHes as fast as flow control (or `--rate`) allows until the end."""
+
+    def __init__(self, state: WorkerState, client_id: str, spec: PublisherSpec, *,
+                 template: PublishTemplate, qos: int, inflight: int, rate: float) -> None:
+        super().__init__(state, client_id)
+        self.spec = spec
+        self.template = template
+        self.qos = qos
+        self.window = inflight
+        self.rate = rate  # messages per second for this publisher; 0 = unlimited
+        self.inflight: set[int] = set()
+        self.next_pid = 1
+        self.seq = 0
+        self.paused = False
+        self.stopped = True
+        self.start_ns = 0
+        self.end_ns = 0
+        self.handle: asyncio.Handle | None = None
+        self.pubrels = ack_table(PUBREL) if qos == 2 else []
+        # The acks this QoS expects; any other is handed to `control` and counted as an error.
+        self.acks = {1: (PUBACK,), 2: (PUBREC, PUBCOMP)}.get(qos, ())
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        cast(asyncio.Transport, transport).set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and TCP_NOTSENT_LOWAT is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOT_SENT_LOW_WATER)
+
+    def begin(self, start_ns: int, end_ns: int) -> None:
+        """Publish from `start_ns` (monotonic) until `end_ns`."""
+        self.start_ns = start_ns
+        self.end_ns = end_ns
+        self.stopped = False
+        delay = max(0.0, (start_ns - time.monotonic_ns()) / NS)
+        self.handle = asyncio.get_running_loop().call_later(delay, self.pump)
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+
+    def close(self) -> None:
+        self.stop()
+        super().close()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.kick()
+
+    def kick(self) -> None:
+        """Send now if anything is due (window opened, writing resumed)."""
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        self.pump()
+
+    def pump(self) -> None:
+        self.handle = None
+        if self.stopped or self.paused or self.closed:
+            return
+        now = time.monotonic_ns()
+        if now >= self.end_ns:
+            self.stopped = True
+            return
+        loop = asyncio.get_running_loop()
+        budget = self.template.count
+        if self.rate:
+            due = int((now - self.start_ns) * self.rate / NS) + 1 - self.seq
+            if due <= 0:
+                wait = (self.start_ns + self.seq * NS / self.rate - now) / NS
+                self.handle = loop.call_later(max(wait, 0.0005), self.pump)
+                return
+            budget = min(budget, due)
+        if self.qos:
+            budget = min(budget, self.window - len(self.inflight))
+            if budget <= 0:
+                return  # the next PUBACK / PUBCOMP kicks us
+        self.publish(budget, now)
+        if not self.paused:
+            self.handle = loop.call_soon(self.pump)
+
+    def publish(self, count: int, now: int) -> None:
+        """Stamp `count` frames of the template and write them in one go."""
+        template = self.template
+        buffer = template.buffer
+        pack = STAMP.pack_into
+        offsets = template.stamp_offsets
+        index = self.spec.index
+        seq = self.seq
+        if self.qos:
+            pack_id = PACKET_ID.pack_into
+            id_offsets = template.id_offsets
+            inflight = self.inflight
+            pid = self.next_pid
+            for i in range(count):
+                while pid in inflight:
+                    pid = pid % 65535 + 1
+                inflight.add(pid)
+                pack_id(buffer, id_offsets[i], pid)
+                pack(buffer, offsets[i], now, index, seq + i)
+                pid = pid % 65535 + 1
+            self.next_pid = pid
+        else:
+            for i in range(count):
+                pack(buffer, offsets[i], now, index, seq + i)
+        self.seq = seq + count
+        self.send(bytes(template.view[:count * template.frame_size]))
+        self.state.count_sent(now, count, self.spec.fanout)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.connack.done():
+            super().data_received(data)
+            return
+        if self.pending:
+            data = self.pending + data
+        size = len(data)
+        pos = 0
+        inflight = self.inflight
+        acks = self.acks
+        releases: list[bytes] = []
+        freed = False
+        while size - pos >= 2:
+            first = data[pos]
+            length = data[pos + 1]
+            if length < 128:
+                body = pos + 2
+            else:
+                header = _long_header(data, pos, size)
+                if header is None:
+                    break
+                body, length = header
+            end = body + length
+            if end > size:
+                break
+            if first in acks and length == 2:
+                pid = (data[body] << 8) | data[body + 1]
+                if pid not in inflight:
+                    self.state.error("protocol", f"{self.client_id}: ack for unknown id {pid}")
+                elif first == PUBREC:
+                    releases.append(self.pubrels[pid])
+                else:
+                    inflight.discard(pid)
+                    freed = True
+            else:
+                self.control(first, data, body, end)
+            pos = end
+        self.pending = data[pos:] if pos < size else b""
+        if releases:
+            self.send(b"".join(releases))
+        if freed and not self.stopped:
+            self.kick()
+
+
+class IdleClient(ClientProtocol):
+    """Connects and stays: the `conns` scenario measures what a connection costs."""

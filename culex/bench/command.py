@@ -1,0 +1,139 @@
+"""`culex bench`: arguments, validation, and the exit codes.
+
+Exit codes: 0 when the run completed (the figures may still show loss: that is a result, not a
+failure), 1 for a one-line error about the broker or the environment (unreachable, CONNACK
+refused, connections lost, a --broker-pid that is not running, some `conns` clients refused),
+2 for options that make no sense (argparse's own code for usage errors). No traceback reaches
+the user for any of these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+from .clients import BenchError
+from .plan import SCENARIOS, PlanError, build_plans
+from .wire import STAMP_SIZE
+
+EPILOG = """scenarios:
+""" + "\n".join(f"  {name:<8} {text}" for name, text in SCENARIOS.items()) + """
+
+conns is usually run with --clients 100, 1000 and 10000; it holds the connections open for
+--duration seconds to let the broker's memory settle. Pin broker and bench to different cores
+(taskset -c 0 broker..., taskset -c 1 culex bench ...) so they do not steal each other's CPU.
+"""
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `culex bench` (called by culex.cli when building its parser)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
+                        help="one of: " + ", ".join(SCENARIOS))
+    parser.add_argument("--host", default="127.0.0.1", help="broker address (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1883, help="broker port (1883)")
+    parser.add_argument("--qos", type=int, choices=(0, 1, 2), default=0,
+                        help="QoS of publishes and subscriptions (0)")
+    parser.add_argument("--payload", type=int, metavar="BYTES",
+                        help=f"payload size, at least {STAMP_SIZE} (100)")
+    parser.add_argument("--duration", type=positive_float, default=10.0, metavar="SECONDS",
+                        help="measured time (10)")
+    parser.add_argument("--warmup", type=non_negative_float, default=1.0, metavar="SECONDS",
+                        help="traffic before measuring, excluded from the figures (1)")
+    parser.add_argument("--drain", type=non_negative_float, default=2.0, metavar="SECONDS",
+                        help="longest wait for in-flight messages after publishing stops (2)")
+    parser.add_argument("--rate", type=non_negative_float, default=0.0, metavar="MSGS_PER_S",
+                        help="total offered publish rate; 0 = as fast as the broker takes (0)")
+    parser.add_argument("--inflight", type=int, default=20,
+                        help="unacknowledged QoS 1/2 messages per publisher (20)")
+    parser.add_argument("--publishers", type=int, help="publishers (fanin, pairs, hot, spread)")
+    parser.add_argument("--subscribers", type=int, help="subscribers (fanout, pairs, hot, "
+                        "spread)")
+    parser.add_argument("--clients", type=int, help="idle connections for conns (1000)")
+    parser.add_argument("--procs", type=int, default=1,
+                        help="load-generator processes; clients are split between them (1)")
+    parser.add_argument("--broker-pid", type=int, metavar="PID",
+                        help="sample this process's CPU and RSS from /proc during the run")
+    parser.add_argument("--username", help="MQTT user name for every client")
+    parser.add_argument("--password", help="MQTT password for every client")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw figures")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png",
+                        help="draw latency percentiles and throughput over time "
+                        "(needs matplotlib: pip install 'culex[bench-plot]')")
+
+
+def check(args: argparse.Namespace) -> str | None:
+    """The first problem with option values argparse cannot see, or None."""
+    if args.payload is not None and not STAMP_SIZE <= args.payload <= 16 * 1024 * 1024:
+        return (f"--payload must be between {STAMP_SIZE} (the timestamp, publisher and "
+                "sequence stamp) and 16777216 bytes")
+    if not 1 <= args.inflight <= 65535:
+        return "--inflight must be between 1 and 65535"
+    if not 1 <= args.procs <= 256:
+        return "--procs must be between 1 and 256"
+    if not 0 < args.port < 65536:
+        return "--port must be between 1 and 65535"
+    if args.password is not None and args.username is None:
+        return "--password needs --username (MQTT 3.1.1 3.1.2.9)"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark described by parsed `args`; return the process exit code."""
+    from . import report  # noqa: PLC0415 - keeps `culex serve` from importing the bench
+    from .runner import ConnsResult, Options, run_plans  # noqa: PLC0415
+
+    def fail(message: str, code: int) -> int:
+        print(f"culex bench: error: {message}", file=sys.stderr, flush=True)
+        return code
+
+    problem = check(args)
+    if problem is not None:
+        return fail(problem, 2)
+    run_id = secrets.token_hex(3)
+    try:
+        plans = build_plans(args.scenario, run_id, payload=args.payload,
+                            publishers=args.publishers, subscribers=args.subscribers,
+                            clients=args.clients)
+    except PlanError as exc:
+        return fail(str(exc), 2)
+    options = Options(
+        host=args.host, port=args.port, qos=args.qos, duration=args.duration,
+        warmup=args.warmup, rate=args.rate, inflight=args.inflight, procs=args.procs,
+        drain=args.drain, broker_pid=args.broker_pid, username=args.username,
+        password=args.password)
+    try:
+        if args.plot is not None:
+            report.load_pyplot()  # fail before a ten-second run, not after it
+        results = run_plans(plans, options, run_id)
+        print(report.format_table(results), flush=True)
+        if args.json is not None:
+            report.write_json(args.json, args.scenario, options, results)
+        if args.plot is not None:
+            report.write_plot(args.plot, results)
+    except BenchError as exc:
+        return fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    for result in results:
+        if isinstance(result, ConnsResult) and result.failed:
+            first = result.error_messages[0] if result.error_messages else "see above"
+            return fail(f"{result.failed} of {result.clients} connections failed ({first})", 1)
+    return 0
