@@ -424,7 +424,10 @@ def _cases() -> list[Case]:
              connect=None),
         Case("connect-username-wildcards", "19", connect(username=b"u#+/%c"), connack(0x00),
              connect=None),
-        Case("connect-client-id-65535-bytes", "19", connect(b"i" * 65535), connack(0x00),
+        # Client ids are capped by max_client_id_length (default 1024): identifier rejected.
+        Case("connect-client-id-1024-bytes", "19", connect(b"i" * 1024), connack(0x00),
+             connect=None),
+        Case("connect-client-id-65535-bytes", "19", connect(b"i" * 65535), connack(0x02),
              connect=None),
         Case("connect-username-65535-bytes", "19", connect(username=b"u" * 65535),
              connack(0x00), connect=None),

@@ -55,6 +55,7 @@ class Broker:
         self.topic_names: dict[bytes, str] = {}
         self.wake: Callable[[], None] = lambda: None
         self._ready: list[Connection] = []
+        self._fair_paused: list[Connection] = []
         # Full subscriber -> the publishers paused until it drains.
         self._stalled: dict[Connection, set[Connection]] = {}
         self._deadlines: list[tuple[float, int, Connection]] = []
@@ -163,6 +164,12 @@ class Broker:
 
     # -- output scheduling ---------------------------------------------------------------------
 
+    def read_next_tick(self, connection: Connection) -> None:
+        """The connection used its fair share of this tick: read it again after the flush."""
+        connection.update_reading()
+        self._fair_paused.append(connection)
+        self.wake()
+
     def mark_ready(self, connection: Connection) -> None:
         ready = self._ready
         ready.append(connection)
@@ -175,6 +182,11 @@ class Broker:
         ready, self._ready = self._ready, []
         for connection in ready:
             connection.flush()
+        if self._fair_paused:
+            paused, self._fair_paused = self._fair_paused, []
+            for connection in paused:
+                connection.tick_bytes = 0
+                connection.update_reading()
         if self.persistence is not None and self.persistence.durable:
             self.commit()
 
@@ -290,16 +302,15 @@ class Broker:
             publishers.add(publisher)
             publisher.throttled_by += 1
             if publisher.throttled_by == 1:
-                publisher.sink.pause_reading()
+                publisher.update_reading()
         return True
 
     def release_publishers(self, subscriber: Connection) -> None:
         """The subscriber drained (or closed, or stalled too long): resume its publishers."""
         for publisher in self._stalled.pop(subscriber, ()):
             publisher.throttled_by -= 1
-            if not publisher.throttled_by and not publisher.rate_paused_until \
-                    and not publisher.sink_gone:
-                publisher.sink.resume_reading()
+            if not publisher.throttled_by:
+                publisher.update_reading()
 
     def _retain(self, message: Message) -> None:
         if message.payload and self.retained.count >= self.limits.max_retained_messages \
