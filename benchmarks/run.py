@@ -55,6 +55,17 @@ SCENARIOS = [
 ]
 
 
+# Durability cost: the same Culex with each `storage.durability`, subscribers with persistent
+# sessions so every QoS 1 message is stored (and, with sync, committed before its PUBACK).
+DURABILITY_SCENARIOS = [
+    Scenario("persistent-qos1", "1 -> 1, QoS 1, persistent subscriber",
+             ("pubsub", "--qos", "1", "--persistent")),
+    Scenario("persistent-fanout", "1 -> 10, QoS 1, persistent subscribers",
+             ("fanout", "--qos", "1", "--subscribers", "10", "--persistent")),
+]
+DURABILITY_MODES = ("sync", "batch", "none")
+
+
 @dataclass
 class Broker:
     name: str
@@ -84,16 +95,18 @@ def ensure_mosquitto() -> str:
     return "/usr/sbin/mosquitto"
 
 
+def culex_broker(work: Path, name: str, durability: str) -> Broker:
+    directory = work / name.replace(" ", "-").replace("(", "").replace(")", "").lower()
+    directory.mkdir()
+    port = free_port()
+    (directory / "culex.toml").write_text(f'[storage]\ndurability = "{durability}"\n')
+    return Broker(name, [sys.executable, "-m", "culex", "serve", "--config", "culex.toml",
+                         "--port", str(port), "--log-level", "warning"], directory, port)
+
+
 def make_brokers(work: Path) -> list[Broker]:
     mosquitto = ensure_mosquitto()
-    brokers = []
-    culex_dir = work / "culex"
-    culex_dir.mkdir()
-    port = free_port()
-    (culex_dir / "culex.toml").write_text("[limits]\nmax_connections = -1\n")
-    brokers.append(Broker("Culex", [sys.executable, "-m", "culex", "serve", "--config",
-                                    "culex.toml", "--port", str(port), "--log-level", "warning"],
-                          culex_dir, port))
+    brokers = [culex_broker(work, "Culex", "sync")]
     for name, extra in (("Mosquitto (default)", ""),
                         ("Mosquitto (TCP_NODELAY)", "set_tcp_nodelay true\n")):
         directory = work / name.split()[1].strip("()").lower()
@@ -177,7 +190,23 @@ def ratio(culex: float | None, best: float | None, scenario: Scenario) -> str:
     return f"{value:.2f} x"
 
 
-def write_report(brokers: list[Broker], duration: float, path: Path, command: str) -> None:
+def durability_section(brokers: list[Broker]) -> list[str]:
+    lines = ["## Cost of durability (Culex only)", "",
+             "QoS 1 to subscribers with persistent sessions (clean session 0), so every message is "
+             "stored in their session; with `sync` the PUBACK waits for the group commit.", ""]
+    for scenario in DURABILITY_SCENARIOS:
+        lines += [f"### {scenario.title}", "", "| durability | result |", "|---|---|"]
+        for broker in brokers:
+            lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
+        none = figure(brokers[-1].results[scenario.name], scenario)
+        sync = figure(brokers[0].results[scenario.name], scenario)
+        slowdown = f"{none / sync:.2f} x" if none and sync else "-"
+        lines += ["", f"`none` / `sync` delivery rate: **{slowdown}** (target: at most 3 x)", ""]
+    return lines
+
+
+def write_report(brokers: list[Broker], durable: list[Broker], duration: float, path: Path,
+                 command: str) -> None:
     culex = brokers[0]
     lines = [
         "# Benchmarks",
@@ -206,6 +235,8 @@ def write_report(brokers: list[Broker], duration: float, path: Path, command: st
             if valid else None
         mine = figure(culex.results[scenario.name], scenario)
         lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**", ""]
+    if durable:
+        lines += durability_section(durable)
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -222,16 +253,20 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     with tempfile.TemporaryDirectory(prefix="culex-bench-") as work:
         brokers = make_brokers(Path(work))
-        for broker in brokers:
-            print(broker.name, flush=True)
-            for scenario in SCENARIOS:
-                start(broker)  # a fresh broker per scenario: no state carried over
-                try:
-                    broker.results[scenario.name] = run_scenario(broker, scenario, args.duration)
-                finally:
-                    stop(broker)
+        durable = [] if args.only else [culex_broker(Path(work), f"Culex ({mode})", mode)
+                                        for mode in DURABILITY_MODES]
+        for group, scenarios in ((brokers, SCENARIOS), (durable, DURABILITY_SCENARIOS)):
+            for broker in group:
+                print(broker.name, flush=True)
+                for scenario in scenarios:
+                    start(broker)  # a fresh broker per scenario: no state carried over
+                    try:
+                        broker.results[scenario.name] = run_scenario(broker, scenario,
+                                                                     args.duration)
+                    finally:
+                        stop(broker)
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
-    write_report(brokers, args.duration, args.out, command)
+    write_report(brokers, durable, args.duration, args.out, command)
     print(f"wrote {args.out}")
 
 

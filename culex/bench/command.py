@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="load-generator processes; clients are split between them (1)")
     parser.add_argument("--broker-pid", type=int, metavar="PID",
                         help="sample this process's CPU and RSS from /proc during the run")
+    parser.add_argument("--persistent", action="store_true",
+                        help="subscribers connect with clean session 0, so a broker keeps (and "
+                        "with durable storage writes) every QoS 1/2 message for them")
     parser.add_argument("--username", help="MQTT user name for every client")
     parser.add_argument("--password", help="MQTT password for every client")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw figures")
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, qos=args.qos, duration=args.duration,
         warmup=args.warmup, rate=args.rate, inflight=args.inflight, procs=args.procs,
         drain=args.drain, broker_pid=args.broker_pid, username=args.username,
-        password=args.password)
+        password=args.password, persistent=args.persistent)
     try:
         if args.plot is not None:
             report.load_pyplot()  # fail before a ten-second run, not after it

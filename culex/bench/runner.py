@@ -55,6 +55,7 @@ class Options:
     broker_pid: int | None = None
     username: str | None = None
     password: str | None = None
+    persistent: bool = False
 
 
 @dataclass(slots=True)
@@ -195,7 +196,7 @@ class Coordinator:
                 warmup_ns=int(options.warmup * NS), duration_ns=int(options.duration * NS),
                 total_publishers=publishers, publishers=tuple(pubs), subscribers=tuple(subs),
                 idle_clients=idle, idle_offset=idle_offset, username=options.username,
-                password=options.password))
+                password=options.password, persistent=options.persistent))
             idle_offset += idle
         return plans
 

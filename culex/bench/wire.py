@@ -60,10 +60,10 @@ def ack_table(first_byte: int) -> list[bytes]:
 
 
 def connect_frame(client_id: str, keepalive: int, username: str | None,
-                  password: str | None) -> bytes:
-    """CONNECT, MQTT 3.1.1, clean session: each run starts from nothing and leaves nothing."""
+                  password: str | None, clean_session: bool = True) -> bytes:
+    """CONNECT, MQTT 3.1.1; clean session unless persistent subscribers were asked for."""
     return encode_connect(Connect(
-        client_id, keepalive=keepalive, username=username,
+        client_id, clean_session=clean_session, keepalive=keepalive, username=username,
         password=password.encode() if password is not None else None))
 
 

@@ -74,6 +74,7 @@ class WorkerPlan:
     idle_offset: int = 0
     username: str | None = None
     password: str | None = None
+    persistent: bool = False
 
 
 @dataclass(slots=True)
@@ -156,8 +157,9 @@ class Worker:
         self.failed = 0
         self.last_connect_ns = 0
 
-    def connect(self, client_id: str) -> bytes:
-        return connect_frame(client_id, KEEPALIVE, self.plan.username, self.plan.password)
+    def connect(self, client_id: str, clean_session: bool = True) -> bytes:
+        return connect_frame(client_id, KEEPALIVE, self.plan.username, self.plan.password,
+                             clean_session)
 
     async def setup(self) -> None:
         """Connect and subscribe every subscriber, then connect every publisher.
@@ -182,7 +184,8 @@ class Worker:
             client_id = f"cb{plan.run_id}s{spec.index}"
             client = Subscriber(self.state, client_id, spec, plan.total_publishers, plan.qos)
             self.subscribers.append(client)
-            await open_client(client, plan.host, plan.port, self.connect(client_id),
+            await open_client(client, plan.host, plan.port,
+                              self.connect(client_id, clean_session=not plan.persistent),
                               CONNECT_TIMEOUT)
             frames = subscribe_frames(list(spec.filters), plan.qos)
             done = client.expect_subacks(len(frames))
