@@ -397,6 +397,10 @@ class Connection:
 
     def _authorize(self, packet: Connect) -> None:
         """Authenticated: resolve this client's ACL, check its will topic, then accept."""
+        over = self._over_connection_limit(packet.client_id)
+        if over is not None:
+            self.refuse(*over)
+            return
         rules = self.broker.acl
         if rules is not None:
             self.acl = rules.for_client(packet.client_id, self.username)
@@ -426,11 +430,16 @@ class Connection:
         if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
             return (ConnackCode.IDENTIFIER_REJECTED,
                     f"keep-alive {packet.keepalive} s outside 1..{limits.max_keepalive}")
-        session = self.broker.sessions.get(packet.client_id) if packet.client_id else None
+        return self._over_connection_limit(packet.client_id)
+
+    def _over_connection_limit(self, client_id: str) -> tuple[ConnackCode, str] | None:
+        """Checked when CONNECT arrives and again once it is authenticated: clients accepted
+        while this one's password was being checked count too. A takeover adds no client."""
+        limit = self.broker.limits.max_connections
+        session = self.broker.sessions.get(client_id) if client_id else None
         taking_over = session is not None and session.connection is not None
-        if 0 < limits.max_connections <= self.broker.clients_connected and not taking_over:
-            return (ConnackCode.SERVER_UNAVAILABLE,
-                    f"max_connections ({limits.max_connections}) reached")
+        if 0 < limit <= self.broker.clients_connected and not taking_over:
+            return ConnackCode.SERVER_UNAVAILABLE, f"max_connections ({limit}) reached"
         return None
 
     def _handle_publish(self, first: int, frame: bytes, pos: int) -> None:

@@ -186,8 +186,10 @@ def decode_connack(flags: int, frame: bytes, pos: int) -> Connack:
     return Connack(bool(frame[pos] & 1), frame[pos + 1])
 
 
-def decode_publish(flags: int, frame: bytes, pos: int) -> Publish:
-    end = len(frame)
+def read_publish_header(flags: int, frame: bytes, pos: int,
+                        end: int) -> tuple[int, bool, str, int, int]:
+    """Flags, topic and packet id of a PUBLISH (3.1.1 and 5.0 alike): (qos, dup, topic,
+    packet_id, position after them)."""
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3", "MQTT-3.3.1-4")
@@ -199,6 +201,11 @@ def decode_publish(flags: int, frame: bytes, pos: int) -> Publish:
     if qos:
         packet_id = _read_packet_id(frame, pos, end, "PUBLISH")
         pos += 2
+    return qos, dup, topic, packet_id, pos
+
+
+def decode_publish(flags: int, frame: bytes, pos: int) -> Publish:
+    qos, dup, topic, packet_id, pos = read_publish_header(flags, frame, pos, len(frame))
     return Publish(topic, frame[pos:], qos, bool(flags & 0x01), dup, packet_id)
 
 

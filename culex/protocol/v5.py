@@ -32,6 +32,7 @@ from .codec import (
     encode_string,
     encode_varint,
     read_binary,
+    read_publish_header,
     read_string,
     read_uint16,
 )
@@ -300,19 +301,9 @@ def _decode_connack(flags: int, frame: bytes, pos: int, from_client: bool,
 def _decode_publish(flags: int, frame: bytes, pos: int, from_client: bool,
                     max_user: int) -> Publish5:
     end = len(frame)
-    qos = (flags >> 1) & 0x03
-    if qos == 3:
-        raise MalformedPacket("PUBLISH with QoS 3", "MQTT-3.3.1-4")
-    dup = bool(flags & 0x08)
-    if dup and not qos:
-        raise MalformedPacket("PUBLISH with DUP set at QoS 0", "MQTT-3.3.1-2")
     # An empty topic is legal here: with a Topic Alias it means "the aliased topic" (§3.3.2.3.4).
     # Whether the alias is known is connection state, so the broker checks it.
-    topic, pos = read_string(frame, pos, end, "topic name")
-    packet_id = 0
-    if qos:
-        packet_id = _read_packet_id(frame, pos, end, "PUBLISH")
-        pos += 2
+    qos, dup, topic, packet_id, pos = read_publish_header(flags, frame, pos, end)
     if pos < end and frame[pos] == 0:
         # Most PUBLISHes carry no properties. Building the empty Properties here (~0.6 us)
         # instead of calling decode_properties (~1.0 us) keeps a v5 PUBLISH decode on par
