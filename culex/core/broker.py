@@ -115,6 +115,7 @@ class Broker:
             self.persistence.storage.will_set(client_id, StoredMessage(
                 0, will.topic, will.payload, will.qos, will.retain))
         session.acl = connection.acl
+        session.username = connection.username
         session.connection = connection
         connection.session = session
         connection.state = State.CONNECTED

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
+from ..auth.acl import Access
 from .message import Message
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class Session:
         "queue",
         "queued_bytes",
         "subscriptions",
+        "username",
     )
 
     def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int, *,
@@ -70,6 +72,9 @@ class Session:
         # What the client may read, from its last CONNECT; None without an ACL file (and for a
         # session restored from storage until its client connects again).
         self.acl: ClientAcl | None = None
+        # The user name of the session's last connection: the ACL of an offline session is
+        # re-resolved with it when the ACL file is reloaded.
+        self.username: str | None = None
         self.subscriptions: dict[str, int] = {}
         self.inflight: dict[int, Outgoing] = {}
         self.queue: deque[Outgoing] = deque()
@@ -134,6 +139,8 @@ class Session:
         while queue and len(self.inflight) < self.max_inflight:
             entry = queue.popleft()
             self.queued_bytes -= len(entry.message.payload)
+            if not self._may_read(entry):
+                continue
             packet_id = self.allocate_packet_id()
             self.inflight[packet_id] = entry
             if self.persistence is not None:
@@ -146,12 +153,25 @@ class Session:
         """After a reconnect: re-send what is in flight, in order, then the queue [MQTT-4.4.0-1]."""
         connection = self.connection
         assert connection is not None
-        for packet_id, entry in self.inflight.items():
+        for packet_id, entry in list(self.inflight.items()):
             if entry.released:
                 connection.send_pubrel(packet_id)
-            else:
+            elif self._may_read(entry):
                 self._transmit(connection, entry, packet_id, dup=True)
+            else:
+                del self.inflight[packet_id]
         self.pump()
+
+    def _may_read(self, entry: Outgoing) -> bool:
+        """Whether the client now owning the session may still read a message that waited in
+        it: the ACL may have been reloaded, or the session resumed under another user name.
+        A message it may not read is dropped (and forgotten by storage)."""
+        acl = self.acl
+        if acl is None or acl.allowed(entry.message.topic, Access.READ):
+            return True
+        if self.persistence is not None:
+            self.persistence.done(self.client_id, entry)
+        return False
 
     def acknowledge(self, packet_id: int, qos: int) -> bool:
         """PUBACK (qos 1) or PUBCOMP (qos 2) completes an outbound message; False if unknown."""

@@ -95,12 +95,11 @@ class Security:
                 context.load_verify_locations(listener.cafile)
         self.passwords = passwords
         self.acl = broker.acl = acl
-        for connection in broker.connections:
-            session = connection.session
-            if session is not None and session.connection is connection:
-                connection.acl = session.acl = (
-                    acl.for_client(connection.client_id, connection.username)
-                    if acl is not None else None)
+        for session in broker.sessions:
+            session.acl = (acl.for_client(session.client_id, session.username)
+                           if acl is not None else None)
+            if session.connection is not None:
+                session.connection.acl = session.acl
         log.info("reloaded: password file %s, ACL %s, %d TLS listener(s)",
                  self.config.password_file or "-", self.config.acl_file or "-", len(tls))
 
