@@ -484,13 +484,12 @@ class Connection:
             routed = False
         if qos == 2 and not self.session.inbound_received(packet_id):  # type: ignore[union-attr]
             routed = False  # a retransmission: routed when it first arrived
-        if not routed:
-            pass
-        elif first == QOS0_PLAIN:
-            broker.forward(topic, frame, self)
-        else:
-            broker.publish(Message(topic, frame[stop:], qos, bool(first & 0x01),
-                                   topic_bytes=topic_bytes), self)
+        if routed:
+            if first == QOS0_PLAIN:
+                broker.forward(topic, frame, self)
+            else:
+                broker.publish(Message(topic, frame[stop:], qos, bool(first & 0x01),
+                                       topic_bytes=topic_bytes), self)
         if qos:
             self.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
                                     packet_id & 0xFF)))

@@ -10,42 +10,32 @@ QOS0_PLAIN = 0x30  # first byte of a QoS 0 PUBLISH without DUP or RETAIN
 class Message:
     """One published message. Immutable once routed: every subscriber shares the same object.
 
-    Encodings are cached per first byte (QoS, DUP, RETAIN). A QoS 0 non-retained PUBLISH that
-    arrived from a 3.1/3.1.1 client *is* the frame every QoS 0 subscriber needs, so it is kept and
-    forwarded as is; the payload is only sliced out of it when another variant is asked for.
+    Encodings are cached per first byte (QoS, DUP, RETAIN), so a message going to a thousand
+    subscribers is encoded once per variant. (The commonest case, a QoS 0 PUBLISH without RETAIN
+    from a 3.1/3.1.1 client, makes no Message at all: `Broker.forward` sends the frame as is.)
     """
 
-    __slots__ = ("_frame", "_heads", "_payload", "_payload_offset", "qos", "retain",
-                 "store_id", "store_refs", "topic", "topic_bytes")
+    __slots__ = ("_frame_qos0", "_heads", "payload", "qos", "retain", "store_id", "store_refs",
+                 "topic", "topic_bytes")
 
-    def __init__(self, topic: str, payload: bytes | None, qos: int = 0, retain: bool = False,
-                 *, topic_bytes: bytes | None = None, frame: bytes | None = None,
-                 payload_offset: int = 0) -> None:
+    def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                 *, topic_bytes: bytes | None = None) -> None:
         self.topic = topic
         self.topic_bytes = topic.encode() if topic_bytes is None else topic_bytes
+        self.payload = payload
         self.qos = qos
         self.retain = retain
-        self._payload = payload
-        self._frame = frame
-        self._payload_offset = payload_offset
+        self._frame_qos0: bytes | None = None
         self._heads: dict[int, bytes] = {}
         # Storage row id and how many stored queue entries / retained slots point at it.
         self.store_id = 0
         self.store_refs = 0
 
-    @property
-    def payload(self) -> bytes:
-        payload = self._payload
-        if payload is None:
-            assert self._frame is not None
-            payload = self._payload = self._frame[self._payload_offset:]
-        return payload
-
     def frame_qos0(self) -> bytes:
         """The QoS 0, non-retained PUBLISH: the hot variant, encoded at most once."""
-        frame = self._frame
+        frame = self._frame_qos0
         if frame is None:
-            frame = self._frame = self.head(QOS0_PLAIN) + self.payload
+            frame = self._frame_qos0 = self.head(QOS0_PLAIN) + self.payload
         return frame
 
     def head(self, first_byte: int) -> bytes:
