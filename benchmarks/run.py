@@ -142,11 +142,19 @@ def stop(broker: Broker) -> None:
             broker.proc.wait()
 
 
+def result_path(broker: Broker, scenario: Scenario) -> Path:
+    slug = broker.name.lower().replace(" ", "-").replace("(", "").replace(")", "")
+    return RESULTS / f"{scenario.name}-{slug}.json"
+
+
+def load_result(broker: Broker, scenario: Scenario) -> dict[str, Any]:
+    return dict(json.loads(result_path(broker, scenario).read_text())["results"][0])
+
+
 def run_scenario(broker: Broker, scenario: Scenario, duration: float) -> dict[str, Any]:
     assert broker.proc is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
-    slug = broker.name.lower().replace(" ", "-").replace("(", "").replace(")", "")
-    out = RESULTS / f"{scenario.name}-{slug}.json"
+    out = result_path(broker, scenario)
     command = ["taskset", "-c", "1", sys.executable, "-m", "culex", "bench", *scenario.args,
                "--port", str(broker.port), "--duration", str(duration),
                "--broker-pid", str(broker.proc.pid), "--json", str(out)]
@@ -175,12 +183,14 @@ def cell(result: dict[str, Any], scenario: Scenario) -> str:
     cpu = broker.get("cpu_percent")
     rss = broker.get("rss_mb")
     if scenario.figure == "rss":
-        return (f"{rss:,.0f} MB RSS, connected in {result.get('connect_seconds', '?')} s"
+        return (f"{rss:,.0f} MB RSS ({result.get('broker_kb_per_connection', 0):.1f} KB per "
+                f"connection), all connected in {result.get('seconds_to_all_connected', 0):.1f} s"
                 if rss is not None else "?")
     latency = result["latency_us"]
     loss = result.get("loss", 0)
     return (f"{result['delivery_rate']:,.0f} msg/s, p50 {latency['p50']:,} us, "
-            f"p99 {latency['p99']:,} us, loss {loss:,}, cpu {cpu or 0:.0f}%")
+            f"p99 {latency['p99']:,} us, not delivered {loss:,}, broker cpu {cpu or 0:.0f}% "
+            f"(+{broker.get('cpu_wait_percent') or 0:.0f}% waiting for a core)")
 
 
 def ratio(culex: float | None, best: float | None, scenario: Scenario) -> str:
@@ -203,6 +213,10 @@ def durability_section(brokers: list[Broker]) -> list[str]:
         slowdown = f"{none / sync:.2f} x" if none and sync else "-"
         lines += ["", f"`none` / `sync` delivery rate: **{slowdown}** (target: at most 3 x)", ""]
     return lines
+
+
+# Everything after this line in BENCHMARKS.md is written by hand and kept across runs.
+ANALYSIS_MARKER = "<!-- analysis: kept by benchmarks/run.py -->"
 
 
 def write_report(brokers: list[Broker], durable: list[Broker], duration: float, path: Path,
@@ -237,7 +251,8 @@ def write_report(brokers: list[Broker], durable: list[Broker], duration: float, 
         lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**", ""]
     if durable:
         lines += durability_section(durable)
-    path.write_text("\n".join(lines) + "\n")
+    kept = path.read_text().partition(ANALYSIS_MARKER)[2] if path.exists() else ""
+    path.write_text("\n".join(lines) + "\n" + ANALYSIS_MARKER + kept)
 
 
 def main() -> None:
@@ -245,6 +260,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", nargs="*", help="scenario names")
+    parser.add_argument("--from-results", action="store_true",
+                        help="rewrite the report from benchmarks/results/ without running")
     args = parser.parse_args()
     if args.only:
         SCENARIOS[:] = [s for s in SCENARIOS if s.name in args.only]
@@ -259,6 +276,9 @@ def main() -> None:
             for broker in group:
                 print(broker.name, flush=True)
                 for scenario in scenarios:
+                    if args.from_results:
+                        broker.results[scenario.name] = load_result(broker, scenario)
+                        continue
                     start(broker)  # a fresh broker per scenario: no state carried over
                     try:
                         broker.results[scenario.name] = run_scenario(broker, scenario,
