@@ -116,6 +116,7 @@ class Broker:
                 0, will.topic, will.payload, will.qos, will.retain))
         session.acl = connection.acl
         session.username = connection.username
+        session.owner_known = True
         session.connection = connection
         connection.session = session
         connection.state = State.CONNECTED
@@ -469,6 +470,7 @@ class Broker:
                     session.queue.append(entry)
                     session.queued_bytes += len(entry.message.payload)
             session.awaiting_release = stored.awaiting_release
+            session.owner_known = False
             self.sessions.put(session)
         for message_id in state.retained:
             message = messages[message_id]

@@ -50,6 +50,7 @@ class Session:
         "max_queued",
         "max_queued_bytes",
         "overflowing",
+        "owner_known",
         "persistence",
         "queue",
         "queued_bytes",
@@ -73,8 +74,10 @@ class Session:
         # session restored from storage until its client connects again).
         self.acl: ClientAcl | None = None
         # The user name of the session's last connection: the ACL of an offline session is
-        # re-resolved with it when the ACL file is reloaded.
+        # re-resolved with it when the ACL file is reloaded. Not stored, so a session restored
+        # from storage has no known owner (and no ACL) until its client connects again.
         self.username: str | None = None
+        self.owner_known = True
         self.subscriptions: dict[str, int] = {}
         self.inflight: dict[int, Outgoing] = {}
         self.queue: deque[Outgoing] = deque()

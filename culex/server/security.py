@@ -96,6 +96,8 @@ class Security:
         self.passwords = passwords
         self.acl = broker.acl = acl
         for session in broker.sessions:
+            if not session.owner_known:
+                continue  # restored from storage: resolved when its client connects
             session.acl = (acl.for_client(session.client_id, session.username)
                            if acl is not None else None)
             if session.connection is not None:
