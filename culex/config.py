@@ -89,8 +89,9 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
-    # Clients without credentials. Unset: allowed only when every listener is on loopback
-    # (Mosquitto 2's rule: a broker reachable from the network needs authentication).
+    # Clients without credentials. Unset: allowed only when every listener is on loopback and
+    # no password file is set (Mosquitto 2's rule: a broker reachable from the network needs
+    # authentication, and configuring passwords means wanting them).
     allow_anonymous: bool | None = None
     # `culex passwd` file: user names and salted scrypt/PBKDF2 hashes.
     password_file: str = ""
@@ -215,10 +216,12 @@ def check_exposure(config: Config, source: str) -> None:
 
 
 def anonymous_allowed(config: Config) -> bool:
-    """The effective allow_anonymous: as set, else only when every listener is loopback."""
+    """The effective allow_anonymous: as set, else only when every listener is loopback and no
+    password file is configured."""
     if config.auth.allow_anonymous is not None:
         return config.auth.allow_anonymous
-    return all(is_loopback(listener.host) for listener in config.listeners)
+    return not config.auth.password_file and all(is_loopback(listener.host)
+                                                 for listener in config.listeners)
 
 
 def load_config(path: Path | None) -> Config:

@@ -375,14 +375,22 @@ def test_password_checks_do_not_block_other_clients(broker_factory: BrokerFactor
 # --------------------------------------------------------------------------------------------
 
 
-def test_loopback_only_listener_allows_anonymous_by_default(broker_factory: BrokerFactory,
-                                                           password_file: Path) -> None:
-    """allow_anonymous unset and every listener on loopback: anonymous clients are accepted,
-    also when a password file is configured (it then checks those who give a user name)."""
-    broker = broker_factory(auth=auth_settings(password_file))
+def test_loopback_only_listener_allows_anonymous_by_default(
+        broker_factory: BrokerFactory) -> None:
+    """allow_anonymous unset, every listener on loopback, no password file: anyone connects."""
+    broker = broker_factory()
     with Clients(broker) as clients:
         login(clients, "anon-1")
         raw_login(clients, "anon-raw", protocol=V31)
+
+
+def test_a_password_file_makes_anonymous_default_to_refused(broker_factory: BrokerFactory,
+                                                           password_file: Path) -> None:
+    """allow_anonymous unset but a password file configured: passwords are wanted, so a client
+    without a user name gets 0x05 (as Mosquitto 2 does), and users are checked."""
+    broker = broker_factory(auth=auth_settings(password_file))
+    with Clients(broker) as clients:
+        login(clients, "anon-1", expect_rc=NOT_AUTHORIZED)
         login(clients, "alice-1", "alice", PASSWORDS["alice"])
         login(clients, "bad", "alice", "bad", expect_rc=BAD_USERNAME_OR_PASSWORD)
 
