@@ -45,9 +45,11 @@ def users_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def acl_broker(broker_factory: BrokerFactory, tmp_path: Path, users_file: Path, acl: str,
                **auth: Any) -> BrokerProcess:
-    """A broker with the password file and this ACL text (anonymous allowed: loopback)."""
+    """A broker with the password file and this ACL text; anonymous clients allowed (the ACL
+    decides what they may do) unless the test says otherwise."""
     path = tmp_path / "acl"
     path.write_text(acl)
+    auth.setdefault("allow_anonymous", True)
     return broker_factory(auth=auth_settings(users_file, path, **auth))
 
 
