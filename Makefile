@@ -40,5 +40,19 @@ soak: $(STAMP)
 	CULEX_SOAK_KILLS=$${CULEX_SOAK_KILLS:-200} $(PY) -m pytest -p no:cacheprovider -s \
 		tests/robustness/test_crash.py
 
+# Coverage-guided fuzzing (atheris) of the codec and of whole broker connections, FUZZ_SECONDS
+# each, from a seed corpus built from the golden tables; inputs that crash go to fuzz/crashes/.
+FUZZ_SECONDS ?= 600
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(PY) -m pip install -q -e '.[fuzz]'
+	PYTHONPATH=. $(PY) fuzz/corpus_seed.py fuzz/corpus
+	mkdir -p fuzz/crashes
+	status=0; for harness in decoder connection; do \
+		PYTHONPATH=. $(PY) fuzz/fuzz_$$harness.py fuzz/corpus/$$harness \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 -max_len=16384 \
+			-print_final_stats=1 -artifact_prefix=fuzz/crashes/$$harness- || status=1; \
+	done; exit $$status
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache build *.egg-info

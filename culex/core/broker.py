@@ -62,6 +62,8 @@ class Broker:
         self._deadline_seq = 0
         self._scheduled: dict[Connection, float] = {}
         self.started_at = now
+        # The time of the last tick: good to a tick's length where no `now` is passed in.
+        self.clock = now
         self._next_sys = now
         self._sys_last: dict[str, str] = {}
         # Counters for $SYS. Bytes and packets sent are counted per connection (cheaper on the
@@ -121,6 +123,8 @@ class Broker:
         connection.session = session
         connection.state = State.CONNECTED
         connection.keepalive = packet.keepalive
+        # Keep-alive counts from acceptance: a slow password check is our time, not silence.
+        connection.last_activity = max(connection.last_activity, self.clock)
         self.clients_connected += 1
         self.clients_maximum = max(self.clients_maximum, self.clients_connected)
         connection.send(encode_connack(session_present, 0))
@@ -386,6 +390,7 @@ class Broker:
 
     def tick(self, now: float) -> None:
         """Expire CONNECT and keep-alive deadlines that passed; publish $SYS when due."""
+        self.clock = now
         heap = self._deadlines
         scheduled = self._scheduled
         for subscriber in list(self._stalled):
