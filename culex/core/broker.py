@@ -106,7 +106,8 @@ class Broker:
                               self.limits.max_queued_messages, persistence=persistence,
                               max_queued_bytes=self.limits.max_queued_bytes)
             if persistence is not None:
-                persistence.storage.session_saved(client_id)
+                # 3.1.1 clean session 0: the session never expires (0xFFFFFFFF in MQTT 5 terms).
+                persistence.storage.session_saved(client_id, 0xFFFFFFFF)
         self.sessions.put(session)
         will = connection.will
         if will is not None and self.persistence is not None:
