@@ -372,13 +372,15 @@ class Broker:
                     continue
                 retain = bool(granted & RETAIN_AS_PUBLISHED) and message is not None \
                     and message.retain
+                frames = [frame]
                 if (granted > 2) is not frame_v5 or retain:
                     if message is None:
                         message = Message(topic, frame[plain_payload_offset(frame, frame_v5):])
-                    connection.send_publish(
-                        message.frames5(0, 0, self.now, retain=retain) if granted > 2
-                        else [message.frame_qos0()])
-                    continue
+                    frames = (message.frames5(0, 0, self.now, retain=retain) if granted > 2
+                              else [message.frame_qos0()])
+                if not connection.too_large(frames):
+                    connection.send_publish(frames)
+                continue
             connection.send_publish([frame])
 
     def _throttle(self, publisher: Connection | None, subscriber: Connection) -> bool:
@@ -464,8 +466,10 @@ class Broker:
                 continue  # still stored until replaced, but never delivered [MQTT-3.3.2-5]
             qos = min(message.qos, granted & 0x03)
             if not qos:
-                connection.send_publish(message.frames5(0, 0, now, retain=True) if session.v5
-                                        else message.frames(0, 0, retain=True))
+                frames = (message.frames5(0, 0, now, retain=True) if session.v5
+                          else message.frames(0, 0, retain=True))
+                if not connection.too_large(frames):
+                    connection.send_publish(frames)
             elif not session.deliver(message, qos, retain=True):
                 self._queue_overflow(session)
 

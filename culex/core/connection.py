@@ -95,6 +95,7 @@ class Connection:
         "handlers",
         "keepalive",
         "last_activity",
+        "max_packet_out",
         "opened_at",
         "outbox",
         "packets_sent",
@@ -138,6 +139,8 @@ class Connection:
         # QoS 1/2 messages in flight to this client at once: ours, or the client's smaller
         # MQTT 5 Receive Maximum [MQTT-3.3.4-9].
         self.receive_maximum = broker.limits.max_inflight_messages
+        # The client's MQTT 5 Maximum Packet Size (0: none, as for every 3.1.1 client).
+        self.max_packet_out = 0
         self.keepalive = 0
         self.session: Session | None = None
         self.username: str | None = None
@@ -262,6 +265,17 @@ class Connection:
 
     def send_after_commit(self, frames: list[bytes], publish: bool) -> None:
         self.broker.hold(self, frames, publish)
+
+    def too_large(self, frames: list[bytes]) -> bool:
+        """Whether a PUBLISH exceeds the client's Maximum Packet Size: then it must not be
+        sent, and is dropped (counted) as if delivered [MQTT-3.1.2-24, MQTT-3.1.2-25]."""
+        limit = self.max_packet_out
+        if not limit or sum(map(len, frames)) <= limit:
+            return False
+        self.broker.publishes_dropped += 1
+        log.debug("client %s: PUBLISH of %d bytes over its Maximum Packet Size %d dropped",
+                  self.client_id, sum(map(len, frames)), limit)
+        return True
 
     def pause_writing(self, now: float) -> None:
         self.write_paused = True

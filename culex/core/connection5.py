@@ -72,6 +72,7 @@ def negotiate(connection: Connection, packet: Connect5, assigned: bool) -> None:
     if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
         # MQTT 5 need not refuse: the client must use the Server Keep Alive [MQTT-3.2.2-21].
         packet.keepalive = props.server_keep_alive = limits.max_keepalive
+    connection.max_packet_out = packet.properties.maximum_packet_size or 0
     client_maximum = packet.properties.receive_maximum
     if client_maximum is not None:
         connection.receive_maximum = min(connection.receive_maximum, client_maximum)

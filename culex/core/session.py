@@ -135,6 +135,12 @@ class Session:
         if self.v5:
             frames = message.frames5(entry.qos, packet_id, connection.broker.now,
                                      retain=entry.retain, dup=dup)
+            if connection.too_large(frames):
+                # Never sent, and treated as if delivered and acknowledged [MQTT-3.1.2-25].
+                del self.inflight[packet_id]
+                if self.persistence is not None:
+                    self.persistence.done(self.client_id, entry)
+                return
         else:
             frames = message.frames(entry.qos, packet_id, retain=entry.retain, dup=dup)
         if entry.qos == 2 and self.persistence is not None and self.persistence.durable:
@@ -171,7 +177,7 @@ class Session:
         """After a reconnect: re-send what is in flight, in order, then the queue [MQTT-4.4.0-1]."""
         connection = self.connection
         assert connection is not None
-        for packet_id, entry in self.inflight.items():
+        for packet_id, entry in list(self.inflight.items()):  # _transmit may drop one
             if entry.released:
                 connection.send_pubrel(packet_id)
             else:

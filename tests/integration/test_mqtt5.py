@@ -401,3 +401,15 @@ def test_raw_v5_acks_carry_reason_codes(clients: Clients) -> None:
     assert raw.expect(7).raw == encode_ack5(PacketTypes.PUBCOMP, 8)
     raw.send(encode_ack5(PacketTypes.PUBREL, 9))
     assert raw.expect(7).raw == encode_ack5(PacketTypes.PUBCOMP, 9, 0x92)
+
+
+def test_client_maximum_packet_size_is_respected(clients: Clients) -> None:
+    client = clients.paho("tiny", protocol=V5, connect=False)
+    client.connect(properties=props(PacketTypes.CONNECT, MaximumPacketSize=100))
+    assert client.subscribe("mps/#", 1) == [1]
+    publisher = clients.paho(protocol=V5)
+    publisher.publish("mps/big", b"x" * 200, qos=1)
+    publisher.publish("mps/small", b"fits", qos=1)
+    message = client.get()
+    assert (message.topic, message.payload) == ("mps/small", b"fits")
+    client.assert_no_message()

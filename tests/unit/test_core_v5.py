@@ -240,3 +240,18 @@ def test_session_resumed_by_the_other_family_gets_its_encoding() -> None:
     pub.send(encode_publish(Publish311("b/t", b"to-311", 0)))
     assert [p.payload for p in old.publishes()] == [b"to-311"]
     assert old.sink.data.endswith(b"\x30\x0b\x00\x03b/tto-311")
+
+
+def test_nothing_over_the_client_maximum_packet_size_is_sent() -> None:
+    harness = Harness()
+    sub = client5(harness, "small", properties=Properties(maximum_packet_size=64))
+    assert subscribe5(sub, Subscription("big/#", 1)) == [1]
+    pub = client5(harness, "pub")
+    for packet_id, (topic, size, qos) in enumerate(
+            [("big/0", 100, 0), ("big/1", 100, 1), ("big/2", 10, 1), ("big/3", 10, 0)], 1):
+        pub.send(encode_publish5(Publish5(topic, b"x" * size, qos, packet_id=packet_id)))
+    # The QoS 1 one that was too large counts as delivered: it holds no in-flight slot.
+    assert [(p.topic, p.qos) for p in publishes5(sub)] == [("big/2", 1), ("big/3", 0)]
+    assert sub.connection.session is not None
+    assert list(sub.connection.session.inflight) == [2]
+    assert harness.broker.publishes_dropped == 2
