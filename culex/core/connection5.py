@@ -90,6 +90,14 @@ def _decode(connection: Connection, first: int, frame: bytes, pos: int, kind: ty
     return packet
 
 
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _session(connection: Connection) -> Session:
     session = connection.session
     assert session is not None  # set whenever the connection is CONNECTED
@@ -109,6 +117,11 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
         raise _protocol_error("Topic Alias sent, but Topic Alias Maximum is 0",
                               "MQTT-3.3.2-9", ReasonCode.TOPIC_ALIAS_INVALID)
     broker = connection.broker
+    bad_format = props.payload_format_indicator == 1 and broker.limits.check_payload_format \
+        and not _is_utf8(packet.payload)
+    if bad_format and not packet.qos:  # no ack to say it in: DISCONNECT 0x99 (§3.3.2.3.2)
+        raise _protocol_error("payload is not UTF-8 but its Payload Format Indicator says it "
+                              "is", "§3.3.2.3.2", ReasonCode.PAYLOAD_FORMAT_INVALID)
     session = _session(connection)
     topic_bytes = packet.topic.encode()
     topic = broker.topic_names.get(topic_bytes)
@@ -126,6 +139,8 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
                               ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
     if not connection.may_publish(topic):
         reason = ReasonCode.NOT_AUTHORIZED
+    elif bad_format:
+        reason = ReasonCode.PAYLOAD_FORMAT_INVALID
     elif qos == 2 and not session.inbound_received(packet_id):
         pass  # a retransmission: routed when it first arrived
     elif first == QOS0_PLAIN and props.is_empty():

@@ -47,6 +47,10 @@ class Limits:
     # ...for at most this many seconds: a subscriber that stays full longer is not reading, so
     # its QoS 0 messages are dropped (and counted) and the publishers go on for everyone else.
     stalled_reader_timeout: float = 2.0
+    # Whether an MQTT 5 PUBLISH whose Payload Format Indicator says UTF-8 is checked: a payload
+    # that is not is refused with reason 0x99 instead of reaching subscribers that trust the
+    # flag. Off saves a UTF-8 decode per such message.
+    check_payload_format: bool = True
 
     def problems(self) -> list[str]:
         """Human-readable reasons this set of limits is unusable (empty when valid)."""

@@ -413,3 +413,14 @@ def test_client_maximum_packet_size_is_respected(clients: Clients) -> None:
     message = client.get()
     assert (message.topic, message.payload) == ("mps/small", b"fits")
     client.assert_no_message()
+
+
+def test_payload_format_invalid_0x99(clients: Clients) -> None:
+    watcher = clients.subscriber("pfi/#", 1, protocol=V5)
+    publisher = clients.paho(protocol=V5)
+    utf8 = props(PayloadFormatIndicator=1)
+    assert publisher.publish("pfi/bad", b"\xff\xfe", qos=1, properties=utf8) == 0x99
+    assert publisher.publish("pfi/good", "grüße".encode(), qos=1, properties=utf8) == 0
+    message = watcher.get()
+    assert (message.topic, message.payload) == ("pfi/good", "grüße".encode())
+    watcher.assert_no_message()

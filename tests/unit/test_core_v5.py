@@ -255,3 +255,26 @@ def test_nothing_over_the_client_maximum_packet_size_is_sent() -> None:
     assert sub.connection.session is not None
     assert list(sub.connection.session.inflight) == [2]
     assert harness.broker.publishes_dropped == 2
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_payload_format_indicator_1_requires_utf8(check: bool) -> None:
+    harness = Harness(Limits(check_payload_format=check))
+    sub = client5(harness, "sub")
+    assert subscribe5(sub, Subscription("pf/#", 1)) == [1]
+    pub = client5(harness, "pub")
+    utf8 = Properties(payload_format_indicator=1)
+    pub.send(encode_publish5(Publish5("pf/ok", "é".encode(), 1, packet_id=1, properties=utf8)))
+    pub.send(encode_publish5(Publish5("pf/bad", b"\xff", 1, packet_id=2, properties=utf8)))
+    pub.send(encode_publish5(Publish5("pf/bin", b"\xff", 1, packet_id=3)))
+    assert pub.received_packets5() == [Puback5(1), Puback5(2, 0x99 if check else 0),
+                                       Puback5(3)]
+    expected = ["pf/ok", "pf/bin"] if check else ["pf/ok", "pf/bad", "pf/bin"]
+    assert [p.topic for p in publishes5(sub)] == expected
+    pub.send(encode_publish5(Publish5("pf/bad", b"\xff", properties=utf8)))  # QoS 0
+    packets = pub.received_packets5()
+    if check:
+        assert packets == [Disconnect5(0x99)]
+        assert pub.closed
+    else:
+        assert packets == [] and not pub.closed
