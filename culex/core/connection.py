@@ -624,7 +624,9 @@ class Connection:
         broker = self.broker
         codes = []
         granted: list[tuple[str, int]] = []
-        for topic_filter, qos in packet.topics:
+        max_qos = broker.limits.max_qos
+        for topic_filter, requested in packet.topics:
+            qos = requested if requested <= max_qos else max_qos  # granting less is allowed
             if self.subscribe(topic_filter, qos):
                 codes.append(SUBACK_FAILURE)
                 continue

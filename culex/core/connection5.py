@@ -36,10 +36,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("culex")
 
-# Trie value bits of an MQTT 5 subscription (the Subscription Options byte without Retain
-# Handling, which only matters at SUBSCRIBE time); see broker.V5_SUBSCRIBER.
+# The trie value of an MQTT 5 subscription: V5_SUBSCRIBER, the granted QoS, and the No Local and
+# Retain As Published bits of its Subscription Options (Retain Handling only matters at
+# SUBSCRIBE time). Why an int: see the comment above NO_LOCAL in broker.py.
 V5_SUBSCRIBER: Final = 0x100
-_ROUTING_OPTIONS: Final = 0x0F
+_ROUTING_FLAGS: Final = 0x0C  # No Local, Retain As Published
 
 # The 3.1.1 refusal a check decided -> the MQTT 5 CONNACK reason code that says it (§3.2.2.2).
 REFUSAL_CODES: Final[dict[ConnackCode, int]] = {
@@ -67,6 +68,8 @@ def negotiate(connection: Connection, packet: Connect5, assigned: bool) -> None:
         subscription_identifier_available=0,
         shared_subscription_available=0,
     )
+    if limits.max_qos < 2:
+        props.maximum_qos = limits.max_qos
     if assigned:
         props.assigned_client_identifier = packet.client_id
     if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
@@ -122,6 +125,10 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
     if bad_format and not packet.qos:  # no ack to say it in: DISCONNECT 0x99 (§3.3.2.3.2)
         raise _protocol_error("payload is not UTF-8 but its Payload Format Indicator says it "
                               "is", "§3.3.2.3.2", ReasonCode.PAYLOAD_FORMAT_INVALID)
+    if packet.qos > broker.limits.max_qos:
+        raise _protocol_error(f"PUBLISH at QoS {packet.qos} above Maximum QoS "
+                              f"{broker.limits.max_qos}", "§3.2.2.3.4",
+                              ReasonCode.QOS_NOT_SUPPORTED)
     session = _session(connection)
     topic_bytes = packet.topic.encode()
     topic = broker.topic_names.get(topic_bytes)
@@ -171,15 +178,16 @@ def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int)
             code = ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
         else:
             existed = topic_filter in session.subscriptions
+            qos = min(subscription.qos, connection.broker.limits.max_qos)
             code = connection.subscribe(
-                topic_filter, V5_SUBSCRIBER | (subscription.options & _ROUTING_OPTIONS))
+                topic_filter, V5_SUBSCRIBER | qos | (subscription.options & _ROUTING_FLAGS))
             if not code:
-                code = subscription.qos
+                code = qos
                 # Retain Handling 0: send retained messages; 1: only for a new subscription;
                 # 2: never (§3.8.3.1).
                 handling = subscription.retain_handling
                 if handling == 0 or (handling == 1 and not existed):
-                    retained.append((topic_filter, subscription.qos))
+                    retained.append((topic_filter, qos))
         codes.append(code)
     connection.send(encode_suback5(packet.packet_id, codes))
     for topic_filter, qos in retained:

@@ -424,3 +424,15 @@ def test_payload_format_invalid_0x99(clients: Clients) -> None:
     message = watcher.get()
     assert (message.topic, message.payload) == ("pfi/good", "grüße".encode())
     watcher.assert_no_message()
+
+
+def test_maximum_qos(broker_factory: BrokerFactory) -> None:
+    broker = broker_factory(limits={"max_qos": 1})
+    with Clients(broker) as clients:
+        client = clients.paho(protocol=V5)
+        assert client.connack_properties.MaximumQoS == 1
+        assert client.subscribe("mq/t", 2) == [1]
+        assert clients.paho().subscribe("mq/t", 2) == [1]  # 3.1.1: granted less as well
+        raw = raw_v5(clients)
+        raw.send(encode_publish5(Publish5("mq/t", b"", qos=2, packet_id=1)))
+        assert server_disconnect(raw) == 0x9B

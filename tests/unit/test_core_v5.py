@@ -278,3 +278,15 @@ def test_payload_format_indicator_1_requires_utf8(check: bool) -> None:
         assert pub.closed
     else:
         assert packets == [] and not pub.closed
+
+
+def test_max_qos_is_announced_granted_and_enforced() -> None:
+    harness = Harness(Limits(max_qos=1))
+    client = harness.client()
+    assert client.connect5("v5").properties.maximum_qos == 1
+    assert subscribe5(client, Subscription("m/t", 2, no_local=True)) == [1]
+    assert harness.broker.sessions.get("v5").subscriptions == {"m/t": 0x100 | 0x04 | 1}
+    assert harness.connected("v311").subscribe(("m/t", 2)) == [1]
+    client.send(encode_publish5(Publish5("m/t", b"", 2, packet_id=1)))
+    assert client.received_packets5() == [Disconnect5(0x9B)]
+    assert client.closed
