@@ -62,6 +62,7 @@ with (atheris.instrument_imports(include=["culex"]) if atheris is not None
     from culex.protocol.codec import decode_packet
     from culex.protocol.packets import Puback, Publish
     from culex.protocol.reader import FrameReader
+    from culex.protocol.v5 import decode_packet_v5
     from culex.storage.base import (
         CommitDone,
         LoadedState,
@@ -184,7 +185,7 @@ class Tables:
     """What the SQLite backend's tables would hold (culex/storage/sqlite.py, same semantics)."""
 
     messages: dict[int, StoredMessage] = field(default_factory=dict)
-    sessions: set[str] = field(default_factory=set)
+    sessions: dict[str, int] = field(default_factory=dict)  # client id -> expiry
     subscriptions: dict[tuple[str, str], int] = field(default_factory=dict)
     entries: dict[tuple[str, int], StoredEntry] = field(default_factory=dict)
     inbound: set[tuple[str, int]] = field(default_factory=set)
@@ -232,7 +233,8 @@ class ModelStorage:
     def load(self) -> LoadedState:
         tables = self.committed
         state = LoadedState(messages=dict(tables.messages))
-        sessions = {client_id: StoredSession(client_id) for client_id in tables.sessions}
+        sessions = {client_id: StoredSession(client_id, expiry)
+                     for client_id, expiry in tables.sessions.items()}
         for (client_id, topic_filter), qos in tables.subscriptions.items():
             if client_id in sessions:
                 sessions[client_id].subscriptions[topic_filter] = qos
@@ -250,12 +252,12 @@ class ModelStorage:
     def _add(self, statement: Statement) -> None:
         self._statements.append(statement)
 
-    def session_saved(self, client_id: str) -> None:
-        self._add(lambda t: t.sessions.add(client_id))
+    def session_saved(self, client_id: str, expiry: int) -> None:
+        self._add(lambda t: t.sessions.__setitem__(client_id, expiry))
 
     def session_deleted(self, client_id: str) -> None:
         def apply(t: Tables) -> None:
-            t.sessions.discard(client_id)
+            t.sessions.pop(client_id, None)
             t.subscriptions = {k: v for k, v in t.subscriptions.items() if k[0] != client_id}
             t.entries = {k: v for k, v in t.entries.items() if k[0] != client_id}
             t.inbound = {k for k in t.inbound if k[0] != client_id}
@@ -501,11 +503,14 @@ class Scenario:
                 assert sink.closed, f"{connection!r} closed but its socket is open"
 
     def check_hostile_output(self) -> None:
-        """Whatever the broker sent a hostile client is a well-formed MQTT 3.1.1 stream."""
+        """Whatever the broker sent a hostile client is a well-formed stream of its version."""
         for connection, sink in self.hostile:
             reader = FrameReader(268_435_460, connect_only=False)
             for first, frame, offset in reader.feed(bytes(sink.data)):
-                decode_packet(first, frame, offset)
+                if connection.protocol_level == 5:
+                    decode_packet_v5(first, frame, offset, from_client=False)
+                else:
+                    decode_packet(first, frame, offset)
             assert reader.error is None and reader.buffered == 0, \
                 f"{connection!r} was sent a broken stream: {reader.error!r}"
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Protocol
 from ..auth.acl import Access, ClientAcl
 from ..protocol.codec import (
     PINGRESP,
-    decode_connect,
     decode_subscribe,
     decode_unsubscribe,
     decode_utf8,
@@ -26,8 +25,20 @@ from ..protocol.codec import (
 )
 from ..protocol.errors import MalformedPacket, MQTTError, ProtocolError, UnacceptableProtocol
 from ..protocol.packets import SUBACK_FAILURE, ConnackCode, Connect, PacketType
+from ..protocol.properties import Properties
 from ..protocol.reader import Frame, FrameReader
+from ..protocol.reasons import ReasonCode, reason_name
 from ..protocol.topics import check_topic_name, filter_problem
+from ..protocol.v5 import (
+    Ack5,
+    Connect5,
+    decode_connect_any,
+    decode_packet_v5,
+    encode_ack5,
+    encode_connack5,
+    encode_disconnect5,
+)
+from . import connection5
 from .access import AuthRequest
 from .message import QOS0_PLAIN, Message
 
@@ -79,9 +90,12 @@ class Connection:
         "certificate_username",
         "client_id",
         "close_after_flush",
+        "connack_properties",
         "flush_pending",
+        "handlers",
         "keepalive",
         "last_activity",
+        "max_packet_out",
         "opened_at",
         "outbox",
         "packets_sent",
@@ -93,6 +107,7 @@ class Connection:
         "rate_paused_until",
         "reader",
         "reading",
+        "receive_maximum",
         "session",
         "sink",
         "sink_gone",
@@ -101,6 +116,7 @@ class Connection:
         "tick_bytes",
         "tokens_at",
         "username",
+        "v5",
         "will",
         "write_paused",
     )
@@ -115,6 +131,16 @@ class Connection:
         self.state = State.AWAITING_CONNECT
         self.client_id = "-"
         self.protocol_level = 0
+        # The CONNECT decides the protocol family: which handler table every later packet goes
+        # through, so a 3.1.1 client never pays for an MQTT 5 check.
+        self.v5 = False
+        self.handlers = self._HANDLERS
+        self.connack_properties: Properties | None = None
+        # QoS 1/2 messages in flight to this client at once: ours, or the client's smaller
+        # MQTT 5 Receive Maximum [MQTT-3.3.4-9].
+        self.receive_maximum = broker.limits.max_inflight_messages
+        # The client's MQTT 5 Maximum Packet Size (0: none, as for every 3.1.1 client).
+        self.max_packet_out = 0
         self.keepalive = 0
         self.session: Session | None = None
         self.username: str | None = None
@@ -160,6 +186,7 @@ class Connection:
             return
         self.last_activity = now
         broker = self.broker
+        broker.now = now
         broker.bytes_received += len(data)
         self.tick_bytes += len(data)
         if self.tick_bytes >= FAIR_SHARE:
@@ -175,7 +202,7 @@ class Connection:
 
     def _process(self, frames: list[Frame]) -> bool:
         """Dispatch frames in order; False once the connection closed."""
-        handlers = self._HANDLERS
+        handlers = self.handlers
         connected = State.CONNECTED
         try:
             for packet in frames:
@@ -184,6 +211,8 @@ class Connection:
                 if handler is None:
                     raise ProtocolError(f"packet type {first >> 4} not allowed from a client")
                 handler(self, first, frame, offset)
+                if first == 0x10:  # a CONNECT (the only valid first byte) chose the table
+                    handlers = self.handlers
                 if self.state is not connected:  # one check per packet on the hot path
                     if self.state is State.CLOSED:
                         return False
@@ -237,6 +266,17 @@ class Connection:
     def send_after_commit(self, frames: list[bytes], publish: bool) -> None:
         self.broker.hold(self, frames, publish)
 
+    def too_large(self, frames: list[bytes]) -> bool:
+        """Whether a PUBLISH exceeds the client's Maximum Packet Size: then it must not be
+        sent, and is dropped (counted) as if delivered [MQTT-3.1.2-24, MQTT-3.1.2-25]."""
+        limit = self.max_packet_out
+        if not limit or sum(map(len, frames)) <= limit:
+            return False
+        self.broker.publishes_dropped += 1
+        log.debug("client %s: PUBLISH of %d bytes over its Maximum Packet Size %d dropped",
+                  self.client_id, sum(map(len, frames)), limit)
+        return True
+
     def pause_writing(self, now: float) -> None:
         self.write_paused = True
         self.paused_since = now
@@ -244,6 +284,12 @@ class Connection:
     def resume_writing(self) -> None:
         self.write_paused = False
         self.broker.release_publishers(self)
+
+    def connack(self, session_present: bool) -> bytes:
+        """The CONNACK that accepts this client, in its protocol's form."""
+        if self.v5:
+            return encode_connack5(session_present, ReasonCode.SUCCESS, self.connack_properties)
+        return encode_connack(session_present, 0)
 
     def send_pubrel(self, packet_id: int) -> None:
         self.send(bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
@@ -265,11 +311,16 @@ class Connection:
 
     # -- closing -------------------------------------------------------------------------------
 
-    def close(self, publish_will: bool) -> None:
-        """Close once: detach from the session, maybe publish the will, then close the sink."""
+    def close(self, publish_will: bool, reason: int | None = None) -> None:
+        """Close once: detach from the session, maybe publish the will, then close the sink.
+
+        An MQTT 5 client is first sent DISCONNECT with `reason` [MQTT-4.13.1-1]; a 3.1.1
+        client has no such packet and just sees the socket close."""
         if self.state is State.CLOSED:
             return
         was_connected = self.state is State.CONNECTED
+        if reason is not None and self.v5 and was_connected:
+            self.send(encode_disconnect5(reason))
         self.state = State.CLOSED
         self.close_after_flush = True
         if not self.flush_pending:
@@ -280,13 +331,20 @@ class Connection:
     def protocol_violation(self, exc: MQTTError) -> None:
         log.warning("client %s (%s) protocol violation: %s; closing connection",
                     self.client_id, self.peer, exc)
-        self.close(publish_will=True)
+        self.close(publish_will=True, reason=exc.reason_code)
 
     def refuse(self, code: ConnackCode, reason: str) -> None:
-        """CONNACK with a failure code, then close [MQTT-3.2.2-5]."""
-        log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
-                    self.peer, code, code.name.lower().replace("_", " "), reason)
-        self.send(encode_connack(False, code))
+        """CONNACK with a failure code, then close [MQTT-3.2.2-5]; MQTT 5 clients get the
+        matching reason code and the reason as a Reason String."""
+        if self.v5:
+            v5_code = connection5.REFUSAL_CODES[code]
+            log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
+                        self.peer, v5_code, reason_name(v5_code, PacketType.CONNACK), reason)
+            self.send(encode_connack5(False, v5_code, Properties(reason_string=reason)))
+        else:
+            log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
+                        self.peer, code, code.name.lower().replace("_", " "), reason)
+            self.send(encode_connack(False, code))
         self.close(publish_will=False)
 
     def deadline(self) -> float | None:
@@ -347,7 +405,7 @@ class Connection:
         else:
             log.warning("client %s (%s) keep-alive timeout (%d s x 1.5); closing connection",
                         self.client_id, self.peer, self.keepalive)
-            self.close(publish_will=True)
+            self.close(publish_will=True, reason=ReasonCode.KEEP_ALIVE_TIMEOUT)
 
     # -- handlers ------------------------------------------------------------------------------
 
@@ -358,8 +416,11 @@ class Connection:
     def _handle_connect(self, first: int, frame: bytes, offset: int) -> None:
         if self.state is not State.AWAITING_CONNECT:
             raise ProtocolError("second CONNECT on one connection", "MQTT-3.1.0-2")
-        packet = decode_connect(first & 0x0F, frame, offset)
+        packet = decode_connect_any(first, frame, offset)
         self.protocol_level = packet.protocol_level
+        if isinstance(packet, Connect5):
+            self.v5 = True
+            self.handlers = self._HANDLERS_V5
         if packet.client_id:
             self.client_id = packet.client_id
         self._check_will(packet)
@@ -367,8 +428,11 @@ class Connection:
         if refusal is not None:
             self.refuse(*refusal)
             return
-        if not packet.client_id:
+        assigned = not packet.client_id
+        if assigned:
             packet.client_id = self.client_id = f"culex-{secrets.token_hex(8)}"
+        if isinstance(packet, Connect5):
+            connection5.negotiate(self, packet, assigned)
         self.username = self.certificate_username or packet.username
         authenticator = self.broker.authenticator
         if authenticator is None:
@@ -381,7 +445,7 @@ class Connection:
                         self.certificate_username, self.peer),
             lambda code: self._authenticated(packet, code))
 
-    def _authenticated(self, packet: Connect, code: int) -> None:
+    def _authenticated(self, packet: Connect | Connect5, code: int) -> None:
         if self.state is not State.AUTHENTICATING:
             return  # closed while the check ran (connection lost, CONNECT timeout)
         self.state = State.AWAITING_CONNECT
@@ -395,7 +459,7 @@ class Connection:
         if deferred and self._process(deferred) and self.reader.error is not None:
             self.protocol_violation(self.reader.error)
 
-    def _authorize(self, packet: Connect) -> None:
+    def _authorize(self, packet: Connect | Connect5) -> None:
         """Authenticated: resolve this client's ACL, check its will topic, then accept."""
         over = self._over_connection_limit(packet.client_id)
         if over is not None:
@@ -410,15 +474,18 @@ class Connection:
                 return
         self.broker.accept(self, packet)
 
-    def _check_will(self, packet: Connect) -> None:
+    def _check_will(self, packet: Connect | Connect5) -> None:
         if packet.will is not None:
             check_topic_name(packet.will.topic, self.broker.limits.max_topic_levels)
             will = packet.will
-            self.will = Message(will.topic, will.payload, will.qos, will.retain)
+            properties = getattr(will, "properties", None)
+            self.will = Message(will.topic, will.payload, will.qos, will.retain,
+                                properties=properties if properties else None)
 
-    def _connect_refusal(self, packet: Connect) -> tuple[ConnackCode, str] | None:
+    def _connect_refusal(self, packet: Connect | Connect5) -> tuple[ConnackCode, str] | None:
         limits = self.broker.limits
-        if not packet.client_id:
+        if not packet.client_id and isinstance(packet, Connect):
+            # MQTT 5 lets the server assign an id whatever Clean Start says (§3.1.3.1).
             if packet.protocol_level == 3:
                 return ConnackCode.IDENTIFIER_REJECTED, "MQTT 3.1 requires a client id"
             if not packet.clean_session:
@@ -427,7 +494,8 @@ class Connection:
         if len(packet.client_id.encode()) > limits.max_client_id_length:
             return (ConnackCode.IDENTIFIER_REJECTED,
                     f"client id longer than max_client_id_length ({limits.max_client_id_length})")
-        if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
+        if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive \
+                and isinstance(packet, Connect):  # MQTT 5 clients get Server Keep Alive
             return (ConnackCode.IDENTIFIER_REJECTED,
                     f"keep-alive {packet.keepalive} s outside 1..{limits.max_keepalive}")
         return self._over_connection_limit(packet.client_id)
@@ -471,17 +539,7 @@ class Connection:
                 raise ProtocolError("packet identifier 0 in PUBLISH", "MQTT-2.3.1-1")
             stop += 2
         broker.publishes_received += 1
-        routed = True
-        if topic[0] == "$" and topic.startswith("$SYS"):
-            # Clients may not write the broker's own tree (Mosquitto denies it the same way);
-            # 3.1.1 cannot say no, so the message is acknowledged as usual and not routed.
-            log.info("client %s (%s) publish to %r dropped: $SYS is read-only", self.client_id,
-                     self.peer, topic)
-            routed = False
-        elif self.acl is not None and not self.acl.allowed(topic, Access.WRITE):
-            log.info("client %s (%s) publish to %r dropped: denied by the ACL", self.client_id,
-                     self.peer, topic)
-            routed = False
+        routed = (topic[0] != "$" and self.acl is None) or self.may_publish(topic)
         if qos == 2 and not self.session.inbound_received(packet_id):  # type: ignore[union-attr]
             routed = False  # a retransmission: routed when it first arrived
         if routed:
@@ -494,8 +552,27 @@ class Connection:
             self.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
                                     packet_id & 0xFF)))
 
+    def may_publish(self, topic: str) -> bool:
+        """Whether this client may publish to `topic`; a refusal is logged. 3.1.1 cannot say
+        no, so there the message is acknowledged as usual and not routed; MQTT 5 says 0x87."""
+        if topic.startswith("$SYS"):
+            # Clients may not write the broker's own tree (Mosquitto denies it the same way).
+            log.info("client %s (%s) publish to %r dropped: $SYS is read-only", self.client_id,
+                     self.peer, topic)
+            return False
+        if self.acl is not None and not self.acl.allowed(topic, Access.WRITE):
+            log.info("client %s (%s) publish to %r dropped: denied by the ACL", self.client_id,
+                     self.peer, topic)
+            return False
+        return True
+
     def _ack_id(self, first: int, frame: bytes, pos: int, flags: int, name: str) -> int:
         self._require_connected()
+        if self.v5:
+            # MQTT 5 acks may carry a reason code and properties; the codec checks them.
+            ack = decode_packet_v5(first, frame, pos)
+            assert isinstance(ack, Ack5)
+            return ack.packet_id
         if first & 0x0F != flags:
             raise MalformedPacket(f"{name} fixed-header flags {first & 0x0F:#06b}",
                                   "MQTT-2.2.2-2")
@@ -532,9 +609,13 @@ class Connection:
     def _handle_pubrel(self, first: int, frame: bytes, pos: int) -> None:
         packet_id = self._ack_id(first, frame, pos, 0b0010, "PUBREL")
         assert self.session is not None
-        self.session.inbound_released(packet_id)
+        known = self.session.inbound_released(packet_id)
         # PUBCOMP even for an unknown id: the sender may be retrying after our restart.
-        self.acknowledge(bytes((PUBCOMP, 2, packet_id >> 8, packet_id & 0xFF)))
+        if self.v5 and not known:
+            self.acknowledge(encode_ack5(PacketType.PUBCOMP, packet_id,
+                                         ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
+        else:
+            self.acknowledge(bytes((PUBCOMP, 2, packet_id >> 8, packet_id & 0xFF)))
 
     def _handle_pubcomp(self, first: int, frame: bytes, pos: int) -> None:
         packet_id = self._ack_id(first, frame, pos, 0, "PUBCOMP")
@@ -551,16 +632,10 @@ class Connection:
         broker = self.broker
         codes = []
         granted: list[tuple[str, int]] = []
-        for topic_filter, qos in packet.topics:
-            problem = filter_problem(topic_filter, broker.limits.max_topic_levels)
-            if problem is None and self.acl is not None \
-                    and not self.acl.allowed_filter(topic_filter):
-                problem = "denied by the ACL"
-            if problem is None and not broker.subscribe(session, topic_filter, qos):
-                problem = f"max_subscriptions ({broker.limits.max_subscriptions}) reached"
-            if problem is not None:
-                log.info("client %s (%s) subscription to %r refused: %s", self.client_id,
-                         self.peer, topic_filter, problem)
+        max_qos = broker.limits.max_qos
+        for topic_filter, requested in packet.topics:
+            qos = requested if requested <= max_qos else max_qos  # granting less is allowed
+            if self.subscribe(topic_filter, qos):
                 codes.append(SUBACK_FAILURE)
                 continue
             codes.append(qos)
@@ -568,6 +643,25 @@ class Connection:
         self.send(encode_suback(packet.packet_id, codes))
         for topic_filter, qos in granted:
             broker.send_retained(session, topic_filter, qos)
+
+    def subscribe(self, topic_filter: str, value: int) -> int:
+        """Check and make one subscription (`value`: see broker.V5_SUBSCRIBER). Returns 0, or
+        the MQTT 5 reason it was refused with (logged): 0x8F, 0x87 or 0x97."""
+        broker = self.broker
+        assert self.session is not None
+        code: int = ReasonCode.SUCCESS
+        problem = filter_problem(topic_filter, broker.limits.max_topic_levels)
+        if problem is not None:
+            code = ReasonCode.TOPIC_FILTER_INVALID
+        elif self.acl is not None and not self.acl.allowed_filter(topic_filter):
+            code, problem = ReasonCode.NOT_AUTHORIZED, "denied by the ACL"
+        elif not broker.subscribe(self.session, topic_filter, value):
+            code = ReasonCode.QUOTA_EXCEEDED
+            problem = f"max_subscriptions ({broker.limits.max_subscriptions}) reached"
+        if problem is not None:
+            log.info("client %s (%s) subscription to %r refused: %s", self.client_id,
+                     self.peer, topic_filter, problem)
+        return code
 
     def _handle_unsubscribe(self, first: int, frame: bytes, pos: int) -> None:
         self._require_connected()
@@ -607,6 +701,16 @@ class Connection:
         PacketType.UNSUBSCRIBE: _handle_unsubscribe,
         PacketType.PINGREQ: _handle_pingreq,
         PacketType.DISCONNECT: _handle_disconnect,
+    }
+
+    # MQTT 5: the acks and PINGREQ share the 3.1.1 handlers (`_ack_id` reads the v5 form).
+    _HANDLERS_V5: dict[int, Callable[[Connection, int, bytes, int], None]] = {
+        **_HANDLERS,
+        PacketType.PUBLISH: connection5.handle_publish,
+        PacketType.SUBSCRIBE: connection5.handle_subscribe,
+        PacketType.UNSUBSCRIBE: connection5.handle_unsubscribe,
+        PacketType.DISCONNECT: connection5.handle_disconnect,
+        PacketType.AUTH: connection5.handle_auth,
     }
 
 

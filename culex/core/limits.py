@@ -47,6 +47,14 @@ class Limits:
     # ...for at most this many seconds: a subscriber that stays full longer is not reading, so
     # its QoS 0 messages are dropped (and counted) and the publishers go on for everyone else.
     stalled_reader_timeout: float = 2.0
+    # Whether an MQTT 5 PUBLISH whose Payload Format Indicator says UTF-8 is checked: a payload
+    # that is not is refused with reason 0x99 instead of reaching subscribers that trust the
+    # flag. Off saves a UTF-8 decode per such message.
+    check_payload_format: bool = True
+    # Highest QoS granted to a subscription (a higher request is granted this one), and for
+    # MQTT 5 clients announced in CONNACK and enforced on their PUBLISHes (DISCONNECT 0x9B).
+    # Below 2 it spares the broker the QoS 2 state for clients that do not need it.
+    max_qos: int = 2
 
     def problems(self) -> list[str]:
         """Human-readable reasons this set of limits is unusable (empty when valid)."""
@@ -77,6 +85,8 @@ class Limits:
             found.append("max_topic_levels must be positive")
         if self.max_write_buffer < 1024:
             found.append("max_write_buffer must be at least 1024")
+        if not 0 <= self.max_qos <= 2:
+            found.append("max_qos must be 0, 1 or 2")
         if self.stalled_reader_timeout < 0:
             found.append("stalled_reader_timeout must be 0 or more")
         return found

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..protocol.codec import publish_head
+from ..protocol.properties import EMPTY_PROPERTIES, Properties, encode_properties
+from ..protocol.v5 import publish_head_v5
 
 QOS0_PLAIN = 0x30  # first byte of a QoS 0 PUBLISH without DUP or RETAIN
 
@@ -10,23 +14,34 @@ QOS0_PLAIN = 0x30  # first byte of a QoS 0 PUBLISH without DUP or RETAIN
 class Message:
     """One published message. Immutable once routed: every subscriber shares the same object.
 
-    Encodings are cached per first byte (QoS, DUP, RETAIN), so a message going to a thousand
-    subscribers is encoded once per variant. (The commonest case, a QoS 0 PUBLISH without RETAIN
-    from a 3.1/3.1.1 client, makes no Message at all: `Broker.forward` sends the frame as is.)
+    Encodings are cached per protocol family and first byte (QoS, DUP, RETAIN), so a message
+    going to a thousand subscribers is encoded once per variant. MQTT 5 subscribers get the same
+    head/payload sharing with the encoded property block between them; a 3.1.1 subscriber never
+    sees properties. (The commonest case, a QoS 0 PUBLISH without RETAIN forwarded within one
+    protocol family, makes no Message at all: `Broker.forward` sends the frame as is.)
     """
 
-    __slots__ = ("_frame_qos0", "_heads", "payload", "qos", "retain", "store_id", "store_refs",
-                 "topic", "topic_bytes")
+    __slots__ = ("_frame5", "_frame_qos0", "_heads", "_heads5", "_props5", "created",
+                 "payload", "properties", "qos", "retain", "store_id", "store_refs", "topic",
+                 "topic_bytes")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
-                 *, topic_bytes: bytes | None = None) -> None:
+                 *, topic_bytes: bytes | None = None, properties: Properties | None = None,
+                 created: float = 0.0) -> None:
         self.topic = topic
         self.topic_bytes = topic.encode() if topic_bytes is None else topic_bytes
-        self.payload = payload
         self.qos = qos
         self.retain = retain
+        self.payload = payload
         self._frame_qos0: bytes | None = None
         self._heads: dict[int, bytes] = {}
+        # MQTT 5 properties as published (None: none, e.g. from a 3.1.1 client), and when the
+        # message was published, which only matters with a Message Expiry Interval.
+        self.properties = properties
+        self.created = created
+        self._props5: bytes | None = None
+        self._frame5: bytes | None = None
+        self._heads5: dict[int, bytes] = {}
         # Storage row id and how many stored queue entries / retained slots point at it.
         self.store_id = 0
         self.store_refs = 0
@@ -55,6 +70,63 @@ class Message:
             return [self.head(QOS0_PLAIN | 1), self.payload]
         first = QOS0_PLAIN | (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0)
         return [self.head(first), packet_id.to_bytes(2, "big"), self.payload]
+
+    # -- MQTT 5 ----------------------------------------------------------------------------
+
+    @property
+    def expiry(self) -> int | None:
+        """The Message Expiry Interval it was published with, in seconds (None: never)."""
+        properties = self.properties
+        return None if properties is None else properties.message_expiry_interval
+
+    def expired(self, now: float) -> bool:
+        """Past its Message Expiry Interval: it must no longer be delivered [MQTT-3.3.2-5]."""
+        expiry = self.expiry
+        return expiry is not None and now - self.created >= expiry
+
+    def _properties5(self, now: float) -> bytes:
+        """The encoded property block; a Message Expiry Interval counts down the time the
+        message waited [MQTT-3.3.2-6], so only then is it encoded per delivery."""
+        props = self._props5
+        if props is None:
+            props = self._props5 = (EMPTY_PROPERTIES if self.properties is None
+                                    else encode_properties(self.properties))
+        expiry = self.expiry
+        if expiry is not None and now - self.created >= 1:
+            assert self.properties is not None
+            left = max(1, expiry - int(now - self.created))
+            if left != expiry:
+                # Same 4-byte field, same length: the cached heads stay valid.
+                props = encode_properties(replace(self.properties,
+                                                  message_expiry_interval=left))
+        return props
+
+    def head5(self, first_byte: int, properties: bytes) -> bytes:
+        head = self._heads5.get(first_byte)
+        if head is None:
+            head = self._heads5[first_byte] = publish_head_v5(
+                self.topic_bytes, len(self.payload), first_byte, properties)
+        return head
+
+    def frame5_qos0(self) -> bytes:
+        """The MQTT 5 QoS 0 non-retained PUBLISH with the properties as published."""
+        frame = self._frame5
+        if frame is None:
+            props = self._properties5(self.created)
+            frame = self._frame5 = self.head5(QOS0_PLAIN, props) + props + self.payload
+        return frame
+
+    def frames5(self, qos: int, packet_id: int, now: float, *, retain: bool = False,
+                dup: bool = False) -> list[bytes]:
+        """`frames` for an MQTT 5 subscriber: head, [packet id], properties, payload."""
+        if not qos and not retain and (self.expiry is None or now - self.created < 1):
+            return [self.frame5_qos0()]
+        props = self._properties5(now)
+        first = QOS0_PLAIN | (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0)
+        head = self.head5(first, props)
+        if not qos:
+            return [head, props, self.payload]
+        return [head, packet_id.to_bytes(2, "big"), props, self.payload]
 
     def __repr__(self) -> str:
         return f"Message({self.topic!r}, qos={self.qos}, retain={self.retain})"

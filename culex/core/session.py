@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from .persistence import Persistence
 
 
+NEVER_EXPIRES = 0xFFFFFFFF
+"""Session Expiry Interval meaning "never" (§3.1.2.11.2)."""
+
+
 class Outgoing:
     """A QoS 1/2 message for one session: queued, or in flight under a packet id.
 
@@ -45,6 +49,8 @@ class Session:
         "clean",
         "client_id",
         "connection",
+        "expires_at",
+        "expiry_interval",
         "inflight",
         "max_inflight",
         "max_queued",
@@ -56,12 +62,20 @@ class Session:
         "queued_bytes",
         "subscriptions",
         "username",
+        "v5",
     )
 
     def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int, *,
                  persistence: Persistence | None = None, max_queued_bytes: int = 0) -> None:
         self.client_id = client_id
         self.clean = clean
+        # Seconds the session outlives its connection: 0 for a clean (3.1.1) or expiry-0 (MQTT 5)
+        # session, NEVER_EXPIRES for 3.1.1 clean session 0 and MQTT 5 0xFFFFFFFF. While it is
+        # disconnected with a finite interval, `expires_at` is when the broker discards it.
+        self.expiry_interval = 0 if clean else NEVER_EXPIRES
+        self.expires_at: float | None = None
+        # Whether its client speaks MQTT 5: which encoding its PUBLISHes get.
+        self.v5 = False
         self.max_inflight = max_inflight
         self.max_queued = max_queued
         self.max_queued_bytes = max_queued_bytes
@@ -125,7 +139,18 @@ class Session:
 
     def _transmit(self, connection: Connection, entry: Outgoing, packet_id: int,
                   dup: bool = False) -> None:
-        frames = entry.message.frames(entry.qos, packet_id, retain=entry.retain, dup=dup)
+        message = entry.message
+        if self.v5:
+            frames = message.frames5(entry.qos, packet_id, connection.broker.now,
+                                     retain=entry.retain, dup=dup)
+            if connection.too_large(frames):
+                # Never sent, and treated as if delivered and acknowledged [MQTT-3.1.2-25].
+                del self.inflight[packet_id]
+                if self.persistence is not None:
+                    self.persistence.done(self.client_id, entry)
+                return
+        else:
+            frames = message.frames(entry.qos, packet_id, retain=entry.retain, dup=dup)
         if entry.qos == 2 and self.persistence is not None and self.persistence.durable:
             # Exactly once across a crash: the subscriber may only see the message once the
             # record that it was sent is on disk, or a restart would send it again as new.
@@ -139,9 +164,15 @@ class Session:
         if connection is None:
             return
         queue = self.queue
+        now = connection.broker.now
         while queue and len(self.inflight) < self.max_inflight:
             entry = queue.popleft()
             self.queued_bytes -= len(entry.message.payload)
+            if entry.message.expired(now):
+                # Waited past its Message Expiry Interval: never delivered [MQTT-3.3.2-5].
+                if self.persistence is not None:
+                    self.persistence.done(self.client_id, entry)
+                continue
             if not self._may_read(entry):
                 continue
             packet_id = self.allocate_packet_id()
@@ -156,7 +187,7 @@ class Session:
         """After a reconnect: re-send what is in flight, in order, then the queue [MQTT-4.4.0-1]."""
         connection = self.connection
         assert connection is not None
-        for packet_id, entry in list(self.inflight.items()):
+        for packet_id, entry in list(self.inflight.items()):  # _transmit may drop one
             if entry.released:
                 connection.send_pubrel(packet_id)
             elif self._may_read(entry):
@@ -207,11 +238,14 @@ class Session:
             self.persistence.storage.inbound_received(self.client_id, packet_id)
         return True
 
-    def inbound_released(self, packet_id: int) -> None:
-        if packet_id in self.awaiting_release:
-            self.awaiting_release.discard(packet_id)
-            if self.persistence is not None:
-                self.persistence.storage.inbound_released(self.client_id, packet_id)
+    def inbound_released(self, packet_id: int) -> bool:
+        """PUBREL for an inbound QoS 2 message; False when its id was not awaiting one."""
+        if packet_id not in self.awaiting_release:
+            return False
+        self.awaiting_release.discard(packet_id)
+        if self.persistence is not None:
+            self.persistence.storage.inbound_released(self.client_id, packet_id)
+        return True
 
     def forget(self) -> None:
         """The session ends: drop its stored state and its references to stored messages."""

@@ -101,8 +101,11 @@ class SubscriptionTrie(Generic[S]):
 
     @staticmethod
     def _collect(node: _Node[S], found: dict[S, int]) -> None:
+        # The low two bits are the QoS; MQTT 5 subscriptions carry option bits above them,
+        # which must not make a QoS 0 subscription outrank a QoS 2 one [MQTT-3.3.4-2].
         for subscriber, qos in node.subscribers.items():
-            if found.get(subscriber, -1) < qos:
+            previous = found.get(subscriber)
+            if previous is None or previous & 0x03 < qos & 0x03:
                 found[subscriber] = qos
 
     def _invalidate(self, topic_filter: str) -> None:

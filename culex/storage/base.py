@@ -40,6 +40,8 @@ class StoredEntry:
 @dataclass(slots=True)
 class StoredSession:
     client_id: str
+    # Session Expiry Interval in seconds; 0xFFFFFFFF: never (every 3.1.1 persistent session).
+    expiry: int = 0xFFFFFFFF
     subscriptions: dict[str, int] = field(default_factory=dict)
     entries: list[StoredEntry] = field(default_factory=list)
     awaiting_release: set[int] = field(default_factory=set)
@@ -74,7 +76,9 @@ class Storage(Protocol):
 
     def close(self) -> None: ...
 
-    def session_saved(self, client_id: str) -> None: ...
+    def session_saved(self, client_id: str, expiry: int) -> None:
+        """Create the session, or record its new Session Expiry Interval."""
+        ...
 
     def session_deleted(self, client_id: str) -> None: ...
 

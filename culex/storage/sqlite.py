@@ -23,11 +23,16 @@ from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSes
 
 log = logging.getLogger("culex")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+# Session expiry: 0xFFFFFFFF (never) is what every version 1 session meant (3.1.1 clean
+# session 0), so it is the column default and the migration needs no data rewrite.
 SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
-CREATE TABLE sessions (client_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE sessions (
+    client_id TEXT PRIMARY KEY,
+    expiry INTEGER NOT NULL DEFAULT 4294967295
+) WITHOUT ROWID;
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL,
     topic_filter TEXT NOT NULL,
@@ -71,6 +76,12 @@ TABLES = {"schema_version", "sessions", "subscriptions", "messages", "entries", 
 
 Statement = tuple[str, tuple[Any, ...]]
 
+# Version n -> the script that makes it version n + 1, run in one transaction with the version
+# bump, so a crash mid-migration leaves the old version intact.
+MIGRATIONS = {
+    1: "ALTER TABLE sessions ADD COLUMN expiry INTEGER NOT NULL DEFAULT 4294967295;",
+}
+
 
 class StorageError(Exception):
     """The database cannot be used (corrupt, wrong version, unreadable); names the file."""
@@ -99,6 +110,7 @@ class SqliteStorage:
             if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                 db.executescript(f"BEGIN; {SCHEMA} INSERT INTO schema_version VALUES "
                                  f"({SCHEMA_VERSION}); COMMIT;")
+            self._migrate(db)
             self._check_schema(db)
             db.execute("PRAGMA journal_mode=WAL")
             # sync: every commit is fsynced (survives power loss); batch: WAL with NORMAL
@@ -109,6 +121,20 @@ class SqliteStorage:
         except OSError as exc:
             raise StorageError(f"{self.path}: {exc.strerror}") from None
         return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring a database written by an older Culex up to SCHEMA_VERSION, step by step."""
+        if not db.execute("SELECT count(*) FROM sqlite_master WHERE type='table' AND "
+                          "name='schema_version'").fetchone()[0]:
+            return  # not ours: _check_schema says so
+        versions = [row[0] for row in db.execute("SELECT version FROM schema_version")]
+        while len(versions) == 1 and versions[0] in MIGRATIONS:
+            version = versions[0]
+            log.info("%s: migrating the database from schema version %d to %d", self.path,
+                     version, version + 1)
+            db.executescript(f"BEGIN; {MIGRATIONS[version]} UPDATE schema_version SET "
+                             f"version = {version + 1}; COMMIT;")
+            versions = [version + 1]
 
     def _check_schema(self, db: sqlite3.Connection) -> None:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -133,8 +159,8 @@ class SqliteStorage:
                 state.messages[row[0]] = StoredMessage(row[0], row[1], bytes(row[2]), row[3],
                                                        bool(row[4]))
             sessions: dict[str, StoredSession] = {}
-            for (client_id,) in db.execute("SELECT client_id FROM sessions"):
-                sessions[client_id] = StoredSession(client_id)
+            for client_id, expiry in db.execute("SELECT client_id, expiry FROM sessions"):
+                sessions[client_id] = StoredSession(client_id, expiry)
             for client_id, topic_filter, qos in db.execute(
                     "SELECT client_id, topic_filter, qos FROM subscriptions"):
                 if client_id in sessions:
@@ -216,8 +242,9 @@ class SqliteStorage:
     def _add(self, sql: str, *params: Any) -> None:
         self._statements.append((sql, params))
 
-    def session_saved(self, client_id: str) -> None:
-        self._add("INSERT OR IGNORE INTO sessions (client_id) VALUES (?)", client_id)
+    def session_saved(self, client_id: str, expiry: int) -> None:
+        self._add("INSERT OR REPLACE INTO sessions (client_id, expiry) VALUES (?, ?)",
+                  client_id, expiry)
 
     def session_deleted(self, client_id: str) -> None:
         for table in ("sessions", "subscriptions", "entries", "inbound"):

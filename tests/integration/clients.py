@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -93,6 +93,8 @@ class Message:
     retain: bool
     dup: bool = False
     packet_id: int = 0
+    # MQTT 5 properties as paho decoded them (paho.mqtt.properties.Properties), else None.
+    properties: Any = field(default=None, compare=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,17 +534,27 @@ class PahoClient:
         clean_session: bool = True,
         keepalive: int = 60,
         will: Will | None = None,
+        will_properties: Any = None,
     ) -> None:
         self.broker = broker
         self.keepalive = keepalive
+        self.v5 = protocol == mqtt.MQTTv5
+        # MQTT 5 has Clean Start (a CONNECT argument) instead of clean session.
+        self.clean_start = clean_session
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
-            clean_session=clean_session,
+            **({} if self.v5 else {"clean_session": clean_session}),
         )
         if will is not None:
-            self.client.will_set(will.topic, will.payload, will.qos, will.retain)
+            self.client.will_set(will.topic, will.payload, will.qos, will.retain,
+                                 properties=will_properties)
+        # MQTT 5 answers: CONNACK properties, the reason of a server DISCONNECT, and the
+        # reason codes of PUBACK/PUBREC (by mid) and UNSUBACK.
+        self.connack_properties: Any = None
+        self.disconnect_reason: int | None = None
+        self.publish_reasons: dict[int, int] = {}
         self.messages: queue.Queue[Message] = queue.Queue()
         self.connected = threading.Event()
         self.disconnected = threading.Event()
@@ -556,26 +568,39 @@ class PahoClient:
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.on_unsubscribe = self._on_unsubscribe
+        self.client.on_publish = self._on_publish
 
     # -- callbacks (loop thread) ------------------------------------------------------------
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        code = _V5_TO_V3_CONNACK.get(int(reason.value), int(reason.value))
+        code = int(reason.value)
+        if not self.v5:
+            code = _V5_TO_V3_CONNACK.get(code, code)
         self.connect_result = ConnectResult(code, bool(flags.session_present))
+        self.connack_properties = props
         self.connected.set()
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
+        self.disconnect_reason = int(reason.value)
         self.disconnected.set()
         self.connected.set()  # wake up a connect() that is still waiting
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.messages.put(
-            Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), bool(msg.dup))
+            Message(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain), bool(msg.dup),
+                    properties=getattr(msg, "properties", None) if self.v5 else None)
         )
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any
+    ) -> None:
+        with self._cond:
+            self.publish_reasons[mid] = int(reason.value)
+            self._cond.notify_all()
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, codes: list[Any], props: Any
@@ -588,7 +613,7 @@ class PahoClient:
         self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, props: Any
     ) -> None:
         with self._cond:
-            self._subacks[mid] = []
+            self._subacks[mid] = [int(code.value) for code in codes] if self.v5 else []
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -602,8 +627,14 @@ class PahoClient:
 
     # -- API ---------------------------------------------------------------------------------
 
-    def connect(self, timeout: float = DEFAULT_TIMEOUT, expect_rc: int | None = 0) -> ConnectResult:
-        self.client.connect(self.broker.host, self.broker.port, keepalive=self.keepalive)
+    def connect(self, timeout: float = DEFAULT_TIMEOUT, expect_rc: int | None = 0,
+                properties: Any = None) -> ConnectResult:
+        """Connect; `properties` are MQTT 5 CONNECT properties (paho Properties)."""
+        if self.v5:
+            self.client.connect(self.broker.host, self.broker.port, keepalive=self.keepalive,
+                                clean_start=self.clean_start, properties=properties)
+        else:
+            self.client.connect(self.broker.host, self.broker.port, keepalive=self.keepalive)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         assert self.connected.wait(timeout), "no CONNACK"
@@ -619,32 +650,40 @@ class PahoClient:
             return self._subacks.pop(mid)
 
     def subscribe(
-        self, topic: str | Iterable[tuple[str, int]], qos: int = 0,
-        timeout: float = DEFAULT_TIMEOUT,
+        self, topic: str | Iterable[tuple[str, Any]], qos: int = 0,
+        timeout: float = DEFAULT_TIMEOUT, *, options: Any = None, properties: Any = None,
     ) -> list[int]:
-        """Subscribe and wait for the SUBACK; return its return codes."""
+        """Subscribe and wait for the SUBACK; return its return (MQTT 5: reason) codes.
+        `options` is a paho SubscribeOptions (MQTT 5), replacing `qos`."""
         if isinstance(topic, str):
-            rc, mid = self.client.subscribe(topic, qos)
+            rc, mid = self.client.subscribe(topic, qos, options=options, properties=properties)
         else:
             rc, mid = self.client.subscribe(list(topic))
         assert rc == mqtt.MQTT_ERR_SUCCESS, rc
         assert mid is not None
         return self._wait_ack(mid, timeout)
 
-    def unsubscribe(self, topic: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def unsubscribe(self, topic: str | list[str], timeout: float = DEFAULT_TIMEOUT) -> list[int]:
+        """Unsubscribe and wait for UNSUBACK; its MQTT 5 reason codes ([] for 3.1.1)."""
         rc, mid = self.client.unsubscribe(topic)
         assert rc == mqtt.MQTT_ERR_SUCCESS, rc
         assert mid is not None
-        self._wait_ack(mid, timeout)
+        return self._wait_ack(mid, timeout)
 
     def publish(
         self, topic: str, payload: bytes | str = b"", qos: int = 0, retain: bool = False,
-        timeout: float = DEFAULT_TIMEOUT,
-    ) -> None:
-        """Publish and wait until sent (QoS 0), PUBACKed (1) or PUBCOMPed (2)."""
-        info = self.client.publish(topic, payload, qos, retain)
+        timeout: float = DEFAULT_TIMEOUT, properties: Any = None,
+    ) -> int:
+        """Publish and wait until sent (QoS 0), PUBACKed (1) or PUBCOMPed (2). Returns the
+        MQTT 5 reason code of the PUBACK/PUBREC (0 for QoS 0 and 3.1.1)."""
+        info = self.client.publish(topic, payload, qos, retain, properties=properties)
         info.wait_for_publish(timeout)
         assert info.is_published(), f"publish to {topic!r} not completed"
+        if not (self.v5 and qos):
+            return 0
+        with self._cond:  # on_publish may run just after wait_for_publish returns
+            assert self._cond.wait_for(lambda: info.mid in self.publish_reasons, timeout)
+            return self.publish_reasons.pop(info.mid)
 
     def get(self, timeout: float = DEFAULT_TIMEOUT) -> Message:
         try:
@@ -820,11 +859,12 @@ class Clients:
         clean_session: bool = True,
         keepalive: int = 60,
         will: Will | None = None,
+        will_properties: Any = None,
         connect: bool = True,
     ) -> PahoClient:
         client = PahoClient(
             self.broker, client_id, protocol=protocol, clean_session=clean_session,
-            keepalive=keepalive, will=will,
+            keepalive=keepalive, will=will, will_properties=will_properties,
         )
         self._owned.append(client)
         if connect:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from culex.core.broker import Broker
 from culex.core.connection import Connection
@@ -36,6 +37,7 @@ from culex.protocol.packets import (
     Will,
 )
 from culex.protocol.reader import FrameReader
+from culex.protocol.v5 import Connack5, Connect5, Packet5, decode_packet_v5, encode_connect5
 
 
 class FakeSink:
@@ -109,6 +111,7 @@ class FakeClient:
         self._reader = FrameReader(10**9, connect_only=False)
         self._consumed = 0
         self._backlog: list[Packet] = []
+        self._backlog5: list[Packet5] = []
         self._next_packet_id = 0
 
     # -- raw I/O ---------------------------------------------------------------------------
@@ -127,17 +130,42 @@ class FakeClient:
         self.broker.flush()
         return self.sink.closed
 
-    def received_packets(self) -> list[Packet]:
-        """Flush the broker and decode every packet that reached this sink since the last call."""
+    def _new_frames(self) -> list[tuple[int, bytes, int]]:
+        """Flush the broker and frame every byte that reached this sink since the last call."""
         self.broker.flush()
         new = bytes(self.sink.data[self._consumed:])
         self._consumed = len(self.sink.data)
+        frames = self._reader.feed(new)
+        assert self._reader.error is None, self._reader.error
+        return frames
+
+    def received_packets(self) -> list[Packet]:
+        """Flush the broker and decode every packet that reached this sink since the last call."""
         packets = self._backlog
         self._backlog = []
-        for first, frame, offset in self._reader.feed(new):
-            packets.append(decode_packet(first, frame, offset))
-        assert self._reader.error is None, self._reader.error
+        packets += [decode_packet(*frame) for frame in self._new_frames()]
         return packets
+
+    def received_packets5(self) -> list[Packet5]:
+        """`received_packets` for an MQTT 5 client: decoded as the server's MQTT 5 packets."""
+        packets = self._backlog5
+        self._backlog5 = []
+        packets += [decode_packet_v5(*frame, from_client=False) for frame in self._new_frames()]
+        return packets
+
+    def first5(self, kind: type[Packet5]) -> Packet5:
+        """The first new MQTT 5 packet, which must be a `kind`; later ones stay queued."""
+        packets = self.received_packets5()
+        assert packets and isinstance(packets[0], kind), packets
+        self._backlog5 = packets[1:]
+        return packets[0]
+
+    def connect5(self, client_id: str, **fields: Any) -> Connack5:
+        """Send an MQTT 5 CONNECT (Connect5 fields as keywords) and return the CONNACK."""
+        self.send(encode_connect5(Connect5(client_id, **fields)))
+        connack = self.first5(Connack5)
+        assert isinstance(connack, Connack5)
+        return connack
 
     def publishes(self) -> list[Publish]:
         """New packets, all of which must be PUBLISH."""

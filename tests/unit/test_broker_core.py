@@ -99,7 +99,7 @@ class TestConnect:
         assert client.connection.protocol_level == 3
         assert not client.closed
 
-    @pytest.mark.parametrize(("name", "level"), [("MQTT", 3), ("MQTT", 5), ("MQTT", 0),
+    @pytest.mark.parametrize(("name", "level"), [("MQTT", 3), ("MQTT", 6), ("MQTT", 0),
                                                  ("MQIsdp", 4)])
     def test_unsupported_protocol_level_is_refused_0x01(self, harness: Harness, name: str,
                                                         level: int) -> None:

@@ -3,6 +3,8 @@ and its bound, clean session 1 discarding everything; and the Session class on i
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from culex.core.limits import Limits
 from culex.core.message import Message
 from culex.core.session import MemorySessionStore, Session
@@ -201,6 +203,8 @@ class RecordingConnection:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, int, bytes]] = []
+        # The session reads the broker's clock (message expiry) through its connection.
+        self.broker = SimpleNamespace(now=0.0)
 
     def send_publish(self, frames: list[bytes]) -> None:
         packet = decode_packet(*FrameReader(10**9, connect_only=False).feed(b"".join(frames))[0])
