@@ -125,6 +125,26 @@ def _require_flags(flags: int, expected: int, what: str) -> None:
 
 # -- decoders ---------------------------------------------------------------------------------
 
+def read_connect_flags(frame: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """Connect Flags and Keep Alive, checked as 3.1.1 and 5.0 both require: (flags, keep
+    alive, position after them)."""
+    if pos + 3 > end:
+        raise MalformedPacket("CONNECT ends before connect flags and keep alive")
+    connect_flags = frame[pos]
+    keepalive = (frame[pos + 1] << 8) | frame[pos + 2]
+    if connect_flags & 0x01:
+        raise MalformedPacket("reserved CONNECT flag set", "MQTT-3.1.2-3")
+    will_qos = (connect_flags >> 3) & 0x03
+    if connect_flags & 0x04:
+        if will_qos == 3:
+            raise MalformedPacket("will QoS 3", "MQTT-3.1.2-14")
+    elif will_qos:
+        raise MalformedPacket("will QoS set without the will flag", "MQTT-3.1.2-11")
+    elif connect_flags & 0x20:
+        raise MalformedPacket("will retain set without the will flag", "MQTT-3.1.2-13")
+    return connect_flags, keepalive, pos + 3
+
+
 def decode_connect(flags: int, frame: bytes, pos: int) -> Connect:
     end = len(frame)
     _require_flags(flags, 0, "CONNECT")
@@ -139,24 +159,13 @@ def decode_connect(flags: int, frame: bytes, pos: int) -> Connect:
     if level not in PROTOCOL_LEVELS[protocol_name]:
         raise UnacceptableProtocol(f"protocol {protocol_name!r} level {level} not supported",
                                    "MQTT-3.1.2-2")
-    if pos + 3 > end:
-        raise MalformedPacket("CONNECT ends before connect flags and keep alive")
-    connect_flags = frame[pos]
-    keepalive = (frame[pos + 1] << 8) | frame[pos + 2]
-    pos += 3
-    if connect_flags & 0x01:
-        raise MalformedPacket("reserved CONNECT flag set", "MQTT-3.1.2-3")
+    connect_flags, keepalive, pos = read_connect_flags(frame, pos, end)
     clean_session = bool(connect_flags & 0x02)
     will_flag = bool(connect_flags & 0x04)
     will_qos = (connect_flags >> 3) & 0x03
     will_retain = bool(connect_flags & 0x20)
     has_password = bool(connect_flags & 0x40)
     has_username = bool(connect_flags & 0x80)
-    if will_flag:
-        if will_qos == 3:
-            raise MalformedPacket("will QoS 3", "MQTT-3.1.2-14")
-    elif will_qos or will_retain:
-        raise MalformedPacket("will QoS or retain set without the will flag", "MQTT-3.1.2-11")
     if has_password and not has_username:
         raise MalformedPacket("password flag without user name flag", "MQTT-3.1.2-22")
 

@@ -32,6 +32,7 @@ from .codec import (
     encode_string,
     encode_varint,
     read_binary,
+    read_connect_flags,
     read_publish_header,
     read_string,
     read_uint16,
@@ -241,23 +242,10 @@ def _decode_connect(flags: int, frame: bytes, pos: int, from_client: bool,
             raise ProtocolError(f"unknown protocol name {protocol_name!r}", "MQTT-3.1.2-1")
         raise UnacceptableProtocol(f"protocol {protocol_name!r} level {level} is not MQTT 5",
                                    "MQTT-3.1.2-2")
-    if pos + 3 > end:
-        raise MalformedPacket("CONNECT ends before connect flags and keep alive")
-    connect_flags = frame[pos]
-    keepalive = (frame[pos + 1] << 8) | frame[pos + 2]
-    pos += 3
-    if connect_flags & 0x01:
-        raise MalformedPacket("reserved CONNECT flag set", "MQTT-3.1.2-3")
+    connect_flags, keepalive, pos = read_connect_flags(frame, pos, end)
     will_flag = bool(connect_flags & 0x04)
     will_qos = (connect_flags >> 3) & 0x03
     will_retain = bool(connect_flags & 0x20)
-    if will_flag:
-        if will_qos == 3:
-            raise MalformedPacket("will QoS 3", "MQTT-3.1.2-12")
-    elif will_qos:
-        raise MalformedPacket("will QoS set without the will flag", "MQTT-3.1.2-11")
-    elif will_retain:
-        raise MalformedPacket("will retain set without the will flag", "MQTT-3.1.2-13")
     # Unlike 3.1.1 [MQTT-3.1.2-22], a Password without a User Name is allowed (§3.1.2.9).
 
     properties, pos = decode_properties(frame, pos, end, PacketType.CONNECT, max_user)
