@@ -17,14 +17,17 @@ run: $(STAMP)
 	mkdir -p data
 	$(VENV)/bin/culex serve --config culex.toml
 
-# Debian's mosquitto-clients are real MQTT peers for the integration tests; install them when
-# missing (as root). Without root and without them the tests fail loudly instead of skipping.
+# Debian's mosquitto-clients are real MQTT peers for the integration tests, and the openssl CLI
+# makes the TLS tests' certificates; install them when missing (as root). Without root and
+# without them the tests fail loudly instead of skipping.
 system-deps:
-	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then \
+	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1 \
+			|| ! command -v openssl >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+				mosquitto-clients openssl; \
 		else \
-			echo "mosquitto-clients missing: run 'sudo apt-get install mosquitto-clients'" >&2; exit 1; \
+			echo "missing: run 'sudo apt-get install mosquitto-clients openssl'" >&2; exit 1; \
 		fi; \
 	fi
 
