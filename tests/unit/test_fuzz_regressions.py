@@ -89,7 +89,7 @@ def test_connection_input_layout() -> None:
 
 def test_python_provider_matches_atheris() -> None:
     """Crash files written by atheris replay identically without it."""
-    atheris = pytest.importorskip("atheris")
+    import atheris  # noqa: PLC0415 - a test dependency, imported where it is needed
     rng = random.Random(1)
     for _ in range(3000):
         data = rng.randbytes(rng.randrange(0, 12))
