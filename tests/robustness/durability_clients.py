@@ -32,6 +32,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import BrokerProcess
+from tests.integration.clients import mqtt_str, packet, varint
 
 TIMEOUT = 5.0
 # How long silence is observed before "nothing more arrives" is believed (127.0.0.1 deliveries
@@ -66,24 +67,6 @@ class Endpoint(Protocol):
 
 
 # --- encoding -----------------------------------------------------------------------------------
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def mqtt_str(value: str | bytes) -> bytes:
-    data = value.encode() if isinstance(value, str) else value
-    return struct.pack("!H", len(data)) + data
-
-
-def packet(first_byte: int, body: bytes = b"") -> bytes:
-    return bytes([first_byte]) + varint(len(body)) + body
 
 
 @dataclass(frozen=True)
