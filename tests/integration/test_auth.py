@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from culex.auth.passwords import PasswordHash, ScryptParams
+from culex.auth.passwords import MAX_SCRYPT_P, PasswordHash, ScryptParams
 from tests.conftest import BrokerFactory, BrokerProcess, free_port
 from tests.integration.clients import (
     CONNACK,
@@ -297,15 +297,34 @@ def test_mosquitto_sub_with_wrong_password_is_refused(broker_factory: BrokerFact
     assert len(lines) == 1 and "'bob'" in lines[0], broker.log_text()
 
 
+def hash_costing_at_least(password: bytes, seconds: float) -> tuple[PasswordHash, float]:
+    """A scrypt hash of `password` whose verification takes at least `seconds` here.
+
+    Raises p (sequential work, same memory) rather than N, so five checks at once stay at 64 MiB
+    each whatever the machine's speed.
+    """
+    parallelism = 1
+    while True:
+        stored = PasswordHash.create(password, ScryptParams(n=2**16, p=parallelism))
+        started = time.monotonic()
+        assert stored.matches(password)
+        took = time.monotonic() - started
+        if took >= seconds or parallelism == MAX_SCRYPT_P:
+            return stored, took
+        parallelism = min(MAX_SCRYPT_P, parallelism * 2)
+
+
 def test_password_checks_do_not_block_other_clients(broker_factory: BrokerFactory,
                                                    password_file: Path, tmp_path: Path) -> None:
     """Five clients log in at once while a subscriber keeps receiving a 100 Hz stream.
 
-    The five use a deliberately dearer scrypt cost (N=2^16, 4x what `culex passwd` writes) so
-    that the checks take long enough to tell: had they run one after another on the event loop,
-    the logins would take 5 checks' time and the stream would stall for at least the longest.
+    The five use a deliberately dearer scrypt cost, scaled on this machine until one check takes
+    at least twice the allowed stall: had a check run on the event loop, the stream would stall
+    for that long. Scaling by measurement (rather than a fixed cost) keeps the test meaningful on
+    a faster CI machine, where a fixed N=2^16 check once took less than the stall limit.
     """
-    stored = PasswordHash.create(b"heavy pw", ScryptParams(n=2**16))
+    stall = 0.15  # the stream's usual largest gap is ~0.03 s
+    stored, check_time = hash_costing_at_least(b"heavy pw", 2 * stall)
     heavy_file = tmp_path / "heavy-passwd"
     heavy_file.write_text(password_file.read_text()
                           + "".join(f"user{index}:{stored.encode()}\n" for index in range(5)))
@@ -360,10 +379,9 @@ def test_password_checks_do_not_block_other_clients(broker_factory: BrokerFactor
     sequence = [number for _, number in arrivals]
     assert sequence == list(range(sequence[0], sequence[0] + len(sequence))), \
         "the subscriber lost or reordered messages of the stream"
-    stall = 0.15  # the stream's usual largest gap is ~0.03 s
-    # The logins took long enough for a stall of `stall` to be unavoidable had the five checks
-    # run on the loop (else this test proves nothing) ...
-    assert finished - started >= 5 * stall, finished - started
+    # One check costs more than the stall limit, so a check run on the loop would have failed
+    # the gap assertion below (else this test proves nothing) ...
+    assert check_time >= stall, check_time
     # ... and the stream kept flowing all along.
     assert len(window) >= 5, window
     assert max(gaps) < stall, (f"stream stalled {max(gaps):.3f} s while {len(logins)} clients "
