@@ -41,6 +41,10 @@ class Listener:
     min_tls_version: str = "1.2"
     # OpenSSL cipher list for TLS 1.2; empty keeps Python's secure default.
     ciphers: str = ""
+    # Open sockets on this listener at once, CONNECTed or not (-1: unlimited). Beyond it a new
+    # socket is closed on accept, before it costs a parser or a TLS handshake: this bounds what
+    # one exposed port can hold even when [limits] max_connections counts only logged-in clients.
+    max_connections: int = -1
 
     @property
     def tls(self) -> bool:
@@ -58,6 +62,8 @@ class Listener:
             found.append("use_identity_as_username needs require_certificate = true")
         if (self.cafile or self.require_certificate) and not self.certfile:
             found.append("cafile/require_certificate need certfile (a TLS listener)")
+        if self.max_connections < -1 or self.max_connections == 0:
+            found.append("max_connections: must be -1 (unlimited) or positive")
         if self.min_tls_version not in TLS_VERSIONS:
             found.append(f"min_tls_version: {self.min_tls_version!r} is not one of "
                          f"{', '.join(TLS_VERSIONS)}")

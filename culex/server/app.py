@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
+import resource
 import signal
 import ssl
 import time
@@ -14,7 +16,7 @@ from ..config import Config, Listener, anonymous_allowed
 from ..core.broker import Broker
 from ..storage.sqlite import SqliteStorage
 from .security import Security
-from .transport import MQTTProtocol
+from .transport import ListenerGate, MQTTProtocol
 
 log = logging.getLogger("culex")
 
@@ -58,6 +60,54 @@ def open_storage(config: Config, loop: asyncio.AbstractEventLoop) -> SqliteStora
                          call_soon_threadsafe=loop.call_soon_threadsafe)
 
 
+class OpenFileWatch:
+    """Warn before the process runs out of file descriptors.
+
+    At the limit the kernel's accept fails with EMFILE; libuv then accepts and closes the
+    waiting connections itself (its reserve-descriptor trick), so the broker keeps serving but
+    nothing would say why clients are refused. This says it, once per episode. The count is
+    estimated (descriptors open at start-up plus one per connection) because listing
+    /proc/self/fd four times a second would cost O(connections).
+    """
+
+    WARN_AT = 0.95
+    CLEAR_AT = 0.90
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.baseline = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") \
+            else 16
+        self.warned = False
+
+    @staticmethod
+    def raise_limit() -> int:
+        """Lift the soft open-file limit to the hard one: each client is a descriptor, and the
+        usual soft default of 1024 would cap the broker near 1,000 clients."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < target:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass  # keep the soft limit; check() still warns near it
+        return soft
+
+    def check(self) -> None:
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit == resource.RLIM_INFINITY:
+            return
+        used = self.baseline + len(self.broker.connections)
+        if not self.warned and used >= limit * self.WARN_AT:
+            self.warned = True
+            log.warning("open files: about %d of the limit %d in use; beyond it new connections "
+                        "are closed on accept (raise the limit: ulimit -n / LimitNOFILE)",
+                        used, limit)
+        elif self.warned and used < limit * self.CLEAR_AT:
+            self.warned = False
+            log.info("open files: about %d of the limit %d in use again", used, limit)
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop  # noqa: PLC0415 - optional at import time, preferred at run time
@@ -69,6 +119,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
+    log.info("open-file limit: %d (one per client connection)", OpenFileWatch.raise_limit())
     storage = open_storage(config, loop)
     broker = Broker(config.limits, sys_interval=config.sys_interval, storage=storage,
                     now=loop.time())
@@ -104,8 +155,9 @@ async def serve(config: Config) -> None:
             context = tls_context(listener)
             if context is not None:
                 tls.append((listener, context))
+            gate = ListenerGate(listener)
             server = await loop.create_server(
-                lambda listener=listener: MQTTProtocol(broker, loop, listener),
+                lambda gate=gate: MQTTProtocol(broker, loop, gate),
                 listener.host, listener.port,
                 reuse_address=True, backlog=4096, ssl=context,
                 # A stalled handshake holds a socket and some memory: same bound as CONNECT.
@@ -125,8 +177,11 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, security.reload, broker, tls)
 
+    files = OpenFileWatch(broker)
+
     def tick() -> None:
         broker.tick(loop.time())
+        files.check()
         timers[0] = loop.call_later(TICK_SECONDS, tick)
 
     def batch_commit() -> None:

@@ -7,12 +7,15 @@ moves bytes and reports time and flow control; every decision is the core's.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from typing import cast
 
 from ..config import Listener
 from ..core.broker import Broker
 from ..core.connection import Connection
+
+log = logging.getLogger("culex")
 
 
 def certificate_name(peercert: object) -> str | None:
@@ -26,28 +29,66 @@ def certificate_name(peercert: object) -> str | None:
     return None
 
 
+class ListenerGate:
+    """One listener's open sockets, against its `max_connections`.
+
+    Counted in the transport, not the core: a socket that never sends CONNECT still holds a
+    file descriptor and buffers, and this is the bound that covers it. Refusals are logged once
+    per episode (until a slot frees), not once per socket of a flood.
+    """
+
+    __slots__ = ("listener", "open", "refused")
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.open = 0
+        self.refused = 0
+
+    def admit(self, peer: object) -> bool:
+        limit = self.listener.max_connections
+        if limit < 0 or self.open < limit:
+            self.open += 1
+            return True
+        self.refused += 1
+        if self.refused == 1:
+            log.warning("listener %s:%d: max_connections (%d) reached: closing new connections "
+                        "(first from %s) until one ends", self.listener.host,
+                        self.listener.port, limit, peer)
+        return False
+
+    def release(self) -> None:
+        self.open -= 1
+        if self.refused:
+            log.info("listener %s:%d: accepting connections again (%d refused meanwhile)",
+                     self.listener.host, self.listener.port, self.refused)
+            self.refused = 0
+
+
 class MQTTProtocol(asyncio.Protocol):
-    __slots__ = ("broker", "connection", "listener", "loop")
+    __slots__ = ("broker", "connection", "gate", "loop")
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop,
-                 listener: Listener) -> None:
+                 gate: ListenerGate) -> None:
         self.broker = broker
         self.loop = loop
-        self.listener = listener
+        self.gate = gate
         self.connection: Connection | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if not self.gate.admit(peer):
+            transport.abort()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Latency over packet count: frames are already batched per loop tick.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         high = self.broker.limits.max_write_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
-        peer = transport.get_extra_info("peername")
         label = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.connection = self.broker.open_connection(transport, label, self.loop.time())
-        if self.listener.use_identity_as_username:
+        if self.gate.listener.use_identity_as_username:
             self.connection.certificate_username = certificate_name(
                 transport.get_extra_info("peercert"))
 
@@ -60,6 +101,7 @@ class MQTTProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection is not None:
+            self.gate.release()
             self.connection.connection_lost(self.loop.time())
 
     def pause_writing(self) -> None:

@@ -54,6 +54,7 @@ def test_full_config() -> None:
     ({"listeners": []}, "listeners: expected one or more"),
     ({"listeners": [{"port": 99999}]}, "listeners[0].port: 99999 is not a TCP port"),
     ({"listeners": [{"port": "1883"}]}, "listeners[0].port: expected int"),
+    ({"listeners": [{"max_connections": 0}]}, "listeners[0].max_connections: must be -1"),
     ({"sys_interval": -1}, "sys_interval: must be 0 (off) or positive"),
     ({"limits": 3}, "limits: expected a table"),
 ])
