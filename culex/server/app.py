@@ -119,7 +119,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
-    log.info("open-file limit: %d (one per client connection)", OpenFileWatch.raise_limit())
     storage = open_storage(config, loop)
     broker = Broker(config.limits, sys_interval=config.sys_interval, storage=storage,
                     now=loop.time())
@@ -133,6 +132,7 @@ async def serve(config: Config) -> None:
                  len(state.wills), time.monotonic() - started)
     security = Security(config.auth, anonymous_allowed(config), loop)
     security.install(broker)
+    log.info("open-file limit: %d (one per client connection)", OpenFileWatch.raise_limit())
     flush_scheduled = False
 
     def flush() -> None:
