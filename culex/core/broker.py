@@ -134,6 +134,7 @@ class Broker:
             session = Session(client_id, not expiry, self.limits.max_inflight_messages,
                               self.limits.max_queued_messages, persistence=persistence,
                               max_queued_bytes=self.limits.max_queued_bytes)
+        session.username = connection.username
         self.set_session_expiry(session, expiry)
         if session.v5 is not connection.v5:
             self._change_family(session, connection.v5)
@@ -147,7 +148,6 @@ class Broker:
             self.persistence.storage.will_set(client_id, StoredMessage(
                 0, will.topic, will.payload, will.qos, will.retain))
         session.acl = connection.acl
-        session.username = connection.username
         session.owner_known = True
         session.connection = connection
         connection.session = session
@@ -200,7 +200,8 @@ class Broker:
         if expiry and session.persistence is None:
             session.persistence = self.persistence
         if session.persistence is not None and expiry:
-            session.persistence.storage.session_saved(session.client_id, expiry)
+            session.persistence.storage.session_saved(session.client_id, expiry,
+                                                      session.username)
 
     def _expire_later(self, session: Session) -> None:
         """A session lost its connection: end it when its Session Expiry Interval has passed
@@ -591,7 +592,8 @@ class Broker:
                     session.queue.append(entry)
                     session.queued_bytes += len(entry.message.payload)
             session.awaiting_release = stored.awaiting_release
-            session.owner_known = False
+            session.username = stored.username
+            session.owner_known = stored.owner_known
             self.sessions.put(session)
             # Its client was disconnected by the restart: the countdown starts again now (the
             # whole stored interval, never less), since the downtime was not the client's doing.

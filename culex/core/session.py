@@ -88,8 +88,9 @@ class Session:
         # session restored from storage until its client connects again).
         self.acl: ClientAcl | None = None
         # The user name of the session's last connection: the ACL of an offline session is
-        # re-resolved with it when the ACL file is reloaded. Not stored, so a session restored
-        # from storage has no known owner (and no ACL) until its client connects again.
+        # resolved with it at start-up and when the ACL file is reloaded. Stored with the
+        # session; only sessions stored before schema version 3 have no known owner (and no
+        # ACL) until their client connects again.
         self.username: str | None = None
         self.owner_known = True
         self.subscriptions: dict[str, int] = {}

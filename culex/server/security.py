@@ -54,6 +54,7 @@ class Security:
         if self.passwords is not None or self.acl is not None or not self.allow_anonymous:
             broker.authenticator = self
         broker.acl = self.acl
+        self._resolve_session_acls(broker)
 
     def authenticate(self, request: AuthRequest, done: AuthDone) -> None:
         if request.certificate_username is not None:
@@ -95,15 +96,22 @@ class Security:
                 context.load_verify_locations(listener.cafile)
         self.passwords = passwords
         self.acl = broker.acl = acl
+        self._resolve_session_acls(broker)
+        log.info("reloaded: password file %s, ACL %s, %d TLS listener(s)",
+                 self.config.password_file or "-", self.config.acl_file or "-", len(tls))
+
+    @staticmethod
+    def _resolve_session_acls(broker: Broker) -> None:
+        """What each session may read under the ACL now in force: offline sessions too, so a
+        message queued for one is checked against the rules of its owner."""
+        acl = broker.acl
         for session in broker.sessions:
             if not session.owner_known:
-                continue  # restored from storage: resolved when its client connects
+                continue  # stored by a Culex before schema 3: resolved when its client connects
             session.acl = (acl.for_client(session.client_id, session.username)
                            if acl is not None else None)
             if session.connection is not None:
                 session.connection.acl = session.acl
-        log.info("reloaded: password file %s, ACL %s, %d TLS listener(s)",
-                 self.config.password_file or "-", self.config.acl_file or "-", len(tls))
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -43,6 +43,11 @@ class StoredSession:
     # Session Expiry Interval in seconds; 0xFFFFFFFF: never (every 3.1.1 persistent session).
     expiry: int = 0xFFFFFFFF
     subscriptions: dict[str, int] = field(default_factory=dict)
+    # The user name its last client logged in with (None: anonymous), so the ACL applies to
+    # what it is sent from the first moment after a restart. Not known for sessions written by
+    # Culex before schema version 3.
+    owner_known: bool = False
+    username: str | None = None
     entries: list[StoredEntry] = field(default_factory=list)
     awaiting_release: set[int] = field(default_factory=set)
 
@@ -76,8 +81,8 @@ class Storage(Protocol):
 
     def close(self) -> None: ...
 
-    def session_saved(self, client_id: str, expiry: int) -> None:
-        """Create the session, or record its new Session Expiry Interval."""
+    def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
+        """Create the session, or record its new Session Expiry Interval and owner."""
         ...
 
     def session_deleted(self, client_id: str) -> None: ...

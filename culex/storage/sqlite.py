@@ -23,7 +23,7 @@ from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSes
 
 log = logging.getLogger("culex")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Session expiry: 0xFFFFFFFF (never) is what every version 1 session meant (3.1.1 clean
 # session 0), so it is the column default and the migration needs no data rewrite.
@@ -31,7 +31,9 @@ SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE sessions (
     client_id TEXT PRIMARY KEY,
-    expiry INTEGER NOT NULL DEFAULT 4294967295
+    expiry INTEGER NOT NULL DEFAULT 4294967295,
+    owner_known INTEGER NOT NULL DEFAULT 0,
+    username TEXT
 ) WITHOUT ROWID;
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL,
@@ -80,6 +82,10 @@ Statement = tuple[str, tuple[Any, ...]]
 # bump, so a crash mid-migration leaves the old version intact.
 MIGRATIONS = {
     1: "ALTER TABLE sessions ADD COLUMN expiry INTEGER NOT NULL DEFAULT 4294967295;",
+    # Sessions written before version 3 keep an unknown owner: no ACL until their client
+    # connects again, as before.
+    2: "ALTER TABLE sessions ADD COLUMN owner_known INTEGER NOT NULL DEFAULT 0; "
+       "ALTER TABLE sessions ADD COLUMN username TEXT;",
 }
 
 
@@ -159,8 +165,10 @@ class SqliteStorage:
                 state.messages[row[0]] = StoredMessage(row[0], row[1], bytes(row[2]), row[3],
                                                        bool(row[4]))
             sessions: dict[str, StoredSession] = {}
-            for client_id, expiry in db.execute("SELECT client_id, expiry FROM sessions"):
-                sessions[client_id] = StoredSession(client_id, expiry)
+            for client_id, expiry, owner_known, username in db.execute(
+                    "SELECT client_id, expiry, owner_known, username FROM sessions"):
+                sessions[client_id] = StoredSession(client_id, expiry, owner_known=bool(
+                    owner_known), username=username)
             for client_id, topic_filter, qos in db.execute(
                     "SELECT client_id, topic_filter, qos FROM subscriptions"):
                 if client_id in sessions:
@@ -242,9 +250,9 @@ class SqliteStorage:
     def _add(self, sql: str, *params: Any) -> None:
         self._statements.append((sql, params))
 
-    def session_saved(self, client_id: str, expiry: int) -> None:
-        self._add("INSERT OR REPLACE INTO sessions (client_id, expiry) VALUES (?, ?)",
-                  client_id, expiry)
+    def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
+        self._add("INSERT OR REPLACE INTO sessions (client_id, expiry, owner_known, username) "
+                  "VALUES (?, ?, 1, ?)", client_id, expiry, username)
 
     def session_deleted(self, client_id: str) -> None:
         for table in ("sessions", "subscriptions", "entries", "inbound"):

@@ -464,3 +464,31 @@ def test_in_flight_messages_are_not_resent_to_a_user_who_may_not_read_them(
         got = other.expect_publish()
         assert (got.topic, got.payload, got.dup) == ("alice/inbox", b"for alice", True), got
         other.assert_silent()
+
+
+def test_restored_session_is_checked_against_its_owners_acl_before_it_reconnects(
+        broker_factory: BrokerFactory, tmp_path: Path, users_file: Path) -> None:
+    """The session's user name is stored with it, so after a restart the ACL already filters
+    what is routed to it while it is offline: messages its owner may not read must not take
+    the room (max_queued_messages 3) of the one it may read."""
+    broker = acl_broker(broker_factory, tmp_path, users_file,
+                        "user alice\ntopic readwrite #\n"
+                        "user bob\ntopic read shared/#\ntopic deny shared/secret\n")
+    with Clients(broker) as clients:
+        owner = raw_login(clients, "bob-session", "bob", PASSWORDS["bob"], clean=False)
+        assert owner.subscribe([("shared/#", 1)]) == [1]
+        owner.disconnect()
+    assert broker.stop() == 0
+    broker.settings["limits"] = {"max_queued_messages": 3}
+    broker.start()
+    with Clients(broker) as clients:
+        publisher = user(clients, "alice", "alice-pub")
+        for index in range(5):
+            publisher.publish("shared/secret", b"not for bob %d" % index, qos=1)
+        publisher.publish("shared/open", b"for bob", qos=1)
+        owner = raw_login(clients, "bob-session", "bob", PASSWORDS["bob"], clean=False,
+                          session_present=True)
+        got = owner.receive()
+        assert (got.topic, got.payload) == ("shared/open", b"for bob"), got
+        owner.assert_silent()
+    assert "queue full" not in broker.log_text()

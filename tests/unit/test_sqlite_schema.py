@@ -1,5 +1,6 @@
-"""The SQLite schema migration from version 1 (before MQTT 5 session expiry) to version 2, and
-the Session Expiry Interval surviving a round trip through the database."""
+"""The SQLite schema migrations (1: before MQTT 5 session expiry, 2: before the session owner
+was stored) to the current version, and the Session Expiry Interval and owner surviving a round
+trip through the database."""
 
 from __future__ import annotations
 
@@ -38,28 +39,47 @@ def test_version_1_database_is_migrated_and_keeps_its_sessions(tmp_path: Path) -
     storage = open_storage(path)
     try:
         state = storage.load()
-        assert [(s.client_id, s.expiry) for s in state.sessions] == [("old-client", 0xFFFFFFFF)]
+        assert [(s.client_id, s.expiry, s.owner_known) for s in state.sessions] == [
+            ("old-client", 0xFFFFFFFF, False)]
     finally:
         storage.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     db.close()
+
+
+def test_version_2_sessions_keep_an_unknown_owner(tmp_path: Path) -> None:
+    """A session stored before its owner was: no ACL until its client connects again."""
+    path = tmp_path / "culex.db"
+    make_v1_database(path)
+    db = sqlite3.connect(path)
+    db.executescript("BEGIN; ALTER TABLE sessions ADD COLUMN expiry INTEGER NOT NULL DEFAULT "
+                     "4294967295; UPDATE schema_version SET version = 2; COMMIT;")
+    db.close()
+    storage = open_storage(path)
+    try:
+        [session] = storage.load().sessions
+    finally:
+        storage.close()
+    assert (session.client_id, session.owner_known, session.username) == (
+        "old-client", False, None)
 
 
 def test_session_expiry_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "culex.db"
     storage = open_storage(path)
-    storage.session_saved("v5-client", 3600)
-    storage.session_saved("v5-client", 60)  # a DISCONNECT shortened it
-    storage.session_saved("forever", 0xFFFFFFFF)
+    storage.session_saved("v5-client", 3600, "alice")
+    storage.session_saved("v5-client", 60, "alice")  # a DISCONNECT shortened it
+    storage.session_saved("forever", 0xFFFFFFFF, None)
     results: list[bool] = []
     storage.commit(results.append)
     storage.close()
     assert results == [True]
     reopened = open_storage(path)
     try:
-        loaded = {s.client_id: s.expiry for s in reopened.load().sessions}
+        loaded = {s.client_id: (s.expiry, s.owner_known, s.username)
+                  for s in reopened.load().sessions}
     finally:
         reopened.close()
-    assert loaded == {"v5-client": 60, "forever": 0xFFFFFFFF}
+    assert loaded == {"v5-client": (60, True, "alice"), "forever": (0xFFFFFFFF, True, None)}
