@@ -14,7 +14,6 @@ import pytest
 from tests.conftest import BrokerFactory, BrokerProcess
 from tests.packets_table_v5 import (
     CASES,
-    PACKET_TOO_LARGE,
     PUBACK,
     SESSION_EXPIRY_INTERVAL,
     WILL_DELAY_INTERVAL,
@@ -42,35 +41,8 @@ def test_bad_input_v5(shared_broker: BrokerProcess, case: Case, mode: str) -> No
     run_case(shared_broker, case, mode)
 
 
-# --- item 11: max_packet_size ---
-
-
-def test_packet_over_max_packet_size_disconnects_0x95(broker_factory: BrokerFactory) -> None:
-    """With max_packet_size 1024 the CONNACK announces Maximum Packet Size 1024; a header
-    claiming 2000 bytes (no body sent: checked before buffering) and a whole 2000-byte PUBLISH
-    each get DISCONNECT 0x95 "Packet too large" (§3.2.2.3.6), and neither is delivered."""
-    broker = broker_factory(limits={"max_packet_size": 1024})
-    offset = log_offset(broker)
-    with Watcher(broker) as watcher:
-        topic = f"{watcher.base}/sized"
-        with RawClient(broker) as ok:
-            connack = ok.handshake(connect5("culex-v5-size-ok"))
-            assert b"\x27\x00\x00\x04\x00" in connack, f"no Maximum Packet Size: {connack.hex()}"
-            ok.send(publish5(topic, b"s" * 700, qos=1))
-            assert summarize(ok.read_packet()) == reply(PUBACK, 1, 0)
-        big = publish5(topic, b"b" * 2000, qos=1)
-        peers = []
-        for name, data in (("header", big[:3]), ("whole", big)):
-            with RawClient(broker) as raw:
-                raw.handshake(connect5(f"culex-v5-size-{name}"))
-                raw.send(data)
-                got = raw.read_until_closed()
-                assert summarize(got) == reply(0xE0, None, PACKET_TOO_LARGE), got.hex(" ")
-                peers.append((raw.peer, f"culex-v5-size-{name}"))
-        watcher.wait_for(lambda: watcher.received(topic) == [b"s" * 700], "the small one")
-    for peer, client_id in peers:
-        assert_logged(broker, offset, peer, "protocol violation", client_id)
-    assert_healthy(broker, offset)
+# item 11 (max_packet_size, DISCONNECT 0x95) is test_packet_over_max_packet_size in
+# test_bad_input.py, parametrized over both protocol versions.
 
 
 # --- item 37: QoS above the advertised Maximum QoS ---
