@@ -209,6 +209,8 @@ class Connection:
                 first, frame, offset = packet
                 handler = handlers.get(first >> 4)
                 if handler is None:
+                    if not first >> 4:  # reserved, "Forbidden" (§2.1.2): no packet at all
+                        raise MalformedPacket("reserved packet type 0", "§2.1.2")
                     raise ProtocolError(f"packet type {first >> 4} not allowed from a client")
                 handler(self, first, frame, offset)
                 if first == 0x10:  # a CONNECT (the only valid first byte) chose the table
@@ -220,6 +222,7 @@ class Connection:
                         self._deferred += frames[frames.index(packet) + 1:]
                         break
         except UnacceptableProtocol as exc:
+            self.v5 = self.v5 or exc.mqtt5  # answer in the form the client reads
             self.refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION, str(exc))
             return False
         except MQTTError as exc:

@@ -48,3 +48,6 @@ class UnacceptableProtocol(MQTTError):
     """CONNECT with an unknown protocol name/level pair: answer CONNACK 0x01, then close."""
 
     reason_code = 0x84
+    # The CONNECT said level 5: the client reads MQTT 5 CONNACKs, so it gets 0x84 in that form
+    # [MQTT-3.1.2-2] rather than the 3.1.1 return code 0x01.
+    mqtt5 = False

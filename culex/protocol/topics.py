@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .errors import MalformedPacket, ProtocolError
+from .reasons import ReasonCode
 
 # Far above any real hierarchy, far below what would make per-level work an attack
 # (CVE-2019-11779: a 65,400-level topic). Matching is iterative, so this is about CPU, not stack.
@@ -10,13 +11,25 @@ DEFAULT_MAX_TOPIC_LEVELS = 1024
 
 
 def check_topic_name(topic: str, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> None:
-    """A PUBLISH or will topic: non-empty, no wildcards, bounded depth."""
+    """A PUBLISH or will topic: non-empty, no wildcards, bounded depth.
+
+    The errors carry the MQTT 5 reason code of the DISCONNECT that reports them: an empty
+    topic is malformed in 3.1.1 (CVE-2021-34432) but in MQTT 5 only lacks a Topic Alias, a
+    Protocol Error (§3.3.2.1); a topic we refuse once parsed is 0x90 Topic Name invalid
+    (§3.3.4, BAD_INPUTS #23)."""
     if not topic:
-        raise MalformedPacket("empty topic name", "MQTT-4.7.3-1")
+        error: MalformedPacket | ProtocolError = MalformedPacket("empty topic name",
+                                                                 "MQTT-4.7.3-1")
+        error.reason_code = ReasonCode.PROTOCOL_ERROR
+        raise error
     if "+" in topic or "#" in topic:
-        raise ProtocolError(f"wildcard in topic name {topic!r}", "MQTT-3.3.2-2")
+        error = ProtocolError(f"wildcard in topic name {topic!r}", "MQTT-3.3.2-2")
+        error.reason_code = ReasonCode.TOPIC_NAME_INVALID
+        raise error
     if topic.count("/") >= max_levels:
-        raise ProtocolError(f"topic name deeper than {max_levels} levels")
+        error = ProtocolError(f"topic name deeper than {max_levels} levels")
+        error.reason_code = ReasonCode.TOPIC_NAME_INVALID
+        raise error
 
 
 def filter_problem(topic_filter: str, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> str | None:

@@ -519,7 +519,13 @@ def decode_connect_any(first_byte: int, frame: bytes, body_offset: int, *,
                             "MQTT-3.1.0-1")
     if frame.startswith(_V5_CONNECT_PREFIX, body_offset):
         return _decode_connect(first_byte & 0x0F, frame, body_offset, True, max_user_properties)
-    return decode_connect_v3(first_byte & 0x0F, frame, body_offset)
+    try:
+        return decode_connect_v3(first_byte & 0x0F, frame, body_offset)
+    except UnacceptableProtocol as exc:
+        # A known name with level 5 ("MQIsdp" 5) is an MQTT 5 client with a bad name.
+        name_end = body_offset + 2 + int.from_bytes(frame[body_offset:body_offset + 2], "big")
+        exc.mqtt5 = frame[name_end:name_end + 1] == bytes((PROTOCOL_LEVEL_5,))
+        raise
 
 
 # -- encoders -----------------------------------------------------------------------------------

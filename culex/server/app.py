@@ -135,10 +135,13 @@ async def serve(config: Config) -> None:
     log.info("open-file limit: %d (one per client connection)", OpenFileWatch.raise_limit())
     flush_scheduled = False
 
+    stopping = False
+
     def flush() -> None:
         nonlocal flush_scheduled
         flush_scheduled = False
-        broker.flush()
+        if not stopping:
+            broker.flush()
 
     def wake() -> None:
         nonlocal flush_scheduled
@@ -206,6 +209,12 @@ async def serve(config: Config) -> None:
         log.warning("shutdown: some connections did not close within %g s",
                     SHUTDOWN_GRACE_SECONDS)
     if storage is not None:
+        # Connections that closed during the grace period may have queued a flush whose commit
+        # would reach the storage after its executor shut down ("cannot schedule new futures
+        # after shutdown", a traceback on SIGTERM). close() writes what is left itself, so any
+        # later flush or wake-up is made a no-op.
+        broker.wake = lambda: None
+        stopping = True
         storage.close()
     security.close()
     log.info("stopped")

@@ -1,0 +1,27 @@
+"""Fixtures shared by the hostile-input tables (test_bad_input.py for 3.1 / 3.1.1,
+test_bad_input_v5.py for MQTT 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import BrokerProcess
+
+SHARED_MAX_PACKET = 2 * 1024 * 1024  # explicit, so Mosquitto (unlimited by default) caps too
+
+
+@pytest.fixture(scope="module")
+def shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker per table module; every case still uses fresh connections and watchers.
+
+    Per module rather than per session so that a broker wedged by one table cannot fail the
+    other, and each table's log is its own."""
+    work = tmp_path_factory.mktemp("bad-input-broker")
+    broker = BrokerProcess(work, {"limits": {"max_packet_size": SHARED_MAX_PACKET}}).start()
+    yield broker
+    code = broker.stop()
+    text = broker.log_text()
+    assert "Traceback" not in text, f"broker logged a traceback:\n{text}"
+    assert code == 0, f"broker exit code {code}:\n{text}"
