@@ -252,7 +252,7 @@ class ModelStorage:
     def _add(self, statement: Statement) -> None:
         self._statements.append(statement)
 
-    def session_saved(self, client_id: str, expiry: int) -> None:
+    def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
         self._add(lambda t: t.sessions.__setitem__(client_id, expiry))
 
     def session_deleted(self, client_id: str) -> None:
@@ -507,7 +507,7 @@ class Scenario:
         for connection, sink in self.hostile:
             reader = FrameReader(268_435_460, connect_only=False)
             for first, frame, offset in reader.feed(bytes(sink.data)):
-                if connection.protocol_level == 5:
+                if connection.v5:  # also a refused level-5 CONNECT with a 3.1 name
                     decode_packet_v5(first, frame, offset, from_client=False)
                 else:
                     decode_packet(first, frame, offset)
