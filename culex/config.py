@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.limits import Limits
+from .core.options import Mqtt5Options
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -121,6 +122,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    mqtt5: Mqtt5Options = field(default_factory=Mqtt5Options)
     # Seconds between $SYS/broker publications; 0 turns $SYS off.
     sys_interval: float = 10.0
 
@@ -153,7 +155,7 @@ def _build(cls: Any, table: Any, where: str) -> Any:
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
-    known = {"auth", "listeners", "limits", "logging", "storage", "sys_interval"}
+    known = {"auth", "listeners", "limits", "logging", "mqtt5", "storage", "sys_interval"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key "
@@ -176,6 +178,12 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         if problems:
             raise ConfigError(f"{source}: limits: {problems[0]}")
         kwargs["limits"] = limits
+    if "mqtt5" in data:
+        mqtt5 = _build(Mqtt5Options, data["mqtt5"], f"{source}: mqtt5")
+        problems = mqtt5.problems()
+        if problems:
+            raise ConfigError(f"{source}: mqtt5: {problems[0]}")
+        kwargs["mqtt5"] = mqtt5
     if "logging" in data:
         logging_config = _build(LoggingConfig, data["logging"], f"{source}: logging")
         if logging_config.level not in LOG_LEVELS:

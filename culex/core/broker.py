@@ -23,6 +23,7 @@ from .connection import Connection, Sink, State, validate_topic_name
 from .connection5 import V5_SUBSCRIBER
 from .limits import Limits
 from .message import Message
+from .options import Mqtt5Options
 from .persistence import Persistence
 from .retained import RetainedStore
 from .session import NEVER_EXPIRES, MemorySessionStore, Outgoing, Session, SessionStore
@@ -55,8 +56,9 @@ def plain_payload_offset(frame: bytes, v5: bool) -> int:
 class Broker:
     def __init__(self, limits: Limits | None = None, *, sys_interval: float = 10.0,
                  sessions: SessionStore | None = None, storage: Storage | None = None,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, mqtt5: Mqtt5Options | None = None) -> None:
         self.limits = limits or Limits()
+        self.mqtt5 = mqtt5 or Mqtt5Options()
         # Both None (the default): anyone may connect, publish and subscribe.
         self.authenticator: Authenticator | None = None
         self.acl: AclRules | None = None
@@ -82,6 +84,9 @@ class Broker:
         self._scheduled: dict[Connection, float] = {}
         # Disconnected sessions with a finite Session Expiry Interval: (expires_at, seq, session).
         self._session_expiries: list[tuple[float, int, Session]] = []
+        # Disconnected sessions holding a will until its Will Delay Interval ends:
+        # (publish_at, seq, session); `Session.will_at` says which entry is current.
+        self._will_delays: list[tuple[float, int, Session]] = []
         # The time of the input or tick being handled: what message expiry is measured with.
         self.now = now
         self.started_at = now
@@ -124,6 +129,14 @@ class Broker:
                      previous.peer, connection.peer)
             previous.close(publish_will=True, reason=ReasonCode.SESSION_TAKEN_OVER)
             existing = self.sessions.get(client_id)  # a clean session ended with its connection
+        if existing is not None and existing.will is not None and not clean_start:
+            # Back before the Will Delay Interval ended: the will is not sent [MQTT-3.1.3-9].
+            # (With Clean Start 1 the old session ends just below, which publishes it.)
+            log.info("client %s: reconnected within its will delay; will to %r discarded",
+                     client_id, existing.will.topic)
+            existing.will = None
+            if self.persistence is not None:
+                self.persistence.storage.will_cleared(client_id)
         if clean_start and existing is not None:
             self._discard_session(existing)
             existing = None
@@ -186,11 +199,31 @@ class Broker:
             else:
                 self._expire_later(session)
         will, connection.will = connection.will, None
-        if will is not None and self.persistence is not None:
+        if will is None:
+            return
+        delay = connection.will_delay
+        if publish_will and delay and session is not None and session.connection is None \
+                and self.sessions.get(session.client_id) is session:
+            # The will waits for its Will Delay Interval or the end of the session, whichever
+            # comes first (§3.1.3.2.2); it stays in storage meanwhile, so a restart sends it.
+            session.will = will
+            session.will_at = when = self.now + delay
+            self._deadline_seq += 1
+            heapq.heappush(self._will_delays, (when, self._deadline_seq, session))
+            log.info("client %s: will to %r delayed %d s", connection.client_id, will.topic,
+                     delay)
+            return
+        if self.persistence is not None:
             self.persistence.storage.will_cleared(connection.client_id)
-        if publish_will and will is not None:
-            log.info("client %s: publishing its will to %r", connection.client_id, will.topic)
-            self.publish(will)
+        if publish_will:
+            self._publish_will(connection.client_id, will)
+
+    def _publish_will(self, client_id: str, will: Message) -> None:
+        """Publish a will now. Its Message Expiry Interval counts from now, not from the
+        CONNECT that carried it."""
+        log.info("client %s: publishing its will to %r", client_id, will.topic)
+        will.created = self.now
+        self.publish(will)
 
     def set_session_expiry(self, session: Session, expiry: int) -> None:
         """A (new) Session Expiry Interval from CONNECT or DISCONNECT: 0 ends the session with
@@ -220,6 +253,14 @@ class Broker:
             self.subscribe(session, topic_filter, granted & 0x03 | (V5_SUBSCRIBER if v5 else 0))
 
     def _discard_session(self, session: Session) -> None:
+        """End a session. A will still waiting for its delay goes out now: the session's end
+        comes first (§3.1.3.2.2)."""
+        will = session.will
+        if will is not None:
+            session.will = None
+            if self.persistence is not None:
+                self.persistence.storage.will_cleared(session.client_id)
+            self._publish_will(session.client_id, will)
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(topic_filter, session)
         session.subscriptions.clear()
@@ -494,6 +535,8 @@ class Broker:
         due."""
         self.now = now
         self._expire_sessions(now)
+        if self._will_delays:
+            self._publish_delayed_wills(now)
         heap = self._deadlines
         scheduled = self._scheduled
         for subscriber in list(self._stalled):
@@ -529,6 +572,19 @@ class Broker:
                 log.info("client %s: session expired after %d s", session.client_id,
                          session.expiry_interval)
                 self._discard_session(session)
+
+    def _publish_delayed_wills(self, now: float) -> None:
+        """Publish the wills whose Will Delay Interval ended with their client still away."""
+        delays = self._will_delays
+        while delays and delays[0][0] <= now:
+            when, _, session = heapq.heappop(delays)
+            will = session.will
+            if will is None or session.will_at != when:
+                continue  # cancelled by a reconnect or published when the session ended
+            session.will = None
+            if self.persistence is not None:
+                self.persistence.storage.will_cleared(session.client_id)
+            self._publish_will(session.client_id, will)
 
     # -- $SYS ----------------------------------------------------------------------------------
 
@@ -567,7 +623,10 @@ class Broker:
 
     def restore(self) -> LoadedState:
         """Rebuild sessions, queues, in-flight state and retained messages from storage, then
-        publish the wills of clients that were connected when the broker stopped."""
+        publish the wills of clients that were connected when the broker stopped.
+
+        A will that was waiting for its Will Delay Interval is published at once: the delay
+        is not stored, and the client's connection is gone either way."""
         persistence = self.persistence
         assert persistence is not None
         state = persistence.storage.load()
@@ -607,7 +666,8 @@ class Broker:
             log.info("client %s: publishing its will to %r (connected when the broker stopped)",
                      client_id, will.topic)
             persistence.storage.will_cleared(client_id)
-            self.publish(Message(will.topic, will.payload, will.qos, will.retain))
+            self.publish(Message(will.topic, will.payload, will.qos, will.retain,
+                                 created=self.now))
         return state
 
     # -- shutdown ------------------------------------------------------------------------------

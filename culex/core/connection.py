@@ -22,10 +22,11 @@ from ..protocol.codec import (
     decode_utf8,
     encode_connack,
     encode_suback,
+    encode_varint,
 )
 from ..protocol.errors import MalformedPacket, MQTTError, ProtocolError, UnacceptableProtocol
 from ..protocol.packets import SUBACK_FAILURE, ConnackCode, Connect, PacketType
-from ..protocol.properties import Properties
+from ..protocol.properties import Properties, PropertyId, read_varint
 from ..protocol.reader import Frame, FrameReader
 from ..protocol.reasons import ReasonCode, reason_name
 from ..protocol.topics import check_topic_name, filter_problem
@@ -37,6 +38,7 @@ from ..protocol.v5 import (
     encode_ack5,
     encode_connack5,
     encode_disconnect5,
+    publish_head_v5,
 )
 from . import connection5
 from .access import AuthRequest
@@ -101,6 +103,7 @@ class Connection:
         "packets_sent",
         "paused_since",
         "peer",
+        "problem_information",
         "protocol_level",
         "publish_tokens",
         "publishes_sent",
@@ -115,9 +118,13 @@ class Connection:
         "throttled_by",
         "tick_bytes",
         "tokens_at",
+        "topic_alias_max_out",
+        "topic_aliases_in",
+        "topic_aliases_out",
         "username",
         "v5",
         "will",
+        "will_delay",
         "write_paused",
     )
 
@@ -141,6 +148,14 @@ class Connection:
         self.receive_maximum = broker.limits.max_inflight_messages
         # The client's MQTT 5 Maximum Packet Size (0: none, as for every 3.1.1 client).
         self.max_packet_out = 0
+        # MQTT 5 Topic Aliases, per connection only [MQTT-3.3.2-7]: the client's (alias ->
+        # topic name, its bytes), made on its first aliased PUBLISH; and ours towards it (topic
+        # bytes -> alias, up to the client's Topic Alias Maximum; see AliasingConnection).
+        self.topic_aliases_in: dict[int, tuple[str, bytes]] | None = None
+        self.topic_aliases_out: dict[bytes, int] = {}
+        self.topic_alias_max_out = 0
+        # False when an MQTT 5 CONNECT said Request Problem Information 0 (see connection5).
+        self.problem_information = True
         self.keepalive = 0
         self.session: Session | None = None
         self.username: str | None = None
@@ -150,6 +165,8 @@ class Connection:
         # Packets that arrived behind a CONNECT still being authenticated.
         self._deferred: list[Frame] = []
         self.will: Message | None = None
+        # The will's MQTT 5 Will Delay Interval in seconds (0: published on close).
+        self.will_delay = 0
         self.outbox: list[bytes] = []
         self.flush_pending = False
         self.close_after_flush = False
@@ -257,6 +274,14 @@ class Connection:
             self.flush_pending = True
             self.broker.mark_ready(self)
 
+    def use_topic_aliases(self, maximum: int) -> None:
+        """The client accepts up to `maximum` Topic Aliases from us: from now on this
+        connection is an `AliasingConnection`. A class of its own, not a flag tested per
+        delivery, so that every other connection's `send_publish` is exactly the shared-frame
+        fast path it was."""
+        self.topic_alias_max_out = maximum
+        self.__class__ = AliasingConnection
+
     def acknowledge(self, frame: bytes) -> None:
         """PUBACK, PUBREC or PUBCOMP: a promise that what it acknowledges is safe, so with a
         durable store it leaves only after the commit that makes it true (and in order)."""
@@ -336,14 +361,18 @@ class Connection:
                     self.client_id, self.peer, exc)
         self.close(publish_will=True, reason=exc.reason_code)
 
-    def refuse(self, code: ConnackCode, reason: str) -> None:
+    def refuse(self, code: ConnackCode, reason: str, *, v5_code: int | None = None,
+               server_reference: str | None = None) -> None:
         """CONNACK with a failure code, then close [MQTT-3.2.2-5]; MQTT 5 clients get the
-        matching reason code and the reason as a Reason String."""
+        matching reason code (or `v5_code`, which 3.1.1 cannot say) and the reason as a Reason
+        String, which CONNACK may carry whatever Request Problem Information said."""
         if self.v5:
-            v5_code = connection5.REFUSAL_CODES[code]
+            if v5_code is None:
+                v5_code = connection5.REFUSAL_CODES[code]
             log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
                         self.peer, v5_code, reason_name(v5_code, PacketType.CONNACK), reason)
-            self.send(encode_connack5(False, v5_code, Properties(reason_string=reason)))
+            self.send(encode_connack5(False, v5_code, Properties(
+                reason_string=reason, server_reference=server_reference)))
         else:
             log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
                         self.peer, code, code.name.lower().replace("_", " "), reason)
@@ -426,6 +455,16 @@ class Connection:
             self.handlers = self._HANDLERS_V5
         if packet.client_id:
             self.client_id = packet.client_id
+        options = self.broker.mqtt5
+        if options.server_reference:
+            # Maintenance move: nobody is served here, so nobody is authenticated either.
+            moved = options.server_moved
+            self.refuse(ConnackCode.SERVER_UNAVAILABLE,
+                        f"{'server moved' if moved else 'use another server'}: "
+                        f"{options.server_reference}",
+                        v5_code=ReasonCode.SERVER_MOVED if moved else ReasonCode.USE_ANOTHER_SERVER,
+                        server_reference=options.server_reference)
+            return
         self._check_will(packet)
         refusal = self._connect_refusal(packet)
         if refusal is not None:
@@ -481,9 +520,16 @@ class Connection:
         if packet.will is not None:
             check_topic_name(packet.will.topic, self.broker.limits.max_topic_levels)
             will = packet.will
-            properties = getattr(will, "properties", None)
+            properties: Properties | None = getattr(will, "properties", None)
+            if properties is not None:
+                # The Will Delay Interval says when to publish; it is no PUBLISH property
+                # (the others are forwarded with the will [MQTT-3.1.3-10]).
+                self.will_delay = properties.will_delay_interval or 0
+                properties.will_delay_interval = None
+                if properties.is_empty():
+                    properties = None
             self.will = Message(will.topic, will.payload, will.qos, will.retain,
-                                properties=properties if properties else None)
+                                properties=properties)
 
     def _connect_refusal(self, packet: Connect | Connect5) -> tuple[ConnackCode, str] | None:
         limits = self.broker.limits
@@ -715,6 +761,71 @@ class Connection:
         PacketType.DISCONNECT: connection5.handle_disconnect,
         PacketType.AUTH: connection5.handle_auth,
     }
+
+
+_TOPIC_ALIAS_ID = bytes((PropertyId.TOPIC_ALIAS,))
+
+
+class AliasingConnection(Connection):
+    """An MQTT 5 connection whose client allowed Topic Aliases and the broker's
+    `topic_alias_out` policy is "first": the first topics sent get aliases, up to the client's
+    Topic Alias Maximum [MQTT-3.3.2-11], and keep them; other topics go as they are.
+
+    Aliasing happens here, as each PUBLISH is queued, rather than where frames are encoded:
+    so the frames shared by every other subscriber stay shared, and an alias is defined on
+    the wire by the first PUBLISH that really leaves with it, whatever the path (QoS 0, a QoS
+    2 delivery held until its commit, a re-send on reconnect). The rewrite costs one new head
+    and property block per PUBLISH; the payload piece is reused unless the PUBLISH came as a
+    single frame (QoS 0), whose tail is sliced.
+    """
+
+    __slots__ = ()
+
+    def send_publish(self, frames: list[bytes]) -> None:
+        head = frames[0]
+        first = head[0]
+        pos = 1
+        while head[pos] & 0x80:
+            pos += 1
+        start = pos + 3
+        stop = start + ((head[pos + 1] << 8) | head[pos + 2])
+        topic = head[start:stop]
+        aliases = self.topic_aliases_out
+        alias = aliases.get(topic)
+        if alias is None and len(aliases) >= self.topic_alias_max_out:
+            Connection.send_publish(self, frames)  # a full table keeps what it has
+            return
+        packet_id = b""
+        if len(frames) == 1:  # head, [packet id], properties and payload in one piece
+            if first & 0x06:
+                packet_id = head[stop:stop + 2]
+                stop += 2
+            length, body = read_varint(head, stop, len(head), "properties")
+            props = head[body:body + length]
+            payload = head[body + length:]
+        else:  # [head, [packet id], properties, payload] (Message.frames5)
+            if len(frames) == 4:
+                packet_id = frames[1]
+            length, body = read_varint(frames[-2], 0, len(frames[-2]), "properties")
+            props = frames[-2][body:]
+            payload = frames[-1]
+        new = alias is None
+        number = len(aliases) + 1 if alias is None else alias
+        # Properties may come in any order: the alias goes first, the rest follow unchanged.
+        block = (encode_varint(length + 3) + _TOPIC_ALIAS_ID + number.to_bytes(2, "big")
+                 + props)
+        aliased = [publish_head_v5(topic if new else b"", len(payload), first, block)]
+        if packet_id:
+            aliased.append(packet_id)
+        aliased += (block, payload)
+        limit = self.max_packet_out
+        if limit and sum(map(len, aliased)) > limit:
+            # The caller checked the frames as they were; an alias may add up to 4 bytes.
+            Connection.send_publish(self, frames)
+            return
+        if new:
+            aliases[topic] = number
+        Connection.send_publish(self, aliased)
 
 
 def validate_topic_name(topic_bytes: bytes, max_levels: int) -> str:

@@ -58,11 +58,12 @@ def negotiate(connection: Connection, packet: Connect5, assigned: bool) -> None:
     Maximum Packet Size, the features not available) and the values the server chose for it
     (an assigned id, a clamped keep alive). Absent properties would mean "no limit" or
     "available", so everything this broker does not do is said explicitly."""
-    limits = connection.broker.limits
+    broker = connection.broker
+    limits = broker.limits
     props = Properties(
         receive_maximum=limits.max_inflight_messages,
         maximum_packet_size=limits.max_packet_size,
-        topic_alias_maximum=0,
+        topic_alias_maximum=limits.max_topic_alias,
         retain_available=1,
         wildcard_subscription_available=1,
         subscription_identifier_available=0,
@@ -75,10 +76,20 @@ def negotiate(connection: Connection, packet: Connect5, assigned: bool) -> None:
     if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
         # MQTT 5 need not refuse: the client must use the Server Keep Alive [MQTT-3.2.2-21].
         packet.keepalive = props.server_keep_alive = limits.max_keepalive
-    connection.max_packet_out = packet.properties.maximum_packet_size or 0
-    client_maximum = packet.properties.receive_maximum
+    requested = packet.properties
+    connection.max_packet_out = requested.maximum_packet_size or 0
+    client_maximum = requested.receive_maximum
     if client_maximum is not None:
         connection.receive_maximum = min(connection.receive_maximum, client_maximum)
+    if requested.topic_alias_maximum and broker.mqtt5.topic_alias_out != "none":
+        connection.use_topic_aliases(requested.topic_alias_maximum)
+    # Request Problem Information 0: no Reason String or User Property on anything but
+    # PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
+    connection.problem_information = requested.request_problem_information != 0
+    prefix = broker.mqtt5.response_information
+    if prefix and requested.request_response_information == 1:
+        # Only when asked for: the server MUST NOT send it otherwise [MQTT-3.1.2-28].
+        props.response_information = prefix + packet.client_id
     connection.connack_properties = props
 
 
@@ -113,12 +124,36 @@ def _protocol_error(message: str, rule: str, reason_code: int) -> MQTTError:
     return error
 
 
+def _aliased_topic(connection: Connection, alias: int, topic: str) -> tuple[str, bytes]:
+    """The topic of a PUBLISH with a Topic Alias: with a topic name it (re)defines the alias,
+    with an empty one it uses the alias. Mappings live and die with the connection
+    [MQTT-3.3.2-7]."""
+    broker = connection.broker
+    maximum = broker.limits.max_topic_alias
+    if not 0 < alias <= maximum:
+        raise _protocol_error(f"Topic Alias {alias} outside 1..{maximum}",
+                              "MQTT-3.3.2-8" if not alias else "MQTT-3.3.2-9",
+                              ReasonCode.TOPIC_ALIAS_INVALID)
+    aliases = connection.topic_aliases_in
+    if not topic:
+        known = aliases.get(alias) if aliases is not None else None
+        if known is None:
+            raise _protocol_error(f"Topic Alias {alias} used before a topic was set for it",
+                                  "§3.3.2.3.4", ReasonCode.PROTOCOL_ERROR)
+        return known
+    topic_bytes = topic.encode()
+    name = broker.topic_names.get(topic_bytes)
+    if name is None:
+        name = broker.learn_topic_name(topic_bytes)  # an invalid topic defines nothing
+    if aliases is None:
+        aliases = connection.topic_aliases_in = {}
+    aliases[alias] = known = (name, topic_bytes)
+    return known
+
+
 def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -> None:
     packet = _decode(connection, first, frame, pos, Publish5)
     props = packet.properties
-    if props.topic_alias is not None:
-        raise _protocol_error("Topic Alias sent, but Topic Alias Maximum is 0",
-                              "MQTT-3.3.2-9", ReasonCode.TOPIC_ALIAS_INVALID)
     broker = connection.broker
     bad_format = props.payload_format_indicator == 1 and broker.limits.check_payload_format \
         and not _is_utf8(packet.payload)
@@ -130,10 +165,17 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
                               f"{broker.limits.max_qos}", "§3.2.2.3.4",
                               ReasonCode.QOS_NOT_SUPPORTED)
     session = _session(connection)
-    topic_bytes = packet.topic.encode()
-    topic = broker.topic_names.get(topic_bytes)
-    if topic is None:
-        topic = broker.learn_topic_name(topic_bytes)
+    alias = props.topic_alias
+    if alias is None:
+        topic_bytes = packet.topic.encode()
+        topic = broker.topic_names.get(topic_bytes)
+        if topic is None:
+            if not topic_bytes:
+                raise _protocol_error("empty topic name without a Topic Alias", "§3.3.2.3.4",
+                                      ReasonCode.PROTOCOL_ERROR)
+            topic = broker.learn_topic_name(topic_bytes)
+    else:
+        topic, topic_bytes = _aliased_topic(connection, alias, packet.topic)
     qos = packet.qos
     packet_id = packet.packet_id
     broker.publishes_received += 1
@@ -151,9 +193,12 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
     elif qos == 2 and not session.inbound_received(packet_id):
         pass  # a retransmission: routed when it first arrived
     elif first == QOS0_PLAIN and props.is_empty():
-        # The same frame suits every MQTT 5 subscriber without options: forward it.
+        # The same frame suits every MQTT 5 subscriber without options: forward it. (A Topic
+        # Alias is a property, so an aliased PUBLISH never takes this path.)
         broker.forward(topic, frame, connection)
     else:
+        if alias is not None:
+            props.topic_alias = None  # the publisher's own shorthand, never forwarded
         reason = broker.publish(Message(
             topic, packet.payload, qos, packet.retain, topic_bytes=topic_bytes,
             properties=None if props.is_empty() else props, created=broker.now), connection)
@@ -161,7 +206,28 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
             session.inbound_released(packet_id)  # a failed PUBREC ends the exchange
     if qos:
         connection.acknowledge(encode_ack5(PacketType.PUBACK if qos == 1 else PacketType.PUBREC,
-                                           packet_id, reason))
+                                           packet_id, reason,
+                                           _problem(connection, reason) if reason >= 0x80
+                                           else None))
+
+
+# Why a PUBACK/PUBREC says no, for its Reason String: the code alone does not tell a client
+# whether to fix its payload, its topic or its pace.
+_PUBLISH_PROBLEMS: Final[dict[int, str]] = {
+    ReasonCode.NOT_AUTHORIZED: "not authorized to publish to this topic",
+    ReasonCode.PAYLOAD_FORMAT_INVALID: "payload is not UTF-8, as its Payload Format "
+                                       "Indicator says",
+    ReasonCode.QUOTA_EXCEEDED: "a subscriber's queue is full",
+}
+
+
+def _problem(connection: Connection, reason: int) -> Properties | None:
+    """The Reason String of a failure ack, unless the client's CONNECT said Request Problem
+    Information 0: then acks carry none [MQTT-3.1.2-29]."""
+    text = _PUBLISH_PROBLEMS.get(reason)
+    if text is None or not connection.problem_information:
+        return None
+    return Properties(reason_string=text)
 
 
 def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:

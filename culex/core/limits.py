@@ -55,6 +55,10 @@ class Limits:
     # MQTT 5 clients announced in CONNACK and enforced on their PUBLISHes (DISCONNECT 0x9B).
     # Below 2 it spares the broker the QoS 2 state for clients that do not need it.
     max_qos: int = 2
+    # Topic Aliases an MQTT 5 client may define towards the broker (its CONNACK's Topic Alias
+    # Maximum; 0 turns inbound aliases off). Each costs one topic name of memory per
+    # connection, so the bound caps what a client can make us hold.
+    max_topic_alias: int = 10
 
     def problems(self) -> list[str]:
         """Human-readable reasons this set of limits is unusable (empty when valid)."""
@@ -87,6 +91,8 @@ class Limits:
             found.append("max_write_buffer must be at least 1024")
         if not 0 <= self.max_qos <= 2:
             found.append("max_qos must be 0, 1 or 2")
+        if not 0 <= self.max_topic_alias <= 65535:
+            found.append("max_topic_alias must be between 0 and 65535")
         if self.stalled_reader_timeout < 0:
             found.append("stalled_reader_timeout must be 0 or more")
         return found

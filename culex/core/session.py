@@ -63,6 +63,8 @@ class Session:
         "subscriptions",
         "username",
         "v5",
+        "will",
+        "will_at",
     )
 
     def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int, *,
@@ -103,6 +105,10 @@ class Session:
         # True while the queue is full, so the overflow is logged once per episode, not per drop.
         self.overflowing = False
         self._next_packet_id = 1
+        # The will of the session's last connection while it waits for its Will Delay
+        # Interval (the broker publishes it at `will_at`, or when the session ends).
+        self.will: Message | None = None
+        self.will_at = 0.0
 
     def __repr__(self) -> str:
         return f"Session({self.client_id!r})"

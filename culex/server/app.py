@@ -121,7 +121,7 @@ async def serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     storage = open_storage(config, loop)
     broker = Broker(config.limits, sys_interval=config.sys_interval, storage=storage,
-                    now=loop.time())
+                    now=loop.time(), mqtt5=config.mqtt5)
     if storage is not None:
         started = time.monotonic()
         state = broker.restore()

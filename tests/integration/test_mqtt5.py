@@ -88,7 +88,7 @@ def test_connack_properties_announce_limits_and_features(broker_factory: BrokerF
         assert connack.AssignedClientIdentifier.startswith("culex-")
         assert connack.ReceiveMaximum == 7
         assert connack.MaximumPacketSize == 100_000
-        assert connack.TopicAliasMaximum == 0
+        assert connack.TopicAliasMaximum == 10
         assert connack.RetainAvailable == 1
         assert connack.WildcardSubscriptionAvailable == 1
         assert connack.SubscriptionIdentifierAvailable == 0
@@ -276,7 +276,7 @@ def test_packet_too_large_0x95(broker_factory: BrokerFactory) -> None:
 @pytest.mark.parametrize(("data", "reason"), [
     (b"\x36\x06\x00\x01t\x00\x01x", 0x81),                    # PUBLISH at QoS 3
     (encode_connect5(Connect5("again")), 0x82),              # second CONNECT
-    (encode_publish5(Publish5("t", b"", properties=Properties(topic_alias=1))), 0x94),
+    (encode_publish5(Publish5("t", b"", properties=Properties(topic_alias=11))), 0x94),
     (b"\xf0\x00", 0x82),                                      # AUTH without enhanced auth
 ], ids=["malformed", "protocol-error", "topic-alias", "auth"])
 def test_protocol_violations_get_disconnect_with_reason(clients: Clients, data: bytes,

@@ -13,6 +13,7 @@ from typing import Any
 from culex.core.broker import Broker
 from culex.core.connection import Connection
 from culex.core.limits import Limits
+from culex.core.options import Mqtt5Options
 from culex.protocol.codec import (
     DISCONNECT,
     PINGREQ,
@@ -73,9 +74,9 @@ class Harness:
     """A broker plus the fake clock every client of it shares."""
 
     def __init__(self, limits: Limits | None = None, *, sys_interval: float = 0.0,
-                 now: float = 0.0) -> None:
+                 now: float = 0.0, mqtt5: Mqtt5Options | None = None) -> None:
         self.now = now
-        self.broker = Broker(limits, sys_interval=sys_interval, now=now)
+        self.broker = Broker(limits, sys_interval=sys_interval, now=now, mqtt5=mqtt5)
         self._peers = 0
 
     def client(self, peer: str | None = None) -> FakeClient:

@@ -8,6 +8,7 @@ import pytest
 
 from culex.config import Config, ConfigError, Listener, load_config, parse_config
 from culex.core.limits import Limits
+from culex.core.options import Mqtt5Options
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,10 @@ def test_full_config() -> None:
         "listeners": [{"host": "127.0.0.1", "port": 1884}, {"host": "::1", "port": 1885}],
         "limits": {"max_packet_size": 2048, "max_inflight_messages": 5, "connect_timeout": 2},
         "logging": {"level": "debug", "format": "json"},
+        "mqtt5": {"topic_alias_out": "none", "response_information": "re/",
+                  "server_reference": "b:1883", "server_moved": True},
     }, "x.toml")
+    assert config.mqtt5 == Mqtt5Options("none", "re/", "b:1883", True)
     assert config.sys_interval == 5.0
     assert config.listeners[1] == Listener("::1", 1885)
     assert config.limits == Limits(max_packet_size=2048, max_inflight_messages=5,
@@ -57,6 +61,10 @@ def test_full_config() -> None:
     ({"listeners": [{"max_connections": 0}]}, "listeners[0].max_connections: must be -1"),
     ({"sys_interval": -1}, "sys_interval: must be 0 (off) or positive"),
     ({"limits": 3}, "limits: expected a table"),
+    ({"limits": {"max_topic_alias": 65536}}, "max_topic_alias must be between 0 and 65535"),
+    ({"mqtt5": {"topic_alias_out": "lru"}}, "mqtt5: topic_alias_out must be one of none, first"),
+    ({"mqtt5": {"server_moved": True}}, "mqtt5: server_moved needs server_reference"),
+    ({"mqtt5": {"server": "x"}}, "x.toml: mqtt5.server: unknown key"),
 ])
 def test_bad_values_are_named(data: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as caught:

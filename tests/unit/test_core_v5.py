@@ -76,7 +76,7 @@ def test_connack_assigns_an_id_and_clamps_keep_alive() -> None:
     assert props.receive_maximum == 5
     assert (props.topic_alias_maximum, props.retain_available,
             props.subscription_identifier_available,
-            props.shared_subscription_available) == (0, 1, 0, 0)
+            props.shared_subscription_available) == (10, 1, 0, 0)
 
 
 def test_v5_empty_id_allowed_without_clean_start() -> None:
@@ -202,7 +202,8 @@ def test_sys_publish_is_not_authorized() -> None:
     harness = Harness()
     pub = client5(harness, "pub")
     pub.send(encode_publish5(Publish5("$SYS/x", b"", 1, packet_id=4)))
-    assert pub.received_packets5() == [Puback5(4, 0x87)]
+    assert pub.received_packets5() == [
+        Puback5(4, 0x87, Properties(reason_string="not authorized to publish to this topic"))]
 
 
 # -- subscription options -------------------------------------------------------------------------
@@ -267,8 +268,10 @@ def test_payload_format_indicator_1_requires_utf8(check: bool) -> None:
     pub.send(encode_publish5(Publish5("pf/ok", "é".encode(), 1, packet_id=1, properties=utf8)))
     pub.send(encode_publish5(Publish5("pf/bad", b"\xff", 1, packet_id=2, properties=utf8)))
     pub.send(encode_publish5(Publish5("pf/bin", b"\xff", 1, packet_id=3)))
-    assert pub.received_packets5() == [Puback5(1), Puback5(2, 0x99 if check else 0),
-                                       Puback5(3)]
+    refused = Properties(reason_string="payload is not UTF-8, as its Payload Format "
+                                       "Indicator says")
+    assert pub.received_packets5() == [Puback5(1), Puback5(2, 0x99, refused) if check
+                                       else Puback5(2), Puback5(3)]
     expected = ["pf/ok", "pf/bin"] if check else ["pf/ok", "pf/bad", "pf/bin"]
     assert [p.topic for p in publishes5(sub)] == expected
     pub.send(encode_publish5(Publish5("pf/bad", b"\xff", properties=utf8)))  # QoS 0
