@@ -260,6 +260,7 @@ UNSUPPORTED_VERSION = 0x84
 NOT_AUTHORIZED = 0x87
 TOPIC_FILTER_INVALID = 0x8F
 TOPIC_NAME_INVALID = 0x90
+TOPIC_ALIAS_INVALID = 0x94
 ID_NOT_FOUND = 0x92
 RECEIVE_MAXIMUM_EXCEEDED = 0x93
 PACKET_TOO_LARGE = 0x95
@@ -429,6 +430,24 @@ def _cases() -> list[Case]:
         # 24. A zero-length topic without a Topic Alias is a Protocol Error (§3.3.2.1).
         Case5("v5-publish-empty-topic", "24", publish5("", b"x"), perr),
         Case5("v5-publish-qos1-empty-topic", "24", publish5("", b"x", qos=1), perr),
+        # 25. Topic Alias 0 or above the Topic Alias Maximum we announced (10): 0x94
+        # [MQTT-3.3.2-8, -9]; an empty topic with an alias never set: Protocol Error
+        # [MQTT-3.3.2-12]. A set alias then used is answered as usual (the control row).
+        Case5("v5-publish-topic-alias-0", "25",
+              publish5("a/b", b"x", properties=props(p_u16(TOPIC_ALIAS, 0))),
+              disconnect(TOPIC_ALIAS_INVALID)),
+        Case5("v5-publish-topic-alias-above-maximum", "25",
+              publish5("a/b", b"x", qos=1, properties=props(p_u16(TOPIC_ALIAS, 11))),
+              disconnect(TOPIC_ALIAS_INVALID)),
+        Case5("v5-publish-empty-topic-unknown-alias", "25",
+              publish5("", b"x", properties=props(p_u16(TOPIC_ALIAS, 3))), perr),
+        Case5("v5-publish-alias-set-elsewhere-then-unknown", "25",
+              publish5("a/b", b"x", properties=props(p_u16(TOPIC_ALIAS, 1)))
+              + publish5("", b"x", properties=props(p_u16(TOPIC_ALIAS, 2))), perr),
+        Case5("v5-publish-alias-set-then-used", "25",
+              publish5("a/b", b"x", qos=1, mid=1, properties=props(p_u16(TOPIC_ALIAS, 1)))
+              + publish5("", b"y", qos=1, mid=2, properties=props(p_u16(TOPIC_ALIAS, 1))),
+              replies(reply(PUBACK, 1, NO_SUBSCRIBERS), reply(PUBACK, 2, NO_SUBSCRIBERS))),
         # 26. Misplaced wildcards: SUBACK 0x8F for that filter (§3.9.3), others granted.
         Case5("v5-subscribe-filter-a-hash-b", "26", subscribe5(1, [("a/#/b", 0)]),
               replies(reply(SUBACK, 1, TOPIC_FILTER_INVALID))),
