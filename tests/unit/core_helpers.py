@@ -140,6 +140,10 @@ class FakeClient:
         assert self._reader.error is None, self._reader.error
         return frames
 
+    def received_frames(self) -> list[bytes]:
+        """The raw frames that reached this sink since the last call (exact bytes)."""
+        return [frame for _, frame, _ in self._new_frames()]
+
     def received_packets(self) -> list[Packet]:
         """Flush the broker and decode every packet that reached this sink since the last call."""
         packets = self._backlog

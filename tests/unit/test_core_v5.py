@@ -293,3 +293,36 @@ def test_max_qos_is_announced_granted_and_enforced() -> None:
     client.send(encode_publish5(Publish5("m/t", b"", 2, packet_id=1)))
     assert client.received_packets5() == [Disconnect5(0x9B)]
     assert client.closed
+
+
+# -- the QoS 0 fast path ----------------------------------------------------------------------
+
+def test_plain_qos0_publishes_are_forwarded_as_they_are_once_the_topic_is_known() -> None:
+    """The first PUBLISH to a topic takes the full decode (which validates and caches the
+    name); the next ones skip decoding and reach the subscriber byte for byte. A `$SYS` topic
+    is refused on both paths, and a frame with properties never takes the shortcut."""
+    harness = Harness()
+    pub, sub = client5(harness, "pub"), client5(harness, "sub")
+    assert subscribe5(sub, Subscription("#", 0), Subscription("$SYS/#", 0)) == [0, 0]
+    sub.received_packets5()
+    plain = [encode_publish5(Publish5("a/b", b"%d" % index)) for index in range(3)]
+    for frame in plain:
+        pub.send(frame)
+    assert sub.received_frames() == plain
+    for _ in range(2):
+        pub.send(encode_publish5(Publish5("$SYS/fake", b"x")))
+    with_properties = encode_publish5(Publish5("a/b", b"p", properties=Properties(
+        content_type="text/plain")))
+    pub.send(with_properties)
+    assert sub.received_frames() == [with_properties]
+    assert not pub.closed
+
+
+def test_fast_path_leaves_a_truncated_publish_to_the_full_decode() -> None:
+    """A known topic whose property block is cut off is still malformed (DISCONNECT 0x81)."""
+    harness = Harness()
+    pub = client5(harness, "pub")
+    pub.send(encode_publish5(Publish5("a/b", b"x")))
+    pub.send(b"\x30\x05\x00\x03a/b")  # the topic, then no property length at all
+    assert pub.closed
+    assert pub.received_packets5()[-1] == Disconnect5(0x81)
