@@ -86,7 +86,16 @@ def check_config(path: Path) -> int:
         print(f"culex: {exc}", file=sys.stderr)
         return 1
     users = len(passwords) if passwords is not None else 0
-    print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s), "
+    methods = config.auth.enhanced_methods
+    enhanced = ""
+    if methods:
+        scram_users = len(passwords.scram_users()) if passwords is not None else 0
+        enhanced = f", enhanced auth {'/'.join(methods)} ({scram_users} SCRAM user(s))"
+        if not scram_users:
+            print(f"culex: warning: {path}: auth.enhanced_methods: {config.auth.password_file} "
+                  "has no SCRAM entries (`culex passwd --scram`): every SCRAM login will fail",
+                  file=sys.stderr)
+    print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s){enhanced}, "
           f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability})")
     return 0
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .auth.scram import METHOD as SCRAM_SHA_256
 from .core.limits import Limits
 from .core.options import Mqtt5Options
 
@@ -104,6 +105,30 @@ class AuthConfig:
     password_file: str = ""
     # Mosquitto-style ACL file; when set, what it does not grant is denied.
     acl_file: str = ""
+    # MQTT 5 enhanced authentication methods offered (§4.12). Empty: none, and a CONNECT with an
+    # Authentication Method gets CONNACK 0x8C. "SCRAM-SHA-256" checks the password file's SCRAM
+    # entries (`culex passwd --scram`), so it needs password_file.
+    enhanced_methods: tuple[str, ...] = ()
+
+    def problems(self) -> list[str]:
+        found = []
+        for name in ("password_file", "acl_file"):
+            value = getattr(self, name)
+            if value and not Path(value).is_file():
+                found.append(f"{name}: {value}: no such file")
+        for method in self.enhanced_methods:
+            if method not in ENHANCED_METHODS:
+                found.append(f"enhanced_methods: {method!r} is not supported (supported: "
+                             f"{', '.join(ENHANCED_METHODS)})")
+        if len(set(self.enhanced_methods)) != len(self.enhanced_methods):
+            found.append("enhanced_methods: a method is listed twice")
+        if SCRAM_SHA_256 in self.enhanced_methods and not self.password_file:
+            found.append(f"enhanced_methods: {SCRAM_SHA_256} needs password_file (its SCRAM "
+                         "entries are made by `culex passwd --scram`)")
+        return found
+
+
+ENHANCED_METHODS = (SCRAM_SHA_256,)
 
 
 def is_loopback(host: str) -> bool:
@@ -130,11 +155,15 @@ class Config:
 # Field annotations are strings (postponed evaluation); TOML has no null, so an optional field
 # can only be given its non-None type.
 _KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool,
-                           "bool | None": bool}
+                           "bool | None": bool, "tuple[str, ...]": list}
 
 
 def _typed(value: Any, expected: str, where: str) -> Any:
     kind = _KINDS[expected]
+    if kind is list:  # a TOML array of strings, kept as an immutable tuple
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{where}: expected an array of strings, got {value!r}")
+        return tuple(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -203,10 +232,9 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         kwargs["storage"] = storage
     if "auth" in data:
         auth = _build(AuthConfig, data["auth"], f"{source}: auth")
-        for name in ("password_file", "acl_file"):
-            value = getattr(auth, name)
-            if value and not Path(value).is_file():
-                raise ConfigError(f"{source}: auth.{name}: {value}: no such file")
+        problems = auth.problems()
+        if problems:
+            raise ConfigError(f"{source}: auth.{problems[0]}")
         kwargs["auth"] = auth
     if "sys_interval" in data:
         interval = _typed(data["sys_interval"], "float", f"{source}: sys_interval")

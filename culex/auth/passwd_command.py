@@ -1,7 +1,12 @@
 """`culex passwd`: add, change or delete a user in a password file (like mosquitto_passwd).
 
-    culex passwd [-c] [--scheme S] [--password-stdin] FILE USER   add USER or change its password
-    culex passwd -D FILE USER                                      delete USER
+    culex passwd [-c] [--scheme S] [--scram [--scram-iterations N]] [--password-stdin] FILE USER
+                                   add USER or change its password
+    culex passwd -D FILE USER      delete USER
+
+`--scram` also stores SCRAM-SHA-256 credentials, so the user can log in with MQTT 5 enhanced
+authentication (method "SCRAM-SHA-256") as well as with a CONNECT password. Without it a changed
+password drops any SCRAM entry the user had: it was made from the old password.
 
 `-c` creates FILE, replacing any existing one (as mosquitto_passwd does); without it FILE must
 exist, so a typo in the path cannot silently start a new, nearly empty file. The password is
@@ -19,7 +24,14 @@ import getpass
 import sys
 from pathlib import Path
 
-from .passwords import SCHEMES, SCRYPT, PasswordFile, PasswordFileError, params_for_scheme
+from .passwords import (
+    DEFAULT_SCRAM_ITERATIONS,
+    SCHEMES,
+    SCRYPT,
+    PasswordFile,
+    PasswordFileError,
+    params_for_scheme,
+)
 
 PROG = "culex passwd"
 
@@ -36,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read the password from one line of standard input")
     parser.add_argument("--scheme", choices=SCHEMES, default=SCRYPT,
                         help="password hash for new or changed users (default: %(default)s)")
+    parser.add_argument("--scram", action="store_true",
+                        help="also store SCRAM-SHA-256 credentials (MQTT 5 enhanced "
+                        "authentication)")
+    parser.add_argument("--scram-iterations", type=int, metavar="N",
+                        help="PBKDF2 iterations of the SCRAM entry, which every client login "
+                        f"repeats (default: {DEFAULT_SCRAM_ITERATIONS}, at least 4096)")
     parser.add_argument("file", metavar="FILE", type=Path, help="the password file")
     parser.add_argument("user", metavar="USER", help="the user name")
 
@@ -57,6 +75,8 @@ def _run(args: argparse.Namespace) -> None:
     user: str = args.user
     if args.delete and (args.create or args.password_stdin):
         raise PasswdError("-D cannot be combined with -c or --password-stdin")
+    if args.scram_iterations is not None and not args.scram:
+        raise PasswdError("--scram-iterations needs --scram")
     try:
         # argv that is not UTF-8 arrives with surrogate escapes, which the file cannot hold.
         user.encode("utf-8")
@@ -77,7 +97,9 @@ def _run(args: argparse.Namespace) -> None:
     else:
         password = _read_stdin() if args.password_stdin else _prompt()
         try:
-            passwords.set(user, password, params_for_scheme(args.scheme))
+            passwords.set(user, password, params_for_scheme(args.scheme),
+                          (args.scram_iterations or DEFAULT_SCRAM_ITERATIONS) if args.scram
+                          else None)
         except ValueError as exc:
             raise PasswdError(str(exc)) from None
     try:

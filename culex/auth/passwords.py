@@ -4,6 +4,17 @@ Format (blank lines and lines starting with `#` are ignored and kept on save)::
 
     alice:$scrypt$n=16384,r=8,p=1$<salt base64>$<key base64>
     bob:$pbkdf2-sha512$210000$<salt base64>$<key base64>
+    carol:$scrypt$n=16384,r=8,p=1$<salt>$<key>:$scram-sha-256$i=600000$<salt>$<StoredKey>$<ServerKey>
+
+A user may carry a second, optional field after another `:`: SCRAM-SHA-256 credentials (RFC
+5802/7677) for MQTT 5 enhanced authentication, written by `culex passwd --scram`. The scrypt or
+PBKDF2 hash cannot serve SCRAM (the client must be able to derive the same SaltedPassword), so
+SCRAM needs its own entry: the iteration count and salt of PBKDF2-HMAC-SHA256, and StoredKey =
+H(HMAC(SaltedPassword, "Client Key")) and ServerKey = HMAC(SaltedPassword, "Server Key"). Neither
+key lets anyone log in, but both are guessable offline at PBKDF2-SHA256 speed, which is cheaper
+for an attacker than scrypt: that is why SCRAM entries are opt-in per user. Both fields come from
+the same password, and changing a password without `--scram` drops the SCRAM entry, so an old
+password can never stay valid through the other mechanism.
 
 Both schemes are memory- or CPU-hard key derivations from `hashlib` (OpenSSL), so a stolen file
 costs an attacker ~50-100 ms per guess per core. scrypt is the default (memory-hard: GPUs gain
@@ -33,6 +44,7 @@ from pathlib import Path
 SCRYPT = "scrypt"
 PBKDF2_SHA512 = "pbkdf2-sha512"
 SCHEMES = (SCRYPT, PBKDF2_SHA512)
+SCRAM_SHA_256 = "scram-sha-256"
 
 SALT_BYTES = 16
 KEY_BYTES = 32
@@ -46,6 +58,12 @@ MAX_PBKDF2_ITERATIONS = 10_000_000
 MIN_SALT_BYTES = 8
 MIN_KEY_BYTES = 16
 MAX_KEY_BYTES = 64
+# RFC 7677 §4: the iteration count SHOULD be at least 4096. The client derives SaltedPassword on
+# every login (the broker never does), so the default follows OWASP's 2023 figure for
+# PBKDF2-HMAC-SHA256 and `culex passwd --scram-iterations` can lower it for small devices.
+MIN_SCRAM_ITERATIONS = 4096
+DEFAULT_SCRAM_ITERATIONS = 600_000
+SCRAM_KEY_BYTES = 32  # SHA-256 output: StoredKey and ServerKey
 
 
 class PasswordFileError(Exception):
@@ -200,6 +218,63 @@ def _derive(params: HashParams, salt: bytes, password: bytes, length: int) -> by
     return hashlib.pbkdf2_hmac("sha512", password, salt, params.iterations, length)
 
 
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    return hmac.new(key, message, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ScramCredential:
+    """What the server keeps for SCRAM-SHA-256 (RFC 5802 §3): enough to check a client's proof
+    and to prove itself, not enough to log in as the user (that needs ClientKey)."""
+
+    iterations: int
+    salt: bytes
+    stored_key: bytes
+    server_key: bytes
+
+    @classmethod
+    def create(cls, password: bytes, iterations: int = DEFAULT_SCRAM_ITERATIONS,
+               salt: bytes | None = None) -> ScramCredential:
+        problem = _scram_iterations_problem(iterations)
+        if problem:
+            raise ValueError(problem)
+        salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+        salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+        client_key = hmac_sha256(salted, b"Client Key")
+        return cls(iterations, salt, hashlib.sha256(client_key).digest(),
+                   hmac_sha256(salted, b"Server Key"))
+
+    @classmethod
+    def parse(cls, text: str) -> ScramCredential:
+        """Parse `$scram-sha-256$i=N$salt$storedkey$serverkey`; ValueError says what is wrong."""
+        parts = text.split("$")
+        if len(parts) != 6 or parts[0] or parts[1] != SCRAM_SHA_256 \
+                or not parts[2].startswith("i="):
+            raise ValueError(f"SCRAM entry is not ${SCRAM_SHA_256}$i=..$salt$storedkey$serverkey")
+        iterations = _int(parts[2][2:], "SCRAM iterations")
+        problem = _scram_iterations_problem(iterations)
+        if problem:
+            raise ValueError(problem)
+        salt = _unb64(parts[3], "SCRAM salt")
+        if len(salt) < MIN_SALT_BYTES:
+            raise ValueError(f"SCRAM salt is {len(salt)} bytes, need at least {MIN_SALT_BYTES}")
+        keys = [_unb64(parts[4], "SCRAM StoredKey"), _unb64(parts[5], "SCRAM ServerKey")]
+        if any(len(key) != SCRAM_KEY_BYTES for key in keys):
+            raise ValueError(f"SCRAM StoredKey and ServerKey must be {SCRAM_KEY_BYTES} bytes")
+        return cls(iterations, salt, keys[0], keys[1])
+
+    def encode(self) -> str:
+        return (f"${SCRAM_SHA_256}$i={self.iterations}${_b64(self.salt)}"
+                f"${_b64(self.stored_key)}${_b64(self.server_key)}")
+
+
+def _scram_iterations_problem(iterations: int) -> str | None:
+    if not MIN_SCRAM_ITERATIONS <= iterations <= MAX_PBKDF2_ITERATIONS:
+        return (f"SCRAM iterations={iterations} out of range "
+                f"{MIN_SCRAM_ITERATIONS}..{MAX_PBKDF2_ITERATIONS}")
+    return None
+
+
 def check_username(username: str) -> str | None:
     """Why a user name cannot be stored in the file, or None when it can.
 
@@ -224,6 +299,7 @@ class PasswordFile:
 
     def __init__(self) -> None:
         self._hashes: dict[str, PasswordHash] = {}
+        self._scram: dict[str, ScramCredential] = {}
         # Each line of the file: (text, is_user). For users the text is the name and the hash is
         # looked up at save time, so set() updates in place and delete() drops the line.
         self._layout: list[tuple[str, bool]] = []
@@ -265,8 +341,12 @@ class PasswordFile:
             if username in result._hashes:
                 # Two entries for one user is ambiguous: which password is meant?
                 raise PasswordFileError(source, number, f"user {username!r} appears twice")
+            # Neither a hash nor base64 contains ':', so a second one starts the SCRAM field.
+            hash_text, _, scram_text = hash_text.partition(":")
             try:
                 result._hashes[username] = PasswordHash.parse(hash_text.strip())
+                if scram_text.strip():
+                    result._scram[username] = ScramCredential.parse(scram_text.strip())
             except ValueError as exc:
                 raise PasswordFileError(source, number, f"user {username!r}: {exc}") from None
             result._layout.append((username, True))
@@ -282,6 +362,14 @@ class PasswordFile:
         """User names in file order."""
         return list(self._hashes)
 
+    def scram_users(self) -> list[str]:
+        """The users who can log in with SCRAM-SHA-256, in file order."""
+        return [user for user in self._hashes if user in self._scram]
+
+    def scram(self, username: str) -> ScramCredential | None:
+        """This user's SCRAM-SHA-256 credentials, or None (unknown user, or no SCRAM entry)."""
+        return self._scram.get(username)
+
     def verify(self, username: str, password: bytes) -> bool:
         """Whether `password` is this user's. Slow (~50 ms) by design: call it off the loop.
 
@@ -294,28 +382,42 @@ class PasswordFile:
             return False
         return stored.matches(password)
 
-    def set(self, username: str, password: bytes, params: HashParams = DEFAULT_PARAMS) -> None:
-        """Add the user or change their password (fresh salt), hashed with `params`."""
+    def set(self, username: str, password: bytes, params: HashParams = DEFAULT_PARAMS,
+            scram_iterations: int | None = None) -> None:
+        """Add the user or change their password (fresh salt), hashed with `params`, and with
+        SCRAM-SHA-256 credentials when `scram_iterations` is given. Without it any previous
+        SCRAM entry is dropped: it was made from the old password."""
         problem = check_username(username)
         if problem:
             raise ValueError(problem)
+        scram = (ScramCredential.create(password, scram_iterations)
+                 if scram_iterations is not None else None)
+        password_hash = PasswordHash.create(password, params)
         if username not in self._hashes:
             self._layout.append((username, True))
-        self._hashes[username] = PasswordHash.create(password, params)
+        self._hashes[username] = password_hash
+        self._scram.pop(username, None)
+        if scram is not None:
+            self._scram[username] = scram
         self._dummy = None
 
     def delete(self, username: str) -> bool:
         """Remove the user; False when there was no such user."""
         if self._hashes.pop(username, None) is None:
             return False
+        self._scram.pop(username, None)
         self._layout.remove((username, True))
         self._dummy = None
         return True
 
     def dumps(self) -> bytes:
-        lines = [f"{text}:{self._hashes[text].encode()}" if is_user else text
-                 for text, is_user in self._layout]
+        lines = [f"{text}:{self._hashes[text].encode()}{self._scram_field(text)}" if is_user
+                 else text for text, is_user in self._layout]
         return "".join(line + "\n" for line in lines).encode("utf-8")
+
+    def _scram_field(self, username: str) -> str:
+        scram = self._scram.get(username)
+        return f":{scram.encode()}" if scram is not None else ""
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically with mode 0600: readers see the old file or the new, never half.

@@ -1,15 +1,23 @@
-"""Who may connect: the authenticator interface the core asks, asynchronously, at CONNECT.
+"""Who may connect: the authenticator interfaces the core asks, asynchronously, at CONNECT.
 
 Checking a password is slow on purpose (scrypt), so the core never waits for it: it hands an
 `AuthRequest` to the authenticator with a callback, stops reading from that connection, and
 resumes when the answer (a CONNACK return code) arrives. The transport layer provides the real
 authenticator, which verifies in a thread; tests provide one that answers at once.
+
+MQTT 5 enhanced authentication is a conversation instead of one answer: the CONNECT names an
+Authentication Method, and the `EnhancedAuthenticator` opens an `AuthExchange` for it that is
+fed each client message and answers continue (AUTH 0x18 with its data), success or failure.
+The core owns the protocol rules (which packets may arrive when, the method staying the same,
+the connect timeout); the exchange owns only the mechanism, so a new one (Kerberos, OAuth
+tokens) plugs in without touching the state machine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 
@@ -29,3 +37,46 @@ AuthDone = Callable[[int], None]
 
 class Authenticator(Protocol):
     def authenticate(self, request: AuthRequest, done: AuthDone) -> None: ...
+
+
+# -- MQTT 5 enhanced authentication (§4.12) ----------------------------------------------------
+
+class Outcome(Enum):
+    CONTINUE = "continue"  # send the data in AUTH 0x18 and wait for the client's next AUTH
+    SUCCESS = "success"    # done: the data (if any) goes in CONNACK or the final AUTH 0x00
+    FAILURE = "failure"    # refuse: CONNACK `reason_code`, or DISCONNECT during re-authentication
+
+
+@dataclass(frozen=True, slots=True)
+class AuthStep:
+    """A mechanism's answer to one client message."""
+
+    outcome: Outcome
+    data: bytes | None = None
+    # SUCCESS: who the client proved to be; it becomes the connection's user name (for the ACL).
+    username: str | None = None
+    # FAILURE: an MQTT 5 CONNACK reason code (0x86, 0x87, ...) and why, for the log and the
+    # CONNACK Reason String.
+    reason_code: int = 0x87
+    reason: str = ""
+
+
+StepDone = Callable[[AuthStep], None]
+
+
+class AuthExchange(Protocol):
+    """One authentication exchange (a CONNECT's, or one re-authentication) of one connection.
+
+    `step` gets the Authentication Data of the client's CONNECT or AUTH and answers through
+    `done`, possibly later and from another thread's callback scheduled on the loop (key
+    derivations are slow): the core asks for one step at a time and ignores answers that come
+    after the connection closed."""
+
+    def step(self, data: bytes | None, done: StepDone) -> None: ...
+
+
+class EnhancedAuthenticator(Protocol):
+    def begin(self, method: str, request: AuthRequest) -> AuthExchange | None:
+        """A new exchange for `method`, or None when the method is not supported (CONNACK
+        0x8C Bad authentication method)."""
+        ...

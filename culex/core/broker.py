@@ -18,8 +18,8 @@ from ..protocol.packets import Connect
 from ..protocol.reasons import ReasonCode
 from ..protocol.v5 import Connect5
 from ..storage.base import LoadedState, Storage, StoredMessage
-from .access import Authenticator
-from .connection import Connection, Sink, State, validate_topic_name
+from .access import Authenticator, EnhancedAuthenticator
+from .connection import Connection, Sink, validate_topic_name
 from .connection5 import V5_SUBSCRIBER
 from .limits import Limits
 from .message import Message
@@ -27,6 +27,7 @@ from .options import Mqtt5Options
 from .persistence import Persistence
 from .retained import RetainedStore
 from .session import NEVER_EXPIRES, MemorySessionStore, Outgoing, Session, SessionStore
+from .states import State
 from .trie import SubscriptionTrie
 
 log = logging.getLogger("culex")
@@ -61,6 +62,8 @@ class Broker:
         self.mqtt5 = mqtt5 or Mqtt5Options()
         # Both None (the default): anyone may connect, publish and subscribe.
         self.authenticator: Authenticator | None = None
+        # MQTT 5 enhanced authentication; None: every Authentication Method gets CONNACK 0x8C.
+        self.enhanced_authenticator: EnhancedAuthenticator | None = None
         self.acl: AclRules | None = None
         self.persistence = Persistence(storage) if storage is not None else None
         # Frames that may leave only after the commit in progress (or the next one): acks of

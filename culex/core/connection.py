@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from ..auth.acl import Access, ClientAcl
@@ -40,9 +39,10 @@ from ..protocol.v5 import (
     encode_disconnect5,
     publish_head_v5,
 )
-from . import connection5
+from . import connection5, enhanced_auth
 from .access import AuthRequest
 from .message import QOS0_PLAIN, Message
+from .states import State
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -76,17 +76,12 @@ class Sink(Protocol):
     def resume_reading(self) -> None: ...
 
 
-class State(Enum):
-    AWAITING_CONNECT = "awaiting CONNECT"
-    AUTHENTICATING = "authenticating"
-    CONNECTED = "connected"
-    CLOSED = "closed"
-
-
 class Connection:
     __slots__ = (
         "_deferred",
         "acl",
+        "auth_exchange",
+        "auth_method",
         "broker",
         "bytes_sent",
         "certificate_username",
@@ -162,6 +157,10 @@ class Connection:
         # Set by the transport on TLS listeners that take the user name from the certificate.
         self.certificate_username: str | None = None
         self.acl: ClientAcl | None = None
+        # MQTT 5 enhanced authentication: the CONNECT's Authentication Method (AUTH must repeat
+        # it, and only then is AUTH allowed at all), and the exchange in progress, if any.
+        self.auth_method: str | None = None
+        self.auth_exchange: enhanced_auth.InProgress | None = None
         # Packets that arrived behind a CONNECT still being authenticated.
         self._deferred: list[Frame] = []
         self.will: Message | None = None
@@ -357,6 +356,11 @@ class Connection:
         self.broker.connection_closed(self, was_connected, publish_will)
 
     def protocol_violation(self, exc: MQTTError) -> None:
+        if self.state is State.EXCHANGING:
+            # Mid-way through enhanced authentication the client awaits a CONNACK, and
+            # DISCONNECT may not come before one [MQTT-3.14.0-1]: say why in the CONNACK.
+            self.refuse5(exc.reason_code, f"protocol violation: {exc}")
+            return
         log.warning("client %s (%s) protocol violation: %s; closing connection",
                     self.client_id, self.peer, exc)
         self.close(publish_will=True, reason=exc.reason_code)
@@ -367,22 +371,30 @@ class Connection:
         matching reason code (or `v5_code`, which 3.1.1 cannot say) and the reason as a Reason
         String, which CONNACK may carry whatever Request Problem Information said."""
         if self.v5:
-            if v5_code is None:
-                v5_code = connection5.REFUSAL_CODES[code]
-            log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
-                        self.peer, v5_code, reason_name(v5_code, PacketType.CONNACK), reason)
-            self.send(encode_connack5(False, v5_code, Properties(
-                reason_string=reason, server_reference=server_reference)))
-        else:
-            log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
-                        self.peer, code, code.name.lower().replace("_", " "), reason)
-            self.send(encode_connack(False, code))
+            self.refuse5(connection5.REFUSAL_CODES[code] if v5_code is None else v5_code,
+                         reason, server_reference=server_reference)
+            return
+        log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
+                    self.peer, code, code.name.lower().replace("_", " "), reason)
+        self.send(encode_connack(False, code))
+        self.close(publish_will=False)
+
+    def refuse5(self, reason_code: int, reason: str, *,
+                server_reference: str | None = None) -> None:
+        """`refuse` with an MQTT 5 reason code. The Reason String goes out even when the client
+        set Request Problem Information to 0: CONNACK is exempt [MQTT-3.1.2-29]."""
+        log.warning("client %s (%s) refused with CONNACK %#04x (%s): %s", self.client_id,
+                    self.peer, reason_code, reason_name(reason_code, PacketType.CONNACK), reason)
+        self.send(encode_connack5(False, reason_code, Properties(
+            reason_string=reason, server_reference=server_reference)))
         self.close(publish_will=False)
 
     def deadline(self) -> float | None:
-        """When this connection must next be checked: CONNECT timeout, keep-alive expiry, or
-        the end of a publish-rate pause."""
-        if self.state is State.AWAITING_CONNECT or self.state is State.AUTHENTICATING:
+        """When this connection must next be checked: CONNECT timeout (which covers the whole
+        authentication, enhanced exchanges included), keep-alive expiry, or the end of a
+        publish-rate pause."""
+        if self.state is State.AWAITING_CONNECT or self.state is State.AUTHENTICATING \
+                or self.state is State.EXCHANGING:
             return self.opened_at + self.broker.limits.connect_timeout
         if self.state is not State.CONNECTED:
             return None
@@ -430,9 +442,13 @@ class Connection:
             self.broker.schedule(self, self.rate_paused_until)
 
     def expire(self) -> None:
-        if self.state is not State.CONNECTED:
+        if self.state is State.AWAITING_CONNECT:
             log.warning("client - (%s) sent no CONNECT within %g s (connect timeout); closing",
                         self.peer, self.broker.limits.connect_timeout)
+            self.close(publish_will=False)
+        elif self.state is not State.CONNECTED:
+            log.warning("client %s (%s) not authenticated within %g s (connect timeout); "
+                        "closing", self.client_id, self.peer, self.broker.limits.connect_timeout)
             self.close(publish_will=False)
         else:
             log.warning("client %s (%s) keep-alive timeout (%d s x 1.5); closing connection",
@@ -443,6 +459,9 @@ class Connection:
 
     def _require_connected(self) -> None:
         if self.state is not State.CONNECTED:
+            if self.state is State.EXCHANGING:
+                raise ProtocolError("packet other than AUTH or DISCONNECT before CONNACK, after "
+                                    "a CONNECT with an Authentication Method", "MQTT-3.1.2-30")
             raise ProtocolError("packet before CONNECT", "MQTT-3.1.0-1")
 
     def _handle_connect(self, first: int, frame: bytes, offset: int) -> None:
@@ -476,9 +495,13 @@ class Connection:
         if isinstance(packet, Connect5):
             connection5.negotiate(self, packet, assigned)
         self.username = self.certificate_username or packet.username
+        if isinstance(packet, Connect5) and packet.properties.authentication_method is not None:
+            # Enhanced authentication replaces the password check (§4.12).
+            enhanced_auth.begin(self, packet, packet.properties.authentication_method)
+            return
         authenticator = self.broker.authenticator
         if authenticator is None:
-            self._authorize(packet)
+            self.authorize(packet)
             return
         self.state = State.AUTHENTICATING
         self.update_reading()  # whatever follows the CONNECT waits in the socket
@@ -490,18 +513,26 @@ class Connection:
     def _authenticated(self, packet: Connect | Connect5, code: int) -> None:
         if self.state is not State.AUTHENTICATING:
             return  # closed while the check ran (connection lost, CONNECT timeout)
-        self.state = State.AWAITING_CONNECT
-        self.update_reading()
+        self.end_check()
         if code:
             self.refuse(ConnackCode(code), "bad user name or password"
                         if code == ConnackCode.BAD_USERNAME_OR_PASSWORD else "not authorized")
             return
-        self._authorize(packet)
+        self.authorize(packet)
+        self.process_deferred()
+
+    def end_check(self) -> None:
+        """An authentication check answered: back to reading, before CONNACK or refusal."""
+        self.state = State.AWAITING_CONNECT
+        self.update_reading()
+
+    def process_deferred(self) -> None:
+        """Handle the packets that arrived while a check ran, now that it has answered."""
         deferred, self._deferred = self._deferred, []
         if deferred and self._process(deferred) and self.reader.error is not None:
             self.protocol_violation(self.reader.error)
 
-    def _authorize(self, packet: Connect | Connect5) -> None:
+    def authorize(self, packet: Connect | Connect5) -> None:
         """Authenticated: resolve this client's ACL, check its will topic, then accept."""
         over = self._over_connection_limit(packet.client_id)
         if over is not None:

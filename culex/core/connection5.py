@@ -4,7 +4,8 @@
 path never tests for MQTT 5. Everything the two protocols share (the QoS 1/2 acks, PINGREQ,
 sessions, routing) stays in `connection.py` and the broker; what is here is what MQTT 5 adds:
 properties on PUBLISH, reason codes on every ack, subscription options, DISCONNECT both ways
-and the CONNACK properties that tell the client what this broker supports.
+and the CONNACK properties that tell the client what this broker supports. AUTH goes on to
+`enhanced_auth.py`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..protocol.packets import ConnackCode, PacketType
 from ..protocol.properties import Properties
 from ..protocol.reasons import ReasonCode, reason_name
 from ..protocol.v5 import (
+    Auth,
     Connect5,
     Disconnect5,
     Packet5,
@@ -28,7 +30,9 @@ from ..protocol.v5 import (
     encode_suback5,
     encode_unsuback5,
 )
+from . import enhanced_auth
 from .message import QOS0_PLAIN, Message
+from .states import State
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -297,6 +301,16 @@ def handle_unsubscribe(connection: Connection, first: int, frame: bytes, pos: in
 
 
 def handle_disconnect(connection: Connection, first: int, frame: bytes, pos: int) -> None:
+    if connection.state is State.EXCHANGING:
+        # The client gives up an enhanced authentication (allowed [MQTT-3.1.2-30]); it never
+        # connected, so there is no session and the will was never accepted.
+        packet = decode_packet_v5(first, frame, pos)
+        assert isinstance(packet, Disconnect5)
+        log.info("client %s (%s) disconnected during authentication (%s)",
+                 connection.client_id, connection.peer,
+                 reason_name(packet.reason_code, PacketType.DISCONNECT))
+        connection.close(publish_will=False)
+        return
     packet = _decode(connection, first, frame, pos, Disconnect5)
     session = _session(connection)
     expiry = packet.properties.session_expiry_interval
@@ -313,8 +327,8 @@ def handle_disconnect(connection: Connection, first: int, frame: bytes, pos: int
 
 
 def handle_auth(connection: Connection, first: int, frame: bytes, pos: int) -> None:
-    connection._require_connected()
-    decode_packet_v5(first, frame, pos)
-    # No CONNECT of ours had an Authentication Method: AUTH is then a Protocol Error
-    # [MQTT-4.12.0-6]. Enhanced authentication is not implemented yet.
-    raise ProtocolError("AUTH without enhanced authentication in CONNECT", "MQTT-4.12.0-6")
+    if connection.state is not State.EXCHANGING:
+        connection._require_connected()
+    packet = decode_packet_v5(first, frame, pos)
+    assert isinstance(packet, Auth)
+    enhanced_auth.handle_auth(connection, packet)

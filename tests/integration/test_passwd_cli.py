@@ -176,3 +176,28 @@ def test_interactive_mismatch(tmp_path: Path) -> None:
     assert code == 1
     assert "passwords do not match" in output and "Traceback" not in output
     assert not path.exists()
+
+
+def test_scram_entry_with_iterations(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    result = passwd("-c", "--scram", "--scram-iterations", "4096", "--password-stdin",
+                    str(path), "user", stdin=b"pencil\n")
+    assert result.returncode == 0, result.stderr
+    users = PasswordFile.load(path)
+    assert users.verify("user", b"pencil")
+    credential = users.scram("user")
+    assert credential is not None and credential.iterations == 4096
+    # Changing the password without --scram drops the SCRAM entry made from the old one.
+    assert passwd("--password-stdin", str(path), "user", stdin=b"new\n").returncode == 0
+    assert PasswordFile.load(path).scram("user") is None
+
+
+def test_scram_options_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "passwd"
+    assert "--scram-iterations needs --scram" in one_line_error(
+        passwd("-c", "--scram-iterations", "5000", "--password-stdin", str(path), "u",
+               stdin=b"x\n"))
+    assert "SCRAM iterations=10 out of range" in one_line_error(
+        passwd("-c", "--scram", "--scram-iterations", "10", "--password-stdin", str(path), "u",
+               stdin=b"x\n"))
+    assert not path.exists()

@@ -79,3 +79,20 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(broken)
     with pytest.raises(ConfigError, match=r"nope\.toml: no such file"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_enhanced_methods(tmp_path: Path) -> None:
+    passwords = tmp_path / "passwd"
+    passwords.write_text("")
+    config = parse_config({"auth": {"password_file": str(passwords),
+                                    "enhanced_methods": ["SCRAM-SHA-256"]}}, "x.toml")
+    assert config.auth.enhanced_methods == ("SCRAM-SHA-256",)
+    assert Config().auth.enhanced_methods == ()
+    for methods, message in [
+            (["PLAIN"], "x.toml: auth.enhanced_methods: 'PLAIN' is not supported"),
+            ([1], "x.toml: auth.enhanced_methods: expected an array of strings"),
+            ("SCRAM-SHA-256", "x.toml: auth.enhanced_methods: expected an array of strings")]:
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"auth": {"password_file": str(passwords),
+                                   "enhanced_methods": methods}}, "x.toml")
+        assert message in str(caught.value)
