@@ -17,14 +17,14 @@ from ..auth.acl import Access, AclRules
 from ..protocol.packets import Connect
 from ..protocol.reasons import ReasonCode
 from ..protocol.v5 import Connect5
-from ..storage.base import LoadedState, Storage, StoredMessage
+from ..storage.base import LoadedState, Storage
 from .access import Authenticator, EnhancedAuthenticator
 from .connection import Connection, Sink, validate_topic_name
 from .connection5 import V5_SUBSCRIBER
 from .limits import Limits
 from .message import Message
 from .options import Mqtt5Options
-from .persistence import Persistence
+from .persistence import Persistence, restored_message, stored_form
 from .retained import RetainedStore
 from .session import NEVER_EXPIRES, MemorySessionStore, Outgoing, Session, SessionStore
 from .states import State
@@ -65,7 +65,8 @@ class Broker:
         # MQTT 5 enhanced authentication; None: every Authentication Method gets CONNACK 0x8C.
         self.enhanced_authenticator: EnhancedAuthenticator | None = None
         self.acl: AclRules | None = None
-        self.persistence = Persistence(storage) if storage is not None else None
+        self.persistence = (Persistence(storage, lambda: self.now) if storage is not None
+                            else None)
         # Frames that may leave only after the commit in progress (or the next one): acks of
         # what must be durable, QoS 2 deliveries to persistent sessions. Order is kept.
         self._held: list[tuple[Connection, list[bytes], bool]] = []
@@ -161,8 +162,8 @@ class Broker:
         if will is not None and self.persistence is not None:
             # Kept on disk while the client is connected: if the broker dies, the client's
             # connection died with it, and the will goes out when the broker restarts.
-            self.persistence.storage.will_set(client_id, StoredMessage(
-                0, will.topic, will.payload, will.qos, will.retain))
+            # (A will's Message Expiry counts from its publication: nothing to count yet.)
+            self.persistence.storage.will_set(client_id, stored_form(will, 0, will.created))
         session.acl = connection.acl
         session.owner_known = True
         session.connection = connection
@@ -669,8 +670,7 @@ class Broker:
             log.info("client %s: publishing its will to %r (connected when the broker stopped)",
                      client_id, will.topic)
             persistence.storage.will_cleared(client_id)
-            self.publish(Message(will.topic, will.payload, will.qos, will.retain,
-                                 created=self.now))
+            self.publish(restored_message(will, self.now))
         return state
 
     # -- shutdown ------------------------------------------------------------------------------

@@ -485,6 +485,13 @@ class Connection:
                         server_reference=options.server_reference)
             return
         self._check_will(packet)
+        max_qos = self.broker.limits.max_qos
+        if self.v5 and self.will is not None and self.will.qos > max_qos:
+            # MQTT 5 can say it [MQTT-3.2.2-12]; a 3.1.1 will is just delivered at max_qos.
+            self.refuse(ConnackCode.NOT_AUTHORIZED,
+                        f"will QoS {self.will.qos} above Maximum QoS {max_qos}",
+                        v5_code=ReasonCode.QOS_NOT_SUPPORTED)
+            return
         refusal = self._connect_refusal(packet)
         if refusal is not None:
             self.refuse(*refusal)

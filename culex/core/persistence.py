@@ -7,8 +7,11 @@ last reference goes. Queue entries get a sequence number that orders them within
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..protocol.packets import PacketType
+from ..protocol.properties import decode_properties, encode_properties
 from ..storage.base import LoadedState, Storage, StoredEntry, StoredMessage
 from .message import Message
 
@@ -16,10 +19,40 @@ if TYPE_CHECKING:
     from .session import Outgoing
 
 
+def stored_form(message: Message, message_id: int, now: float) -> StoredMessage:
+    """What storage keeps of a message: its MQTT 5 properties too, and how long it has left
+    to live when it has a Message Expiry Interval."""
+    properties = message.properties
+    if properties is None:
+        return StoredMessage(message_id, message.topic, message.payload, message.qos,
+                             message.retain)
+    expiry = properties.message_expiry_interval
+    return StoredMessage(message_id, message.topic, message.payload, message.qos,
+                         message.retain, encode_properties(properties),
+                         None if expiry is None else expiry - (now - message.created))
+
+
+def restored_message(stored: StoredMessage, now: float) -> Message:
+    """The message again, with its expiry counting on from where storage says it stands (a
+    `created` time in the past, or even one that makes it expired already)."""
+    if not stored.properties:
+        return Message(stored.topic, stored.payload, stored.qos, stored.retain, created=now)
+    properties = decode_properties(stored.properties, 0, len(stored.properties),
+                                   PacketType.PUBLISH)[0]
+    created = now
+    expiry = properties.message_expiry_interval
+    if expiry is not None and stored.expires_in is not None:
+        created = now + stored.expires_in - expiry
+    return Message(stored.topic, stored.payload, stored.qos, stored.retain,
+                   properties=properties, created=created)
+
+
 class Persistence:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, clock: Callable[[], float]) -> None:
         self.storage = storage
         self.durable = storage.durable
+        # The broker's current time, for message expiry (the core never reads a clock itself).
+        self.clock = clock
         self._next_message_id = 1
         self._next_seq = 1
 
@@ -30,8 +63,7 @@ class Persistence:
             if not message.store_id:
                 message.store_id = self._next_message_id
                 self._next_message_id += 1
-            self.storage.message_stored(StoredMessage(
-                message.store_id, message.topic, message.payload, message.qos, message.retain))
+            self.storage.message_stored(stored_form(message, message.store_id, self.clock()))
         message.store_refs += 1
         return message.store_id
 
@@ -57,10 +89,9 @@ class Persistence:
 
     def restore_messages(self, state: LoadedState) -> dict[int, Message]:
         """Message objects for the stored rows; ids continue after the highest one seen."""
-        messages = {
-            stored.message_id: Message(stored.topic, stored.payload, stored.qos, stored.retain)
-            for stored in state.messages.values()
-        }
+        now = self.clock()
+        messages = {stored.message_id: restored_message(stored, now)
+                    for stored in state.messages.values()}
         for message_id, message in messages.items():
             message.store_id = message_id
         self._next_message_id = max(messages, default=0) + 1

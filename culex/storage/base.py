@@ -23,6 +23,12 @@ class StoredMessage:
     payload: bytes
     qos: int
     retain: bool
+    # The MQTT 5 property block as encoded on the wire (b"": none, a 3.1.1 message).
+    properties: bytes = b""
+    # Seconds until its Message Expiry Interval runs out, as of when it was handed to storage
+    # (None: never). The backend keeps it as a wall-clock deadline, so the time the broker is
+    # down counts as waiting time, as it must [MQTT-3.3.2-6].
+    expires_in: float | None = None
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSes
 
 log = logging.getLogger("culex")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Session expiry: 0xFFFFFFFF (never) is what every version 1 session meant (3.1.1 clean
 # session 0), so it is the column default and the migration needs no data rewrite.
@@ -46,7 +46,9 @@ CREATE TABLE messages (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL
+    retain INTEGER NOT NULL,
+    properties BLOB NOT NULL DEFAULT x'',
+    expires_at REAL
 );
 CREATE TABLE entries (
     client_id TEXT NOT NULL,
@@ -69,7 +71,8 @@ CREATE TABLE wills (
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL
+    retain INTEGER NOT NULL,
+    properties BLOB NOT NULL DEFAULT x''
 ) WITHOUT ROWID;
 """
 
@@ -86,6 +89,10 @@ MIGRATIONS = {
     # connects again, as before.
     2: "ALTER TABLE sessions ADD COLUMN owner_known INTEGER NOT NULL DEFAULT 0; "
        "ALTER TABLE sessions ADD COLUMN username TEXT;",
+    # MQTT 5 message and will properties, and message expiry as a wall-clock deadline.
+    3: "ALTER TABLE messages ADD COLUMN properties BLOB NOT NULL DEFAULT x''; "
+       "ALTER TABLE messages ADD COLUMN expires_at REAL; "
+       "ALTER TABLE wills ADD COLUMN properties BLOB NOT NULL DEFAULT x'';",
 }
 
 
@@ -161,9 +168,13 @@ class SqliteStorage:
         state = LoadedState()
         try:
             db = self._db
-            for row in db.execute("SELECT id, topic, payload, qos, retain FROM messages"):
-                state.messages[row[0]] = StoredMessage(row[0], row[1], bytes(row[2]), row[3],
-                                                       bool(row[4]))
+            wall_now = time.time()
+            for message_id, topic, payload, qos, retain, properties, expires_at in db.execute(
+                    "SELECT id, topic, payload, qos, retain, properties, expires_at "
+                    "FROM messages"):
+                state.messages[message_id] = StoredMessage(
+                    message_id, topic, bytes(payload), qos, bool(retain), bytes(properties),
+                    None if expires_at is None else expires_at - wall_now)
             sessions: dict[str, StoredSession] = {}
             for client_id, expiry, owner_known, username in db.execute(
                     "SELECT client_id, expiry, owner_known, username FROM sessions"):
@@ -186,10 +197,10 @@ class SqliteStorage:
             state.sessions = list(sessions.values())
             state.retained = [row[0] for row in db.execute("SELECT message_id FROM retained")
                               if row[0] in state.messages]
-            for client_id, topic, payload, qos, retain in db.execute(
-                    "SELECT client_id, topic, payload, qos, retain FROM wills"):
+            for client_id, topic, payload, qos, retain, properties in db.execute(
+                    "SELECT client_id, topic, payload, qos, retain, properties FROM wills"):
                 state.wills.append((client_id, StoredMessage(0, topic, bytes(payload), qos,
-                                                             bool(retain))))
+                                                             bool(retain), bytes(properties))))
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot read the database: {exc}") from None
         log.debug("read %s in %.3f s", self.path, time.monotonic() - started)
@@ -267,8 +278,11 @@ class SqliteStorage:
                   client_id, topic_filter)
 
     def message_stored(self, message: StoredMessage) -> None:
-        self._add("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?)", message.message_id,
-                  message.topic, message.payload, message.qos, int(message.retain))
+        expires_at = (None if message.expires_in is None
+                      else time.time() + message.expires_in)
+        self._add("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  message.message_id, message.topic, message.payload, message.qos,
+                  int(message.retain), message.properties, expires_at)
 
     def message_deleted(self, message_id: int) -> None:
         self._add("DELETE FROM messages WHERE id = ?", message_id)
@@ -303,8 +317,8 @@ class SqliteStorage:
         self._add("DELETE FROM retained WHERE topic = ?", topic)
 
     def will_set(self, client_id: str, will: StoredMessage) -> None:
-        self._add("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?)", client_id, will.topic,
-                  will.payload, will.qos, int(will.retain))
+        self._add("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?)", client_id,
+                  will.topic, will.payload, will.qos, int(will.retain), will.properties)
 
     def will_cleared(self, client_id: str) -> None:
         self._add("DELETE FROM wills WHERE client_id = ?", client_id)

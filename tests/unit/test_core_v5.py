@@ -326,3 +326,12 @@ def test_fast_path_leaves_a_truncated_publish_to_the_full_decode() -> None:
     pub.send(b"\x30\x05\x00\x03a/b")  # the topic, then no property length at all
     assert pub.closed
     assert pub.received_packets5()[-1] == Disconnect5(0x81)
+
+
+def test_will_qos_above_maximum_qos_is_refused_with_0x9b() -> None:
+    """[MQTT-3.2.2-12]: the server refuses a will it could not publish at its QoS."""
+    harness = Harness(Limits(max_qos=1))
+    client = harness.client()
+    connack = client.connect5("w", will=Will5("w/t", b"x", 2))
+    assert connack.reason_code == 0x9B
+    assert client.closed

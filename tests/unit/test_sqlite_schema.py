@@ -1,6 +1,6 @@
 """The SQLite schema migrations (1: before MQTT 5 session expiry, 2: before the session owner
-was stored) to the current version, and the Session Expiry Interval and owner surviving a round
-trip through the database."""
+was stored, 3: before message properties were) to the current version, and what each added
+surviving a round trip through the database."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from culex.storage.base import StoredMessage
 from culex.storage.sqlite import SCHEMA_VERSION, SqliteStorage
 
-# The version 1 schema's sessions table, as Culex before MQTT 5 wrote it; the other tables did
-# not change, so they are created from today's schema.
-V1_SESSIONS = "CREATE TABLE sessions (client_id TEXT PRIMARY KEY) WITHOUT ROWID;"
+# The tables that changed since version 1, as Culex before MQTT 5 wrote them; the other tables
+# did not change, so they are created from today's schema.
+V1_TABLES = """
+CREATE TABLE sessions (client_id TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE messages (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                       qos INTEGER NOT NULL, retain INTEGER NOT NULL);
+CREATE TABLE wills (client_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                    qos INTEGER NOT NULL, retain INTEGER NOT NULL) WITHOUT ROWID;
+"""
 
 
 def run_now(callback: Any, *args: Any) -> None:
@@ -27,7 +34,8 @@ def make_v1_database(path: Path) -> None:
     """A version 1 database holding one 3.1.1 persistent session."""
     open_storage(path).close()
     db = sqlite3.connect(path)
-    db.executescript(f"BEGIN; DROP TABLE sessions; {V1_SESSIONS} "
+    db.executescript(f"BEGIN; DROP TABLE sessions; DROP TABLE messages; DROP TABLE wills; "
+                     f"{V1_TABLES} "
                      "UPDATE schema_version SET version = 1; "
                      "INSERT INTO sessions VALUES ('old-client'); COMMIT;")
     db.close()
@@ -45,7 +53,7 @@ def test_version_1_database_is_migrated_and_keeps_its_sessions(tmp_path: Path) -
         storage.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     db.close()
 
 
@@ -83,3 +91,27 @@ def test_session_expiry_round_trip(tmp_path: Path) -> None:
     finally:
         reopened.close()
     assert loaded == {"v5-client": (60, True, "alice"), "forever": (0xFFFFFFFF, True, None)}
+
+
+def test_message_properties_and_expiry_round_trip(tmp_path: Path) -> None:
+    """Properties are kept as the encoded block; the time left is kept as a wall-clock
+    deadline, so it comes back smaller by the time the file sat unread."""
+    path = tmp_path / "culex.db"
+    storage = open_storage(path)
+    block = b"\x05\x03\x00\x02hi"  # Content Type "hi"
+    storage.message_stored(StoredMessage(7, "t", b"p", 1, True, block, 30.0))
+    storage.message_stored(StoredMessage(8, "u", b"q", 0, False))
+    storage.will_set("c", StoredMessage(0, "w", b"bye", 1, False, block))
+    results: list[bool] = []
+    storage.commit(results.append)
+    storage.close()
+    assert results == [True]
+    reopened = open_storage(path)
+    try:
+        state = reopened.load()
+    finally:
+        reopened.close()
+    kept, plain = state.messages[7], state.messages[8]
+    assert (kept.properties, plain.properties, plain.expires_in) == (block, b"", None)
+    assert kept.expires_in is not None and 25 < kept.expires_in <= 30
+    assert [(client, will.properties) for client, will in state.wills] == [("c", block)]
