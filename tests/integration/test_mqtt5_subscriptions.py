@@ -5,9 +5,7 @@ and kill -9 restarts for what storage keeps."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 
-import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
@@ -20,17 +18,10 @@ from culex.protocol.v5 import (
 )
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
 from tests.integration.clients import Clients, PahoClient, RawClient, mosquitto_pub, wait_until
-from tests.integration.test_mqtt5 import props, raw_v5, server_disconnect
+from tests.integration.test_mqtt5 import V5, clients, props, raw_v5, server_disconnect
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's MQTT 5 support")
-
-V5 = mqtt.MQTTv5
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
+__all__ = ["clients"]  # the fixture, shared with test_mqtt5.py
 
 
 def with_id(identifier: int) -> object:
@@ -47,6 +38,19 @@ def persistent(clients: Clients, client_id: str) -> PahoClient:
     client = clients.paho(client_id, protocol=V5, clean_session=False, connect=False)
     client.connect(properties=props(PacketTypes.CONNECT, SessionExpiryInterval=3600))
     return client
+
+
+def subscribe_then_kill_9(broker: BrokerProcess, topic_filter: str, topic: str) -> None:
+    """A persistent session subscribes `topic_filter` with identifier 9 and disconnects; a QoS 1
+    message "before" is queued for it; then the broker is killed and started again."""
+    with Clients(broker) as clients:
+        sub = persistent(clients, "sub")
+        assert sub.subscribe(topic_filter, 1, properties=with_id(9)) == [1]
+        sub.disconnect()
+        # Acknowledged only once committed, with the subscription before it.
+        assert clients.paho("pub", protocol=V5).publish(topic, b"before", 1) == 0
+    broker.kill()
+    broker.start()
 
 
 def next_publish5(raw: RawClient) -> Publish5:
@@ -95,21 +99,15 @@ def test_retained_message_at_subscribe_carries_the_identifier(clients: Clients) 
 
 def test_identifier_survives_kill_9(broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
+    subscribe_then_kill_9(broker, "k/t", "k/t")
     with Clients(broker) as clients:
-        sub = persistent(clients, "ids")
-        assert sub.subscribe("k/t", 1, properties=with_id(33)) == [1]
-        sub.disconnect()
-        clients.paho("pub", protocol=V5).publish("k/t", b"queued", 1)
-    broker.kill()
-    broker.start()
-    with Clients(broker) as clients:
-        sub = persistent(clients, "ids")
+        sub = persistent(clients, "sub")
         assert sub.connect_result is not None and sub.connect_result.session_present
         # Queued before the crash: delivered, but its identifiers were not stored (README).
-        assert sub.get().payload == b"queued"
+        assert sub.get().payload == b"before"
         clients.paho("pub", protocol=V5).publish("k/t", b"after", 1)
         message = sub.get()
-        assert (message.payload, identifiers(message)) == (b"after", [33])
+        assert (message.payload, identifiers(message)) == (b"after", [9])
 
 
 # -- shared subscriptions -------------------------------------------------------------------------
@@ -196,18 +194,11 @@ def test_no_retained_messages_for_a_shared_subscription(clients: Clients) -> Non
 
 def test_shared_membership_survives_kill_9(broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
-    with Clients(broker) as clients:
-        member = persistent(clients, "member")
-        assert member.subscribe("$share/g/pr/t", 1, properties=with_id(9)) == [1]
-        member.disconnect()
-        # Acknowledged only once committed, with the membership before it.
-        assert clients.paho("pub", protocol=V5).publish("pr/t", b"before", 1) == 0
-    broker.kill()
-    broker.start()
+    subscribe_then_kill_9(broker, "$share/g/pr/t", "pr/t")
     with Clients(broker) as clients:
         # Nobody connected: the QoS 1 message waits in the offline member's session.
         assert clients.paho("pub", protocol=V5).publish("pr/t", b"after", 1) == 0
-        member = persistent(clients, "member")
+        member = persistent(clients, "sub")
         got = member.get_many(2)
         assert [(m.payload, identifiers(m)) for m in got] == [(b"before", []), (b"after", [9])]
         assert member.unsubscribe("$share/g/pr/t") == [0]
