@@ -16,18 +16,26 @@ from .. import __version__
 from ..auth.acl import Access, AclRules
 from ..protocol.packets import Connect
 from ..protocol.reasons import ReasonCode
+from ..protocol.topics import split_shared
 from ..protocol.v5 import Connect5
 from ..storage.base import LoadedState, Storage
 from .access import Authenticator, EnhancedAuthenticator
 from .connection import Connection, Sink, validate_topic_name
-from .connection5 import V5_SUBSCRIBER
 from .limits import Limits
 from .message import Message
 from .options import Mqtt5Options
 from .persistence import Persistence, restored_message, stored_form
 from .retained import RetainedStore
 from .session import NEVER_EXPIRES, MemorySessionStore, Outgoing, Session, SessionStore
+from .shared import SharedGroup, SharedSubscriptions
 from .states import State
+from .subscription_value import (
+    IDENTIFIER_SHIFT,
+    NO_LOCAL,
+    RETAIN_AS_PUBLISHED,
+    V5_SUBSCRIBER,
+    WITH_IDENTIFIER,
+)
 from .trie import SubscriptionTrie
 
 log = logging.getLogger("culex")
@@ -37,11 +45,9 @@ log = logging.getLogger("culex")
 TOPIC_NAME_CACHE_SIZE = 100_000
 
 # The trie's value for a subscription is an int: the granted QoS for a 3.1/3.1.1 client, and
-# for an MQTT 5 client the Subscription Options byte (QoS in its low two bits) plus V5_SUBSCRIBER.
-# Routing then tells the families apart with one integer comparison (`granted > 2`) per delivery
+# for an MQTT 5 client its options and Subscription Identifiers (layout in options.py). Routing
+# then tells the families apart with one integer comparison (`granted > 2`) per delivery
 # instead of an attribute lookup, and the 3.1.1 hot path is unchanged.
-NO_LOCAL = 0x04
-RETAIN_AS_PUBLISHED = 0x08
 
 
 def plain_payload_offset(frame: bytes, v5: bool) -> int:
@@ -75,6 +81,10 @@ class Broker:
         self.sys_interval = sys_interval
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.subscriptions: SubscriptionTrie[Session] = SubscriptionTrie()
+        self.shared = SharedSubscriptions(self.limits.shared_subscription_strategy)
+        # The same dict as `shared.groups`: routing asks it, one attribute per PUBLISH (not per
+        # delivery), whether any shared subscription exists before looking for groups.
+        self.shared_groups = self.shared.groups
         self.retained = RetainedStore()
         self.connections: set[Connection] = set()
         self.topic_names: dict[bytes, str] = {}
@@ -202,6 +212,7 @@ class Broker:
                 self._discard_session(session)
             else:
                 self._expire_later(session)
+                self._hand_over(session, ending=False)
         will, connection.will = connection.will, None
         if will is None:
             return
@@ -266,8 +277,9 @@ class Broker:
                 self.persistence.storage.will_cleared(session.client_id)
             self._publish_will(session.client_id, will)
         for topic_filter in session.subscriptions:
-            self.subscriptions.remove(topic_filter, session)
+            self._trie_remove(session, topic_filter)
         session.subscriptions.clear()
+        self._hand_over(session, ending=True)
         session.forget()
         if self.sessions.get(session.client_id) is session:
             self.sessions.delete(session.client_id)
@@ -366,32 +378,93 @@ class Broker:
         if message.retain:
             self._retain(message)
         matches = self.subscriptions.match(message.topic)
+        shared: int = ReasonCode.NO_MATCHING_SUBSCRIBERS
+        if self.shared_groups:
+            shared = self._publish_shared(message, origin)
         if not matches:
-            return ReasonCode.NO_MATCHING_SUBSCRIBERS
+            return shared
         qos = message.qos
         if not qos:
             self._send_qos0(matches, message.topic, message.frame_qos0(), origin, message)
             return ReasonCode.SUCCESS
-        reason = ReasonCode.SUCCESS
+        reason: int = ReasonCode.SUCCESS
         granted_qos0 = []
         for match in matches:
             session, granted = match
             retain = False
+            identifiers = 0
             if granted > 2:  # MQTT 5: options above the QoS bits
                 if granted & NO_LOCAL and origin is not None and session is origin.session:
                     continue
                 retain = message.retain and bool(granted & RETAIN_AS_PUBLISHED)
+                identifiers = granted >> IDENTIFIER_SHIFT
                 granted &= 0x03
             if not granted:
                 granted_qos0.append(match)
             elif (session.acl is None or session.acl.allowed(message.topic, Access.READ)) \
-                    and not session.deliver(message, granted if granted < qos else qos, retain):
+                    and not session.deliver(message, granted if granted < qos else qos, retain,
+                                            identifiers):
                 self._queue_overflow(session)
                 if not session.clean:
                     reason = ReasonCode.QUOTA_EXCEEDED
         if granted_qos0:
             self._send_qos0(granted_qos0, message.topic, message.frame_qos0(), origin, message)
+        return reason if shared == ReasonCode.NO_MATCHING_SUBSCRIBERS else max(reason, shared)
+
+    def _publish_shared(self, message: Message, origin: Connection | None) -> int:
+        """Give the message to one member of every shared subscription group it matches
+        (§4.8.2). Returns what `publish` does for these deliveries alone."""
+        chosen = self.shared.choose(message.topic, message.qos,
+                                    None if origin is None else origin.client_id)
+        if not chosen:
+            return ReasonCode.NO_MATCHING_SUBSCRIBERS
+        reason: int = ReasonCode.SUCCESS
+        for session, granted, group in chosen:
+            if not self._deliver_shared(message, session, granted, group, origin) \
+                    and not session.clean:
+                reason = ReasonCode.QUOTA_EXCEEDED
         return reason
+
+    def _deliver_shared(self, message: Message, session: Session, granted: int,
+                        group: SharedGroup, origin: Connection | None) -> bool:
+        """One group member's copy, at min(message, member's granted) QoS, tagged with its group
+        so it can go to another member if this one leaves. False when its queue was full."""
+        qos = min(message.qos, granted & 0x03)
+        if not qos:
+            self._send_qos0([(session, granted)], message.topic, message.frame_qos0(), origin,
+                            message)
+            return True
+        retain = granted > 2 and message.retain and bool(granted & RETAIN_AS_PUBLISHED)
+        if session.deliver(message, qos, retain, granted >> IDENTIFIER_SHIFT, group):
+            return True
+        self._queue_overflow(session)
+        return False
+
+    def _hand_over(self, session: Session, ending: bool) -> None:
+        """A shared subscription member went away: what the groups gave it and it has not
+        acknowledged goes to another member. When its session `ending`, that is everything not
+        past PUBREC, to a connected member if any, else queued for an offline one, else dropped
+        (counted). When only its connection went (the session is kept), just the messages still
+        queued move, and only to a connected member: what is in flight stays, to be re-sent
+        when it comes back [MQTT-4.4.0-1] (what EMQX does; the spec allows either, §4.8.2)."""
+        if not session.inflight and not session.queue:
+            return
+        persistence = session.persistence
+        for entry in session.take_shared(with_inflight=ending):
+            group = entry.group
+            assert group is not None
+            message = entry.message
+            picked = self.shared.pick(group, message.topic, ending, None, exclude=session)
+            if picked is None and not ending:
+                session.queue.append(entry)  # nobody to take it now: it waits for its owner
+                session.queued_bytes += len(message.payload)
+                continue
+            if picked is None:
+                self.publishes_dropped += 1
+            else:
+                self._deliver_shared(message, picked[0], picked[1], group, None)
+            if persistence is not None:
+                persistence.done(session.client_id, entry)
 
     def forward(self, topic: str, frame: bytes, origin: Connection) -> None:
         """The hot path: a QoS 0 PUBLISH without RETAIN (and, from an MQTT 5 client, without
@@ -401,6 +474,11 @@ class Broker:
         matches = self.subscriptions.match(topic)
         if matches:
             self._send_qos0(matches, topic, frame, origin, None)
+        if self.shared_groups:
+            chosen = self.shared.choose(topic, 0, origin.client_id)
+            if chosen:
+                self._send_qos0([(session, granted) for session, granted, _ in chosen], topic,
+                                frame, origin, None)
 
     def _send_qos0(self, matches: list[tuple[Session, int]], topic: str, frame: bytes,
                    origin: Connection | None, message: Message | None) -> None:
@@ -423,11 +501,16 @@ class Broker:
                 retain = bool(granted & RETAIN_AS_PUBLISHED) and message is not None \
                     and message.retain
                 frames = [frame]
-                if (granted > 2) is not frame_v5 or retain:
+                if (granted > 2) is not frame_v5 or retain or granted >= WITH_IDENTIFIER:
                     if message is None:
                         message = Message(topic, frame[plain_payload_offset(frame, frame_v5):])
-                    frames = (message.frames5(0, 0, self.now, retain=retain) if granted > 2
-                              else [message.frame_qos0()])
+                    if granted >= WITH_IDENTIFIER:
+                        frames = message.frames5_ids(0, 0, self.now, granted >> IDENTIFIER_SHIFT,
+                                                     retain=retain)
+                    elif granted > 2:
+                        frames = message.frames5(0, 0, self.now, retain=retain)
+                    else:
+                        frames = [message.frame_qos0()]
                 if not connection.too_large(frames):
                     connection.send_publish(frames)
                 continue
@@ -489,7 +572,7 @@ class Broker:
                 and len(session.subscriptions) >= self.limits.max_subscriptions:
             return False
         session.subscriptions[topic_filter] = qos
-        self.subscriptions.add(topic_filter, session, qos)
+        self._trie_add(session, topic_filter, qos)
         if session.persistence is not None:
             session.persistence.storage.subscription_set(session.client_id, topic_filter, qos)
         return True
@@ -498,13 +581,29 @@ class Broker:
         """False when there was no such subscription (UNSUBACK v5 reason 0x11)."""
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
-        self.subscriptions.remove(topic_filter, session)
+        self._trie_remove(session, topic_filter)
         if session.persistence is not None:
             session.persistence.storage.subscription_removed(session.client_id, topic_filter)
         return True
 
+    def _trie_add(self, session: Session, topic_filter: str, value: int) -> None:
+        shared = split_shared(topic_filter)
+        if shared is None:
+            self.subscriptions.add(topic_filter, session, value)
+        else:
+            self.shared.add(*shared, session, value)
+
+    def _trie_remove(self, session: Session, topic_filter: str) -> None:
+        shared = split_shared(topic_filter)
+        if shared is None:
+            self.subscriptions.remove(topic_filter, session)
+        else:
+            self.shared.remove(*shared, session)
+
     def send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
-        """Retained messages for a new or renewed subscription, with RETAIN set [MQTT-3.3.1-8]."""
+        """Retained messages for a new or renewed subscription, with RETAIN set [MQTT-3.3.1-8]
+        and the subscription's identifier, if it has one [MQTT-3.3.4-3]. (Never called for a
+        shared subscription: they get no retained messages, §4.8.2.)"""
         connection = session.connection
         assert connection is not None
         acl = session.acl
@@ -516,11 +615,16 @@ class Broker:
                 continue  # still stored until replaced, but never delivered [MQTT-3.3.2-5]
             qos = min(message.qos, granted & 0x03)
             if not qos:
-                frames = (message.frames5(0, 0, now, retain=True) if session.v5
-                          else message.frames(0, 0, retain=True))
+                if granted >= WITH_IDENTIFIER:
+                    frames = message.frames5_ids(0, 0, now, granted >> IDENTIFIER_SHIFT,
+                                                 retain=True)
+                elif session.v5:
+                    frames = message.frames5(0, 0, now, retain=True)
+                else:
+                    frames = message.frames(0, 0, retain=True)
                 if not connection.too_large(frames):
                     connection.send_publish(frames)
-            elif not session.deliver(message, qos, retain=True):
+            elif not session.deliver(message, qos, True, granted >> IDENTIFIER_SHIFT):
                 self._queue_overflow(session)
 
     # -- time ----------------------------------------------------------------------------------
@@ -611,7 +715,7 @@ class Broker:
             "publish/messages/sent": (self.closed_publishes_sent
                                       + sum(c.publishes_sent for c in live)),
             "publish/messages/dropped": self.publishes_dropped,
-            "subscriptions/count": self.subscriptions.count,
+            "subscriptions/count": self.subscriptions.count + self.shared.count,
             "retained messages/count": self.retained.count,
         }
         return {f"$SYS/broker/{name}": str(value) for name, value in values.items()}
@@ -642,7 +746,7 @@ class Broker:
             session.expiry_interval = stored.expiry
             for topic_filter, qos in stored.subscriptions.items():
                 session.subscriptions[topic_filter] = qos
-                self.subscriptions.add(topic_filter, session, qos)
+                self._trie_add(session, topic_filter, qos)
                 session.v5 = qos > 2  # MQTT 5 subscriptions are stored with their options
             for item in stored.entries:
                 entry = Outgoing(messages[item.message_id], item.qos, item.retain)

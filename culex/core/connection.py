@@ -28,7 +28,13 @@ from ..protocol.packets import SUBACK_FAILURE, ConnackCode, Connect, PacketType
 from ..protocol.properties import Properties, PropertyId, read_varint
 from ..protocol.reader import Frame, FrameReader
 from ..protocol.reasons import ReasonCode, reason_name
-from ..protocol.topics import check_topic_name, filter_problem
+from ..protocol.topics import (
+    SHARE_PREFIX,
+    check_topic_name,
+    filter_problem,
+    shared_filter_problem,
+    split_shared,
+)
 from ..protocol.v5 import (
     Ack5,
     Connect5,
@@ -726,21 +732,28 @@ class Connection:
                 codes.append(SUBACK_FAILURE)
                 continue
             codes.append(qos)
-            granted.append((topic_filter, qos))
+            if not topic_filter.startswith(SHARE_PREFIX):  # shared: no retained (§4.8.2)
+                granted.append((topic_filter, qos))
         self.send(encode_suback(packet.packet_id, codes))
         for topic_filter, qos in granted:
             broker.send_retained(session, topic_filter, qos)
 
     def subscribe(self, topic_filter: str, value: int) -> int:
-        """Check and make one subscription (`value`: see broker.V5_SUBSCRIBER). Returns 0, or
+        """Check and make one subscription (`value`: see options.py). Returns 0, or
         the MQTT 5 reason it was refused with (logged): 0x8F, 0x87 or 0x97."""
         broker = self.broker
         assert self.session is not None
         code: int = ReasonCode.SUCCESS
-        problem = filter_problem(topic_filter, broker.limits.max_topic_levels)
+        shared = split_shared(topic_filter)
+        if shared is None:
+            problem = filter_problem(topic_filter, broker.limits.max_topic_levels)
+        else:
+            # 3.1.1 clients may share too, as with Mosquitto; the ACL judges the inner filter.
+            problem = shared_filter_problem(topic_filter, broker.limits.max_topic_levels)
         if problem is not None:
             code = ReasonCode.TOPIC_FILTER_INVALID
-        elif self.acl is not None and not self.acl.allowed_filter(topic_filter):
+        elif self.acl is not None and not self.acl.allowed_filter(
+                topic_filter if shared is None else shared[1]):
             code, problem = ReasonCode.NOT_AUTHORIZED, "denied by the ACL"
         elif not broker.subscribe(self.session, topic_filter, value):
             code = ReasonCode.QUOTA_EXCEEDED

@@ -17,6 +17,7 @@ from ..protocol.errors import MQTTError, ProtocolError
 from ..protocol.packets import ConnackCode, PacketType
 from ..protocol.properties import Properties
 from ..protocol.reasons import ReasonCode, reason_name
+from ..protocol.topics import SHARE_PREFIX
 from ..protocol.v5 import (
     Auth,
     Connect5,
@@ -33,6 +34,7 @@ from ..protocol.v5 import (
 from . import enhanced_auth
 from .message import QOS0_PLAIN, Message
 from .states import State
+from .subscription_value import ROUTING_FLAGS, V5_SUBSCRIBER, with_identifier
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -40,11 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("culex")
 
-# The trie value of an MQTT 5 subscription: V5_SUBSCRIBER, the granted QoS, and the No Local and
-# Retain As Published bits of its Subscription Options (Retain Handling only matters at
-# SUBSCRIBE time). Why an int: see the comment above NO_LOCAL in broker.py.
-V5_SUBSCRIBER: Final = 0x100
-_ROUTING_FLAGS: Final = 0x0C  # No Local, Retain As Published
 
 # The 3.1.1 refusal a check decided -> the MQTT 5 CONNACK reason code that says it (§3.2.2.2).
 REFUSAL_CODES: Final[dict[ConnackCode, int]] = {
@@ -70,8 +67,8 @@ def negotiate(connection: Connection, packet: Connect5, assigned: bool) -> None:
         topic_alias_maximum=limits.max_topic_alias,
         retain_available=1,
         wildcard_subscription_available=1,
-        subscription_identifier_available=0,
-        shared_subscription_available=0,
+        subscription_identifier_available=1,
+        shared_subscription_available=1,
     )
     if limits.max_qos < 2:
         props.maximum_qos = limits.max_qos
@@ -259,31 +256,34 @@ def _problem(connection: Connection, reason: int) -> Properties | None:
 def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:
     packet = _decode(connection, first, frame, pos, Subscribe5)
     session = _session(connection)
+    # At most one Subscription Identifier per SUBSCRIBE (the codec refuses a second one and 0);
+    # it goes with every subscription of the packet, and a SUBSCRIBE without one takes it away
+    # from the filters it renews (§3.8.2.1.2).
+    identifiers = packet.properties.subscription_identifiers
+    identifier = identifiers[0] if identifiers else None
+    # No Local on a shared subscription never gets here: the codec refuses the packet
+    # (DISCONNECT 0x82, [MQTT-3.8.3-4]).
     codes: list[int] = []
     retained: list[tuple[str, int]] = []
     for subscription in packet.subscriptions:
         topic_filter = subscription.topic_filter
-        code: int
-        if packet.properties.subscription_identifiers:
-            code = ReasonCode.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED
-        elif topic_filter.startswith("$share/"):
-            code = ReasonCode.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED
-        else:
-            existed = topic_filter in session.subscriptions
-            qos = min(subscription.qos, connection.broker.limits.max_qos)
-            code = connection.subscribe(
-                topic_filter, V5_SUBSCRIBER | qos | (subscription.options & _ROUTING_FLAGS))
-            if not code:
-                code = qos
-                # Retain Handling 0: send retained messages; 1: only for a new subscription;
-                # 2: never (§3.8.3.1).
-                handling = subscription.retain_handling
-                if handling == 0 or (handling == 1 and not existed):
-                    retained.append((topic_filter, qos))
+        existed = topic_filter in session.subscriptions
+        qos = min(subscription.qos, connection.broker.limits.max_qos)
+        value = with_identifier(V5_SUBSCRIBER | qos | (subscription.options & ROUTING_FLAGS),
+                                identifier)
+        code = connection.subscribe(topic_filter, value)
+        if not code:
+            code = qos
+            # Retain Handling 0: send retained messages; 1: only for a new subscription;
+            # 2: never (§3.8.3.1). A shared subscription never gets them (§4.8.2).
+            handling = subscription.retain_handling
+            if (handling == 0 or (handling == 1 and not existed)) \
+                    and not topic_filter.startswith(SHARE_PREFIX):
+                retained.append((topic_filter, value))
         codes.append(code)
     connection.send(encode_suback5(packet.packet_id, codes))
-    for topic_filter, qos in retained:
-        connection.broker.send_retained(session, topic_filter, qos)
+    for topic_filter, value in retained:
+        connection.broker.send_retained(session, topic_filter, value)
 
 
 def handle_unsubscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from ..protocol.topics import DEFAULT_MAX_TOPIC_LEVELS
 
+# The values of `shared_subscription_strategy` (culex/core/shared.py implements them).
+STRATEGIES = ("round_robin", "random", "sticky", "hash")
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -59,6 +62,11 @@ class Limits:
     # Maximum; 0 turns inbound aliases off). Each costs one topic name of memory per
     # connection, so the bound caps what a client can make us hold.
     max_topic_alias: int = 10
+    # Which member of a shared subscription group ($share/{name}/{filter}) gets each message:
+    # "round_robin", "random", "sticky" (one member while it stays connected) or "hash" (by
+    # publisher client id, so each publisher's messages stay in order on one member). Only
+    # connected members are chosen while there are any. See culex/core/shared.py.
+    shared_subscription_strategy: str = "round_robin"
 
     def problems(self) -> list[str]:
         """Human-readable reasons this set of limits is unusable (empty when valid)."""
@@ -93,6 +101,8 @@ class Limits:
             found.append("max_qos must be 0, 1 or 2")
         if not 0 <= self.max_topic_alias <= 65535:
             found.append("max_topic_alias must be between 0 and 65535")
+        if self.shared_subscription_strategy not in STRATEGIES:
+            found.append(f"shared_subscription_strategy must be one of {', '.join(STRATEGIES)}")
         if self.stalled_reader_timeout < 0:
             found.append("stalled_reader_timeout must be 0 or more")
         return found

@@ -7,6 +7,7 @@ from dataclasses import replace
 from ..protocol.codec import publish_head
 from ..protocol.properties import EMPTY_PROPERTIES, Properties, encode_properties
 from ..protocol.v5 import publish_head_v5
+from .subscription_value import identifiers_of
 
 QOS0_PLAIN = 0x30  # first byte of a QoS 0 PUBLISH without DUP or RETAIN
 
@@ -21,7 +22,7 @@ class Message:
     protocol family, makes no Message at all: `Broker.forward` sends the frame as is.)
     """
 
-    __slots__ = ("_frame5", "_frame_qos0", "_heads", "_heads5", "_props5", "created",
+    __slots__ = ("_frame5", "_frame_qos0", "_heads", "_heads5", "_props5", "_with_ids", "created",
                  "payload", "properties", "qos", "retain", "store_id", "store_refs", "topic",
                  "topic_bytes")
 
@@ -42,6 +43,9 @@ class Message:
         self._props5: bytes | None = None
         self._frame5: bytes | None = None
         self._heads5: dict[int, bytes] = {}
+        # (first byte, packed identifiers) -> head and property block; made only for
+        # subscribers with Subscription Identifiers, so the others never pay for it.
+        self._with_ids: dict[tuple[int, int], tuple[bytes, bytes]] | None = None
         # Storage row id and how many stored queue entries / retained slots point at it.
         self.store_id = 0
         self.store_refs = 0
@@ -124,6 +128,35 @@ class Message:
         props = self._properties5(now)
         first = QOS0_PLAIN | (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0)
         head = self.head5(first, props)
+        if not qos:
+            return [head, props, self.payload]
+        return [head, packet_id.to_bytes(2, "big"), props, self.payload]
+
+    def frames5_ids(self, qos: int, packet_id: int, now: float, identifiers: int, *,
+                    retain: bool = False, dup: bool = False) -> list[bytes]:
+        """`frames5` for a subscriber whose matching subscriptions have Subscription
+        Identifiers (`identifiers`: packed, see options.py) [MQTT-3.3.4-3]. The property block
+        then differs per identifier set, so head and properties are cached per (variant,
+        identifiers); head and payload are still shared by every subscriber of that set."""
+        first = QOS0_PLAIN | (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0)
+        cache = self._with_ids
+        if cache is None:
+            cache = self._with_ids = {}
+        key = (first, identifiers)
+        cached = cache.get(key)
+        base = self.properties or Properties()
+        if cached is None:
+            props = encode_properties(replace(
+                base, subscription_identifiers=identifiers_of(identifiers)))
+            cached = cache[key] = (publish_head_v5(self.topic_bytes, len(self.payload), first,
+                                                   props), props)
+        head, props = cached
+        expiry = self.expiry
+        if expiry is not None and now - self.created >= 1:
+            # The remaining Message Expiry [MQTT-3.3.2-6]: same field length, same head.
+            props = encode_properties(replace(
+                base, subscription_identifiers=identifiers_of(identifiers),
+                message_expiry_interval=max(1, expiry - int(now - self.created))))
         if not qos:
             return [head, props, self.payload]
         return [head, packet_id.to_bytes(2, "big"), props, self.payload]

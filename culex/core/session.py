@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from ..auth.acl import ClientAcl
     from .connection import Connection
     from .persistence import Persistence
+    from .shared import SharedGroup
 
 
 NEVER_EXPIRES = 0xFFFFFFFF
@@ -29,14 +30,21 @@ class Outgoing:
     """A QoS 1/2 message for one session: queued, or in flight under a packet id.
 
     `released`: PUBREC seen and PUBREL sent (QoS 2). `seq` orders the entry in storage.
+    `identifiers`: the packed Subscription Identifiers it goes out with (see options.py), kept
+    here so a queued or re-sent copy carries them too. `group`: the shared subscription group
+    it was given to, so it can go to another member if this session leaves. Neither is stored:
+    after a restart a restored entry goes out without identifiers and stays with its session.
     """
 
-    __slots__ = ("message", "qos", "released", "retain", "seq")
+    __slots__ = ("group", "identifiers", "message", "qos", "released", "retain", "seq")
 
-    def __init__(self, message: Message, qos: int, retain: bool) -> None:
+    def __init__(self, message: Message, qos: int, retain: bool, identifiers: int = 0,
+                 group: SharedGroup | None = None) -> None:
         self.message = message
         self.qos = qos
         self.retain = retain
+        self.identifiers = identifiers
+        self.group = group
         self.released = False
         self.seq = 0
 
@@ -122,10 +130,11 @@ class Session:
         self._next_packet_id = packet_id % 65535 + 1
         return packet_id
 
-    def deliver(self, message: Message, qos: int, retain: bool = False) -> bool:
+    def deliver(self, message: Message, qos: int, retain: bool = False, identifiers: int = 0,
+                group: SharedGroup | None = None) -> bool:
         """Send or queue a QoS 1/2 message. False when the queue is full and it was dropped."""
         connection = self.connection
-        entry = Outgoing(message, qos, retain)
+        entry = Outgoing(message, qos, retain, identifiers, group)
         if (connection is not None and not self.queue
                 and len(self.inflight) < self.max_inflight):
             packet_id = self.allocate_packet_id()
@@ -148,8 +157,12 @@ class Session:
                   dup: bool = False) -> None:
         message = entry.message
         if self.v5:
-            frames = message.frames5(entry.qos, packet_id, connection.broker.now,
-                                     retain=entry.retain, dup=dup)
+            if entry.identifiers:
+                frames = message.frames5_ids(entry.qos, packet_id, connection.broker.now,
+                                             entry.identifiers, retain=entry.retain, dup=dup)
+            else:
+                frames = message.frames5(entry.qos, packet_id, connection.broker.now,
+                                         retain=entry.retain, dup=dup)
             if connection.too_large(frames):
                 # Never sent, and treated as if delivered and acknowledged [MQTT-3.1.2-25].
                 del self.inflight[packet_id]
@@ -253,6 +266,23 @@ class Session:
         if self.persistence is not None:
             self.persistence.storage.inbound_released(self.client_id, packet_id)
         return True
+
+    def take_shared(self, with_inflight: bool) -> list[Outgoing]:
+        """Remove and return the entries a shared subscription gave this session and that
+        another member may take over: the queued ones, and with `with_inflight` (the session
+        ends) the in-flight ones too, except QoS 2 ones past PUBREC, which the client has.
+        Storage still holds them: the caller reports each one `done` once it is handed on."""
+        taken: list[Outgoing] = []
+        if with_inflight:  # first: they were sent before anything queued
+            for packet_id, entry in list(self.inflight.items()):
+                if entry.group is not None and not entry.released:
+                    del self.inflight[packet_id]
+                    taken.append(entry)
+        queued = [entry for entry in self.queue if entry.group is not None]
+        if queued:
+            self.queue = deque(entry for entry in self.queue if entry.group is None)
+            self.queued_bytes -= sum(len(entry.message.payload) for entry in queued)
+        return taken + queued
 
     def forget(self) -> None:
         """The session ends: drop its stored state and its references to stored messages."""

@@ -12,6 +12,7 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from ..protocol.topics import is_wildcard, topic_matches
+from .subscription_value import merge
 
 S = TypeVar("S", bound=Hashable)
 
@@ -101,12 +102,12 @@ class SubscriptionTrie(Generic[S]):
 
     @staticmethod
     def _collect(node: _Node[S], found: dict[S, int]) -> None:
-        # The low two bits are the QoS; MQTT 5 subscriptions carry option bits above them,
-        # which must not make a QoS 0 subscription outrank a QoS 2 one [MQTT-3.3.4-2].
-        for subscriber, qos in node.subscribers.items():
+        # One delivery per subscriber however many of its filters match: see options.merge
+        # (the QoS is the low two bits; MQTT 5 option bits must not make a QoS 0 subscription
+        # outrank a QoS 2 one [MQTT-3.3.4-2], and every matching identifier is kept).
+        for subscriber, value in node.subscribers.items():
             previous = found.get(subscriber)
-            if previous is None or previous & 0x03 < qos & 0x03:
-                found[subscriber] = qos
+            found[subscriber] = value if previous is None else merge(previous, value)
 
     def _invalidate(self, topic_filter: str) -> None:
         cache = self._cache

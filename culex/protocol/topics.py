@@ -70,3 +70,28 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+SHARE_PREFIX = "$share/"
+
+
+def split_shared(topic_filter: str) -> tuple[str, str] | None:
+    """(ShareName, Topic Filter) of a shared subscription `$share/{ShareName}/{filter}`, None
+    for any other filter. Validate first with `shared_filter_problem`."""
+    if not topic_filter.startswith(SHARE_PREFIX):
+        return None
+    name, _, inner = topic_filter[len(SHARE_PREFIX):].partition("/")
+    return name, inner
+
+
+def shared_filter_problem(topic_filter: str,
+                          max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> str | None:
+    """`filter_problem` for a filter that starts with `$share/` (MQTT 5 §4.8.2)."""
+    name, slash, inner = topic_filter[len(SHARE_PREFIX):].partition("/")
+    if not name:
+        return "empty ShareName in a shared subscription [MQTT-4.8.2-1]"
+    if "+" in name or "#" in name:
+        return "'+' or '#' in a ShareName [MQTT-4.8.2-2]"
+    if not slash or not inner:
+        return "no topic filter after the ShareName [MQTT-4.8.2-2]"
+    return filter_problem(inner, max_levels)

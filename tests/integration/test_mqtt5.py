@@ -91,8 +91,8 @@ def test_connack_properties_announce_limits_and_features(broker_factory: BrokerF
         assert connack.TopicAliasMaximum == 10
         assert connack.RetainAvailable == 1
         assert connack.WildcardSubscriptionAvailable == 1
-        assert connack.SubscriptionIdentifierAvailable == 0
-        assert connack.SharedSubscriptionAvailable == 0
+        assert connack.SubscriptionIdentifierAvailable == 1
+        assert connack.SharedSubscriptionAvailable == 1
         assert not hasattr(connack, "ServerKeepAlive")
 
 
@@ -236,12 +236,10 @@ def test_suback_reason_codes(broker_factory: BrokerFactory) -> None:
         raw = raw_v5(clients)
         raw.send(encode_subscribe5(Subscribe5(3, [
             Subscription("ok/1", 2), Subscription("bad/#/filter", 1),
-            Subscription("$share/group/t", 1), Subscription("ok/2", 0),
-            Subscription("ok/3", 1)])))
-        assert raw.expect(9).raw == b"\x90\x08\x00\x03\x00\x02\x8f\x9e\x00\x97"
-        client = clients.paho(protocol=V5)
-        with_id = props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=5)
-        assert client.subscribe("ok/1", 1, properties=with_id) == [0xA1]
+            Subscription("$share//t", 1), Subscription("$share/g+/t", 1),
+            Subscription("$share/group", 1), Subscription("$share/group/t", 1),
+            Subscription("ok/2", 0)])))
+        assert raw.expect(9).raw == b"\x90\x0a\x00\x03\x00\x02\x8f\x8f\x8f\x8f\x01\x97"
 
 
 def test_unsuback_reason_codes(clients: Clients) -> None:

@@ -53,6 +53,8 @@ def test_full_config() -> None:
     ({"limits": {"max_connections": 0}}, "max_connections must be -1"),
     ({"limits": {"connect_timeout": 0}}, "connect_timeout must be positive"),
     ({"limits": {"max_keepalive": 70000}}, "max_keepalive must be between"),
+    ({"limits": {"shared_subscription_strategy": "fair"}},
+     "shared_subscription_strategy must be one of round_robin, random, sticky, hash"),
     ({"logging": {"level": "loud"}}, "logging.level: 'loud' is not one of"),
     ({"logging": {"format": "xml"}}, "logging.format: 'xml' is not one of"),
     ({"listeners": []}, "listeners: expected one or more"),

@@ -45,8 +45,12 @@ def client5(harness: Harness, client_id: str, **fields: object) -> FakeClient:
     return client
 
 
-def subscribe5(client: FakeClient, *subscriptions: Subscription) -> list[int]:
-    client.send(encode_subscribe5(Subscribe5(1, list(subscriptions))))
+def subscribe5(client: FakeClient, *subscriptions: Subscription,
+               identifier: int | None = None) -> list[int]:
+    """SUBSCRIBE (with a Subscription Identifier unless `identifier` is None); the SUBACK's
+    reason codes."""
+    props = Properties(subscription_identifiers=[] if identifier is None else [identifier])
+    client.send(encode_subscribe5(Subscribe5(1, list(subscriptions), props)))
     suback = client.first5(Suback5)
     assert isinstance(suback, Suback5)
     return suback.reason_codes
@@ -76,7 +80,7 @@ def test_connack_assigns_an_id_and_clamps_keep_alive() -> None:
     assert props.receive_maximum == 5
     assert (props.topic_alias_maximum, props.retain_available,
             props.subscription_identifier_available,
-            props.shared_subscription_available) == (10, 1, 0, 0)
+            props.shared_subscription_available) == (10, 1, 1, 1)
 
 
 def test_v5_empty_id_allowed_without_clean_start() -> None:
