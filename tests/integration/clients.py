@@ -3,8 +3,10 @@
 Three kinds of real MQTT peers talk to the broker started by the fixtures in tests/conftest.py:
 
 * `PahoClient`: a small synchronous wrapper around paho-mqtt 2.x. Its network loop runs in a
-  thread that calls `Client.loop()` (not `loop_start()`, which would silently reconnect after a
-  takeover or a keep-alive close). Received messages are collected into a queue.
+  thread that calls `Client.loop()` and stops at the first disconnection (not `loop_start()`,
+  which would silently reconnect after a takeover, a keep-alive close or a broker killed by a
+  durability test, and take a persistent session over behind the test's back). Received
+  messages are collected into a queue.
 * `RawClient`: a plain TCP socket with hand-written MQTT bytes, for checks where exact bytes
   matter (DUP flag, packet ids, CONNACK flags, in-flight window, protocol violations).
 * `MosquittoSub` / `mosquitto_pub()`: Debian's mosquitto-clients as subprocesses.
@@ -384,6 +386,15 @@ class RawClient:
     def expect_publish(self, timeout: float = DEFAULT_TIMEOUT) -> Message:
         return self.expect(PUBLISH, timeout).publish()
 
+    def packets_until_quiet(self, quiet: float = QUIET) -> list[Packet]:
+        """Every packet that arrives until none has for `quiet` seconds (put-aside ones first)."""
+        got: list[Packet] = []
+        while True:
+            try:
+                got.append(self.read_packet(quiet))
+            except TimeoutError:
+                return got
+
     def assert_silent(self, timeout: float = QUIET) -> None:
         """Nothing arrives (and the connection stays open) for `timeout` seconds."""
         try:
@@ -480,13 +491,17 @@ class RawClient:
     def receive(self, timeout: float = DEFAULT_TIMEOUT) -> Message:
         """Receive one PUBLISH and complete the QoS 1/2 handshake as the receiver."""
         message = self.expect_publish(timeout)
+        self.complete(message)
+        return message
+
+    def complete(self, message: Message) -> None:
+        """Complete the QoS 1/2 handshake of a PUBLISH already read, as the receiver."""
         if message.qos == 1:
             self.send(puback(message.packet_id))
         elif message.qos == 2:
             self.send(pubrec(message.packet_id))
             assert self.expect(PUBREL).raw == pubrel(message.packet_id)
             self.send(pubcomp(message.packet_id))
-        return message
 
     def disconnect(self) -> None:
         """Send DISCONNECT and wait until the broker has closed its side: by then it has
@@ -693,7 +708,26 @@ class PahoClient:
 
     def get_many(self, count: int, timeout: float = DEFAULT_TIMEOUT) -> list[Message]:
         deadline = time.monotonic() + timeout
-        return [self.get(max(0.0, deadline - time.monotonic())) for _ in range(count)]
+        got: list[Message] = []
+        while len(got) < count:
+            try:
+                got.append(self.messages.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                pytest.fail(f"{len(got)} of {count} messages within {timeout} s: "
+                            f"{[(m.topic, m.payload) for m in got]}")
+        return got
+
+    def drain(
+        self, expected: int, timeout: float = 2 * DEFAULT_TIMEOUT, quiet: float = QUIET
+    ) -> list[Message]:
+        """At least `expected` messages, then whatever else arrives until `quiet` s of silence
+        (so extra deliveries, duplicates included, are seen and can be asserted on)."""
+        got = self.get_many(expected, timeout)
+        while True:
+            try:
+                got.append(self.messages.get(timeout=quiet))
+            except queue.Empty:
+                return got
 
     def assert_no_message(self, timeout: float = QUIET) -> None:
         try:

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess, free_port, render_config
-from tests.robustness.durability_clients import (
+from tests.integration.clients import (
     CONNACK,
     DISCONNECT_BYTES,
     PUBACK,
@@ -47,14 +47,17 @@ from tests.robustness.durability_clients import (
     PUBLISH,
     PUBREC,
     PUBREL,
-    Closed,
+    ConnectionClosedError,
     Packet,
     RawClient,
-    ack_packet,
-    commit_barrier,
     connect_packet,
+    puback,
+    pubcomp,
     publish_packet,
+    pubrec,
+    pubrel,
 )
+from tests.robustness.durability_clients import commit_barrier
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex",
                                 reason="Culex's own storage (mosquitto runs without persistence)")
@@ -83,9 +86,10 @@ async def read_packet(reader: asyncio.StreamReader) -> Packet:
 
 
 def send(writer: asyncio.StreamWriter, data: bytes) -> None:
-    """Write, or raise Closed once the connection is known lost (asyncio would only log)."""
+    """Write, or raise ConnectionClosedError once the connection is known lost (asyncio would
+    only log)."""
     if writer.transport.is_closing():
-        raise Closed("connection lost")
+        raise ConnectionClosedError("connection lost")
     writer.write(data)
 
 
@@ -141,7 +145,7 @@ class Publisher:
             try:
                 if await self.session(reader, writer, stop):
                     return
-            except (OSError, asyncio.IncompleteReadError, Closed):
+            except (OSError, asyncio.IncompleteReadError, ConnectionClosedError):
                 pass
             finally:
                 writer.close()
@@ -152,7 +156,7 @@ class Publisher:
         send(writer, connect_packet(self.client_id, clean=False))
         connack = await read_packet(reader)
         if connack.type != CONNACK or connack.body[1] != 0:
-            raise Closed(f"CONNACK {connack}")
+            raise ConnectionClosedError(f"CONNACK {connack}")
         self.connections += 1
         if self.session_acked and not connack.body[0] & 0x01:
             self.problems.append(f"{self.client_id}: session present 0 on connection "
@@ -161,7 +165,7 @@ class Publisher:
         self.retransmitted += len(self.inflight)
         for packet_id, out in self.inflight.items():
             if out.released:
-                send(writer, ack_packet(PUBREL, packet_id))
+                send(writer, pubrel(packet_id))
             else:
                 send(writer, publish_packet(self.topic, out.payload, qos=self.qos,
                                             packet_id=packet_id, dup=True))
@@ -190,7 +194,7 @@ class Publisher:
                 waiter.cancel()
                 if reading.done():
                     reading.result()  # raises the connection loss
-                    raise Closed("reader stopped")
+                    raise ConnectionClosedError("reader stopped")
         finally:
             reading.cancel()
 
@@ -206,7 +210,7 @@ class Publisher:
             elif got.type == PUBREC and out is not None and self.qos == 2:
                 self.acked.add(out.payload)
                 out.released = True
-                send(writer, ack_packet(PUBREL, packet_id))
+                send(writer, pubrel(packet_id))
             elif got.type == PUBCOMP and out is not None and out.released:
                 del self.inflight[packet_id]
             else:
@@ -255,7 +259,7 @@ async def load_with_kills(broker: BrokerProcess, publishers: list[Publisher], ki
 
 def subscribe_offline(broker: BrokerProcess, client_id: str) -> None:
     sub = RawClient(broker)
-    assert sub.connect(client_id, clean=False) is False
+    assert sub.connect(client_id, clean=False).session_present is False
     assert sub.subscribe([("crash/#", 2)]) == [2]
     sub.disconnect()
 
@@ -263,7 +267,7 @@ def subscribe_offline(broker: BrokerProcess, client_id: str) -> None:
 def drain(broker: BrokerProcess, client_id: str, quiet: float = 1.0) -> list[tuple[bytes, int]]:
     """Reconnect a persistent session and take everything it has: (payload, qos) in order."""
     sub = RawClient(broker)
-    assert sub.connect(client_id, clean=False) is True, f"{client_id}: session lost"
+    assert sub.connect(client_id, clean=False).session_present is True, f"{client_id}: session lost"
     got: list[tuple[bytes, int]] = []
     awaiting_pubrel: set[int] = set()
     while True:
@@ -275,15 +279,15 @@ def drain(broker: BrokerProcess, client_id: str, quiet: float = 1.0) -> list[tup
             message = packet.publish()
             if message.qos == 1:
                 got.append((message.payload, 1))
-                sub.send(ack_packet(PUBACK, message.packet_id))
+                sub.send(puback(message.packet_id))
             else:  # deliver on PUBLISH unless this id awaits its PUBREL (a retransmission)
                 if message.packet_id not in awaiting_pubrel:
                     got.append((message.payload, message.qos))
                     awaiting_pubrel.add(message.packet_id)
-                sub.send(ack_packet(PUBREC, message.packet_id))
+                sub.send(pubrec(message.packet_id))
         elif packet.type == PUBREL:
             awaiting_pubrel.discard(packet.packet_id)
-            sub.send(ack_packet(PUBCOMP, packet.packet_id))
+            sub.send(pubcomp(packet.packet_id))
         else:
             pytest.fail(f"{client_id}: unexpected {packet}")
     sub.disconnect()
@@ -411,7 +415,7 @@ class OnlineSubscriber:
             try:
                 if await self.session(reader, writer, done):
                     return
-            except (OSError, asyncio.IncompleteReadError, Closed):
+            except (OSError, asyncio.IncompleteReadError, ConnectionClosedError):
                 pass
             finally:
                 writer.close()
@@ -421,7 +425,7 @@ class OnlineSubscriber:
         send(writer, connect_packet(self.client_id, clean=False))
         connack = await read_packet(reader)
         if connack.type != CONNACK or connack.body[1] != 0:
-            raise Closed(f"CONNACK {connack}")
+            raise ConnectionClosedError(f"CONNACK {connack}")
         self.connections += 1
         if not connack.body[0] & 0x01:
             self.problems.append(f"{self.client_id}: session present 0 on connection "
@@ -432,7 +436,7 @@ class OnlineSubscriber:
                 await asyncio.wait({reading}, timeout=0.2)
                 if reading.done():
                     reading.result()
-                    raise Closed("reader stopped")
+                    raise ConnectionClosedError("reader stopped")
                 if done.is_set() and time.monotonic() - self.last_packet > 1.0:
                     send(writer, DISCONNECT_BYTES)
                     await writer.drain()
@@ -449,7 +453,7 @@ class OnlineSubscriber:
                 message = got.publish()
                 if message.qos == 1:
                     self.got.append((message.payload, 1))
-                    send(writer, ack_packet(PUBACK, message.packet_id))
+                    send(writer, puback(message.packet_id))
                     continue
                 if message.packet_id not in self.awaiting_pubrel:
                     if self.released.get(message.packet_id) == message.payload:
@@ -460,12 +464,12 @@ class OnlineSubscriber:
                     self.got.append((message.payload, 2))
                     self.awaiting_pubrel.add(message.packet_id)
                     self.payloads[message.packet_id] = message.payload
-                send(writer, ack_packet(PUBREC, message.packet_id))
+                send(writer, pubrec(message.packet_id))
             elif got.type == PUBREL:
                 if got.packet_id in self.awaiting_pubrel:
                     self.awaiting_pubrel.discard(got.packet_id)
                     self.released[got.packet_id] = self.payloads.pop(got.packet_id)
-                send(writer, ack_packet(PUBCOMP, got.packet_id))
+                send(writer, pubcomp(got.packet_id))
             else:
                 self.problems.append(f"{self.client_id}: unexpected {got}")
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess, free_port, render_config
-from tests.robustness.durability_clients import (
+from tests.integration.clients import (
     PUBCOMP,
     PUBLISH,
     PUBREC,
@@ -42,15 +42,20 @@ from tests.robustness.durability_clients import (
     PahoClient,
     RawClient,
     Will,
-    ack_packet,
-    commit_barrier,
+    pubcomp,
     publish_packet,
-    restart,
+    pubrec,
+    pubrel,
     wait_until,
 )
+from tests.robustness.durability_clients import commit_barrier, restart
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex",
                                 reason="Culex's own storage (mosquitto runs without persistence)")
+
+# How long silence is observed before "nothing more arrives" is believed, where a test does not
+# say (127.0.0.1 deliveries take milliseconds).
+QUIET = 0.4
 
 
 def payload_for(publisher: int, index: int) -> bytes:
@@ -70,8 +75,8 @@ def db_path(broker: BrokerProcess) -> Path:
 
 def test_session_and_subscriptions_survive_kill(broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
-    sub = PahoClient(broker, "restart-sub")
-    assert sub.connect() is False
+    sub = PahoClient(broker, "restart-sub", clean_session=False)
+    assert sub.connect().session_present is False
     sub.subscribe("sess/a/#", 1)
     sub.subscribe("sess/b/+", 2)
     sub.subscribe("sess/c", 0)
@@ -82,8 +87,8 @@ def test_session_and_subscriptions_survive_kill(broker_factory: BrokerFactory) -
 
     restart(broker)
 
-    sub = PahoClient(broker, "restart-sub")
-    assert sub.connect() is True, "session present must be 1 after a restart"
+    sub = PahoClient(broker, "restart-sub", clean_session=False)
+    assert sub.connect().session_present is True, "session present must be 1 after a restart"
     pub = PahoClient(broker, "restart-pub", clean_session=True)
     pub.connect()
     # No SUBSCRIBE after the restart: the restored subscriptions route these, each at
@@ -93,7 +98,7 @@ def test_session_and_subscriptions_survive_kill(broker_factory: BrokerFactory) -
     pub.publish("sess/c", b"c", 2)
     pub.publish("sess/b/z/deeper", b"no match", 2)
     pub.publish("sess/gone", b"unsubscribed before the kill", 2)
-    got = sub.drain(3)
+    got = sub.drain(3, quiet=QUIET)
     assert sorted((m.topic, m.payload, m.qos) for m in got) == [
         ("sess/a/x/y", b"a", 1), ("sess/b/z", b"b", 2), ("sess/c", b"c", 0)]
     pub.disconnect()
@@ -102,12 +107,13 @@ def test_session_and_subscriptions_survive_kill(broker_factory: BrokerFactory) -
     # And a second restart without any change in between keeps them as well.
     commit_barrier(broker)
     restart(broker)
-    sub = PahoClient(broker, "restart-sub")
-    assert sub.connect() is True
+    sub = PahoClient(broker, "restart-sub", clean_session=False)
+    assert sub.connect().session_present is True
     pub = PahoClient(broker, "restart-pub", clean_session=True)
     pub.connect()
     pub.publish("sess/b/q", b"again", 2)
-    assert [(m.topic, m.payload, m.qos) for m in sub.drain(1)] == [("sess/b/q", b"again", 2)]
+    assert [(m.topic, m.payload, m.qos) for m in sub.drain(1, quiet=QUIET)] == [
+        ("sess/b/q", b"again", 2)]
     pub.disconnect()
     sub.disconnect()
 
@@ -116,7 +122,7 @@ def test_clean_session_state_is_not_kept(broker_factory: BrokerFactory) -> None:
     """A persistent session ended by a clean-session CONNECT stays ended after a restart, and a
     clean session never comes back as a persistent one."""
     broker = broker_factory()
-    sub = PahoClient(broker, "clean-later")
+    sub = PahoClient(broker, "clean-later", clean_session=False)
     sub.connect()
     sub.subscribe("clean/#", 1)
     sub.disconnect()
@@ -126,18 +132,19 @@ def test_clean_session_state_is_not_kept(broker_factory: BrokerFactory) -> None:
     pub.disconnect()
     # The same client id now asks for a clean session: subscriptions and queue are dropped.
     clean = PahoClient(broker, "clean-later", clean_session=True)
-    assert clean.connect() is False
+    assert clean.connect().session_present is False
     clean.subscribe("clean/#", 1)
     commit_barrier(broker)
 
     restart(broker)
 
-    again = PahoClient(broker, "clean-later")
-    assert again.connect() is False, "a clean session's state must not survive a restart"
+    again = PahoClient(broker, "clean-later", clean_session=False)
+    assert again.connect().session_present is False, \
+        "a clean session's state must not survive a restart"
     pub = PahoClient(broker, "clean-pub", clean_session=True)
     pub.connect()
     pub.publish("clean/2", b"nobody subscribed", 1)
-    got = again.drain(0)
+    got = again.drain(0, quiet=QUIET)
     assert not got, f"an old subscription or queue came back: {[m.payload for m in got]}"
     pub.disconnect()
     again.disconnect()
@@ -149,13 +156,13 @@ def test_clean_session_state_is_not_kept(broker_factory: BrokerFactory) -> None:
 def test_offline_queued_qos1_qos2_delivered_in_order_after_kill(
         broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
-    sub = PahoClient(broker, "queue-sub")
+    sub = PahoClient(broker, "queue-sub", clean_session=False)
     sub.connect()
     sub.subscribe("queue/#", 2)
     sub.disconnect()
 
     one = PahoClient(broker, "queue-pub-1", clean_session=True)
-    two = PahoClient(broker, "queue-pub-2")
+    two = PahoClient(broker, "queue-pub-2", clean_session=False)
     one.connect()
     two.connect()
     count = 40
@@ -167,9 +174,9 @@ def test_offline_queued_qos1_qos2_delivered_in_order_after_kill(
     one.drop()
     two.drop()
 
-    sub = PahoClient(broker, "queue-sub")
-    assert sub.connect() is True
-    got = sub.drain(2 * count)
+    sub = PahoClient(broker, "queue-sub", clean_session=False)
+    assert sub.connect().session_present is True
+    got = sub.drain(2 * count, quiet=QUIET)
     by_topic: dict[str, list[tuple[bytes, int]]] = {"queue/one": [], "queue/two": []}
     for message in got:
         by_topic[message.topic].append((bytes(message.payload), message.qos))
@@ -182,8 +189,8 @@ def test_offline_queued_qos1_qos2_delivered_in_order_after_kill(
     # Delivered and acknowledged: after one more restart nothing comes again.
     commit_barrier(broker)
     restart(broker)
-    sub = PahoClient(broker, "queue-sub")
-    assert sub.connect() is True
+    sub = PahoClient(broker, "queue-sub", clean_session=False)
+    assert sub.connect().session_present is True
     leftovers = sub.drain(0, quiet=0.6)
     assert not leftovers, f"{len(leftovers)} completed messages delivered again"
     sub.disconnect()
@@ -215,7 +222,7 @@ def test_inflight_outbound_resent_with_dup_and_same_packet_id(
     sub.close()
 
     sub = RawClient(broker)
-    assert sub.connect("inflight-sub", clean=False) is True
+    assert sub.connect("inflight-sub", clean=False).session_present is True
     again = [sub.expect_publish() for _ in range(2)]
     assert [(m.packet_id, m.payload, m.qos, m.dup, m.topic) for m in again] == [
         (m.packet_id, m.payload, qos, True, "inflight/t") for m in first], \
@@ -225,7 +232,7 @@ def test_inflight_outbound_resent_with_dup_and_same_packet_id(
         sub.complete(message)
     rest = [sub.receive() for _ in range(2)]
     assert [(m.payload, m.qos, m.dup) for m in rest] == [(p, qos, False) for p in payloads[2:]]
-    sub.assert_silent()
+    sub.assert_silent(QUIET)
     sub.disconnect()
 
 
@@ -241,8 +248,8 @@ def test_pubrel_resent_after_restart_for_pubrecd_qos2(broker_factory: BrokerFact
     first = sub.expect_publish()
     second = sub.expect_publish()
     assert (first.payload, second.payload) == (b"first", b"second")
-    sub.send(ack_packet(PUBREC, first.packet_id))
-    assert sub.expect(PUBREL).raw == ack_packet(PUBREL, first.packet_id)
+    sub.send(pubrec(first.packet_id))
+    assert sub.expect(PUBREL).raw == pubrel(first.packet_id)
     # No PUBCOMP: the broker must remember that `first` is released.
     commit_barrier(broker)
 
@@ -251,24 +258,24 @@ def test_pubrel_resent_after_restart_for_pubrecd_qos2(broker_factory: BrokerFact
     sub.close()
 
     sub = RawClient(broker)
-    assert sub.connect("pubrel-sub", clean=False) is True
+    assert sub.connect("pubrel-sub", clean=False).session_present is True
     resent = [sub.read_packet(), sub.read_packet()]
-    assert resent[0].raw == ack_packet(PUBREL, first.packet_id), \
+    assert resent[0].raw == pubrel(first.packet_id), \
         f"expected the PUBREL for {first.packet_id} again, got {resent[0]}"
     assert resent[1].type == PUBLISH
     again = resent[1].publish()
     assert (again.packet_id, again.payload, again.dup, again.qos) == (
         second.packet_id, b"second", True, 2)
-    sub.send(ack_packet(PUBCOMP, first.packet_id))
+    sub.send(pubcomp(first.packet_id))
     sub.complete(again)
-    sub.assert_silent()
+    sub.assert_silent(QUIET)
     sub.disconnect()
 
     # Both flows completed: nothing is re-sent after another restart.
     commit_barrier(broker)
     restart(broker)
     sub = RawClient(broker)
-    assert sub.connect("pubrel-sub", clean=False) is True
+    assert sub.connect("pubrel-sub", clean=False).session_present is True
     sub.assert_silent(0.6)
     sub.disconnect()
 
@@ -296,17 +303,17 @@ def test_pubrel_not_sent_before_the_release_is_durable(broker_factory: BrokerFac
         pub.publish("pubrel-race", payload, qos=2, packet_id=1)
         message = sub.expect_publish()
         assert message.payload == payload
-        sub.send(ack_packet(PUBREC, message.packet_id))
-        assert sub.expect(PUBREL).raw == ack_packet(PUBREL, message.packet_id)
+        sub.send(pubrec(message.packet_id))
+        assert sub.expect(PUBREL).raw == pubrel(message.packet_id)
         restart(broker)  # at once: the subscriber has "delivered" the message and forgotten it
         sub.close()
         pub.close()
 
         sub = RawClient(broker)
-        assert sub.connect("pubrel-race-sub", clean=False) is True
+        assert sub.connect("pubrel-race-sub", clean=False).session_present is True
         for got in sub.packets_until_quiet(0.3):
             if got.type == PUBREL:
-                sub.send(ack_packet(PUBCOMP, got.packet_id))
+                sub.send(pubcomp(got.packet_id))
             elif got.type == PUBLISH:
                 again = got.publish()
                 if again.payload == payload:
@@ -325,7 +332,7 @@ def test_pubrel_not_sent_before_the_release_is_durable(broker_factory: BrokerFac
 def test_inbound_qos2_awaiting_pubrel_survives_kill(
         broker_factory: BrokerFactory, retransmit: bool) -> None:
     broker = broker_factory()
-    sub = PahoClient(broker, "inbound-sub")
+    sub = PahoClient(broker, "inbound-sub", clean_session=False)
     sub.connect()
     sub.subscribe("inbound/#", 2)
     sub.disconnect()
@@ -333,25 +340,25 @@ def test_inbound_qos2_awaiting_pubrel_survives_kill(
     pub = RawClient(broker)
     pub.connect("inbound-pub", clean=False)
     pub.send(publish_packet("inbound/x", b"exactly once", qos=2, packet_id=7))
-    assert pub.expect(PUBREC).raw == ack_packet(PUBREC, 7)
+    assert pub.expect(PUBREC).raw == pubrec(7)
 
     restart(broker)  # the PUBREC promised: routed and the id remembered, on disk
     pub.close()
 
     pub = RawClient(broker)
-    assert pub.connect("inbound-pub", clean=False) is True
+    assert pub.connect("inbound-pub", clean=False).session_present is True
     if retransmit:
         pub.send(publish_packet("inbound/x", b"exactly once", qos=2, packet_id=7, dup=True))
-        assert pub.expect(PUBREC).raw == ack_packet(PUBREC, 7)
-    pub.send(ack_packet(PUBREL, 7))
-    assert pub.expect(PUBCOMP).raw == ack_packet(PUBCOMP, 7)
+        assert pub.expect(PUBREC).raw == pubrec(7)
+    pub.send(pubrel(7))
+    assert pub.expect(PUBCOMP).raw == pubcomp(7)
     # Packet id 7 is free again: a new message under it is a new message.
     pub.publish("inbound/x", b"new message, same id", qos=2, packet_id=7)
     pub.disconnect()
 
-    sub = PahoClient(broker, "inbound-sub")
-    assert sub.connect() is True
-    got = sub.drain(2)
+    sub = PahoClient(broker, "inbound-sub", clean_session=False)
+    assert sub.connect().session_present is True
+    got = sub.drain(2, quiet=QUIET)
     assert [(m.payload, m.qos) for m in got] == [
         (b"exactly once", 2), (b"new message, same id", 2)]
     sub.disconnect()
@@ -363,7 +370,7 @@ def test_inbound_qos2_released_before_kill_not_routed_again(
     restart is answered, and a retransmitted PUBLISH (the publisher has lost track) would be a
     new message; what matters is that the broker itself routes the first one only once."""
     broker = broker_factory()
-    sub = PahoClient(broker, "released-sub")
+    sub = PahoClient(broker, "released-sub", clean_session=False)
     sub.connect()
     sub.subscribe("released/#", 2)
     sub.disconnect()
@@ -375,13 +382,13 @@ def test_inbound_qos2_released_before_kill_not_routed_again(
     pub.close()
 
     pub = RawClient(broker)
-    assert pub.connect("released-pub", clean=False) is True
-    pub.send(ack_packet(PUBREL, 9))  # as if our PUBCOMP had been lost
-    assert pub.expect(PUBCOMP).raw == ack_packet(PUBCOMP, 9)
+    assert pub.connect("released-pub", clean=False).session_present is True
+    pub.send(pubrel(9))  # as if our PUBCOMP had been lost
+    assert pub.expect(PUBCOMP).raw == pubcomp(9)
     pub.disconnect()
-    sub = PahoClient(broker, "released-sub")
-    assert sub.connect() is True
-    assert [m.payload for m in sub.drain(1)] == [b"once"]
+    sub = PahoClient(broker, "released-sub", clean_session=False)
+    assert sub.connect().session_present is True
+    assert [m.payload for m in sub.drain(1, quiet=QUIET)] == [b"once"]
     sub.disconnect()
 
 
@@ -408,7 +415,7 @@ def test_retained_messages_survive_kill(broker_factory: BrokerFactory) -> None:
         reader = PahoClient(broker, "retain-reader", clean_session=True)
         reader.connect()
         reader.subscribe("retain/#", 2)
-        got = reader.drain(3)
+        got = reader.drain(3, quiet=QUIET)
         assert sorted((m.topic, m.payload, m.qos) for m in got) == expected
         assert all(m.retain for m in got)
         reader.disconnect()
@@ -421,7 +428,7 @@ def test_retained_messages_survive_kill(broker_factory: BrokerFactory) -> None:
 def test_will_of_client_connected_at_kill_is_published_once(
         broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
-    watcher = PahoClient(broker, "will-watcher")
+    watcher = PahoClient(broker, "will-watcher", clean_session=False)
     watcher.connect()
     watcher.subscribe("will/#", 2)
     watcher.disconnect()
@@ -438,9 +445,9 @@ def test_will_of_client_connected_at_kill_is_published_once(
     persistent.close()
     broker.wait_for_log("connected when the broker stopped")
 
-    watcher = PahoClient(broker, "will-watcher")
-    assert watcher.connect() is True
-    got = watcher.drain(2)
+    watcher = PahoClient(broker, "will-watcher", clean_session=False)
+    assert watcher.connect().session_present is True
+    got = watcher.drain(2, quiet=QUIET)
     assert sorted((m.topic, m.payload, m.qos) for m in got) == [
         ("will/clean-client", b"clean session client died", 1),
         ("will/persistent-client", b"persistent client died", 2)]
@@ -448,7 +455,7 @@ def test_will_of_client_connected_at_kill_is_published_once(
     reader = PahoClient(broker, "will-reader", clean_session=True)
     reader.connect()
     reader.subscribe("will/#", 1)
-    retained = reader.drain(1)
+    retained = reader.drain(1, quiet=QUIET)
     assert [(m.topic, m.payload, m.retain) for m in retained] == [
         ("will/clean-client", b"clean session client died", True)]
     reader.disconnect()
@@ -456,8 +463,8 @@ def test_will_of_client_connected_at_kill_is_published_once(
     # Published at the first restart only; not again at the next one.
     commit_barrier(broker)
     restart(broker)
-    watcher = PahoClient(broker, "will-watcher")
-    assert watcher.connect() is True
+    watcher = PahoClient(broker, "will-watcher", clean_session=False)
+    assert watcher.connect().session_present is True
     again = watcher.drain(0, quiet=0.6)
     assert not again, f"wills published again: {[(m.topic, m.payload) for m in again]}"
     watcher.disconnect()
@@ -468,7 +475,7 @@ def test_will_of_client_that_disconnected_is_not_published_after_restart(
         broker_factory: BrokerFactory, how: str) -> None:
     """A clean DISCONNECT discards the will [MQTT-3.14.4-3], also the copy on disk."""
     broker = broker_factory()
-    watcher = PahoClient(broker, "will-watcher")
+    watcher = PahoClient(broker, "will-watcher", clean_session=False)
     watcher.connect()
     watcher.subscribe("will/#", 2)
     watcher.disconnect()
@@ -476,9 +483,9 @@ def test_will_of_client_that_disconnected_is_not_published_after_restart(
     client.connect("will-leaver", clean=True, will=Will("will/leaver", b"must not appear", 1))
     commit_barrier(broker)
     client.disconnect()
-    wait_until(lambda: any("will-leaver" in line and line.endswith(" disconnected")
-                           for line in broker.log_text().splitlines()),
-               message="the DISCONNECT in the log")
+    assert wait_until(lambda: any("will-leaver" in line and line.endswith(" disconnected")
+                                  for line in broker.log_text().splitlines())), \
+        "the DISCONNECT not in the log within 5 s"
     commit_barrier(broker)
 
     if how == "kill":
@@ -487,8 +494,8 @@ def test_will_of_client_that_disconnected_is_not_published_after_restart(
         assert broker.stop() == 0
         broker.start()
 
-    watcher = PahoClient(broker, "will-watcher")
-    assert watcher.connect() is True
+    watcher = PahoClient(broker, "will-watcher", clean_session=False)
+    assert watcher.connect().session_present is True
     got = watcher.drain(0, quiet=0.6)
     assert not got, (f"will of a client that disconnected cleanly was published after the "
                      f"restart: {[(m.topic, m.payload) for m in got]}")
@@ -500,7 +507,7 @@ def test_will_of_client_that_disconnected_is_not_published_after_restart(
 
 def test_durability_none_keeps_nothing(broker_factory: BrokerFactory) -> None:
     broker = broker_factory(storage={"durability": "none"})
-    sub = PahoClient(broker, "none-sub")
+    sub = PahoClient(broker, "none-sub", clean_session=False)
     sub.connect()
     sub.subscribe("none/#", 1)
     sub.disconnect()
@@ -510,9 +517,9 @@ def test_durability_none_keeps_nothing(broker_factory: BrokerFactory) -> None:
     pub.publish("none/r", b"retained", 1, retain=True)
     pub.disconnect()
     # In memory the state is there before the kill ...
-    sub = PahoClient(broker, "none-sub")
-    assert sub.connect() is True
-    assert sorted(m.payload for m in sub.drain(2)) == [b"queued", b"retained"]
+    sub = PahoClient(broker, "none-sub", clean_session=False)
+    assert sub.connect().session_present is True
+    assert sorted(m.payload for m in sub.drain(2, quiet=QUIET)) == [b"queued", b"retained"]
     sub.disconnect()
     pub = PahoClient(broker, "none-pub", clean_session=True)
     pub.connect()
@@ -523,10 +530,10 @@ def test_durability_none_keeps_nothing(broker_factory: BrokerFactory) -> None:
 
     # ... and gone after it, without a database file ever being written.
     assert not db_path(broker).exists()
-    sub = PahoClient(broker, "none-sub")
-    assert sub.connect() is False, "durability none must not keep sessions"
+    sub = PahoClient(broker, "none-sub", clean_session=False)
+    assert sub.connect().session_present is False, "durability none must not keep sessions"
     sub.subscribe("none/#", 1)
-    got = sub.drain(0)
+    got = sub.drain(0, quiet=QUIET)
     assert not got, f"queued or retained messages survived: {[m.payload for m in got]}"
     sub.disconnect()
 
@@ -534,7 +541,7 @@ def test_durability_none_keeps_nothing(broker_factory: BrokerFactory) -> None:
 def test_durability_batch_keeps_what_is_older_than_the_interval(
         broker_factory: BrokerFactory) -> None:
     broker = broker_factory(storage={"durability": "batch", "batch_interval": 0.05})
-    sub = PahoClient(broker, "batch-sub")
+    sub = PahoClient(broker, "batch-sub", clean_session=False)
     sub.connect()
     sub.subscribe("batch/#", 2)
     sub.disconnect()
@@ -549,9 +556,9 @@ def test_durability_batch_keeps_what_is_older_than_the_interval(
 
     restart(broker)
 
-    sub = PahoClient(broker, "batch-sub")
-    assert sub.connect() is True
-    got = sub.drain(21)
+    sub = PahoClient(broker, "batch-sub", clean_session=False)
+    assert sub.connect().session_present is True
+    got = sub.drain(21, quiet=QUIET)
     for qos in (1, 2):  # paho hands QoS 2 over at PUBREL, so compare per QoS
         assert [m.payload for m in got if m.topic == "batch/t" and m.qos == qos] == [
             payload_for(3, i) for i in range(20) if 1 + i % 2 == qos]
