@@ -639,8 +639,13 @@ class Connection:
             if first == QOS0_PLAIN:
                 broker.forward(topic, frame, self)
             else:
-                broker.publish(Message(topic, frame[stop:], qos, bool(first & 0x01),
-                                       topic_bytes=topic_bytes), self)
+                message = Message(topic, frame[stop:], qos, bool(first & 0x01),
+                                  topic_bytes=topic_bytes)
+                if not first & 0x09:
+                    # Without DUP and RETAIN our head is the head of a delivery at this QoS:
+                    # a slice instead of an encoding (measured: 1 -> 1 QoS 1, -10% CPU).
+                    message.seed_head(first, frame[:stop - 2])
+                broker.publish(message, self)
         if qos:
             self.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
                                     packet_id & 0xFF)))

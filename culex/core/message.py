@@ -65,6 +65,11 @@ class Message:
                 self.topic_bytes, len(self.payload), first_byte)
         return head
 
+    def seed_head(self, first_byte: int, head: bytes) -> None:
+        """Reuse a head already on hand (the publisher's own, when it is what `head` would
+        encode for this first byte) instead of encoding it again."""
+        self._heads[first_byte] = head
+
     def frames(self, qos: int, packet_id: int, *, retain: bool = False,
                dup: bool = False) -> list[bytes]:
         """The pieces of one outgoing PUBLISH, for `writelines`; only the packet id is new."""

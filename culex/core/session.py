@@ -235,7 +235,8 @@ class Session:
         del self.inflight[packet_id]
         if self.persistence is not None:
             self.persistence.done(self.client_id, entry)
-        self.pump()
+        if self.queue or self.overflowing:  # else nothing waits for the freed slot
+            self.pump()
         return True
 
     def release(self, packet_id: int) -> bool:

@@ -833,3 +833,21 @@ def test_wake_called_once_per_tick_with_output(harness: Harness) -> None:
     assert len(wakes) == 2, "after a flush the next output wakes the loop again"
     for watcher in watchers:
         assert payloads(watcher.received_packets()) == [b"1", b"2", b"3"]
+
+
+@pytest.mark.parametrize(("qos", "retain", "dup"), [(1, False, False), (1, True, False),
+                                                    (1, False, True), (2, False, True),
+                                                    (2, True, True)])
+def test_qos_deliveries_are_encoded_afresh_whatever_the_publisher_sent(
+        qos: int, retain: bool, dup: bool) -> None:
+    """The publisher's own head is reused for deliveries at its QoS (no re-encoding), but only
+    when it has neither DUP nor RETAIN: a forwarded PUBLISH never carries the publisher's DUP
+    or, to an existing subscription, its RETAIN [MQTT-3.3.1-9]."""
+    harness = Harness()
+    sub = harness.connected("sub")
+    assert sub.subscribe(("t/x", 2)) == [2]
+    pub = harness.connected("pub")
+    pub.publish("t/x", b"payload", qos, retain, packet_id=7, dup=dup)
+    sent = sub.received_frames()
+    packet_id = int.from_bytes(sent[0][7:9], "big")  # whichever id the broker chose
+    assert sent == [encode_publish(Publish("t/x", b"payload", qos, False, False, packet_id))]
