@@ -106,6 +106,7 @@ class Connection:
         "peer",
         "problem_information",
         "protocol_level",
+        "publish_byte_tokens",
         "publish_tokens",
         "publishes_sent",
         "rate_paused_until",
@@ -186,6 +187,7 @@ class Connection:
         self.tick_bytes = 0
         # max_publish_rate token bucket, and when reading resumes after going over it.
         self.publish_tokens = broker.limits.max_publish_rate
+        self.publish_byte_tokens = broker.limits.max_publish_bytes_rate
         self.tokens_at = now
         self.rate_paused_until = 0.0
         # Per-connection counters, folded into the broker totals on close: a local increment is
@@ -218,9 +220,9 @@ class Connection:
         broker.packets_received += len(frames)
         if self._process(frames) and reader.error is not None:
             self.protocol_violation(reader.error)
-        rate = broker.limits.max_publish_rate
-        if rate:
-            self._charge_publishes(frames, now, rate)
+        limits = broker.limits
+        if limits.max_publish_rate or limits.max_publish_bytes_rate:
+            self._charge_publishes(frames, now)
 
     def _process(self, frames: list[Frame]) -> bool:
         """Dispatch frames in order; False once the connection closed."""
@@ -435,15 +437,29 @@ class Connection:
             else:
                 self.sink.pause_reading()
 
-    def _charge_publishes(self, frames: list[Frame], now: float, rate: float) -> None:
-        """Token bucket for max_publish_rate (burst: one second's worth): over it, stop reading
-        until the bucket refills instead of disconnecting."""
-        count = sum(1 for first, _frame, _offset in frames if first >> 4 == PacketType.PUBLISH)
-        tokens = min(rate, self.publish_tokens + (now - self.tokens_at) * rate) - count
-        self.publish_tokens = tokens
+    def _charge_publishes(self, frames: list[Frame], now: float) -> None:
+        """Token buckets for max_publish_rate and max_publish_bytes_rate (burst: one second's
+        worth of each): over either, stop reading until both have refilled, instead of
+        disconnecting."""
+        publishes = [frame for first, frame, _offset in frames
+                     if first >> 4 == PacketType.PUBLISH]
+        limits = self.broker.limits
+        elapsed = now - self.tokens_at
         self.tokens_at = now
-        if tokens < 0 and not self.rate_paused_until and not self.closed:
-            self.rate_paused_until = now - tokens / rate
+        wait = 0.0
+        rate = limits.max_publish_rate
+        if rate:
+            tokens = min(rate, self.publish_tokens + elapsed * rate) - len(publishes)
+            self.publish_tokens = tokens
+            wait = -tokens / rate
+        byte_rate = limits.max_publish_bytes_rate
+        if byte_rate:
+            tokens = (min(byte_rate, self.publish_byte_tokens + elapsed * byte_rate)
+                      - sum(map(len, publishes)))
+            self.publish_byte_tokens = tokens
+            wait = max(wait, -tokens / byte_rate)
+        if wait > 0 and not self.rate_paused_until and not self.closed:
+            self.rate_paused_until = now + wait
             self.update_reading()
             self.broker.schedule(self, self.rate_paused_until)
 

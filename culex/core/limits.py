@@ -37,6 +37,10 @@ class Limits:
     # disconnected: its socket is simply not read until it is back under the rate (TCP
     # back-pressure), so one flooder cannot starve the others on the event loop.
     max_publish_rate: float = 0.0
+    # PUBLISH bytes (whole packets) per second one client may send (0: unlimited); same
+    # mechanism and one second of burst. A single packet larger than the rate is read, then
+    # the socket waits as long as that packet's size takes at the rate.
+    max_publish_bytes_rate: float = 0.0
     # Largest keep-alive a client may ask for; with a value below 65535, keep-alive 0 (never
     # time out) is refused too, since it would let an idle client hold a slot for ever.
     max_keepalive: int = 65535
@@ -87,6 +91,8 @@ class Limits:
             found.append("max_retained_messages must be 0 or more")
         if self.max_publish_rate < 0:
             found.append("max_publish_rate must be 0 (unlimited) or positive")
+        if self.max_publish_bytes_rate < 0:
+            found.append("max_publish_bytes_rate must be 0 (unlimited) or positive")
         if self.max_connections < -1 or self.max_connections == 0:
             found.append("max_connections must be -1 (unlimited) or positive")
         if not 1 <= self.max_keepalive <= 65535:

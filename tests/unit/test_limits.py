@@ -86,3 +86,36 @@ def test_no_publish_rate_limit_by_default() -> None:
     for _ in range(5000):
         publisher.publish("t", b"x")
     assert not publisher.sink.reading_paused
+
+
+def test_max_publish_bytes_rate_pauses_reading_then_resumes() -> None:
+    """1,000 bytes/s: ten 100-byte PUBLISHes are the burst; the eleventh is read (nothing read
+    is dropped) and reading waits until the bucket is back above zero."""
+    harness = Harness(Limits(max_publish_bytes_rate=1000))
+    subscriber = harness.connected("sub")
+    subscriber.subscribe(("t", 0))
+    publisher = harness.connected("pub")
+    payload = b"x" * 95  # + 2 fixed header + 3 topic = a 100-byte packet
+    for _ in range(10):
+        publisher.publish("t", payload)
+    assert not publisher.sink.reading_paused
+    publisher.publish("t", payload)
+    assert publisher.sink.reading_paused
+    assert len(payloads(subscriber.received_packets())) == 11
+    harness.tick(harness.now + 0.05)
+    assert publisher.sink.reading_paused  # 100 bytes short: 0.1 s at 1,000 bytes/s
+    harness.tick(harness.now + 0.1)
+    assert not publisher.sink.reading_paused
+
+
+def test_publish_rates_combine_the_longer_wait_wins() -> None:
+    """Both limits at once: a burst within the message rate but over the byte rate waits for
+    the byte bucket."""
+    harness = Harness(Limits(max_publish_rate=100, max_publish_bytes_rate=1000))
+    publisher = harness.connected("pub")
+    publisher.publish("t", b"y" * 1995)  # one 2,000-byte packet: 1 s of debt at 1,000 B/s
+    assert publisher.sink.reading_paused
+    harness.tick(harness.now + 0.9)
+    assert publisher.sink.reading_paused
+    harness.tick(harness.now + 0.2)
+    assert not publisher.sink.reading_paused
