@@ -201,18 +201,13 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
             if problems:
                 raise ConfigError(f"{source}: listeners[{index}].{problems[0]}")
         kwargs["listeners"] = listeners
-    if "limits" in data:
-        limits = _build(Limits, data["limits"], f"{source}: limits")
-        problems = limits.problems()
-        if problems:
-            raise ConfigError(f"{source}: limits: {problems[0]}")
-        kwargs["limits"] = limits
-    if "mqtt5" in data:
-        mqtt5 = _build(Mqtt5Options, data["mqtt5"], f"{source}: mqtt5")
-        problems = mqtt5.problems()
-        if problems:
-            raise ConfigError(f"{source}: mqtt5: {problems[0]}")
-        kwargs["mqtt5"] = mqtt5
+    for name, kind in (("limits", Limits), ("mqtt5", Mqtt5Options)):
+        if name in data:
+            section = _build(kind, data[name], f"{source}: {name}")
+            problems = section.problems()
+            if problems:
+                raise ConfigError(f"{source}: {name}: {problems[0]}")
+            kwargs[name] = section
     if "logging" in data:
         logging_config = _build(LoggingConfig, data["logging"], f"{source}: logging")
         if logging_config.level not in LOG_LEVELS:

@@ -7,7 +7,6 @@ broker's log, so they only apply to Culex).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 
@@ -30,12 +29,6 @@ from tests.integration.clients import (
     unclosed_violations,
     wait_until,
 )
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 def assert_refused_then_closed(client: RawClient, return_code: int) -> None:

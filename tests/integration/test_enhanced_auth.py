@@ -6,7 +6,6 @@ and `culex check-config` on the new key."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from culex.protocol.v5 import (
     Suback5,
     Subscribe5,
     Subscription,
-    decode_packet_v5,
     encode_auth,
     encode_connect5,
     encode_publish5,
@@ -31,6 +29,7 @@ from culex.protocol.v5 import (
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess, render_config
 from tests.integration.clients import Clients, RawClient
 from tests.integration.test_auth import auth_settings, culex
+from tests.integration.test_mqtt5 import read5
 from tests.scram_client import ScramClient
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's enhanced authentication")
@@ -61,16 +60,6 @@ def broker(broker_factory: BrokerFactory, password_file: Path) -> BrokerProcess:
     return broker_factory(auth=auth_settings(password_file, enhanced_methods=[SCRAM]))
 
 
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
-
-
-def read5(raw: RawClient) -> Packet5:
-    packet = raw.read_packet()
-    return decode_packet_v5(packet.first_byte, packet.raw, len(packet.raw) - len(packet.body),
-                            from_client=False)
 
 
 def auth_props(data: bytes | None, method: str = SCRAM) -> Properties:

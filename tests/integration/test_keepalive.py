@@ -4,11 +4,10 @@ connect timeout for sockets that never send CONNECT."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
+from tests.conftest import AGAINST, BrokerFactory
 from tests.integration.clients import (
     PAHO_PROTOCOLS,
     PINGREQ_BYTES,
@@ -27,11 +26,6 @@ MOSQUITTO_LATE_KEEPALIVE = pytest.mark.skipif(
     AGAINST == "mosquitto", reason="Mosquitto 2.0.11 enforces keep-alive late (~5 s granularity)"
 )
 
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("version", RAW_PROTOCOLS)

@@ -4,18 +4,11 @@ SIGKILL), persistent sessions (-c) with offline messages, both protocol versions
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import BrokerProcess
 from tests.integration.clients import CLI_PROTOCOLS, Clients, mosquitto_pub
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("version", CLI_PROTOCOLS.values(), ids=CLI_PROTOCOLS)

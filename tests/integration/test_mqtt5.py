@@ -5,7 +5,6 @@ on one broker: 3.1.1 and 5.0 clients exchange messages, properties reach only MQ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -31,18 +30,13 @@ from culex.protocol.v5 import (
     encode_publish5,
     encode_subscribe5,
 )
-from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
-from tests.integration.clients import Clients, RawClient, Will, mosquitto_pub
+from tests.conftest import AGAINST, BrokerFactory
+from tests.integration.clients import Clients, Packet, RawClient, Will, mosquitto_pub
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's MQTT 5 support")
 
 V5 = mqtt.MQTTv5
 
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 def props(packet_type: int = PacketTypes.PUBLISH, **values: Any) -> PahoProperties:
@@ -53,19 +47,27 @@ def props(packet_type: int = PacketTypes.PUBLISH, **values: Any) -> PahoProperti
     return built
 
 
+def as_v5(packet: Packet) -> Packet5:
+    """A packet the broker sent, decoded as MQTT 5."""
+    return decode_packet_v5(packet.first_byte, packet.raw, len(packet.raw) - len(packet.body),
+                            from_client=False)
+
+
+def read5(raw: RawClient) -> Packet5:
+    """The next packet the broker sent, decoded as MQTT 5."""
+    return as_v5(raw.read_packet())
+
+
 def v5_packets(raw: RawClient) -> list[Packet5]:
     """Everything the broker sent until it closed the connection, decoded as MQTT 5."""
-    return [decode_packet_v5(p.first_byte, p.raw, len(p.raw) - len(p.body), from_client=False)
-            for p in raw.wait_closed()]
+    return [as_v5(packet) for packet in raw.wait_closed()]
 
 
 def raw_v5(clients: Clients, client_id: str = "raw5", **connect: Any) -> RawClient:
     """A raw socket that sent an MQTT 5 CONNECT and got a successful CONNACK."""
     raw = clients.raw()
     raw.send(encode_connect5(Connect5(client_id, **connect)))
-    reply = raw.read_packet()
-    connack = decode_packet_v5(reply.first_byte, reply.raw, len(reply.raw) - len(reply.body),
-                               from_client=False)
+    connack = read5(raw)
     assert isinstance(connack, Connack5) and connack.reason_code == 0, connack
     return raw
 

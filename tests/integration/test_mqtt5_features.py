@@ -5,7 +5,6 @@ with Response Information, Request Problem Information and server redirection.""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -20,31 +19,19 @@ from culex.protocol.v5 import (
     Publish5,
     Subscribe5,
     Subscription,
-    decode_packet_v5,
     encode_connect5,
     encode_publish5,
     encode_subscribe5,
 )
-from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
-from tests.integration.clients import SUBACK, Clients, RawClient, Will, mosquitto_pub
-from tests.integration.test_mqtt5 import props, raw_v5, server_disconnect
+from tests.conftest import AGAINST, BrokerFactory
+from tests.integration.clients import SUBACK, Clients, Will, mosquitto_pub
+from tests.integration.test_mqtt5 import props, raw_v5, read5, server_disconnect
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's MQTT 5 support")
 
 V5 = mqtt.MQTTv5
 
 
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
-
-
-def read5(raw: RawClient) -> Any:
-    """The next packet the broker sent, decoded as MQTT 5."""
-    packet = raw.read_packet()
-    return decode_packet_v5(packet.first_byte, packet.raw, len(packet.raw) - len(packet.body),
-                            from_client=False)
 
 
 def alias_of(message: Any) -> int | None:

@@ -18,10 +18,9 @@ from culex.protocol.v5 import (
 )
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
 from tests.integration.clients import Clients, PahoClient, RawClient, mosquitto_pub, wait_until
-from tests.integration.test_mqtt5 import V5, clients, props, raw_v5, server_disconnect
+from tests.integration.test_mqtt5 import V5, props, raw_v5, server_disconnect
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's MQTT 5 support")
-__all__ = ["clients"]  # the fixture, shared with test_mqtt5.py
 
 
 def with_id(identifier: int) -> object:

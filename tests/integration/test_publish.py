@@ -3,11 +3,9 @@ QoS downgrade, the in-flight window, ordering, and PUBLISH protocol violations."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
+from tests.conftest import AGAINST, BrokerFactory
 from tests.integration.clients import (
     PAHO_PROTOCOLS,
     PUBACK,
@@ -25,13 +23,6 @@ from tests.integration.clients import (
     pubrel,
     unclosed_violations,
 )
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
-
 
 # --------------------------------------------------------------------------------------------
 # Delivery at every QoS combination, paho on both protocol versions

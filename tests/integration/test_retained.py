@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.conftest import BrokerProcess
 from tests.integration.clients import PAHO_PROTOCOLS, RAW_PROTOCOLS, Clients, publish_packet
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("version", PAHO_PROTOCOLS)

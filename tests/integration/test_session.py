@@ -4,11 +4,9 @@ PUBREL), and clean session 1 discarding all of it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.conftest import BrokerFactory, BrokerProcess
+from tests.conftest import BrokerFactory
 from tests.integration.clients import (
     PAHO_PROTOCOLS,
     PUBCOMP,
@@ -24,13 +22,6 @@ from tests.integration.clients import (
     pubrec,
     pubrel,
 )
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
-
 
 # --------------------------------------------------------------------------------------------
 # Session present flag (exact CONNACK bytes)

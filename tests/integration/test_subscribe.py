@@ -4,11 +4,10 @@ re-subscription, and SUBSCRIBE protocol violations."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import AGAINST, BrokerProcess
+from tests.conftest import AGAINST
 from tests.integration.clients import (
     PAHO_PROTOCOLS,
     RAW_PROTOCOLS,
@@ -20,13 +19,6 @@ from tests.integration.clients import (
     unclosed_violations,
     unsubscribe_packet,
 )
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
-
 
 DONE = "zz-done"
 

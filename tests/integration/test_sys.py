@@ -5,11 +5,10 @@ from __future__ import annotations
 import queue
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import BrokerProcess
 from tests.integration.clients import Clients, Message, PahoClient
 
 NUMERIC_TOPICS = [
@@ -29,11 +28,6 @@ NUMERIC_TOPICS = [
 ]
 ALL_TOPICS = ["$SYS/broker/version", "$SYS/broker/uptime", *NUMERIC_TOPICS]
 
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 class SysWatcher:

@@ -4,11 +4,10 @@ error, takeover is in test_connect.py), not after DISCONNECT; QoS and retain hon
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import AGAINST, BrokerProcess
+from tests.conftest import AGAINST
 from tests.integration.clients import (
     PAHO_PROTOCOLS,
     RAW_PROTOCOLS,
@@ -17,12 +16,6 @@ from tests.integration.clients import (
     connect_packet,
     publish_packet,
 )
-
-
-@pytest.fixture
-def clients(broker: BrokerProcess) -> Iterator[Clients]:
-    with Clients(broker) as opened:
-        yield opened
 
 
 @pytest.mark.parametrize("version", PAHO_PROTOCOLS)

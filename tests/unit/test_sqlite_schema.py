@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from culex.storage.base import StoredMessage
+from culex.storage.base import LoadedState, StoredMessage
 from culex.storage.sqlite import SCHEMA_VERSION, SqliteStorage
 
 # The tables that changed since version 1, as Culex before MQTT 5 wrote them; the other tables
@@ -28,6 +28,19 @@ def run_now(callback: Any, *args: Any) -> None:
 
 def open_storage(path: Path) -> SqliteStorage:
     return SqliteStorage(path, durable=True, call_soon_threadsafe=run_now)
+
+
+def committed_and_reloaded(storage: SqliteStorage, path: Path) -> LoadedState:
+    """Commit what `storage` holds, close it, and read the file back with a new instance."""
+    results: list[bool] = []
+    storage.commit(results.append)
+    storage.close()
+    assert results == [True]
+    reopened = open_storage(path)
+    try:
+        return reopened.load()
+    finally:
+        reopened.close()
 
 
 def make_v1_database(path: Path) -> None:
@@ -80,16 +93,8 @@ def test_session_expiry_round_trip(tmp_path: Path) -> None:
     storage.session_saved("v5-client", 3600, "alice")
     storage.session_saved("v5-client", 60, "alice")  # a DISCONNECT shortened it
     storage.session_saved("forever", 0xFFFFFFFF, None)
-    results: list[bool] = []
-    storage.commit(results.append)
-    storage.close()
-    assert results == [True]
-    reopened = open_storage(path)
-    try:
-        loaded = {s.client_id: (s.expiry, s.owner_known, s.username)
-                  for s in reopened.load().sessions}
-    finally:
-        reopened.close()
+    loaded = {s.client_id: (s.expiry, s.owner_known, s.username)
+              for s in committed_and_reloaded(storage, path).sessions}
     assert loaded == {"v5-client": (60, True, "alice"), "forever": (0xFFFFFFFF, True, None)}
 
 
@@ -102,15 +107,7 @@ def test_message_properties_and_expiry_round_trip(tmp_path: Path) -> None:
     storage.message_stored(StoredMessage(7, "t", b"p", 1, True, block, 30.0))
     storage.message_stored(StoredMessage(8, "u", b"q", 0, False))
     storage.will_set("c", StoredMessage(0, "w", b"bye", 1, False, block))
-    results: list[bool] = []
-    storage.commit(results.append)
-    storage.close()
-    assert results == [True]
-    reopened = open_storage(path)
-    try:
-        state = reopened.load()
-    finally:
-        reopened.close()
+    state = committed_and_reloaded(storage, path)
     kept, plain = state.messages[7], state.messages[8]
     assert (kept.properties, plain.properties, plain.expires_in) == (block, b"", None)
     assert kept.expires_in is not None and 25 < kept.expires_in <= 30
