@@ -256,6 +256,10 @@ class Connection:
 
     def connection_lost(self, now: float) -> None:
         """The transport is gone: whatever was not a DISCONNECT is an abnormal close."""
+        # The Will Delay and Session Expiry Intervals count from this moment, not from the
+        # last timer tick: a stale clock would publish the will before its delay had passed,
+        # when a reconnect must still be able to cancel it [MQTT-3.1.3-9].
+        self.broker.now = now
         self.sink_gone = True
         self.outbox = []
         if self.state is not State.CLOSED:

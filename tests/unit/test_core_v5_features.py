@@ -236,6 +236,29 @@ def test_will_waits_for_its_delay() -> None:
     assert publishes5(watch) == []
 
 
+def test_will_delay_counts_from_the_connection_loss_not_the_last_tick() -> None:
+    # Found by the Paho interoperability suite (test_will_delay): the will came 0.1 s early.
+    harness = Harness()
+    watch = watcher(harness)
+    client = will_client(harness, delay=10, expiry=100)
+    harness.now = 5.0  # the connection drops between two timer ticks
+    client.lose()
+    harness.tick(14.9)
+    assert publishes5(watch) == []
+    harness.tick(15.0)
+    assert [p.payload for p in publishes5(watch)] == [b"bye"]
+
+
+def test_session_expiry_counts_from_the_connection_loss_not_the_last_tick() -> None:
+    harness = Harness()
+    client = client5(harness, "away", clean_start=False, properties=expiring(10))
+    harness.now = 5.0
+    client.lose()
+    harness.tick(14.9)
+    back = harness.client()
+    assert back.connect5("away", clean_start=False, properties=expiring(10)).session_present
+
+
 def test_reconnect_within_the_delay_cancels_the_will() -> None:
     harness = Harness()
     watch = watcher(harness)
