@@ -35,7 +35,10 @@ const opened = []
 function fail(error) {
   process.stderr.write(`scenario ${ARGS.scenario} (protocol ${ARGS.protocol}) failed: ` +
     `${error && error.stack ? error.stack : error}\n`)
-  for (const client of opened) client.end(true)
+  for (const client of opened) {
+    client.closing = true
+    client.end(true)
+  }
   process.exit(1)
 }
 
@@ -73,8 +76,11 @@ function connect(clientId, options = {}) {
       resolve(client)
     })
     client.on('error', (error) => (connected ? fail(error) : reject(error)))
+    // Closes are the scenario's own doing (end(), destroy()); the broker closing first fails it.
+    client.closing = false
     client.on('close', () => {
       if (!connected) reject(new Error(`${clientId}: connection closed before CONNACK`))
+      else if (!client.closing) fail(new Error(`${clientId}: the broker closed the connection`))
     })
   })
 }
@@ -87,7 +93,14 @@ function connackSummary(connack) {
 }
 
 function end(client) {
+  client.closing = true
   return new Promise((resolve) => client.end(false, {}, () => resolve()))
+}
+
+// Closes the TCP connection without DISCONNECT, as a crash or a lost network would.
+function destroy(client) {
+  client.closing = true
+  client.stream.destroy()
 }
 
 function subscribe(client, filter, options = { qos: 1 }) {
@@ -288,7 +301,7 @@ async function will() {
   await end(polite)
   await sleep(QUIET_MS)
   const crashed = await connect('js-crashed', { will: willOf('crashed') })
-  crashed.stream.destroy()
+  destroy(crashed)
   await waitForMessages(watcher, 1)
   await sleep(QUIET_MS)
   const received = watcher.received.map((entry) => ({
