@@ -122,7 +122,12 @@ function unsubscribe(client, filter) {
   })
 }
 
-// Resolves once the PUBLISH is acknowledged (PUBACK / PUBCOMP; at once for QoS 0).
+// Resolves once the PUBLISH is acknowledged (PUBACK / PUBCOMP; at once for QoS 0). Scenarios
+// await each one: MQTT.js 5.16 does not hold QoS 1/2 publishes back to the server's Receive
+// Maximum (CONNACK), so a burst of more unacknowledged ones than Culex's max_inflight_messages
+// (20) ends with DISCONNECT 0x93 Receive Maximum exceeded, as MQTT 5 section 4.9 has the server do.
+// (The callback gets MQTT.js's stored PUBLISH, not the PUBACK: reason codes are read from
+// 'packetreceive' instead, see reasonCodes.)
 function publish(client, topic, payload, options = {}) {
   return new Promise((resolve, reject) => {
     client.publish(topic, payload, options, (error) => (error ? reject(error) : resolve()))
