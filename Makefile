@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+# MQTT.js (tests/integration/test_mqttjs.py): `npm ci` again whenever the lockfile changes.
+MQTTJS := tests/interop/mqttjs
+MQTTJS_STAMP := $(MQTTJS)/node_modules/.installed-$(shell cksum $(MQTTJS)/package-lock.json | cut -d' ' -f1)
 
 .PHONY: run test soak lint clean system-deps
 
@@ -17,25 +20,34 @@ run: $(STAMP)
 	mkdir -p data
 	$(VENV)/bin/culex serve --config culex.toml
 
-# Debian's mosquitto-clients are real MQTT peers for the integration tests, and the openssl CLI
-# makes the TLS tests' certificates; install them when missing (as root). Without root and
-# without them the tests fail loudly instead of skipping.
+# Debian's mosquitto-clients and Node.js (for MQTT.js) are real MQTT peers for the integration
+# tests, and the openssl CLI makes the TLS tests' certificates; install them when missing (as
+# root). Without root and without them the tests fail loudly instead of skipping.
 system-deps:
 	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1 \
-			|| ! command -v openssl >/dev/null 2>&1; then \
+			|| ! command -v openssl >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 \
+			|| ! command -v npm >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then \
+			: "nodejs/npm only when missing: a Node.js from elsewhere may bundle npm"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				mosquitto-clients openssl; \
+				mosquitto-clients openssl $$(command -v node >/dev/null 2>&1 || echo nodejs) \
+				$$(command -v npm >/dev/null 2>&1 || echo npm); \
 		else \
-			echo "missing: run 'sudo apt-get install mosquitto-clients openssl'" >&2; exit 1; \
+			echo "missing: run 'sudo apt-get install mosquitto-clients openssl nodejs npm'" >&2; \
+			exit 1; \
 		fi; \
 	fi
+
+# The pinned MQTT.js, exactly as package-lock.json says (a few seconds; no network when current).
+$(MQTTJS_STAMP): $(MQTTJS)/package.json $(MQTTJS)/package-lock.json | system-deps
+	cd $(MQTTJS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 	$(PY) -m pytest -n 2 -p no:cacheprovider tests
 
 # The kill -9 crash test with many more kills than CI's 20 (CULEX_SOAK_KILLS), and its seed.
