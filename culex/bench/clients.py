@@ -19,6 +19,12 @@ Flow control, so a fast broker is measured and a slow one is not buried:
 
 Shared counters and the per-second latency histograms live in one `WorkerState` per process so
 the hot loops update a handful of locals and write back once per read.
+
+MQTT 5 (`mqtt5=True`) leaves the hot loops as they are. A subscriber finds the stamp at
+`end - payload` rather than after the topic and packet id, which is the same place in 3.1.1 and
+past any property block in 5; MQTT 5 acks with a reason code or properties (Remaining Length
+above 2) fail the loops' `length == 2` test and go to the slow path (`control`), like CONNACK,
+SUBACK and DISCONNECT, which the MQTT 5 codec decodes there.
 """
 
 from __future__ import annotations
@@ -27,13 +33,29 @@ import asyncio
 import contextlib
 import socket
 import time
-from typing import cast
+from typing import TypeVar, cast
 
+from ..protocol.errors import MQTTError
+from ..protocol.packets import PacketType
+from ..protocol.properties import Properties
+from ..protocol.reasons import is_error, reason_name
+from ..protocol.v5 import (
+    Ack5,
+    Connack5,
+    Disconnect5,
+    Puback5,
+    Pubcomp5,
+    Pubrec5,
+    Pubrel5,
+    Suback5,
+    decode_packet_v5,
+)
 from .histogram import BUCKET_COUNT, bucket_index
 from .plan import PublisherSpec, SubscriberSpec
 from .wire import (
     CONNACK,
     CONNACK_REASONS,
+    DISCONNECT,
     DISCONNECT_FRAME,
     PACKET_ID,
     PINGRESP,
@@ -42,13 +64,13 @@ from .wire import (
     PUBREC,
     PUBREL,
     STAMP,
-    STAMP_SIZE,
     SUBACK,
     PublishTemplate,
     ack_table,
 )
 
 NS = 1_000_000_000
+P = TypeVar("P")
 WRITE_HIGH = 64 * 1024  # publisher user-space write buffer before pause_writing
 WRITE_LOW = 16 * 1024
 # Unsent bytes a publisher's kernel socket may hold (TCP_NOTSENT_LOWAT: a non-blocking send
@@ -60,6 +82,9 @@ NOT_SENT_LOW_WATER = 64 * 1024
 TCP_NOTSENT_LOWAT = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux, macOS
 MAX_MISSING_TRACKED = 1_000_000  # per subscriber: sequence gaps remembered to tell late from dup
 _NEVER = 1 << 62
+# MQTT 5 acks that carry a reason code or properties, decoded on the slow path.
+_ACK_CLASSES: dict[int, type[Ack5]] = {PUBACK: Puback5, PUBREC: Pubrec5, PUBREL: Pubrel5,
+                                       PUBCOMP: Pubcomp5}
 
 
 class BenchError(Exception):
@@ -153,17 +178,25 @@ def _long_header(data: bytes, pos: int, size: int) -> tuple[int, int] | None:
     raise BenchError("malformed Remaining Length from the broker")
 
 
-class ClientProtocol(asyncio.Protocol):
-    """CONNECT/CONNACK, SUBSCRIBE/SUBACK and connection loss; subclasses add the hot loop."""
+def _reason(code: int, packet_type: PacketType) -> str:
+    return f"reason code {code:#04x} ({reason_name(code, packet_type)})"
 
-    def __init__(self, state: WorkerState, client_id: str) -> None:
+
+class ClientProtocol(asyncio.Protocol):
+    """CONNECT/CONNACK, SUBSCRIBE/SUBACK and connection loss; subclasses add the hot loop.
+
+    `connack` resolves to None when the broker accepted the connection, else to why not.
+    """
+
+    def __init__(self, state: WorkerState, client_id: str, *, mqtt5: bool = False) -> None:
         self.state = state
         self.client_id = client_id
+        self.mqtt5 = mqtt5
         self.transport: asyncio.Transport | None = None
         self.pending = b""
         self.closing = False
         self.closed = False
-        self.connack: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.connack: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self.subscribed: asyncio.Future[None] | None = None
         self.subacks_due = 0
 
@@ -225,24 +258,94 @@ class ClientProtocol(asyncio.Protocol):
         self.pending = data[pos:] if pos < size else b""
 
     def control(self, first: int, data: bytes, body: int, end: int) -> None:
-        """Packets off the hot path: CONNACK, SUBACK, PINGRESP; anything else is an error."""
+        """Packets off the hot path: CONNACK, SUBACK, PINGRESP, an MQTT 5 DISCONNECT; anything
+        else is an error."""
         kind = first & 0xF0
-        if kind == CONNACK and end - body == 2:
-            if not self.connack.done():
-                self.connack.set_result(data[body + 1])
+        if kind == CONNACK and not self.connack.done():
+            self.connack_received(first, data, body, end)
         elif kind == SUBACK:
-            codes = data[body + 2:end]
-            future = self.subscribed
-            if future is None or future.done():
-                self.state.error("protocol", f"{self.client_id}: unexpected SUBACK")
-            elif 0x80 in codes:
-                future.set_exception(BenchError("broker refused a subscription (SUBACK 0x80)"))
-            else:
-                self.subacks_due -= 1
-                if self.subacks_due <= 0:
-                    future.set_result(None)
+            self.suback_received(first, data, body, end)
+        elif kind == DISCONNECT and self.mqtt5:
+            packet = self.decode5(first, data, body, end, Disconnect5)
+            if packet is not None:
+                self.disconnected(packet)
         elif kind != PINGRESP:
             self.state.error("protocol", f"{self.client_id}: unexpected packet type {first >> 4}")
+
+    def decode5(self, first: int, data: bytes, body: int, end: int,
+                kind: type[P]) -> P | None:
+        """One MQTT 5 packet from the broker through the codec (slow path only); a malformed
+        one is a protocol error and None."""
+        packet: object
+        try:
+            packet = decode_packet_v5(first, data[body:end], 0, from_client=False)
+        except MQTTError as exc:
+            packet = exc
+        if isinstance(packet, kind):
+            return packet
+        self.state.error("protocol", f"{self.client_id}: bad {PacketType(first >> 4).name} "
+                         f"from the broker: {packet}")
+        return None
+
+    def connack_received(self, first: int, data: bytes, body: int, end: int) -> None:
+        if end - body == 2:  # MQTT 3.1.1, or a 3.1.1 broker refusing an MQTT 5 CONNECT
+            code = data[body + 1]
+            refusal = None
+            if code:
+                refusal = (f"CONNACK return code {code} "
+                           f"({CONNACK_REASONS.get(code, 'unknown return code')})")
+                if self.mqtt5 and code == 1:
+                    refusal += ": the broker does not speak MQTT 5 (drop --mqtt5)"
+            self.connack.set_result(refusal)
+            return
+        packet = self.decode5(first, data, body, end, Connack5) if self.mqtt5 else None
+        if packet is None:
+            self.connack.set_result("malformed CONNACK")
+        elif is_error(packet.reason_code):
+            self.connack.set_result(f"CONNACK {_reason(packet.reason_code, PacketType.CONNACK)}")
+        else:
+            self.connack.set_result(self.accept(packet.properties))
+
+    def accept(self, properties: Properties) -> str | None:
+        """What an MQTT 5 CONNACK's properties mean for this client: None if it can run."""
+        return None
+
+    def suback_received(self, first: int, data: bytes, body: int, end: int) -> None:
+        future = self.subscribed
+        if future is None or future.done():
+            self.state.error("protocol", f"{self.client_id}: unexpected SUBACK")
+            return
+        if self.mqtt5:
+            packet = self.decode5(first, data, body, end, Suback5)
+            if packet is None:
+                future.set_exception(BenchError("malformed SUBACK from the broker"))
+                return
+            refused = [code for code in packet.reason_codes if is_error(code)]
+            if refused:
+                reason = _reason(refused[0], PacketType.SUBACK)
+                future.set_exception(BenchError(f"broker refused a subscription (SUBACK {reason})"))
+                return
+        elif 0x80 in data[body + 2:end]:
+            future.set_exception(BenchError("broker refused a subscription (SUBACK 0x80)"))
+            return
+        self.subacks_due -= 1
+        if self.subacks_due <= 0:
+            future.set_result(None)
+
+    def disconnected(self, packet: Disconnect5) -> None:
+        """The broker ended the connection with an MQTT 5 DISCONNECT: one connection error that
+        names the reason, and the socket closed without a DISCONNECT of ours [MQTT-3.14.4-1]."""
+        reason = f"broker sent DISCONNECT, {_reason(packet.reason_code, PacketType.DISCONNECT)}"
+        if packet.properties.reason_string:
+            reason += f": {packet.properties.reason_string}"
+        for future in (self.connack, self.subscribed):
+            if future is not None and not future.done():
+                future.set_exception(BenchError(reason))
+        if not self.closing:
+            self.state.error("connection", f"{self.client_id}: {reason}")
+        self.closing = True  # connection_lost must not count it again
+        if self.transport is not None:
+            self.transport.close()
 
 
 async def open_client(protocol: ClientProtocol, host: str, port: int, connect: bytes,
@@ -261,26 +364,28 @@ async def open_client(protocol: ClientProtocol, host: str, port: int, connect: b
         raise BenchError(f"cannot connect to {where}: {reason}") from None
     protocol.send(connect)
     try:
-        code = await asyncio.wait_for(protocol.connack, timeout)
+        refusal = await asyncio.wait_for(protocol.connack, timeout)
     except TimeoutError:
         protocol.close()
         raise BenchError(f"no CONNACK from {where} within {timeout:g} s") from None
-    if code != 0:
+    if refusal is not None:
         protocol.close()
-        reason = CONNACK_REASONS.get(code, "unknown return code")
-        raise BenchError(f"broker at {where} refused the connection: "
-                         f"CONNACK return code {code} ({reason})")
+        raise BenchError(f"broker at {where} refused the connection: {refusal}")
 
 
 class Subscriber(ClientProtocol):
     """Reads stamps, records latency, tracks per-publisher sequence, acks QoS 1/2."""
 
     def __init__(self, state: WorkerState, client_id: str, spec: SubscriberSpec,
-                 publishers: int, qos: int) -> None:
-        super().__init__(state, client_id)
+                 publishers: int, qos: int, *, payload: int, mqtt5: bool = False) -> None:
+        super().__init__(state, client_id, mqtt5=mqtt5)
         self.spec = spec
         self.qos = qos
         self.publishers = publishers
+        # Every payload of the run has this size and starts with the stamp, so the stamp sits
+        # `payload` bytes before the end of a PUBLISH: after the topic and packet id in MQTT
+        # 3.1.1, after the property block too in MQTT 5, without reading the property length.
+        self.payload = payload
         # Next expected sequence number per publisher index. A dict, not a list: in `pairs`
         # with 10,000 clients a list per subscriber would be 10^8 entries for one key each.
         self.next_seq: dict[int, int] = {}
@@ -307,6 +412,7 @@ class Subscriber(ClientProtocol):
         next_seq = self.next_seq
         publishers = self.publishers
         publish_acks = self.publish_acks
+        payload = self.payload
         acks: list[bytes] = []
         received = delivered = 0
         top = 0
@@ -331,11 +437,11 @@ class Subscriber(ClientProtocol):
             if end > size:
                 break
             if first & 0xF0 == 0x30:
-                at = body + 2 + ((data[body] << 8) | data[body + 1])
+                head = body + 2 + ((data[body] << 8) | data[body + 1])
                 if first & 0x06:
-                    acks.append(publish_acks[(data[at] << 8) | data[at + 1]])
-                    at += 2
-                if end - at >= STAMP_SIZE:
+                    acks.append(publish_acks[(data[head] << 8) | data[head + 1]])
+                    head += 2
+                if (at := end - payload) >= head:  # not shorter than ours (see __init__)
                     stamp, publisher, seq = unpack(data, at)
                     if publisher < publishers:
                         received += 1
@@ -360,7 +466,7 @@ class Subscriber(ClientProtocol):
                         self.foreign += 1
                 else:
                     self.foreign += 1
-            elif first == PUBREL:
+            elif first == PUBREL and length == 2:
                 acks.append(self.pubcomps[(data[body] << 8) | data[body + 1]])
             else:
                 self.control(first, data, body, end)
@@ -378,6 +484,19 @@ class Subscriber(ClientProtocol):
         state.max_latency = max(state.max_latency, top)
         if start <= now < state.measure_end:
             state.window_received += received
+
+    def control(self, first: int, data: bytes, body: int, end: int) -> None:
+        """Adds an MQTT 5 PUBREL with a reason code or properties (the loop takes the 4-byte
+        form): answered with PUBCOMP all the same, an error reason counted."""
+        if first == PUBREL and self.mqtt5 and self.pubcomps:
+            packet = self.decode5(first, data, body, end, Pubrel5)
+            if packet is not None:
+                self.send(self.pubcomps[packet.packet_id])
+                if is_error(packet.reason_code):
+                    self.state.error("protocol", f"{self.client_id}: PUBREL "
+                                     f"{_reason(packet.reason_code, PacketType.PUBREL)}")
+            return
+        super().control(first, data, body, end)
 
     def out_of_sequence(self, publisher: int, seq: int, expected_seq: int) -> bool:
         """Slow path for a stamp that is not the next one from its publisher.
@@ -413,8 +532,9 @@ class Publisher(ClientProtocol):
     """Sends stamped PUBLISHes as fast as flow control (or `--rate`) allows until the end."""
 
     def __init__(self, state: WorkerState, client_id: str, spec: PublisherSpec, *,
-                 template: PublishTemplate, qos: int, inflight: int, rate: float) -> None:
-        super().__init__(state, client_id)
+                 template: PublishTemplate, qos: int, inflight: int, rate: float,
+                 mqtt5: bool = False) -> None:
+        super().__init__(state, client_id, mqtt5=mqtt5)
         self.spec = spec
         self.template = template
         self.qos = qos
@@ -439,6 +559,15 @@ class Publisher(ClientProtocol):
         if sock is not None and TCP_NOTSENT_LOWAT is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, TCP_NOTSENT_LOWAT, NOT_SENT_LOW_WATER)
+
+    def accept(self, properties: Properties) -> str | None:
+        """An MQTT 5 broker's limits: its Receive Maximum caps the QoS 1/2 window (sending
+        more is a protocol error, 0x93); a Maximum QoS below --qos cannot be benchmarked."""
+        if properties.receive_maximum is not None:
+            self.window = min(self.window, properties.receive_maximum)
+        if properties.maximum_qos is not None and properties.maximum_qos < self.qos:
+            return f"its Maximum QoS is {properties.maximum_qos}, below --qos {self.qos}"
+        return None
 
     def begin(self, start_ns: int, end_ns: int) -> None:
         """Publish from `start_ns` (monotonic) until `end_ns`."""
@@ -566,6 +695,32 @@ class Publisher(ClientProtocol):
         if releases:
             self.send(b"".join(releases))
         if freed and not self.stopped:
+            self.kick()
+
+    def control(self, first: int, data: bytes, body: int, end: int) -> None:
+        """Adds MQTT 5 acks with a reason code or properties (the loop takes the 4-byte form).
+
+        A success code (below 0x80, e.g. 0x10 No matching subscribers) acks as usual; an error
+        code ends the message's flow (no PUBREL after a failed PUBREC) and is counted.
+        """
+        if first not in self.acks or not self.mqtt5:
+            super().control(first, data, body, end)
+            return
+        packet = self.decode5(first, data, body, end, _ACK_CLASSES[first])
+        if packet is None:
+            return
+        pid = packet.packet_id
+        if pid not in self.inflight:
+            self.state.error("protocol", f"{self.client_id}: ack for unknown id {pid}")
+            return
+        if is_error(packet.reason_code):
+            self.state.error("protocol", f"{self.client_id}: {PacketType(first >> 4).name} "
+                             f"{_reason(packet.reason_code, PacketType(first >> 4))}")
+        elif first == PUBREC:
+            self.send(self.pubrels[pid])
+            return
+        self.inflight.discard(pid)
+        if not self.stopped:
             self.kick()
 
 

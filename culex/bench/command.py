@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=non_negative_float, default=0.0, metavar="MSGS_PER_S",
                         help="total offered publish rate; 0 = as fast as the broker takes (0)")
     parser.add_argument("--inflight", type=int, default=20,
-                        help="unacknowledged QoS 1/2 messages per publisher (20)")
+                        help="unacknowledged QoS 1/2 messages per publisher; with --mqtt5 at most "
+                        "the broker's Receive Maximum (20)")
     parser.add_argument("--publishers", type=int, help="publishers (fanin, pairs, hot, spread)")
     parser.add_argument("--subscribers", type=int, help="subscribers (fanout, pairs, hot, "
                         "spread)")
@@ -72,8 +73,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--broker-pid", type=int, metavar="PID",
                         help="sample this process's CPU and RSS from /proc during the run")
     parser.add_argument("--persistent", action="store_true",
-                        help="subscribers connect with clean session 0, so a broker keeps (and "
-                        "with durable storage writes) every QoS 1/2 message for them")
+                        help="subscribers connect with clean session 0 (MQTT 5: clean start 0 "
+                        "and a session that never expires), so a broker keeps (and with durable "
+                        "storage writes) every QoS 1/2 message for them")
+    parser.add_argument("--mqtt5", action="store_true",
+                        help="every client speaks MQTT 5 (protocol level 5; PUBLISH with an empty "
+                        "property block) instead of 3.1.1")
     parser.add_argument("--username", help="MQTT user name for every client")
     parser.add_argument("--password", help="MQTT password for every client")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the raw figures")
@@ -93,8 +98,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--procs must be between 1 and 256"
     if not 0 < args.port < 65536:
         return "--port must be between 1 and 65535"
-    if args.password is not None and args.username is None:
-        return "--password needs --username (MQTT 3.1.1 3.1.2.9)"
+    if args.password is not None and args.username is None and not args.mqtt5:
+        return "--password needs --username (MQTT 3.1.1 3.1.2.9; MQTT 5 allows it)"
     return None
 
 
@@ -121,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, qos=args.qos, duration=args.duration,
         warmup=args.warmup, rate=args.rate, inflight=args.inflight, procs=args.procs,
         drain=args.drain, broker_pid=args.broker_pid, username=args.username,
-        password=args.password, persistent=args.persistent)
+        password=args.password, persistent=args.persistent, mqtt5=args.mqtt5)
     try:
         if args.plot is not None:
             report.load_pyplot()  # fail before a ten-second run, not after it

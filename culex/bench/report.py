@@ -34,6 +34,7 @@ def _opt(value: float | None, digits: int = 0) -> str:
 def traffic_rows(result: TrafficResult) -> list[tuple[str, str]]:
     latency = result.latency
     rows = [
+        ("mqtt", result.protocol),
         ("qos", str(result.qos)),
         ("payload (bytes)", _int(result.payload)),
         ("publishers / subscribers", f"{result.publishers} / {result.subscribers}"),
@@ -67,6 +68,7 @@ def traffic_rows(result: TrafficResult) -> list[tuple[str, str]]:
 def conns_rows(result: ConnsResult) -> list[tuple[str, str]]:
     latency = result.connect_latency
     return [
+        ("mqtt", result.protocol),
         ("clients", _int(result.clients)),
         ("connected", _int(result.connected)),
         ("failed", _int(result.failed)),
@@ -148,7 +150,8 @@ def result_dict(result: Result) -> dict[str, Any]:
                   "rss_peak_mb": round(result.broker.rss_peak_mb, 2)}
     if isinstance(result, ConnsResult):
         return {
-            "label": result.label, "scenario": "conns", "clients": result.clients,
+            "label": result.label, "scenario": "conns", "protocol": result.protocol,
+            "clients": result.clients,
             "connected": result.connected, "failed": result.failed,
             "seconds_to_all_connected": round(result.seconds_to_all, 4),
             "connect_rate": round(result.connect_rate, 1),
@@ -164,7 +167,8 @@ def result_dict(result: Result) -> dict[str, Any]:
             "connect_histogram_us": result.connect_latency.buckets(),
         }
     return {
-        "label": result.label, "scenario": result.scenario, "qos": result.qos,
+        "label": result.label, "scenario": result.scenario, "protocol": result.protocol,
+        "qos": result.qos,
         "payload": result.payload, "publishers": result.publishers,
         "subscribers": result.subscribers, "duration_s": result.duration_s,
         "warmup_s": result.warmup_s, "rate": result.rate, "procs": result.procs,
@@ -198,7 +202,8 @@ def write_json(path: Path, scenario: str, options: Options, results: list[Result
                     "duration": options.duration, "warmup": options.warmup,
                     "rate": options.rate, "inflight": options.inflight,
                     "procs": options.procs, "drain": options.drain,
-                    "broker_pid": options.broker_pid},
+                    "broker_pid": options.broker_pid, "persistent": options.persistent,
+                    "mqtt5": options.mqtt5, "protocol": options.protocol},
         "results": [result_dict(result) for result in results],
     }
     try:

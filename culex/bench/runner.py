@@ -56,6 +56,12 @@ class Options:
     username: str | None = None
     password: str | None = None
     persistent: bool = False
+    mqtt5: bool = False
+
+    @property
+    def protocol(self) -> str:
+        """The MQTT version every client spoke, as the report shows it."""
+        return "5" if self.mqtt5 else "3.1.1"
 
 
 @dataclass(slots=True)
@@ -107,6 +113,7 @@ class TrafficResult:
     bench_wait_percent: float
     broker: BrokerFigures | None
     timeline: list[TimelinePoint]
+    protocol: str = "3.1.1"
     error_messages: list[str] = field(default_factory=list)
 
     @property
@@ -138,6 +145,7 @@ class ConnsResult:
     broker_rss_before_mb: float | None
     broker_cpu_connecting: float | None
     broker_kb_per_connection: float | None
+    protocol: str = "3.1.1"
     error_messages: list[str] = field(default_factory=list)
 
 
@@ -196,7 +204,8 @@ class Coordinator:
                 warmup_ns=int(options.warmup * NS), duration_ns=int(options.duration * NS),
                 total_publishers=publishers, publishers=tuple(pubs), subscribers=tuple(subs),
                 idle_clients=idle, idle_offset=idle_offset, username=options.username,
-                password=options.password, persistent=options.persistent))
+                password=options.password, persistent=options.persistent,
+                mqtt5=options.mqtt5))
             idle_offset += idle
         return plans
 
@@ -334,7 +343,8 @@ class Coordinator:
         duration = options.duration
         qos = options.qos
         return TrafficResult(
-            label=plan.label, scenario=plan.scenario, qos=qos, payload=plan.payload,
+            label=plan.label, scenario=plan.scenario, protocol=options.protocol, qos=qos,
+            payload=plan.payload,
             publishers=len(plan.publishers), subscribers=len(plan.subscribers),
             duration_s=duration, warmup_s=options.warmup, rate=options.rate,
             procs=len(results), sent=counts.sent, delivered=counts.delivered,
@@ -419,7 +429,8 @@ class Coordinator:
         if broker is not None and rss_before is not None and counts.connected:
             per_connection = (broker.rss_mb * 1024 - rss_before / 1024) / counts.connected
         return ConnsResult(
-            label=plan.label, clients=plan.idle_clients, connected=counts.connected,
+            label=plan.label, protocol=options.protocol, clients=plan.idle_clients,
+            connected=counts.connected,
             failed=counts.failed, seconds_to_all=seconds_to_all,
             connect_rate=counts.connected / seconds_to_all if seconds_to_all > 0 else 0.0,
             connect_latency=connect_latency, held_s=options.duration,

@@ -75,6 +75,7 @@ class WorkerPlan:
     username: str | None = None
     password: str | None = None
     persistent: bool = False
+    mqtt5: bool = False
 
 
 @dataclass(slots=True)
@@ -159,7 +160,7 @@ class Worker:
 
     def connect(self, client_id: str, clean_session: bool = True) -> bytes:
         return connect_frame(client_id, KEEPALIVE, self.plan.username, self.plan.password,
-                             clean_session)
+                             clean_session, mqtt5=self.plan.mqtt5)
 
     async def setup(self) -> None:
         """Connect and subscribe every subscriber, then connect every publisher.
@@ -182,12 +183,13 @@ class Worker:
 
         async def connect_and_subscribe() -> None:
             client_id = f"cb{plan.run_id}s{spec.index}"
-            client = Subscriber(self.state, client_id, spec, plan.total_publishers, plan.qos)
+            client = Subscriber(self.state, client_id, spec, plan.total_publishers, plan.qos,
+                                payload=plan.payload, mqtt5=plan.mqtt5)
             self.subscribers.append(client)
             await open_client(client, plan.host, plan.port,
                               self.connect(client_id, clean_session=not plan.persistent),
                               CONNECT_TIMEOUT)
-            frames = subscribe_frames(list(spec.filters), plan.qos)
+            frames = subscribe_frames(list(spec.filters), plan.qos, mqtt5=plan.mqtt5)
             done = client.expect_subacks(len(frames))
             for frame in frames:
                 client.send(frame)
@@ -205,12 +207,13 @@ class Worker:
 
         async def connect() -> None:
             client_id = f"cb{plan.run_id}p{spec.index}"
-            template = PublishTemplate(spec.topic, plan.payload, plan.qos, 1)
+            template = PublishTemplate(spec.topic, plan.payload, plan.qos, 1, mqtt5=plan.mqtt5)
             count = max(1, min(MAX_BATCH, batch_bytes // template.frame_size))
             if count > 1:
-                template = PublishTemplate(spec.topic, plan.payload, plan.qos, count)
+                template = PublishTemplate(spec.topic, plan.payload, plan.qos, count,
+                                           mqtt5=plan.mqtt5)
             client = Publisher(self.state, client_id, spec, template=template, qos=plan.qos,
-                               inflight=plan.inflight, rate=plan.rate)
+                               inflight=plan.inflight, rate=plan.rate, mqtt5=plan.mqtt5)
             self.publishers.append(client)
             await open_client(client, plan.host, plan.port, self.connect(client_id),
                               CONNECT_TIMEOUT)
@@ -269,7 +272,7 @@ class Worker:
         def factory(number: int) -> Callable[[], Awaitable[None]]:
             async def connect() -> None:
                 client_id = f"cb{plan.run_id}c{number}"
-                client = IdleClient(self.state, client_id)
+                client = IdleClient(self.state, client_id, mqtt5=plan.mqtt5)
                 begun = time.monotonic_ns()
                 try:
                     await open_client(client, plan.host, plan.port, self.connect(client_id),

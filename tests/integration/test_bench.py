@@ -41,6 +41,8 @@ def run_scenario(broker: BrokerProcess, tmp_path: Path, *args: str) -> dict[str,
     lines = result.stdout.splitlines()
     assert lines[0].startswith("figure"), result.stdout
     document: dict[str, Any] = json.loads(out.read_text())
+    protocol = "5" if "--mqtt5" in args else "3.1.1"
+    assert lines[2].split() == ["mqtt"] + [protocol] * len(document["results"]), lines[2]
     for row in document["results"]:
         assert row["label"] in lines[0]
         if row["scenario"] != "conns":
@@ -87,6 +89,34 @@ def test_scenario_qos1_delivers_everything(broker: BrokerProcess, tmp_path: Path
     assert row["delivered"] > 0
 
 
+@pytest.mark.parametrize(("scenario", "extra"), [
+    ("pubsub", ("--qos", "0", "--rate", "5000")),
+    ("pubsub", ("--qos", "1", "--rate", "5000")),
+    ("fanout", ("--qos", "1", "--rate", "200")),
+    ("fanout", ("--qos", "2", "--rate", "200", "--persistent", "--procs", "2")),
+])
+def test_mqtt5_delivers_everything(broker: BrokerProcess, tmp_path: Path, scenario: str,
+                                   extra: tuple[str, ...]) -> None:
+    """MQTT 5 clients: PUBLISH with a property block, acks, SUBACK and CONNACK with properties.
+
+    At a modest rate nothing may be lost even at QoS 0, so every row must deliver everything.
+    """
+    document = run_scenario(broker, tmp_path, scenario, "--mqtt5", *SHORT, *extra)
+    assert document["options"]["mqtt5"] is True
+    [row] = document["results"]
+    assert row["protocol"] == "5"
+    assert row["delivered"] == row["expected"] > 0, row
+    assert row["loss"] == 0
+
+
+def test_conns_mqtt5(broker: BrokerProcess, tmp_path: Path) -> None:
+    document = run_scenario(broker, tmp_path, "conns", "--mqtt5", "--clients", "100",
+                            "--duration", "0.3")
+    [row] = document["results"]
+    assert row["protocol"] == "5"
+    assert row["connected"] == row["still_open"] == 100
+
+
 def test_sizes_reports_two_rows(broker: BrokerProcess, tmp_path: Path) -> None:
     document = run_scenario(broker, tmp_path, "sizes", "--qos", "1", "--rate", "2000",
                             "--duration", "1", "--warmup", "0.3")
@@ -100,6 +130,7 @@ def test_qos0_as_fast_as_the_broker_takes(broker: BrokerProcess, tmp_path: Path)
     document = run_scenario(broker, tmp_path, "pubsub", *SHORT, "--drain", "0.5",
                             "--broker-pid", str(broker.proc.pid))
     [row] = document["results"]
+    assert row["protocol"] == "3.1.1"
     assert row["duplicates"] is None  # not told apart from reordering at QoS 0
     assert row["broker"]["rss_mb"] > 0
     assert row["timeline"] and row["timeline"][0]["sent"] > 0
