@@ -39,6 +39,8 @@ def mosquitto_config(settings: dict[str, Any], port: int) -> str:
     for key in ("max_inflight_messages", "max_queued_messages", "max_packet_size", "max_keepalive"):
         if key in limits:
             lines.append(f"{key} {limits[key]}")
+    if "receive_maximum" in limits:  # Mosquitto announces max_inflight_messages for both
+        lines.append(f"max_inflight_messages {limits['receive_maximum']}")
     return "\n".join(lines) + "\n"
 
 

@@ -62,7 +62,7 @@ def negotiate(connection: Connection, packet: Connect5, assigned: bool) -> None:
     broker = connection.broker
     limits = broker.limits
     props = Properties(
-        receive_maximum=limits.max_inflight_messages,
+        receive_maximum=limits.receive_maximum,
         maximum_packet_size=limits.max_packet_size,
         topic_alias_maximum=limits.max_topic_alias,
         retain_available=1,
@@ -184,9 +184,9 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
     broker.publishes_received += 1
     reason: int = ReasonCode.SUCCESS
     if qos == 2 and packet_id not in session.awaiting_release \
-            and len(session.awaiting_release) >= broker.limits.max_inflight_messages:
+            and len(session.awaiting_release) >= broker.limits.receive_maximum:
         # More unreleased QoS 2 messages than the Receive Maximum we announced.
-        raise _protocol_error(f"more than {broker.limits.max_inflight_messages} QoS 2 "
+        raise _protocol_error(f"more than {broker.limits.receive_maximum} QoS 2 "
                               "messages awaiting PUBREL", "MQTT-3.3.4-7",
                               ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
     if not connection.may_publish(topic):

@@ -18,6 +18,11 @@ class Limits:
     # Unacknowledged QoS 1/2 PUBLISHes sent to one client at a time; the rest wait in its queue
     # in order. Keeps a slow client's retransmission set, and our memory per client, small.
     max_inflight_messages: int = 20
+    # The Receive Maximum announced to MQTT 5 clients: inbound QoS 2 messages a client may
+    # have awaiting PUBREL at once; one more gets DISCONNECT 0x93 [MQTT-3.3.4-7]. Each costs a
+    # packet id in a set (tens of bytes). Generous because MQTT.js (5.x) ignores the server's
+    # Receive Maximum and publishes bursts as they come.
+    receive_maximum: int = 1024
     # QoS 1/2 messages waiting for one client (offline or window full). Past this they are
     # dropped, counted in $SYS/broker/publish/messages/dropped and logged.
     max_queued_messages: int = 1000
@@ -79,6 +84,8 @@ class Limits:
             found.append("max_packet_size must be between 2 and 268435460")
         if not 1 <= self.max_inflight_messages <= 65535:
             found.append("max_inflight_messages must be between 1 and 65535")
+        if not 1 <= self.receive_maximum <= 65535:
+            found.append("receive_maximum must be between 1 and 65535")
         if self.max_queued_messages < 0:
             found.append("max_queued_messages must be 0 or more")
         if self.max_queued_bytes < 0:

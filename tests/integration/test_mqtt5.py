@@ -83,7 +83,7 @@ def server_disconnect(raw: RawClient) -> int:
 
 
 def test_connack_properties_announce_limits_and_features(broker_factory: BrokerFactory) -> None:
-    broker = broker_factory(limits={"max_inflight_messages": 7, "max_packet_size": 100_000})
+    broker = broker_factory(limits={"receive_maximum": 7, "max_packet_size": 100_000})
     with Clients(broker) as clients:
         client = clients.paho("", protocol=V5)
         connack = client.connack_properties
@@ -287,7 +287,7 @@ def test_protocol_violations_get_disconnect_with_reason(clients: Clients, data: 
 
 
 def test_receive_maximum_exceeded_0x93(broker_factory: BrokerFactory) -> None:
-    broker = broker_factory(limits={"max_inflight_messages": 2})
+    broker = broker_factory(limits={"receive_maximum": 2})
     with Clients(broker) as clients:
         raw = raw_v5(clients)
         for packet_id in (1, 2, 3):  # QoS 2, never released

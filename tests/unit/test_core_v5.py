@@ -69,7 +69,7 @@ def expiring(expiry: int) -> Properties:
 # -- CONNECT ------------------------------------------------------------------------------------
 
 def test_connack_assigns_an_id_and_clamps_keep_alive() -> None:
-    harness = Harness(Limits(max_keepalive=30, max_inflight_messages=5))
+    harness = Harness(Limits(max_keepalive=30, receive_maximum=5))
     client = harness.client()
     connack = client.connect5("", keepalive=0)
     props = connack.properties
@@ -339,3 +339,16 @@ def test_will_qos_above_maximum_qos_is_refused_with_0x9b() -> None:
     connack = client.connect5("w", will=Will5("w/t", b"x", 2))
     assert connack.reason_code == 0x9B
     assert client.closed
+
+
+def test_default_receive_maximum_takes_a_burst_of_unreleased_qos2() -> None:
+    """Clients that ignore our Receive Maximum (MQTT.js 5 publishes bursts as they come) are
+    not cut off for a few hundred QoS 2 messages in flight: 1024 by default, then 0x93."""
+    harness = Harness()
+    pub = client5(harness, "pub")
+    for packet_id in range(1, 1025):
+        pub.send(encode_publish5(Publish5("b/t", b"x", 2, packet_id=packet_id)))
+    assert len(pub.received_packets5()) == 1024 and not pub.closed
+    pub.send(encode_publish5(Publish5("b/t", b"x", 2, packet_id=1025)))
+    assert pub.received_packets5() == [Disconnect5(0x93)]
+    assert pub.closed
