@@ -749,7 +749,8 @@ class Broker:
                 self._trie_add(session, topic_filter, qos)
                 session.v5 = qos > 2  # MQTT 5 subscriptions are stored with their options
             for item in stored.entries:
-                entry = Outgoing(messages[item.message_id], item.qos, item.retain)
+                entry = Outgoing(messages[item.message_id], item.qos, item.retain,
+                                 item.identifiers)
                 entry.seq = item.seq
                 entry.released = item.released
                 entry.message.store_refs += 1

@@ -79,7 +79,7 @@ class Persistence:
         self._next_seq += 1
         self.storage.entry_queued(client_id, StoredEntry(
             entry.seq, self.ref(entry.message), entry.qos, entry.retain, packet_id,
-            entry.released))
+            entry.released, entry.identifiers))
 
     def done(self, client_id: str, entry: Outgoing) -> None:
         self.storage.entry_done(client_id, entry.seq)

@@ -30,10 +30,10 @@ class Outgoing:
     """A QoS 1/2 message for one session: queued, or in flight under a packet id.
 
     `released`: PUBREC seen and PUBREL sent (QoS 2). `seq` orders the entry in storage.
-    `identifiers`: the packed Subscription Identifiers it goes out with (see options.py), kept
-    here so a queued or re-sent copy carries them too. `group`: the shared subscription group
-    it was given to, so it can go to another member if this session leaves. Neither is stored:
-    after a restart a restored entry goes out without identifiers and stays with its session.
+    `identifiers`: the packed Subscription Identifiers it goes out with (see
+    subscription_value.py), kept here (and in storage) so a queued or re-sent copy carries them
+    too. `group`: the shared subscription group it was given to, so it can go to another member
+    if this session leaves; not stored: after a restart a restored entry stays with its session.
     """
 
     __slots__ = ("group", "identifiers", "message", "qos", "released", "retain", "seq")

@@ -41,6 +41,8 @@ class StoredEntry:
     retain: bool
     packet_id: int
     released: bool
+    # The packed Subscription Identifiers it goes out with (culex/core/subscription_value.py).
+    identifiers: int = 0
 
 
 @dataclass(slots=True)

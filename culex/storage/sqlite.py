@@ -58,6 +58,7 @@ CREATE TABLE entries (
     retain INTEGER NOT NULL,
     packet_id INTEGER NOT NULL DEFAULT 0,
     released INTEGER NOT NULL DEFAULT 0,
+    identifiers TEXT,
     PRIMARY KEY (client_id, seq)
 ) WITHOUT ROWID;
 CREATE TABLE inbound (
@@ -89,10 +90,12 @@ MIGRATIONS = {
     # connects again, as before.
     2: "ALTER TABLE sessions ADD COLUMN owner_known INTEGER NOT NULL DEFAULT 0; "
        "ALTER TABLE sessions ADD COLUMN username TEXT;",
-    # MQTT 5 message and will properties, and message expiry as a wall-clock deadline.
+    # MQTT 5 message and will properties, message expiry as a wall-clock deadline, and the
+    # Subscription Identifiers a queued message goes out with.
     3: "ALTER TABLE messages ADD COLUMN properties BLOB NOT NULL DEFAULT x''; "
        "ALTER TABLE messages ADD COLUMN expires_at REAL; "
-       "ALTER TABLE wills ADD COLUMN properties BLOB NOT NULL DEFAULT x'';",
+       "ALTER TABLE wills ADD COLUMN properties BLOB NOT NULL DEFAULT x''; "
+       "ALTER TABLE entries ADD COLUMN identifiers TEXT;",
 }
 
 
@@ -185,12 +188,13 @@ class SqliteStorage:
                 if client_id in sessions:
                     sessions[client_id].subscriptions[topic_filter] = qos
             for client_id, *fields in db.execute(
-                    "SELECT client_id, seq, message_id, qos, retain, packet_id, released "
-                    "FROM entries ORDER BY client_id, seq"):
-                seq, message_id, qos, retain, packet_id, released = fields
+                    "SELECT client_id, seq, message_id, qos, retain, packet_id, released, "
+                    "identifiers FROM entries ORDER BY client_id, seq"):
+                seq, message_id, qos, retain, packet_id, released, identifiers = fields
                 if client_id in sessions and message_id in state.messages:
                     sessions[client_id].entries.append(StoredEntry(
-                        seq, message_id, qos, bool(retain), packet_id, bool(released)))
+                        seq, message_id, qos, bool(retain), packet_id, bool(released),
+                        int(identifiers) if identifiers else 0))
             for client_id, packet_id in db.execute("SELECT client_id, packet_id FROM inbound"):
                 if client_id in sessions:
                     sessions[client_id].awaiting_release.add(packet_id)
@@ -288,9 +292,10 @@ class SqliteStorage:
         self._add("DELETE FROM messages WHERE id = ?", message_id)
 
     def entry_queued(self, client_id: str, entry: StoredEntry) -> None:
-        self._add("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)", client_id,
+        # Packed identifiers can pass 64 bits (several 28-bit ids), so they go as text.
+        self._add("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", client_id,
                   entry.seq, entry.message_id, entry.qos, int(entry.retain), entry.packet_id,
-                  int(entry.released))
+                  int(entry.released), str(entry.identifiers) if entry.identifiers else None)
 
     def entry_sent(self, client_id: str, seq: int, packet_id: int) -> None:
         self._add("UPDATE entries SET packet_id = ? WHERE client_id = ? AND seq = ?",

@@ -121,3 +121,28 @@ def test_will_published_at_restart_keeps_its_properties(broker_factory: BrokerFa
         got = watcher.get()
         assert (got.topic, got.payload) == ("wills/dying", b"gone")
         assert_rich(got.properties)
+
+
+def test_queued_message_keeps_its_subscription_identifiers(
+        broker_factory: BrokerFactory) -> None:
+    """Two overlapping subscriptions with identifiers 7 and 300000: the queued message carries
+    both after a kill -9, as it would have before."""
+    broker = broker_factory()
+    with Clients(broker) as clients:
+        subscriber, _ = persistent_v5(clients, "ids-sub")
+        assert subscriber.subscribe("ids/+", 1,
+                                    properties=props(PacketTypes.SUBSCRIBE,
+                                                     SubscriptionIdentifier=7)) == [1]
+        assert subscriber.subscribe("ids/#", 1,
+                                    properties=props(PacketTypes.SUBSCRIBE,
+                                                     SubscriptionIdentifier=300000)) == [1]
+        subscriber.disconnect()
+        publisher = clients.paho("pub", protocol=V5)
+        assert publisher.publish("ids/a", b"queued", qos=1) == 0
+    restart(broker)
+    with Clients(broker) as clients:
+        subscriber, present = persistent_v5(clients, "ids-sub")
+        assert present
+        got = subscriber.get()
+        assert (got.topic, got.payload) == ("ids/a", b"queued")
+        assert sorted(got.properties.SubscriptionIdentifier) == [7, 300000]

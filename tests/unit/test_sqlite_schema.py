@@ -19,6 +19,11 @@ CREATE TABLE messages (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB
                        qos INTEGER NOT NULL, retain INTEGER NOT NULL);
 CREATE TABLE wills (client_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
                     qos INTEGER NOT NULL, retain INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE entries (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                      message_id INTEGER NOT NULL, qos INTEGER NOT NULL,
+                      retain INTEGER NOT NULL, packet_id INTEGER NOT NULL DEFAULT 0,
+                      released INTEGER NOT NULL DEFAULT 0,
+                      PRIMARY KEY (client_id, seq)) WITHOUT ROWID;
 """
 
 
@@ -47,7 +52,8 @@ def make_v1_database(path: Path) -> None:
     """A version 1 database holding one 3.1.1 persistent session."""
     open_storage(path).close()
     db = sqlite3.connect(path)
-    db.executescript(f"BEGIN; DROP TABLE sessions; DROP TABLE messages; DROP TABLE wills; "
+    db.executescript("BEGIN; DROP TABLE sessions; DROP TABLE messages; DROP TABLE wills; "
+                     "DROP TABLE entries; "
                      f"{V1_TABLES} "
                      "UPDATE schema_version SET version = 1; "
                      "INSERT INTO sessions VALUES ('old-client'); COMMIT;")
