@@ -102,8 +102,9 @@ def test_identifier_survives_kill_9(broker_factory: BrokerFactory) -> None:
     with Clients(broker) as clients:
         sub = persistent(clients, "sub")
         assert sub.connect_result is not None and sub.connect_result.session_present
-        # Queued before the crash: delivered, but its identifiers were not stored (README).
-        assert sub.get().payload == b"before"
+        # Queued before the crash: delivered with the identifier it was queued with.
+        before = sub.get()
+        assert (before.payload, identifiers(before)) == (b"before", [9])
         clients.paho("pub", protocol=V5).publish("k/t", b"after", 1)
         message = sub.get()
         assert (message.payload, identifiers(message)) == (b"after", [9])
@@ -199,5 +200,5 @@ def test_shared_membership_survives_kill_9(broker_factory: BrokerFactory) -> Non
         assert clients.paho("pub", protocol=V5).publish("pr/t", b"after", 1) == 0
         member = persistent(clients, "sub")
         got = member.get_many(2)
-        assert [(m.payload, identifiers(m)) for m in got] == [(b"before", []), (b"after", [9])]
+        assert [(m.payload, identifiers(m)) for m in got] == [(b"before", [9]), (b"after", [9])]
         assert member.unsubscribe("$share/g/pr/t") == [0]
