@@ -89,6 +89,9 @@ class Broker:
         self.connections: set[Connection] = set()
         self.topic_names: dict[bytes, str] = {}
         self.wake: Callable[[], None] = lambda: None
+        # How a connection's sink is closed once its last frames are flushed; the transport
+        # layer replaces it with a lingering close (see server/transport.py).
+        self.close_sink: Callable[[Sink], None] = lambda sink: sink.close()
         self._ready: list[Connection] = []
         self._fair_paused: list[Connection] = []
         # Full subscriber -> the publishers paused until it drains.

@@ -346,7 +346,7 @@ class Connection:
             self.sink.writelines(outbox)
         if self.close_after_flush:
             self.sink_gone = True
-            self.sink.close()
+            self.broker.close_sink(self.sink)
 
     # -- closing -------------------------------------------------------------------------------
 

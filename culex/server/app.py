@@ -11,12 +11,13 @@ import signal
 import ssl
 import time
 from pathlib import Path
+from typing import cast
 
 from ..config import Config, Listener, anonymous_allowed
 from ..core.broker import Broker
 from ..storage.sqlite import SqliteStorage
 from .security import Security
-from .transport import ListenerGate, MQTTProtocol
+from .transport import ListenerGate, MQTTProtocol, lingering_close
 
 log = logging.getLogger("culex")
 
@@ -150,6 +151,7 @@ async def serve(config: Config) -> None:
             loop.call_soon(flush)
 
     broker.wake = wake
+    broker.close_sink = lambda sink: lingering_close(cast(asyncio.Transport, sink), loop)
 
     servers: list[asyncio.Server] = []
     tls: list[tuple[Listener, ssl.SSLContext]] = []
@@ -200,6 +202,7 @@ async def serve(config: Config) -> None:
         timer.cancel()
     for server in servers:
         server.close()
+    broker.close_sink = lambda sink: sink.close()  # shutting down: no lingering
     broker.close_all()
     try:
         async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):

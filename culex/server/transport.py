@@ -29,6 +29,30 @@ def certificate_name(peercert: object) -> str | None:
     return None
 
 
+# How long a closed connection keeps reading (and discarding) what its client still sends.
+LINGER_SECONDS = 2.0
+
+
+def lingering_close(transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    """Close after our last frames without turning the close into a reset.
+
+    Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, and a
+    client that pipelined packets behind the one we refused (a burst of QoS 2 PUBLISHes past
+    our Receive Maximum, say) then gets ECONNRESET on its next send, possibly before it has read
+    our DISCONNECT and its reason. So: send FIN after the buffered frames, keep reading and
+    discarding (the Connection is closed and ignores input) until the client closes too or
+    LINGER_SECONDS pass. TLS transports cannot half-close; they close at once.
+    """
+    if transport.is_closing():
+        return
+    if not transport.can_write_eof():
+        transport.close()
+        return
+    transport.write_eof()
+    transport.resume_reading()  # it may have been paused (back-pressure, rate limit)
+    loop.call_later(LINGER_SECONDS, transport.close)
+
+
 class ListenerGate:
     """One listener's open sockets, against its `max_connections`.
 

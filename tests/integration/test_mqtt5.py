@@ -299,6 +299,24 @@ def test_receive_maximum_exceeded_0x93(broker_factory: BrokerFactory) -> None:
         assert isinstance(last, Disconnect5) and last.reason_code == 0x93
 
 
+def test_disconnect_reaches_a_client_that_pipelined_more(broker_factory: BrokerFactory) -> None:
+    """A client that sent more behind the packet we refuse still reads our DISCONNECT and a
+    clean end of stream, and its own late writes do not fail: the broker half-closes and keeps
+    reading (discarding) instead of closing with unread bytes, which would be a reset."""
+    broker = broker_factory(limits={"receive_maximum": 2})
+    with Clients(broker) as clients:
+        raw = raw_v5(clients)
+        burst = b"".join(encode_publish5(Publish5("rm/t", b"x", qos=2, packet_id=packet_id))
+                         for packet_id in (1, 2, 3))
+        raw.send(burst + b"\xc0\x00" * 50_000)  # 100 kB pipelined behind the third PUBLISH
+        time.sleep(0.3)  # the broker has refused and half-closed by now
+        raw.send(b"\xc0\x00" * 1000)  # still accepted: not reset
+        packets = v5_packets(raw)  # every packet up to a clean EOF (a reset would raise)
+        assert [type(p).__name__ for p in packets] == ["Pubrec5", "Pubrec5", "Disconnect5"]
+        last = packets[-1]
+        assert isinstance(last, Disconnect5) and last.reason_code == 0x93
+
+
 def test_server_shutting_down_0x8b(broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
     with Clients(broker) as clients:
