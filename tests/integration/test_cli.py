@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,8 +17,11 @@ from tests.conftest import BrokerProcess, free_port
 
 
 def run_culex(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "culex", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    """`culex ARGS` in a scratch directory, so a default `data/culex.db` lands there and not
+    in the checkout."""
+    with tempfile.TemporaryDirectory(prefix="culex-cli-") as scratch:
+        return subprocess.run([sys.executable, "-m", "culex", *args], capture_output=True,
+                              text=True, timeout=timeout, check=False, cwd=scratch)
 
 
 def test_version() -> None:
