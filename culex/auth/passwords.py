@@ -37,7 +37,9 @@ import hashlib
 import hmac
 import os
 import secrets
+import stringprep
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,6 +224,35 @@ def hmac_sha256(key: bytes, message: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
+# RFC 3454 tables whose characters SASLprep prohibits (RFC 4013 §2.3), and A.1 (unassigned in
+# Unicode 3.2), prohibited too since the result is stored (RFC 4013 §2.5).
+_SASLPREP_PROHIBITED = (
+    stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3,
+    stringprep.in_table_c4, stringprep.in_table_c5, stringprep.in_table_c6,
+    stringprep.in_table_c7, stringprep.in_table_c8, stringprep.in_table_c9,
+    stringprep.in_table_a1,
+)
+
+
+def saslprep(text: str) -> str:
+    """RFC 4013 SASLprep with the standard library's RFC 3454 tables: map (non-ASCII spaces to
+    SPACE, "commonly mapped to nothing" removed), NFKC, prohibit, check bidi. ValueError says
+    which rule a string breaks."""
+    mapped = "".join(" " if stringprep.in_table_c12(char) else char for char in text
+                     if not stringprep.in_table_b1(char))
+    normalized = unicodedata.normalize("NFKC", mapped)
+    for char in normalized:
+        if any(prohibited(char) for prohibited in _SASLPREP_PROHIBITED):
+            raise ValueError(f"character U+{ord(char):04X} is not allowed (SASLprep, "
+                             "RFC 4013)")
+    right_to_left = any(stringprep.in_table_d1(char) for char in normalized)
+    if right_to_left and (any(stringprep.in_table_d2(char) for char in normalized)
+                          or not stringprep.in_table_d1(normalized[0])
+                          or not stringprep.in_table_d1(normalized[-1])):
+        raise ValueError("mixed or misplaced right-to-left characters (SASLprep, RFC 3454 §6)")
+    return normalized
+
+
 @dataclass(frozen=True, slots=True)
 class ScramCredential:
     """What the server keeps for SCRAM-SHA-256 (RFC 5802 §3): enough to check a client's proof
@@ -235,9 +266,13 @@ class ScramCredential:
     @classmethod
     def create(cls, password: bytes, iterations: int = DEFAULT_SCRAM_ITERATIONS,
                salt: bytes | None = None) -> ScramCredential:
+        """Derive the keys from the password as SCRAM clients do: SASLprep'd (RFC 5802 §2.2),
+        so a client that normalizes a non-ASCII password (as libraries must) matches."""
         problem = _scram_iterations_problem(iterations)
         if problem:
             raise ValueError(problem)
+        with contextlib.suppress(UnicodeDecodeError):  # not text: used as the bytes it is
+            password = saslprep(password.decode()).encode()
         salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
         salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
         client_key = hmac_sha256(salted, b"Client Key")

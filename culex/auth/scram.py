@@ -13,9 +13,10 @@ expensive part (PBKDF2 with the stored iteration count) is entirely the client's
 
 Not supported, and refused rather than ignored: channel binding (`p=` in the GS2 header; a
 client that merely could bind says `y` or `n`, which are accepted), an authorization identity
-(`a=`: a client acts only as itself), and mandatory extensions (`m=`). SASLprep is not applied:
-user names and passwords are compared as their UTF-8 bytes, which is what every ASCII password
-needs and what `culex passwd` hashed.
+(`a=`: a client acts only as itself), and mandatory extensions (`m=`). Passwords are SASLprep'd
+when `culex passwd` derives the stored keys (`passwords.saslprep`), as clients do before deriving
+theirs; user names are matched as the client sends them (clients send them SASLprep'd, so a
+password file should hold normalized names).
 
 An unknown user gets a salt derived from a per-process secret and the name (stable across
 attempts) and the usual iteration count, and fails only at the proof, exactly like a wrong

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from culex.auth.passwords import PasswordFile, PasswordFileError, ScramCredential
+from culex.auth.passwords import PasswordFile, PasswordFileError, ScramCredential, saslprep
 from culex.auth.scram import AuthFailed, FakeCredentials, ScramServer
 from tests.scram_client import ScramClient
 
@@ -211,3 +211,35 @@ def test_malformed_scram_entry_names_the_line(scram: str, problem: str) -> None:
         PasswordFile.parse(f"# c\nu:{password_hash}:{scram}\n".encode(), "pw")
     assert info.value.line == 2
     assert problem in str(info.value)
+
+
+# RFC 4013 §3's examples: input -> output, or None where SASLprep must refuse.
+SASLPREP_EXAMPLES = [
+    ("I\u00adX", "IX"),  # SOFT HYPHEN mapped to nothing
+    ("user", "user"),
+    ("USER", "USER"),  # case is kept
+    ("\u00aa", "a"),  # FEMININE ORDINAL INDICATOR: NFKC
+    ("\u2168", "IX"),  # ROMAN NUMERAL NINE: NFKC
+    ("a\u00a0b", "a b"),  # NO-BREAK SPACE mapped to SPACE
+    ("\u0007", None),  # a control character is prohibited
+    ("\u0627\u0031", None),  # bidi: starts right-to-left, ends with a digit
+]
+
+
+@pytest.mark.parametrize(("text", "prepared"), SASLPREP_EXAMPLES)
+def test_saslprep_rfc_4013_examples(text: str, prepared: str | None) -> None:
+    if prepared is None:
+        with pytest.raises(ValueError, match="SASLprep"):
+            saslprep(text)
+    else:
+        assert saslprep(text) == prepared
+
+
+def test_scram_keys_come_from_the_saslprepped_password() -> None:
+    """A client normalizes the password before deriving its keys (RFC 5802 §2.2); the stored
+    keys must be those of the normalized password, or non-ASCII passwords never match."""
+    salt = b"0123456789abcdef"
+    assert ScramCredential.create("I\u00adX pw".encode(), 4096, salt) \
+        == ScramCredential.create(b"IX pw", 4096, salt)
+    with pytest.raises(ValueError, match="SASLprep"):
+        ScramCredential.create(b"bell\x07", 4096, salt)
