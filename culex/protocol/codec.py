@@ -105,15 +105,18 @@ def read_string(frame: bytes, pos: int, end: int, what: str) -> tuple[str, int]:
     return decode_utf8(raw, what), pos
 
 
-def _check_end(pos: int, end: int, what: str) -> None:
+def check_end(pos: int, end: int, what: str) -> None:
     if pos != end:
         raise MalformedPacket(f"{end - pos} unexpected trailing bytes in {what}")
 
 
-def _read_packet_id(frame: bytes, pos: int, end: int, what: str) -> int:
+def read_packet_id(frame: bytes, pos: int, end: int, what: str,
+                   rule: str = "MQTT-2.3.1-1") -> int:
+    """A non-zero packet identifier; `rule` is the spec's number for that rule (MQTT 5 numbers
+    it MQTT-2.2.1-3)."""
     packet_id = read_uint16(frame, pos, end, "packet identifier")
     if packet_id == 0:
-        raise ProtocolError(f"packet identifier 0 in {what}", "MQTT-2.3.1-1")
+        raise ProtocolError(f"packet identifier 0 in {what}", rule)
     return packet_id
 
 
@@ -180,7 +183,7 @@ def decode_connect(flags: int, frame: bytes, pos: int) -> Connect:
         username, pos = read_string(frame, pos, end, "user name")
     if has_password:
         password, pos = read_binary(frame, pos, end, "password")
-    _check_end(pos, end, "CONNECT")
+    check_end(pos, end, "CONNECT")
     return Connect(client_id, protocol_name, level, clean_session, keepalive, will, username,
                    password)
 
@@ -208,7 +211,7 @@ def read_publish_header(flags: int, frame: bytes, pos: int,
     topic, pos = read_string(frame, pos, end, "topic name")
     packet_id = 0
     if qos:
-        packet_id = _read_packet_id(frame, pos, end, "PUBLISH")
+        packet_id = read_packet_id(frame, pos, end, "PUBLISH")
         pos += 2
     return qos, dup, topic, packet_id, pos
 
@@ -226,7 +229,7 @@ def _ack_decoder(cls: type[Puback | Pubrec | Pubrel | Pubcomp | Unsuback],
         _require_flags(flags, required_flags, name)
         if len(frame) - pos != 2:
             raise MalformedPacket(f"{name} remaining length must be 2")
-        return cls(_read_packet_id(frame, pos, len(frame), name))
+        return cls(read_packet_id(frame, pos, len(frame), name))
 
     return decode
 
@@ -234,7 +237,7 @@ def _ack_decoder(cls: type[Puback | Pubrec | Pubrel | Pubcomp | Unsuback],
 def decode_subscribe(flags: int, frame: bytes, pos: int) -> Subscribe:
     _require_flags(flags, 0b0010, "SUBSCRIBE")
     end = len(frame)
-    packet_id = _read_packet_id(frame, pos, end, "SUBSCRIBE")
+    packet_id = read_packet_id(frame, pos, end, "SUBSCRIBE")
     pos += 2
     topics: list[tuple[str, int]] = []
     while pos < end:
@@ -254,7 +257,7 @@ def decode_subscribe(flags: int, frame: bytes, pos: int) -> Subscribe:
 def decode_suback(flags: int, frame: bytes, pos: int) -> Suback:
     _require_flags(flags, 0, "SUBACK")
     end = len(frame)
-    packet_id = _read_packet_id(frame, pos, end, "SUBACK")
+    packet_id = read_packet_id(frame, pos, end, "SUBACK")
     codes = list(frame[pos + 2:end])
     if not codes or any(code not in (0, 1, 2, 0x80) for code in codes):
         raise MalformedPacket("SUBACK return codes missing or invalid")
@@ -264,7 +267,7 @@ def decode_suback(flags: int, frame: bytes, pos: int) -> Suback:
 def decode_unsubscribe(flags: int, frame: bytes, pos: int) -> Unsubscribe:
     _require_flags(flags, 0b0010, "UNSUBSCRIBE")
     end = len(frame)
-    packet_id = _read_packet_id(frame, pos, end, "UNSUBSCRIBE")
+    packet_id = read_packet_id(frame, pos, end, "UNSUBSCRIBE")
     pos += 2
     filters: list[str] = []
     while pos < end:

@@ -25,17 +25,18 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from .codec import (
-    decode_connect as decode_connect_v3,
-)
-from .codec import (
+    check_end,
     encode_binary,
     encode_string,
     encode_varint,
     read_binary,
     read_connect_flags,
+    read_packet_id,
     read_publish_header,
     read_string,
-    read_uint16,
+)
+from .codec import (
+    decode_connect as decode_connect_v3,
 )
 from .codec import (
     frame as _frame,
@@ -208,15 +209,7 @@ def _require_flags(flags: int, expected: int, name: str) -> None:
 
 
 def _read_packet_id(frame: bytes, pos: int, end: int, name: str) -> int:
-    packet_id = read_uint16(frame, pos, end, "packet identifier")
-    if packet_id == 0:
-        raise ProtocolError(f"packet identifier 0 in {name}", "MQTT-2.2.1-3")
-    return packet_id
-
-
-def _check_end(pos: int, end: int, name: str) -> None:
-    if pos != end:
-        raise MalformedPacket(f"{end - pos} unexpected trailing bytes in {name}")
+    return read_packet_id(frame, pos, end, name, "MQTT-2.2.1-3")
 
 
 def _check_reason(code: int, packet_type: PacketType, rule: str) -> None:
@@ -262,7 +255,7 @@ def _decode_connect(flags: int, frame: bytes, pos: int, from_client: bool,
         username, pos = read_string(frame, pos, end, "user name")
     if connect_flags & 0x40:
         password, pos = read_binary(frame, pos, end, "password")
-    _check_end(pos, end, "CONNECT")
+    check_end(pos, end, "CONNECT")
     return Connect5(client_id, bool(connect_flags & 0x02), keepalive, will, username, password,
                     properties)
 
@@ -282,7 +275,7 @@ def _decode_connack(flags: int, frame: bytes, pos: int, from_client: bool,
         raise ProtocolError("session present with a failure reason code", "MQTT-3.2.2-6")
     # Unlike the acks, CONNACK has no short form: its Property Length is always present.
     properties, pos = decode_properties(frame, pos + 2, end, PacketType.CONNACK, max_user)
-    _check_end(pos, end, "CONNACK")
+    check_end(pos, end, "CONNACK")
     return Connack5(bool(ack_flags), reason_code, properties)
 
 
@@ -325,7 +318,7 @@ def _ack_decoder(cls: type[Ack5], packet_type: PacketType, required_flags: int,
             # Remaining Length 3: "less than 4 there is no Property Length" (e.g. §3.4.2.2.1).
             return cls(packet_id, reason_code)
         properties, pos = decode_properties(frame, pos, end, packet_type, max_user)
-        _check_end(pos, end, name)
+        check_end(pos, end, name)
         return cls(packet_id, reason_code, properties)
 
     return decode
@@ -427,7 +420,7 @@ def _decode_disconnect(flags: int, frame: bytes, pos: int, from_client: bool,
         # "If the Remaining Length is less than 2, a value of 0 is used" (§3.14.2.2.1).
         return Disconnect5(reason_code)
     properties, pos = decode_properties(frame, pos, end, PacketType.DISCONNECT, max_user)
-    _check_end(pos, end, "DISCONNECT")
+    check_end(pos, end, "DISCONNECT")
     if not from_client and properties.session_expiry_interval is not None:
         raise ProtocolError("Session Expiry Interval in a DISCONNECT from the server",
                             "MQTT-3.14.2-2")
@@ -459,7 +452,7 @@ def _decode_auth(flags: int, frame: bytes, pos: int, from_client: bool,
             properties = Properties()
         else:
             properties, pos = decode_properties(frame, pos, end, PacketType.AUTH, max_user)
-            _check_end(pos, end, "AUTH")
+            check_end(pos, end, "AUTH")
         if properties.authentication_method is None:
             raise ProtocolError("AUTH without an Authentication Method", "§3.15.2.2.2")
     allowed = _AUTH_CODES_FROM_CLIENT if from_client else _AUTH_CODES_FROM_SERVER
