@@ -17,7 +17,7 @@ import itertools
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .clients import NS, BenchError
@@ -31,6 +31,7 @@ from .worker import (
     Snapshot,
     WorkerPlan,
     WorkerResult,
+    all_or_nothing,
 )
 
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
@@ -150,21 +151,6 @@ class ConnsResult:
 
 
 Result = TrafficResult | ConnsResult
-
-
-async def all_or_nothing(calls: Sequence[Awaitable[None]]) -> None:
-    """Await the calls together; the first failure cancels the others and is raised.
-
-    Plain `gather` would leave the other processes' setups running after one failed.
-    """
-    tasks = [asyncio.ensure_future(call) for call in calls]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
 
 
 async def sleep_until(instant_ns: int) -> None:

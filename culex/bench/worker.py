@@ -14,18 +14,17 @@ them into the child, and a child must not share the parent's uvloop state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
 import os
-import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ..fdlimit import raise_open_file_limit
 from .clients import (
     NS,
     BenchError,
@@ -118,12 +117,19 @@ class WorkerResult:
     last_connect_ns: int
 
 
-def raise_fd_limit() -> None:
-    """Lift the soft open-files limit to the hard one: `conns` needs a descriptor per client."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+async def all_or_nothing(calls: Sequence[Awaitable[None]]) -> None:
+    """Await the calls together; the first failure cancels the others and is raised.
+
+    Plain `gather` would leave the other processes' setups running after one failed.
+    """
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def bounded(factories: list[Callable[[], Awaitable[None]]], limit: int) -> None:
@@ -134,14 +140,7 @@ async def bounded(factories: list[Callable[[], Awaitable[None]]], limit: int) ->
         async with semaphore:
             await factory()
 
-    tasks = [asyncio.ensure_future(one(factory)) for factory in factories]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    await all_or_nothing([one(factory) for factory in factories])
 
 
 class Worker:
@@ -169,7 +168,7 @@ class Worker:
         publishing only when every process has returned, so no message is published before
         all of its subscribers exist.
         """
-        raise_fd_limit()
+        raise_open_file_limit()
         plan = self.plan
         await bounded([self._subscriber_factory(spec) for spec in plan.subscribers],
                       CONNECT_CONCURRENCY)

@@ -15,6 +15,7 @@ from typing import cast
 
 from ..config import Config, Listener, anonymous_allowed
 from ..core.broker import Broker
+from ..fdlimit import raise_open_file_limit
 from ..storage.sqlite import SqliteStorage
 from .security import Security
 from .transport import ListenerGate, MQTTProtocol, lingering_close
@@ -80,20 +81,6 @@ class OpenFileWatch:
             else 16
         self.warned = False
 
-    @staticmethod
-    def raise_limit() -> int:
-        """Lift the soft open-file limit to the hard one: each client is a descriptor, and the
-        usual soft default of 1024 would cap the broker near 1,000 clients."""
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-        if soft != resource.RLIM_INFINITY and soft < target:
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-                soft = target
-            except (ValueError, OSError):
-                pass  # keep the soft limit; check() still warns near it
-        return soft
-
     def check(self) -> None:
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if limit == resource.RLIM_INFINITY:
@@ -133,7 +120,7 @@ async def serve(config: Config) -> None:
                  len(state.wills), time.monotonic() - started)
     security = Security(config.auth, anonymous_allowed(config), loop)
     security.install(broker)
-    log.info("open-file limit: %d (one per client connection)", OpenFileWatch.raise_limit())
+    log.info("open-file limit: %d (one per client connection)", raise_open_file_limit())
     flush_scheduled = False
 
     stopping = False
