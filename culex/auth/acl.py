@@ -44,9 +44,9 @@ import enum
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..protocol.topics import filter_problem
+from .files import FileProblem, read_file
 
 READ = "read"
 WRITE = "write"
@@ -66,19 +66,8 @@ class Access(enum.Enum):
     WRITE = "write"  # publish to it (including a will message)
 
 
-class AclError(Exception):
-    """An ACL file cannot be used; the message names the file and the line.
-
-    `path` is the file (or the source description given to `parse`) and `line` the 1-based line
-    number, or 0 when the file as a whole is the problem (missing, unreadable).
-    """
-
-    def __init__(self, path: str, line: int, problem: str) -> None:
-        where = f"{path}:{line}" if line else path
-        super().__init__(f"{where}: {problem}")
-        self.path = path
-        self.line = line
-        self.problem = problem
+class AclError(FileProblem):
+    """An ACL file cannot be used; the message names the file and the line."""
 
 
 Levels = tuple[str, ...]
@@ -158,11 +147,7 @@ class AclRules:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> AclRules:
         """Read an ACL file; AclError names the file and the line of any problem."""
-        name = os.fspath(path)
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            raise AclError(name, 0, exc.strerror or str(exc)) from None
+        name, data = read_file(path, AclError)
         return cls.parse(data, name)
 
     @classmethod

@@ -43,6 +43,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import FileProblem, read_file
+
 SCRYPT = "scrypt"
 PBKDF2_SHA512 = "pbkdf2-sha512"
 SCHEMES = (SCRYPT, PBKDF2_SHA512)
@@ -68,19 +70,8 @@ DEFAULT_SCRAM_ITERATIONS = 600_000
 SCRAM_KEY_BYTES = 32  # SHA-256 output: StoredKey and ServerKey
 
 
-class PasswordFileError(Exception):
-    """A password file cannot be read or used; the message names the file and the line.
-
-    `path` is the file (or a description of the source) and `line` the 1-based line number,
-    or 0 when the problem is with the file as a whole (missing, unreadable).
-    """
-
-    def __init__(self, path: str, line: int, problem: str) -> None:
-        where = f"{path}:{line}" if line else path
-        super().__init__(f"{where}: {problem}")
-        self.path = path
-        self.line = line
-        self.problem = problem
+class PasswordFileError(FileProblem):
+    """A password file cannot be read or used; the message names the file and the line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,11 +334,7 @@ class PasswordFile:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PasswordFile:
         """Read a password file; PasswordFileError names the file and the line of any problem."""
-        name = os.fspath(path)
-        try:
-            data = Path(name).read_bytes()
-        except OSError as exc:
-            raise PasswordFileError(name, 0, exc.strerror or str(exc)) from None
+        name, data = read_file(path, PasswordFileError)
         return cls.parse(data, name)
 
     @classmethod
