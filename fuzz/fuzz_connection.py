@@ -189,7 +189,7 @@ class Tables:
     subscriptions: dict[tuple[str, str], int] = field(default_factory=dict)
     entries: dict[tuple[str, int], StoredEntry] = field(default_factory=dict)
     inbound: set[tuple[str, int]] = field(default_factory=set)
-    retained: dict[str, int] = field(default_factory=dict)
+    retained: dict[str, tuple[int, int]] = field(default_factory=dict)  # (message id, stamp)
     wills: dict[str, StoredMessage] = field(default_factory=dict)
 
 
@@ -245,7 +245,8 @@ class ModelStorage:
             if client_id in sessions:
                 sessions[client_id].awaiting_release.add(packet_id)
         state.sessions = list(sessions.values())
-        state.retained = [mid for mid in tables.retained.values() if mid in state.messages]
+        state.retained = [(mid, stamp) for mid, stamp in tables.retained.values()
+                          if mid in state.messages]
         state.wills = list(tables.wills.items())
         return state
 
@@ -302,11 +303,17 @@ class ModelStorage:
     def inbound_released(self, client_id: str, packet_id: int) -> None:
         self._add(lambda t: t.inbound.discard((client_id, packet_id)))
 
-    def retained_set(self, topic: str, message_id: int) -> None:
-        self._add(lambda t: t.retained.__setitem__(topic, message_id))
+    def retained_set(self, topic: str, message_id: int, stamp: int) -> None:
+        def apply(t: Tables) -> None:
+            if stamp >= t.retained.get(topic, (0, stamp))[1]:
+                t.retained[topic] = (message_id, stamp)
+        self._add(apply)
 
-    def retained_cleared(self, topic: str) -> None:
-        self._add(lambda t: t.retained.pop(topic, None))
+    def retained_cleared(self, topic: str, stamp: int) -> None:
+        def apply(t: Tables) -> None:
+            if t.retained.get(topic, (0, stamp))[1] <= stamp:
+                t.retained.pop(topic, None)
+        self._add(apply)
 
     def will_set(self, client_id: str, will: StoredMessage) -> None:
         stored = replace(will)

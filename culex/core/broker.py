@@ -556,9 +556,9 @@ class Broker:
         if previous is not None:
             persistence.unref(previous)
         if message.payload:
-            persistence.storage.retained_set(message.topic, persistence.ref(message))
+            persistence.storage.retained_set(message.topic, persistence.ref(message), stamp=0)
         elif previous is not None:
-            persistence.storage.retained_cleared(message.topic)
+            persistence.storage.retained_cleared(message.topic, stamp=0)
 
     def _queue_overflow(self, session: Session) -> None:
         self.publishes_dropped += 1
@@ -769,7 +769,7 @@ class Broker:
             # Its client was disconnected by the restart: the countdown starts again now (the
             # whole stored interval, never less), since the downtime was not the client's doing.
             self._expire_later(session)
-        for message_id in state.retained:
+        for message_id, _stamp in state.retained:
             message = messages[message_id]
             message.store_refs += 1
             self.retained.set(message)

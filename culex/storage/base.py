@@ -64,7 +64,8 @@ class StoredSession:
 class LoadedState:
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     sessions: list[StoredSession] = field(default_factory=list)
-    retained: list[int] = field(default_factory=list)
+    # (message id, stamp) of every retained row whose message exists.
+    retained: list[tuple[int, int]] = field(default_factory=list)
     wills: list[tuple[str, StoredMessage]] = field(default_factory=list)
 
 
@@ -115,9 +116,14 @@ class Storage(Protocol):
 
     def inbound_released(self, client_id: str, packet_id: int) -> None: ...
 
-    def retained_set(self, topic: str, message_id: int) -> None: ...
+    def retained_set(self, topic: str, message_id: int, stamp: int) -> None:
+        """Retain the message unless the row holds a newer stamp: when several workers retain
+        on one topic, the newest wins whatever order their commits land in."""
+        ...
 
-    def retained_cleared(self, topic: str) -> None: ...
+    def retained_cleared(self, topic: str, stamp: int) -> None:
+        """Drop the retained row unless it holds a newer stamp than this clearing."""
+        ...
 
     def will_set(self, client_id: str, will: StoredMessage) -> None: ...
 

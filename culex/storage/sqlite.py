@@ -5,7 +5,11 @@ the tick the list is committed as one transaction on the writer thread while the
 Only one commit is in flight at a time: changes made meanwhile wait for the next one, so batches
 grow with load (fewer fsyncs per message) and never commit out of order. A failed commit (disk
 full, I/O error) is retried with its statements first, which is safe because every statement is
-idempotent when replayed in order (INSERT OR REPLACE, UPDATE, DELETE).
+idempotent when replayed in order (INSERT OR REPLACE, UPDATE, DELETE, and the retained rows'
+stamp-guarded upsert and delete).
+
+Worker processes may share one file: retained rows carry an ordering stamp so concurrent writers
+agree on the newest message.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSes
 
 log = logging.getLogger("culex")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Session expiry: 0xFFFFFFFF (never) is what every version 1 session meant (3.1.1 clean
 # session 0), so it is the column default and the migration needs no data rewrite.
@@ -68,7 +72,11 @@ CREATE TABLE inbound (
     packet_id INTEGER NOT NULL,
     PRIMARY KEY (client_id, packet_id)
 ) WITHOUT ROWID;
-CREATE TABLE retained (topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE retained (
+    topic TEXT PRIMARY KEY,
+    message_id INTEGER NOT NULL,
+    stamp INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 CREATE TABLE wills (
     client_id TEXT PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -98,6 +106,9 @@ MIGRATIONS = {
        "ALTER TABLE messages ADD COLUMN expires_at REAL; "
        "ALTER TABLE wills ADD COLUMN properties BLOB NOT NULL DEFAULT x''; "
        "ALTER TABLE entries ADD COLUMN identifiers TEXT;",
+    # The ordering stamp of a retained message, so that of two workers retaining on one topic
+    # the newer wins; rows from one process are all equally old.
+    4: "ALTER TABLE retained ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;",
 }
 
 
@@ -207,8 +218,8 @@ class SqliteStorage:
                 if client_id in sessions:
                     sessions[client_id].awaiting_release.add(packet_id)
             state.sessions = list(sessions.values())
-            state.retained = [row[0] for row in db.execute("SELECT message_id FROM retained")
-                              if row[0] in state.messages]
+            state.retained = [(message_id, stamp) for message_id, stamp in db.execute(
+                "SELECT message_id, stamp FROM retained") if message_id in state.messages]
             for client_id, topic, payload, qos, retain, properties in db.execute(
                     "SELECT client_id, topic, payload, qos, retain, properties FROM wills"):
                 state.wills.append((client_id, StoredMessage(0, topic, bytes(payload), qos,
@@ -358,11 +369,14 @@ class SqliteStorage:
         self._add("DELETE FROM inbound WHERE client_id = ? AND packet_id = ?", client_id,
                   packet_id)
 
-    def retained_set(self, topic: str, message_id: int) -> None:
-        self._add("INSERT OR REPLACE INTO retained VALUES (?, ?)", topic, message_id)
+    def retained_set(self, topic: str, message_id: int, stamp: int) -> None:
+        self._add("INSERT INTO retained (topic, message_id, stamp) VALUES (?, ?, ?) "
+                  "ON CONFLICT (topic) DO UPDATE SET message_id = excluded.message_id, "
+                  "stamp = excluded.stamp WHERE excluded.stamp >= retained.stamp",
+                  topic, message_id, stamp)
 
-    def retained_cleared(self, topic: str) -> None:
-        self._add("DELETE FROM retained WHERE topic = ?", topic)
+    def retained_cleared(self, topic: str, stamp: int) -> None:
+        self._add("DELETE FROM retained WHERE topic = ? AND stamp <= ?", topic, stamp)
 
     def will_set(self, client_id: str, will: StoredMessage) -> None:
         self._add("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?)", client_id,

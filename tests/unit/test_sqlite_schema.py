@@ -1,6 +1,6 @@
 """The SQLite schema migrations (1: before MQTT 5 session expiry, 2: before the session owner
-was stored, 3: before message properties were) to the current version, and what each added
-surviving a round trip through the database."""
+was stored, 3: before message properties were, 4: before retained rows had a stamp) to the
+current version, and what each added surviving a round trip through the database."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ CREATE TABLE entries (client_id TEXT NOT NULL, seq INTEGER NOT NULL,
                       retain INTEGER NOT NULL, packet_id INTEGER NOT NULL DEFAULT 0,
                       released INTEGER NOT NULL DEFAULT 0,
                       PRIMARY KEY (client_id, seq)) WITHOUT ROWID;
+CREATE TABLE retained (topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -53,7 +54,7 @@ def make_v1_database(path: Path) -> None:
     open_storage(path).close()
     db = sqlite3.connect(path)
     db.executescript("BEGIN; DROP TABLE sessions; DROP TABLE messages; DROP TABLE wills; "
-                     "DROP TABLE entries; "
+                     "DROP TABLE entries; DROP TABLE retained; "
                      f"{V1_TABLES} "
                      "UPDATE schema_version SET version = 1; "
                      "INSERT INTO sessions VALUES ('old-client'); COMMIT;")
@@ -72,7 +73,7 @@ def test_version_1_database_is_migrated_and_keeps_its_sessions(tmp_path: Path) -
         storage.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     db.close()
 
 
@@ -91,6 +92,32 @@ def test_version_2_sessions_keep_an_unknown_owner(tmp_path: Path) -> None:
         storage.close()
     assert (session.client_id, session.owner_known, session.username) == (
         "old-client", False, None)
+
+
+def test_version_4_retained_rows_get_stamp_0(tmp_path: Path) -> None:
+    """Retained rows written by one process before stamps existed are all equally old."""
+    path = tmp_path / "culex.db"
+    open_storage(path).close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "BEGIN; DROP TABLE retained; "
+        "CREATE TABLE retained (topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) "
+        "WITHOUT ROWID; UPDATE schema_version SET version = 4; "
+        "INSERT INTO messages (id, topic, payload, qos, retain) VALUES (3, 'a', x'01', 0, 1); "
+        "INSERT INTO messages (id, topic, payload, qos, retain) VALUES (9, 'b', x'02', 1, 1); "
+        "INSERT INTO retained VALUES ('a', 3); INSERT INTO retained VALUES ('b', 9); COMMIT;")
+    db.close()
+    storage = open_storage(path)
+    try:
+        state = storage.load()
+    finally:
+        storage.close()
+    assert sorted(state.retained) == [(3, 0), (9, 0)]
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(5,)]
+    assert db.execute("SELECT topic, message_id, stamp FROM retained ORDER BY topic"
+                      ).fetchall() == [("a", 3, 0), ("b", 9, 0)]
+    db.close()
 
 
 def test_session_expiry_round_trip(tmp_path: Path) -> None:
