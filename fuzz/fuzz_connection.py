@@ -230,7 +230,8 @@ class ModelStorage:
     def close(self) -> None:
         pass
 
-    def load(self) -> LoadedState:
+    def load(self, owns: Callable[[str], bool] | None = None) -> LoadedState:
+        assert owns is None, "the harness runs a single broker process"
         tables = self.committed
         state = LoadedState(messages=dict(tables.messages))
         sessions = {client_id: StoredSession(client_id, expiry)
@@ -248,6 +249,8 @@ class ModelStorage:
         state.retained = [(mid, stamp) for mid, stamp in tables.retained.values()
                           if mid in state.messages]
         state.wills = list(tables.wills.items())
+        state.max_message_id = max(tables.messages, default=0)
+        state.max_stamp = max((stamp for _mid, stamp in tables.retained.values()), default=0)
         return state
 
     def _add(self, statement: Statement) -> None:

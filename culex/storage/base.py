@@ -67,6 +67,11 @@ class LoadedState:
     # (message id, stamp) of every retained row whose message exists.
     retained: list[tuple[int, int]] = field(default_factory=list)
     wills: list[tuple[str, StoredMessage]] = field(default_factory=list)
+    # The highest message id in the file, whatever was loaded: a worker that loads only its
+    # own sessions still allocates new ids above every other worker's rows.
+    max_message_id: int = 0
+    # The highest retained stamp in the file, so new stamps can start above it.
+    max_stamp: int = 0
 
 
 CommitDone = Callable[[bool], None]
@@ -77,7 +82,11 @@ class Storage(Protocol):
     # Whether the broker must hold acknowledgements until `commit` reports success.
     durable: bool
 
-    def load(self) -> LoadedState: ...
+    def load(self, owns: Callable[[str], bool] | None = None) -> LoadedState:
+        """Everything stored (`owns` None: one process), or with `owns` only the sessions and
+        wills of the client ids it accepts, the messages their entries hold, and every
+        retained message (each worker keeps all of them)."""
+        ...
 
     @property
     def pending(self) -> bool:

@@ -8,8 +8,8 @@ full, I/O error) is retried with its statements first, which is safe because eve
 idempotent when replayed in order (INSERT OR REPLACE, UPDATE, DELETE, and the retained rows'
 stamp-guarded upsert and delete).
 
-Worker processes may share one file: retained rows carry an ordering stamp so concurrent writers
-agree on the newest message.
+Worker processes share one file: each loads and writes the sessions of its own client ids, and
+retained rows carry an ordering stamp so concurrent writers agree on the newest message.
 """
 
 from __future__ import annotations
@@ -185,49 +185,128 @@ class SqliteStorage:
             raise StorageError(f"{self.path}: damaged database, missing tables "
                                f"{', '.join(sorted(missing))}")
 
-    def load(self) -> LoadedState:
+    def load(self, owns: Callable[[str], bool] | None = None) -> LoadedState:
+        """Read the file back: everything (`owns` None: one process), or for a worker only the
+        sessions and wills of the client ids `owns` accepts, the messages their queue entries
+        hold, and every retained message (each worker keeps all of them).
+
+        One read transaction: a worker that loads while others already commit sees a single
+        snapshot, so a retained row or entry committed mid-load never points at a message row
+        this load missed."""
         started = time.monotonic()
-        state = LoadedState()
         try:
-            db = self._db
-            wall_now = time.time()
-            for message_id, topic, payload, qos, retain, properties, expires_at in db.execute(
-                    "SELECT id, topic, payload, qos, retain, properties, expires_at "
-                    "FROM messages"):
-                state.messages[message_id] = StoredMessage(
-                    message_id, topic, bytes(payload), qos, bool(retain), bytes(properties),
-                    None if expires_at is None else expires_at - wall_now)
-            sessions: dict[str, StoredSession] = {}
-            for client_id, expiry, owner_known, username in db.execute(
-                    "SELECT client_id, expiry, owner_known, username FROM sessions"):
-                sessions[client_id] = StoredSession(client_id, expiry, owner_known=bool(
-                    owner_known), username=username)
-            for client_id, topic_filter, qos in db.execute(
-                    "SELECT client_id, topic_filter, qos FROM subscriptions"):
-                if client_id in sessions:
-                    sessions[client_id].subscriptions[topic_filter] = qos
-            for client_id, *fields in db.execute(
-                    "SELECT client_id, seq, message_id, qos, retain, packet_id, released, "
-                    "identifiers FROM entries ORDER BY client_id, seq"):
-                seq, message_id, qos, retain, packet_id, released, identifiers = fields
-                if client_id in sessions and message_id in state.messages:
-                    sessions[client_id].entries.append(StoredEntry(
-                        seq, message_id, qos, bool(retain), packet_id, bool(released),
-                        int(identifiers) if identifiers else 0))
-            for client_id, packet_id in db.execute("SELECT client_id, packet_id FROM inbound"):
-                if client_id in sessions:
-                    sessions[client_id].awaiting_release.add(packet_id)
-            state.sessions = list(sessions.values())
-            state.retained = [(message_id, stamp) for message_id, stamp in db.execute(
-                "SELECT message_id, stamp FROM retained") if message_id in state.messages]
-            for client_id, topic, payload, qos, retain, properties in db.execute(
-                    "SELECT client_id, topic, payload, qos, retain, properties FROM wills"):
-                state.wills.append((client_id, StoredMessage(0, topic, bytes(payload), qos,
-                                                             bool(retain), bytes(properties))))
+            with self._lock:
+                db = self._db
+                if owns is not None:
+                    # Ownership is tested inside SQLite, so other workers' rows (and their
+                    # message payloads) are never copied out of the file.
+                    db.create_function("culex_owns", 1, owns)
+                db.execute("BEGIN")
+                try:
+                    state = self._read(db, owned=owns is not None)
+                finally:
+                    db.execute("COMMIT")  # nothing was written: COMMIT just ends the snapshot
+                    if owns is not None:
+                        db.create_function("culex_owns", 1, None)
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot read the database: {exc}") from None
         log.debug("read %s in %.3f s", self.path, time.monotonic() - started)
         return state
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, *, owned: bool) -> LoadedState:
+        """The body of `load`; with `owned`, rows pass the `culex_owns` SQL function."""
+        where = " WHERE culex_owns(client_id)" if owned else ""
+        state = LoadedState()
+        wall_now = time.time()
+        messages = "SELECT id, topic, payload, qos, retain, properties, expires_at FROM messages"
+        if owned:
+            messages += (" WHERE id IN (SELECT message_id FROM retained UNION "
+                         "SELECT message_id FROM entries WHERE culex_owns(client_id))")
+        for message_id, topic, payload, qos, retain, properties, expires_at in db.execute(
+                messages):
+            state.messages[message_id] = StoredMessage(
+                message_id, topic, bytes(payload), qos, bool(retain), bytes(properties),
+                None if expires_at is None else expires_at - wall_now)
+        sessions: dict[str, StoredSession] = {}
+        for client_id, expiry, owner_known, username in db.execute(
+                f"SELECT client_id, expiry, owner_known, username FROM sessions{where}"):
+            sessions[client_id] = StoredSession(client_id, expiry, owner_known=bool(
+                owner_known), username=username)
+        for client_id, topic_filter, qos in db.execute(
+                f"SELECT client_id, topic_filter, qos FROM subscriptions{where}"):
+            if client_id in sessions:
+                sessions[client_id].subscriptions[topic_filter] = qos
+        for client_id, *fields in db.execute(
+                "SELECT client_id, seq, message_id, qos, retain, packet_id, released, "
+                f"identifiers FROM entries{where} ORDER BY client_id, seq"):
+            seq, message_id, qos, retain, packet_id, released, identifiers = fields
+            if client_id in sessions and message_id in state.messages:
+                sessions[client_id].entries.append(StoredEntry(
+                    seq, message_id, qos, bool(retain), packet_id, bool(released),
+                    int(identifiers) if identifiers else 0))
+        for client_id, packet_id in db.execute(
+                f"SELECT client_id, packet_id FROM inbound{where}"):
+            if client_id in sessions:
+                sessions[client_id].awaiting_release.add(packet_id)
+        state.sessions = list(sessions.values())
+        state.retained = [(message_id, stamp) for message_id, stamp in db.execute(
+            "SELECT message_id, stamp FROM retained") if message_id in state.messages]
+        for client_id, topic, payload, qos, retain, properties in db.execute(
+                f"SELECT client_id, topic, payload, qos, retain, properties FROM wills{where}"):
+            state.wills.append((client_id, StoredMessage(0, topic, bytes(payload), qos,
+                                                         bool(retain), bytes(properties))))
+        # Over every row, loaded or not (and a retained row whose message is gone still
+        # guards its topic with its stamp).
+        state.max_message_id = db.execute(
+            "SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
+        state.max_stamp = db.execute(
+            "SELECT coalesce(max(stamp), 0) FROM retained").fetchone()[0]
+        return state
+
+    def prepare_for_workers(self) -> None:
+        """Make the file safe for workers that each delete message rows on their own; called
+        once in the parent before they are forked, in one transaction.
+
+        Orphans go first: message rows no queue entry and no retained row refers to (what the
+        core's drop_unreferenced does at a single-process start). Then every message row held
+        both by a retained row and by queue entries is split: the retained row(s) move to a
+        copy under a new id above every existing one. Afterwards a row is held either by
+        retained rows or by queue entries, never both, so the worker that replaces the retained
+        message and the worker that delivers the queued one each delete their own row, and
+        neither can pull a row from under the other."""
+        try:
+            with self._lock:
+                db = self._db
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    # Taken before the orphans go, so no id of a deleted row is reused.
+                    next_id = db.execute("SELECT coalesce(max(id), 0) FROM messages"
+                                         ).fetchone()[0]
+                    orphans = db.execute(
+                        "DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM entries) "
+                        "AND id NOT IN (SELECT message_id FROM retained)").rowcount
+                    shared = [row[0] for row in db.execute(
+                        "SELECT id FROM messages WHERE id IN (SELECT message_id FROM retained) "
+                        "AND id IN (SELECT message_id FROM entries) ORDER BY id")]
+                    for message_id in shared:
+                        next_id += 1
+                        db.execute(
+                            "INSERT INTO messages (id, topic, payload, qos, retain, properties, "
+                            "expires_at) SELECT ?, topic, payload, qos, retain, properties, "
+                            "expires_at FROM messages WHERE id = ?", (next_id, message_id))
+                        db.execute("UPDATE retained SET message_id = ? WHERE message_id = ?",
+                                   (next_id, message_id))
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot prepare the database for workers: {exc}"
+                               ) from None
+        log.info("%s: prepared for workers: %d unreferenced messages deleted, %d both retained "
+                 "and queued split in two", self.path, orphans, len(shared))
 
     # -- group commit -----------------------------------------------------------------------------
 

@@ -113,6 +113,7 @@ def test_version_4_retained_rows_get_stamp_0(tmp_path: Path) -> None:
     finally:
         storage.close()
     assert sorted(state.retained) == [(3, 0), (9, 0)]
+    assert (state.max_stamp, state.max_message_id) == (0, 9)
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(5,)]
     assert db.execute("SELECT topic, message_id, stamp FROM retained ORDER BY topic"
