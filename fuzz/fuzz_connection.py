@@ -189,7 +189,8 @@ class Tables:
     subscriptions: dict[tuple[str, str], int] = field(default_factory=dict)
     entries: dict[tuple[str, int], StoredEntry] = field(default_factory=dict)
     inbound: set[tuple[str, int]] = field(default_factory=set)
-    retained: dict[str, tuple[int, int]] = field(default_factory=dict)  # (message id, stamp)
+    # (message id, stamp); message id 0 is a clearing's tombstone
+    retained: dict[str, tuple[int, int]] = field(default_factory=dict)
     wills: dict[str, StoredMessage] = field(default_factory=dict)
 
 
@@ -247,7 +248,7 @@ class ModelStorage:
                 sessions[client_id].awaiting_release.add(packet_id)
         state.sessions = list(sessions.values())
         state.retained = [(mid, stamp) for mid, stamp in tables.retained.values()
-                          if mid in state.messages]
+                          if mid != 0 and mid in state.messages]  # not tombstones
         state.wills = list(tables.wills.items())
         state.max_message_id = max(tables.messages, default=0)
         state.max_stamp = max((stamp for _mid, stamp in tables.retained.values()), default=0)
@@ -314,7 +315,10 @@ class ModelStorage:
 
     def retained_cleared(self, topic: str, stamp: int) -> None:
         def apply(t: Tables) -> None:
-            if t.retained.get(topic, (0, stamp))[1] <= stamp:
+            if stamp > 0:  # a tombstone: message 0 keeps the stamp
+                if stamp >= t.retained.get(topic, (0, stamp))[1]:
+                    t.retained[topic] = (0, stamp)
+            elif t.retained.get(topic, (0, stamp))[1] <= stamp:
                 t.retained.pop(topic, None)
         self._add(apply)
 

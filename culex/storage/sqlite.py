@@ -9,7 +9,9 @@ idempotent when replayed in order (INSERT OR REPLACE, UPDATE, DELETE, and the re
 stamp-guarded upsert and delete).
 
 Worker processes share one file: each loads and writes the sessions of its own client ids, and
-retained rows carry an ordering stamp so concurrent writers agree on the newest message.
+retained rows carry an ordering stamp so concurrent writers agree on the newest message. A
+clearing leaves a tombstone (a retained row with message 0) that keeps its stamp, so an older
+set committed later by another worker cannot bring the topic back.
 """
 
 from __future__ import annotations
@@ -91,6 +93,12 @@ TABLES = {"schema_version", "sessions", "subscriptions", "messages", "entries", 
           "retained", "wills"}
 
 Statement = tuple[str, tuple[Any, ...]]
+
+# Retain (topic, message id, stamp) unless the row holds a newer stamp; message id 0 (no
+# message: message ids start at 1) makes the row a clearing's tombstone.
+RETAIN = ("INSERT INTO retained (topic, message_id, stamp) VALUES (?, ?, ?) "
+          "ON CONFLICT (topic) DO UPDATE SET message_id = excluded.message_id, "
+          "stamp = excluded.stamp WHERE excluded.stamp >= retained.stamp")
 
 # Version n -> the script that makes it version n + 1, run in one transaction with the version
 # bump, so a crash mid-migration leaves the old version intact.
@@ -188,7 +196,8 @@ class SqliteStorage:
     def load(self, owns: Callable[[str], bool] | None = None) -> LoadedState:
         """Read the file back: everything (`owns` None: one process), or for a worker only the
         sessions and wills of the client ids `owns` accepts, the messages their queue entries
-        hold, and every retained message (each worker keeps all of them).
+        hold, and every retained message (each worker keeps all of them). Tombstones are not
+        retained messages: only their stamps count, in `max_stamp`.
 
         One read transaction: a worker that loads while others already commit sees a single
         snapshot, so a retained row or entry committed mid-load never points at a message row
@@ -221,8 +230,8 @@ class SqliteStorage:
         wall_now = time.time()
         messages = "SELECT id, topic, payload, qos, retain, properties, expires_at FROM messages"
         if owned:
-            messages += (" WHERE id IN (SELECT message_id FROM retained UNION "
-                         "SELECT message_id FROM entries WHERE culex_owns(client_id))")
+            messages += (" WHERE id IN (SELECT message_id FROM retained WHERE message_id != 0 "
+                         "UNION SELECT message_id FROM entries WHERE culex_owns(client_id))")
         for message_id, topic, payload, qos, retain, properties, expires_at in db.execute(
                 messages):
             state.messages[message_id] = StoredMessage(
@@ -251,52 +260,54 @@ class SqliteStorage:
                 sessions[client_id].awaiting_release.add(packet_id)
         state.sessions = list(sessions.values())
         state.retained = [(message_id, stamp) for message_id, stamp in db.execute(
-            "SELECT message_id, stamp FROM retained") if message_id in state.messages]
+            "SELECT message_id, stamp FROM retained WHERE message_id != 0")
+            if message_id in state.messages]
         for client_id, topic, payload, qos, retain, properties in db.execute(
                 f"SELECT client_id, topic, payload, qos, retain, properties FROM wills{where}"):
             state.wills.append((client_id, StoredMessage(0, topic, bytes(payload), qos,
                                                          bool(retain), bytes(properties))))
-        # Over every row, loaded or not (and a retained row whose message is gone still
-        # guards its topic with its stamp).
+        # Over every row, loaded or not (a tombstone, or a retained row whose message is gone,
+        # still guards its topic with its stamp).
         state.max_message_id = db.execute(
             "SELECT coalesce(max(id), 0) FROM messages").fetchone()[0]
         state.max_stamp = db.execute(
             "SELECT coalesce(max(stamp), 0) FROM retained").fetchone()[0]
         return state
 
-    def prepare_for_workers(self) -> None:
+    def prepare_for_workers(self, owner: Callable[[str], int]) -> None:
         """Make the file safe for workers that each delete message rows on their own; called
-        once in the parent before they are forked, in one transaction.
+        once in the parent before they are forked, in one transaction. `owner` maps a client id,
+        or a retained topic, to the index of the worker that will hold it.
 
-        Orphans go first: message rows no queue entry and no retained row refers to (what the
-        core's drop_unreferenced does at a single-process start). Then every message row held
-        both by a retained row and by queue entries is split: the retained row(s) move to a
-        copy under a new id above every existing one. Afterwards a row is held either by
-        retained rows or by queue entries, never both, so the worker that replaces the retained
-        message and the worker that delivers the queued one each delete their own row, and
-        neither can pull a row from under the other."""
+        A worker deletes a message row when its last reference to the row goes, so every row
+        must have one holder: two workers holding one row would each delete it under the
+        other. At run time that holds by construction (each worker writes its own rows), but a
+        file written by one process, or by another number of workers, has rows referred to by
+        the queue entries of sessions now owned by different workers, and by retained topics
+        owned by yet others. So, in order:
+
+        - tombstones go: they keep older sets of running workers out, and none is running;
+        - orphans go: message rows no queue entry and no retained row refers to (what the
+          core's drop_unreferenced does at a single-process start);
+        - each row's holders are owner(client id) for every entry referring to it and
+          owner(topic) for every retained row referring to it. A row with several holders
+          stays with the lowest-numbered one; every other holder gets its own copy (same
+          content, properties and expiry deadline) under a new id above every existing one,
+          and its entries and retained rows are repointed at the copy. A row shared by retained
+          and entries is left alone when one worker owns all of them, as at run time."""
         try:
             with self._lock:
                 db = self._db
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     # Taken before the orphans go, so no id of a deleted row is reused.
-                    next_id = db.execute("SELECT coalesce(max(id), 0) FROM messages"
+                    last_id = db.execute("SELECT coalesce(max(id), 0) FROM messages"
                                          ).fetchone()[0]
+                    tombstones = db.execute("DELETE FROM retained WHERE message_id = 0").rowcount
                     orphans = db.execute(
                         "DELETE FROM messages WHERE id NOT IN (SELECT message_id FROM entries) "
                         "AND id NOT IN (SELECT message_id FROM retained)").rowcount
-                    shared = [row[0] for row in db.execute(
-                        "SELECT id FROM messages WHERE id IN (SELECT message_id FROM retained) "
-                        "AND id IN (SELECT message_id FROM entries) ORDER BY id")]
-                    for message_id in shared:
-                        next_id += 1
-                        db.execute(
-                            "INSERT INTO messages (id, topic, payload, qos, retain, properties, "
-                            "expires_at) SELECT ?, topic, payload, qos, retain, properties, "
-                            "expires_at FROM messages WHERE id = ?", (next_id, message_id))
-                        db.execute("UPDATE retained SET message_id = ? WHERE message_id = ?",
-                                   (next_id, message_id))
+                    copies = self._one_holder_per_row(db, owner, last_id)
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
@@ -305,8 +316,57 @@ class SqliteStorage:
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot prepare the database for workers: {exc}"
                                ) from None
-        log.info("%s: prepared for workers: %d unreferenced messages deleted, %d both retained "
-                 "and queued split in two", self.path, orphans, len(shared))
+        log.info("%s: prepared for workers: %d tombstones and %d unreferenced messages "
+                 "deleted, %d copies made of messages held by several workers", self.path,
+                 tombstones, orphans, copies)
+
+    @staticmethod
+    def _one_holder_per_row(db: sqlite3.Connection, owner: Callable[[str], int],
+                            last_id: int) -> int:
+        """The copying step of `prepare_for_workers`; returns how many copies were made.
+
+        Two passes over the references (the first finds the rows with several holders, the
+        second the references to repoint), so only those of shared rows are held in memory."""
+        owners: dict[str, int] = {}
+
+        def owner_of(key: str) -> int:  # a client has many entries: hash each id once
+            worker = owners.get(key)
+            if worker is None:
+                worker = owners[key] = owner(key)
+            return worker
+
+        # References to rows that exist (an entry whose row is gone is skipped by load too).
+        entry_refs = ("SELECT client_id, seq, message_id FROM entries "
+                      "WHERE message_id IN (SELECT id FROM messages)")
+        retained_refs = ("SELECT topic, message_id FROM retained "
+                         "WHERE message_id IN (SELECT id FROM messages)")
+        holders: dict[int, set[int]] = {}
+        for client_id, _seq, message_id in db.execute(entry_refs):
+            holders.setdefault(message_id, set()).add(owner_of(client_id))
+        for topic, message_id in db.execute(retained_refs):
+            holders.setdefault(message_id, set()).add(owner_of(topic))
+        copy_ids: dict[tuple[int, int], int] = {}  # (row, holder) -> the holder's copy
+        for message_id in sorted(holders):
+            for worker in sorted(holders[message_id])[1:]:  # the lowest keeps the row
+                last_id += 1
+                copy_ids[message_id, worker] = last_id
+        if not copy_ids:
+            return 0
+        entries = [(copy_ids[message_id, owner_of(client_id)], client_id, seq)
+                   for client_id, seq, message_id in db.execute(entry_refs).fetchall()
+                   if (message_id, owner_of(client_id)) in copy_ids]
+        retained = [(copy_ids[message_id, owner_of(topic)], topic)
+                    for topic, message_id in db.execute(retained_refs).fetchall()
+                    if (message_id, owner_of(topic)) in copy_ids]
+        db.executemany(
+            "INSERT INTO messages (id, topic, payload, qos, retain, properties, expires_at) "
+            "SELECT ?, topic, payload, qos, retain, properties, expires_at FROM messages "
+            "WHERE id = ?", [(copy_id, message_id)
+                             for (message_id, _worker), copy_id in copy_ids.items()])
+        db.executemany("UPDATE entries SET message_id = ? WHERE client_id = ? AND seq = ?",
+                       entries)
+        db.executemany("UPDATE retained SET message_id = ? WHERE topic = ?", retained)
+        return len(copy_ids)
 
     # -- group commit -----------------------------------------------------------------------------
 
@@ -449,13 +509,18 @@ class SqliteStorage:
                   packet_id)
 
     def retained_set(self, topic: str, message_id: int, stamp: int) -> None:
-        self._add("INSERT INTO retained (topic, message_id, stamp) VALUES (?, ?, ?) "
-                  "ON CONFLICT (topic) DO UPDATE SET message_id = excluded.message_id, "
-                  "stamp = excluded.stamp WHERE excluded.stamp >= retained.stamp",
-                  topic, message_id, stamp)
+        self._add(RETAIN, topic, message_id, stamp)
 
     def retained_cleared(self, topic: str, stamp: int) -> None:
-        self._add("DELETE FROM retained WHERE topic = ? AND stamp <= ?", topic, stamp)
+        """A tombstone keeps the clearing's stamp, so an older set committed later (by another
+        worker) cannot bring the topic back; prepare_for_workers deletes them. At stamp 0,
+        the only one a single process writes, a tombstone would keep nothing out (no set has
+        a lower stamp) and a single process never runs prepare_for_workers, so the row is
+        deleted instead: its file does not keep a row for every topic ever cleared."""
+        if stamp > 0:
+            self._add(RETAIN, topic, 0, stamp)
+        else:
+            self._add("DELETE FROM retained WHERE topic = ? AND stamp <= ?", topic, stamp)
 
     def will_set(self, client_id: str, will: StoredMessage) -> None:
         self._add("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?)", client_id,

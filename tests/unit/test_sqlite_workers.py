@@ -1,6 +1,6 @@
 """The SQLite backend shared by worker processes: retained rows ordered by stamp whatever order
-the workers' commits land in, a worker loading only the sessions it owns, and the parent's
-preparation of the file before the workers are forked."""
+the workers' commits land in (clearings leave tombstones), a worker loading only the sessions it
+owns, and the parent's preparation of the file before the workers are forked."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from culex.storage.base import StoredEntry, StoredMessage
+from culex.storage.base import LoadedState, StoredEntry, StoredMessage
 from culex.storage.sqlite import SqliteStorage
 
 
@@ -82,6 +82,7 @@ def test_an_equal_stamp_replaces(tmp_path: Path) -> None:
 
 
 def test_clearing_with_an_older_stamp_leaves_the_newer_row(tmp_path: Path) -> None:
+    """"u" is cleared: a tombstone (message 0) keeps its stamp."""
     path = tmp_path / "culex.db"
     storage = open_storage(path)
     storage.retained_set("t", 10, stamp=5)
@@ -91,7 +92,63 @@ def test_clearing_with_an_older_stamp_leaves_the_newer_row(tmp_path: Path) -> No
     storage.retained_cleared("u", stamp=5)
     commit(storage)
     storage.close()
-    assert rows(path, "retained", "topic") == [("t", 10, 5)]
+    assert rows(path, "retained", "topic") == [("t", 10, 5), ("u", 0, 5)]
+
+
+def load(path: Path, owns: Any = None) -> LoadedState:
+    storage = open_storage(path)
+    try:
+        return storage.load(owns=owns)
+    finally:
+        storage.close()
+
+
+def test_a_clearing_is_not_undone_by_an_older_set(tmp_path: Path) -> None:
+    """Worker A clears at stamp 5; worker B's set at stamp 3 commits after it and must not
+    bring the topic back; B's later set at stamp 7 does retain."""
+    path = tmp_path / "culex.db"
+    a, b = open_storage(path), open_storage(path)
+    a.message_stored(message(1, "t"))
+    a.retained_set("t", 1, stamp=1)
+    commit(a)
+    a.message_deleted(1)
+    a.retained_cleared("t", stamp=5)
+    commit(a)
+    b.message_stored(message(2, "t"))
+    b.retained_set("t", 2, stamp=3)
+    commit(b)
+    assert rows(path, "retained", "topic") == [("t", 0, 5)]
+    for owns in (None, lambda client_id: True):
+        state = load(path, owns)
+        assert (state.retained, state.max_stamp) == ([], 5)
+    b.message_stored(message(3, "t"))
+    b.retained_set("t", 3, stamp=7)
+    commit(b)
+    a.close()
+    b.close()
+    for owns in (None, lambda client_id: True):
+        state = load(path, owns)
+        assert (state.retained, state.max_stamp) == ([(3, 7)], 7)
+        assert state.messages[3].payload == b"payload 3"
+
+
+def test_a_clearing_at_stamp_0_leaves_no_tombstone(tmp_path: Path) -> None:
+    """One process writes stamp 0 only: a tombstone would keep nothing out, and its file would
+    keep a row for every topic ever cleared."""
+    path = tmp_path / "culex.db"
+    storage = open_storage(path)
+    storage.message_stored(message(1, "t"))
+    storage.retained_set("t", 1, stamp=0)
+    commit(storage)
+    storage.retained_cleared("t", stamp=0)
+    storage.retained_cleared("never-set", stamp=0)
+    commit(storage)
+    storage.retained_set("u", 1, stamp=0)
+    storage.retained_cleared("u", stamp=0)
+    storage.retained_set("u", 1, stamp=0)  # set again within one commit: the last one wins
+    commit(storage)
+    storage.close()
+    assert rows(path, "retained", "topic") == [("u", 1, 0)]
 
 
 @pytest.mark.parametrize("clear_first", [True, False])
@@ -176,38 +233,92 @@ def test_without_owns_everything_is_loaded(tmp_path: Path) -> None:
 # -- preparing the file for workers ---------------------------------------------------------------
 
 
-def test_prepare_for_workers_drops_orphans_and_splits_shared_rows(tmp_path: Path) -> None:
-    """Message 2 is both retained and queued for two sessions: the retained row moves to a copy
-    above the old highest id (the orphan 4's, which is deleted), the entries keep 2."""
+def test_prepare_for_workers_gives_each_holder_its_own_row(tmp_path: Path) -> None:
+    """Message 2 is queued for c (worker 0) and d (worker 1) and retained on "both" (worker 2):
+    worker 0 keeps it, d's entry and the retained row move to copies above the old highest id
+    (the orphan 4's, which is deleted). Message 3 is queued for c and e and retained on
+    "mine", all worker 0's, so it stays one row; the tombstone on "gone" is deleted."""
+    owners = {"c": 0, "d": 1, "e": 0, "both": 2, "mine": 0, "gone": 1}
     path = tmp_path / "culex.db"
     storage = open_storage(path)
     storage.message_stored(message(1, "queued"))
     storage.message_stored(StoredMessage(2, "both", b"shared", 2, True, b"\x03\x00\x01x", 300.0))
-    storage.message_stored(message(3, "retained"))
+    storage.message_stored(message(3, "mine"))
     storage.message_stored(message(4, "orphan"))
-    for client_id in ("c", "d"):
+    for client_id in ("c", "d", "e"):
         storage.session_saved(client_id, 60, None)
     storage.entry_queued("c", entry(1, 1))
     storage.entry_queued("c", entry(2, 2))
-    storage.entry_queued("d", entry(3, 2))
+    storage.entry_queued("c", entry(3, 3))
+    storage.entry_queued("d", entry(4, 2))
+    storage.entry_queued("e", entry(5, 3))
     storage.retained_set("both", 2, stamp=6)
-    storage.retained_set("retained", 3, stamp=4)
+    storage.retained_set("mine", 3, stamp=4)
+    storage.retained_cleared("gone", stamp=9)
     storage.will_set("c", message(0, "will"))
     commit(storage)
     before = every_table(path)
-    storage.prepare_for_workers()
+    storage.prepare_for_workers(owners.__getitem__)
     storage.close()
     after = every_table(path)
 
     old_messages = {row[0]: row[1:] for row in before["messages"]}
     new_messages = {row[0]: row[1:] for row in after["messages"]}
-    assert sorted(new_messages) == [1, 2, 3, 5]
-    assert new_messages[5] == new_messages[2] == old_messages[2]  # expiry deadline too
-    assert {k: new_messages[k] for k in (1, 2, 3)} == {k: old_messages[k] for k in (1, 2, 3)}
-    assert after["retained"] == [("both", 5, 6), ("retained", 3, 4)]
-    assert [row[2] for row in after["entries"]] == [1, 2, 2]
-    for table in ("sessions", "subscriptions", "entries", "inbound", "wills"):
+    assert sorted(new_messages) == [1, 2, 3, 5, 6]
+    # The same content, properties and expiry deadline in all three.
+    assert new_messages[2] == new_messages[5] == new_messages[6] == old_messages[2]
+    assert {k: new_messages[k] for k in (1, 3)} == {k: old_messages[k] for k in (1, 3)}
+    assert [(client_id, seq, message_id) for client_id, seq, message_id, *_ in after["entries"]
+            ] == [("c", 1, 1), ("c", 2, 2), ("c", 3, 3), ("d", 4, 5), ("e", 5, 3)]
+    assert after["retained"] == [("both", 6, 6), ("mine", 3, 4)]
+    for table in ("sessions", "subscriptions", "inbound", "wills"):
         assert after[table] == before[table], table
+    # Each worker's load now holds only rows no other worker holds.
+    held: dict[int, set[int]] = {}
+    for worker in range(3):
+        state = load(path, lambda client_id, worker=worker: owners[client_id] == worker)
+        mine = {e.message_id for s in state.sessions for e in s.entries}
+        mine |= {message_id for message_id, _stamp in state.retained
+                 if owners[state.messages[message_id].topic] == worker}
+        held[worker] = mine
+    assert held == {0: {1, 2, 3}, 1: {5}, 2: {6}}
+
+
+def test_prepare_for_workers_leaves_rows_held_by_one_worker(tmp_path: Path) -> None:
+    """Retained and queued, but every reference belongs to worker 0: nothing is copied (and
+    the ids stay as they are, so a second run changes nothing either)."""
+    path = tmp_path / "culex.db"
+    storage = open_storage(path)
+    storage.message_stored(message(1, "t"))
+    for client_id in ("c", "d"):
+        storage.session_saved(client_id, 60, None)
+        storage.entry_queued(client_id, entry(ord(client_id), 1))
+    storage.retained_set("t", 1, stamp=2)
+    commit(storage)
+    before = every_table(path)
+    storage.prepare_for_workers(lambda key: 0)
+    storage.prepare_for_workers(lambda key: 0)
+    storage.close()
+    assert every_table(path) == before
+
+
+def test_prepare_for_workers_rolls_back_when_owner_fails(tmp_path: Path) -> None:
+    path = tmp_path / "culex.db"
+    storage = open_storage(path)
+    storage.message_stored(message(1, "t"))
+    storage.message_stored(message(2, "orphan"))
+    storage.retained_set("t", 1, stamp=2)
+    storage.retained_cleared("gone", stamp=3)
+    commit(storage)
+    before = every_table(path)
+
+    def owner(key: str) -> int:
+        raise KeyError(key)
+
+    with pytest.raises(KeyError):
+        storage.prepare_for_workers(owner)
+    storage.close()
+    assert every_table(path) == before
 
 
 def test_prepare_for_workers_leaves_a_clean_file_unchanged(tmp_path: Path) -> None:
@@ -215,7 +326,7 @@ def test_prepare_for_workers_leaves_a_clean_file_unchanged(tmp_path: Path) -> No
     two_workers_database(path)  # its only orphan is 4; nothing is shared
     before = every_table(path)
     storage = open_storage(path)
-    storage.prepare_for_workers()
+    storage.prepare_for_workers(lambda key: 0 if key.startswith("a") else 1)
     storage.close()
     after = every_table(path)
     assert [row[0] for row in after["messages"]] == [1, 2, 3, 5]
