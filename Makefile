@@ -47,8 +47,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Then the integration suite again, every broker with two worker processes (README.md).
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 	$(PY) -m pytest -n 2 -p no:cacheprovider tests
+	CULEX_TEST_WORKERS=2 $(PY) -m pytest -n 2 -p no:cacheprovider tests/integration
 
 # The kill -9 crash test with many more kills than CI's 20 (CULEX_SOAK_KILLS), and its seed.
 soak: $(STAMP)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import logging
 import sys
 from pathlib import Path
 
@@ -18,26 +16,10 @@ from .config import (
     check_exposure,
     load_config,
 )
-from .server.app import ListenError, new_event_loop, serve, tls_context
+from .logs import setup_logging
+from .server.app import run, tls_context
 from .server.security import SecurityError, load_files
-from .storage.sqlite import StorageError
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"time": self.formatTime(record), "level": record.levelname.lower(),
-                           "logger": record.name, "message": record.getMessage()})
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+from .server.transport import ListenError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,15 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"culex: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level, config.logging.format)
-    loop = new_event_loop()
-    try:
-        loop.run_until_complete(serve(config))
-    except (ListenError, StorageError, SecurityError) as exc:
-        logging.getLogger("culex").error("%s", exc)
-        return 1
-    finally:
-        loop.close()
-    return 0
+    return run(config)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .auth.scram import METHOD as SCRAM_SHA_256
+from .core.cluster import MAX_WORKERS
 from .core.limits import Limits
 from .core.options import Mqtt5Options
 
@@ -150,6 +152,11 @@ class Config:
     mqtt5: Mqtt5Options = field(default_factory=Mqtt5Options)
     # Seconds between $SYS/broker publications; 0 turns $SYS off.
     sys_interval: float = 10.0
+    # Worker processes, one event loop (one core) each; 0 = one per CPU this process may use.
+    workers: int = 1
+
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))
 
 
 # Field annotations are strings (postponed evaluation); TOML has no null, so an optional field
@@ -184,7 +191,8 @@ def _build(cls: Any, table: Any, where: str) -> Any:
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
-    known = {"auth", "listeners", "limits", "logging", "mqtt5", "storage", "sys_interval"}
+    known = {"auth", "listeners", "limits", "logging", "mqtt5", "storage", "sys_interval",
+             "workers"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key "
@@ -236,6 +244,11 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         if interval < 0:
             raise ConfigError(f"{source}: sys_interval: must be 0 (off) or positive")
         kwargs["sys_interval"] = interval
+    if "workers" in data:
+        workers = _typed(data["workers"], "int", f"{source}: workers")
+        if not 0 <= workers <= MAX_WORKERS:
+            raise ConfigError(f"{source}: workers: must be 0 (one per CPU) to {MAX_WORKERS}")
+        kwargs["workers"] = workers
     return Config(**kwargs)
 
 

@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # check that a test encodes the spec rather than Culex's reading of it. Tests that read Culex's
 # log lines are expected to fail there; everything else should pass against both.
 AGAINST = os.environ.get("CULEX_TEST_AGAINST", "culex")
+# CULEX_TEST_WORKERS=2 runs every broker the tests start with two worker processes (`make
+# test` runs the integration suite both ways): whatever a client can observe must not depend
+# on which worker its connection lands in.
+WORKERS = int(os.environ.get("CULEX_TEST_WORKERS", "1"))
 
 
 def mosquitto_config(settings: dict[str, Any], port: int) -> str:
@@ -93,7 +97,10 @@ class BrokerProcess:
             self.config_path = self.tmp / "mosquitto.conf"
             self.config_path.write_text(mosquitto_config(self.settings, self.port))
             return ["mosquitto", "-c", str(self.config_path)]
-        self.config_path.write_text(render_config(self.settings))
+        settings = self.settings
+        if WORKERS != 1 and "workers" not in settings:
+            settings = {"workers": WORKERS, **settings}
+        self.config_path.write_text(render_config(settings))
         return [
             sys.executable, "-m", "culex", "serve",
             "--config", str(self.config_path),
@@ -117,8 +124,11 @@ class BrokerProcess:
         command = self.command()
         log = self.log_path.open("ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # A session of its own: kill() takes its worker processes too, as a service manager
+        # would (they also die with their supervisor, a moment later).
         self.proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + 15
@@ -161,11 +171,20 @@ class BrokerProcess:
         return self.proc.returncode
 
     def kill(self) -> None:
+        """kill -9 the broker, every process of it, and wait until its port is free."""
         assert self.proc is not None
         self.killed = True
         if self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.2):
+                    time.sleep(0.01)  # a worker not yet dead still holds the socket
+            except OSError:
+                return
+        raise AssertionError(f"port {self.port} still open 5 s after kill -9")
 
 
 BrokerFactory = Callable[..., BrokerProcess]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import secrets
 from collections.abc import Callable
 
 from .. import __version__
@@ -20,6 +21,7 @@ from ..protocol.topics import split_shared
 from ..protocol.v5 import Connect5
 from ..storage.base import LoadedState, Storage
 from .access import Authenticator, EnhancedAuthenticator
+from .cluster import Cluster, Peer, next_stamp
 from .connection import Connection, Sink, validate_topic_name
 from .limits import Limits
 from .message import Message
@@ -76,6 +78,8 @@ class Broker:
         # Frames that may leave only after the commit in progress (or the next one): acks of
         # what must be durable, QoS 2 deliveries to persistent sessions. Order is kept.
         self._held: list[tuple[Connection, list[bytes], bool]] = []
+        # What else waits for that commit: a peer worker's barrier answer (cluster.py).
+        self._after_commit: list[Callable[[], None]] = []
         self._commit_in_flight = False
         self._storage_failing = False
         self.sys_interval = sys_interval
@@ -86,6 +90,16 @@ class Broker:
         # delivery), whether any shared subscription exists before looking for groups.
         self.shared_groups = self.shared.groups
         self.retained = RetainedStore()
+        # Retained topics whose stored row another worker holds (see `_retain`); always empty
+        # in single-process mode.
+        self._retained_unheld: set[str] = set()
+        # The newest retained stamp made or seen (see cluster.py); storage keeps the newest.
+        self.last_stamp = 0
+        # Wall-clock time, for retained stamps only (the transport gives time.time; ordering
+        # stamps across processes needs a clock they share, read when the stamp is made).
+        self.wall_clock: Callable[[], float] = lambda: self.now
+        # Worker processes: None in single-process mode (see cluster.py).
+        self.cluster: Cluster | None = None
         self.connections: set[Connection] = set()
         self.topic_names: dict[bytes, str] = {}
         self.wake: Callable[[], None] = lambda: None
@@ -94,8 +108,9 @@ class Broker:
         self.close_sink: Callable[[Sink], None] = lambda sink: sink.close()
         self._ready: list[Connection] = []
         self._fair_paused: list[Connection] = []
-        # Full subscriber -> the publishers paused until it drains.
-        self._stalled: dict[Connection, set[Connection]] = {}
+        # Full subscriber -> the publishers paused until it drains (a peer worker's link can
+        # be either).
+        self._stalled: dict[Connection | Peer, set[Connection | Peer]] = {}
         self._deadlines: list[tuple[float, int, Connection]] = []
         self._deadline_seq = 0
         self._scheduled: dict[Connection, float] = {}
@@ -123,6 +138,26 @@ class Broker:
         self.clients_maximum = 0
 
     # -- connections ---------------------------------------------------------------------------
+
+    def assign_client_id(self) -> str:
+        """An id for a client that sent none; with workers, one this worker owns."""
+        while True:
+            client_id = f"culex-{secrets.token_hex(8)}"
+            if self.cluster is None or self.cluster.owns(client_id):
+                return client_id
+
+    def move(self, connection: Connection, data: bytes) -> None:
+        """The CONNECT names a client id another worker owns: hand the connection over with
+        everything read from it so far (`data`, from the CONNECT on). It ends here silently;
+        the owner answers the CONNECT as if it had read it itself."""
+        cluster = self.cluster
+        assert cluster is not None
+        self.connections.discard(connection)
+        self._scheduled.pop(connection, None)
+        connection.state = State.CLOSED
+        connection.sink_gone = True
+        cluster.move(cluster.owner(connection.client_id), connection.sink, data, connection.peer,
+                     connection.certificate_username)
 
     def open_connection(self, sink: Sink, peer: str, now: float) -> Connection:
         connection = Connection(self, sink, peer, now)
@@ -307,6 +342,8 @@ class Broker:
         ready, self._ready = self._ready, []
         for connection in ready:
             connection.flush()
+        if self.cluster is not None:
+            self.cluster.flush()
         if self._fair_paused:
             paused, self._fair_paused = self._fair_paused, []
             for connection in paused:
@@ -324,6 +361,14 @@ class Broker:
         return (persistence is not None and persistence.durable
                 and (persistence.storage.pending or bool(self._held) or self._commit_in_flight))
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once what has changed so far is on disk (at once if it is)."""
+        if not self.acks_wait_for_commit():
+            callback()
+            return
+        self._after_commit.append(callback)
+        self.wake()
+
     def hold(self, connection: Connection, frames: list[bytes], publish: bool) -> None:
         self._held.append((connection, frames, publish))
         self.wake()  # the end-of-tick flush starts the commit that releases these
@@ -336,16 +381,19 @@ class Broker:
         if persistence is None or self._commit_in_flight or (self._storage_failing
                                                               and not retry):
             return
-        if not persistence.storage.pending and not self._held:
+        if not persistence.storage.pending and not self._held and not self._after_commit:
             return
         held, self._held = self._held, []
+        callbacks, self._after_commit = self._after_commit, []
         self._commit_in_flight = True
-        persistence.storage.commit(lambda ok: self._committed(ok, held))
+        persistence.storage.commit(lambda ok: self._committed(ok, held, callbacks))
 
-    def _committed(self, ok: bool, held: list[tuple[Connection, list[bytes], bool]]) -> None:
+    def _committed(self, ok: bool, held: list[tuple[Connection, list[bytes], bool]],
+                   callbacks: list[Callable[[], None]]) -> None:
         self._commit_in_flight = False
         if not ok:
             self._held[:0] = held
+            self._after_commit[:0] = callbacks
             self._storage_failing = True  # tick() retries; until then nothing is acknowledged
             return
         if self._storage_failing:
@@ -358,6 +406,8 @@ class Broker:
                 connection.send_publish(frames)
             else:
                 connection.send(frames[0])
+        for callback in callbacks:
+            callback()
         if self._held or (self.persistence is not None and self.persistence.storage.pending):
             self.wake()  # the flush that follows commits what arrived meanwhile
 
@@ -373,16 +423,48 @@ class Broker:
         return topic
 
     def publish(self, message: Message, origin: Connection | None = None) -> int:
-        """Route one message to every matching session, each at min(message, granted) QoS.
+        """Route one message to every matching session, each at min(message, granted) QoS,
+        and to the peer workers with matching subscriptions.
 
         `origin` is the publisher's connection: paused while a subscriber it feeds is full, and
         skipped by its own No Local subscriptions. Returns the MQTT 5 PUBACK/PUBREC reason:
         0x10 when nobody subscribes, 0x97 when a persistent session's queue had no room."""
+        cluster = self.cluster
+        stamp = 0
         if message.retain:
-            self._retain(message)
+            stamp = self._stamp()
+            if cluster is not None:
+                cluster.retained_stamps[message.topic] = stamp
+            self._retain(message, stamp, hold=True)
+        reason = self._route(message, origin, True)
+        if cluster is not None and cluster.publish(message, stamp, self.now, origin) \
+                and reason == ReasonCode.NO_MATCHING_SUBSCRIBERS:
+            reason = ReasonCode.SUCCESS
+        return reason
+
+    def publish_from_peer(self, message: Message, stamp: int, peer: Peer) -> None:
+        """A message another worker routed here: its local subscribers (not shared groups:
+        the publishing worker chose their workers). A retained one replaces ours only when it
+        is newer, and its stored row stays the publishing worker's."""
+        cluster = self.cluster
+        assert cluster is not None
+        if message.retain and cluster.newer(message.topic, stamp):
+            self._retain(message, stamp, hold=False)
+        self._route(message, peer, False)
+
+    def _stamp(self) -> int:
+        self.last_stamp = stamp = next_stamp(
+            self.last_stamp, self.wall_clock(),
+            0 if self.cluster is None else self.cluster.index)
+        return stamp
+
+    def _route(self, message: Message, origin: Connection | Peer | None, shared_too: bool
+               ) -> int:
+        """Deliver to the local subscribers; `publish` says what the return value means."""
         matches = self.subscriptions.match(message.topic)
         shared: int = ReasonCode.NO_MATCHING_SUBSCRIBERS
-        if self.shared_groups:
+        if shared_too and (self.shared_groups or (self.cluster is not None
+                                                  and self.cluster.shared_routes.count)):
             shared = self._publish_shared(message, origin)
         if not matches:
             return shared
@@ -414,22 +496,39 @@ class Broker:
             self._send_qos0(granted_qos0, message.topic, message.frame_qos0(), origin, message)
         return reason if shared == ReasonCode.NO_MATCHING_SUBSCRIBERS else max(reason, shared)
 
-    def _publish_shared(self, message: Message, origin: Connection | None) -> int:
+    def _publish_shared(self, message: Message, origin: Connection | Peer | None) -> int:
         """Give the message to one member of every shared subscription group it matches
-        (§4.8.2). Returns what `publish` does for these deliveries alone."""
-        chosen = self.shared.choose(message.topic, message.qos,
-                                    None if origin is None else origin.client_id)
+        (§4.8.2); with workers, the group's worker is chosen first. Returns what `publish`
+        does for these deliveries alone."""
+        publisher = None if origin is None else origin.client_id
+        chosen = self.shared.choose(message.topic, message.qos, publisher) \
+            if self.shared_groups else []
+        reason: int = ReasonCode.SUCCESS
+        if self.cluster is not None:
+            chosen, sent = self.cluster.share(message, self.now, origin, chosen)
+            if not chosen:
+                return reason if sent else ReasonCode.NO_MATCHING_SUBSCRIBERS
         if not chosen:
             return ReasonCode.NO_MATCHING_SUBSCRIBERS
-        reason: int = ReasonCode.SUCCESS
         for session, granted, group in chosen:
             if not self._deliver_shared(message, session, granted, group, origin) \
                     and not session.clean:
                 reason = ReasonCode.QUOTA_EXCEEDED
         return reason
 
+    def deliver_to_group(self, message: Message, key: tuple[str, str], peer: Peer) -> None:
+        """Another worker chose this one for a shared group's message: one member gets it."""
+        group = self.shared.groups.get(key)
+        picked = None if group is None else self.shared.pick(group, message.topic,
+                                                             message.qos > 0, None)
+        if picked is None:
+            self.publishes_dropped += 1  # the group's last member here left meanwhile
+            return
+        assert group is not None
+        self._deliver_shared(message, picked[0], picked[1], group, peer)
+
     def _deliver_shared(self, message: Message, session: Session, granted: int,
-                        group: SharedGroup, origin: Connection | None) -> bool:
+                        group: SharedGroup, origin: Connection | Peer | None) -> bool:
         """One group member's copy, at min(message, member's granted) QoS, tagged with its group
         so it can go to another member if this one leaves. False when its queue was full."""
         qos = min(message.qos, granted & 0x03)
@@ -458,14 +557,17 @@ class Broker:
             assert group is not None
             message = entry.message
             picked = self.shared.pick(group, message.topic, ending, None, exclude=session)
-            if picked is None and not ending:
+            if picked is not None:
+                self._deliver_shared(message, picked[0], picked[1], group, None)
+            elif self.cluster is not None and self.cluster.hand_to_group(
+                    message, self.now, (group.name, group.topic_filter)):
+                pass  # a worker where the group has members takes it
+            elif not ending:
                 session.queue.append(entry)  # nobody to take it now: it waits for its owner
                 session.queued_bytes += len(message.payload)
                 continue
-            if picked is None:
-                self.publishes_dropped += 1
             else:
-                self._deliver_shared(message, picked[0], picked[1], group, None)
+                self.publishes_dropped += 1
             if persistence is not None:
                 persistence.done(session.client_id, entry)
 
@@ -477,14 +579,36 @@ class Broker:
         matches = self.subscriptions.match(topic)
         if matches:
             self._send_qos0(matches, topic, frame, origin, None)
+        cluster = self.cluster
+        if cluster is not None:
+            cluster.forward(topic, frame, origin)
+            if cluster.shared_routes.count:
+                self._publish_shared(
+                    Message(topic, frame[plain_payload_offset(frame, origin.v5):]), origin)
+                return
         if self.shared_groups:
             chosen = self.shared.choose(topic, 0, origin.client_id)
             if chosen:
                 self._send_qos0([(session, granted) for session, granted, _ in chosen], topic,
                                 frame, origin, None)
 
+    def forwarded(self, frame: bytes, peer: Peer) -> None:
+        """A QoS 0 frame forwarded by another worker (`Cluster.forward`), for the local
+        subscribers; the peer's link is the publisher that a full subscriber pauses."""
+        pos = 1
+        while frame[pos] & 0x80:
+            pos += 1
+        start = pos + 3
+        topic_bytes = frame[start:start + ((frame[pos + 1] << 8) | frame[pos + 2])]
+        topic = self.topic_names.get(topic_bytes)
+        if topic is None:
+            topic = self.learn_topic_name(topic_bytes)
+        matches = self.subscriptions.match(topic)
+        if matches:
+            self._send_qos0(matches, topic, frame, peer, None)
+
     def _send_qos0(self, matches: list[tuple[Session, int]], topic: str, frame: bytes,
-                   origin: Connection | None, message: Message | None) -> None:
+                   origin: Connection | Peer | None, message: Message | None) -> None:
         """Deliver at QoS 0. `frame` is the plain QoS 0 PUBLISH: 3.1.1 when `message` is
         given, else (`forward`) the publisher's own frame, of its family. Any other variant
         comes from `message`, made from `frame` the first time one is needed."""
@@ -495,7 +619,7 @@ class Broker:
                 continue  # QoS 0 is not queued for offline clients
             if session.acl is not None and not session.acl.allowed(topic, Access.READ):
                 continue
-            if connection.write_paused and not self._throttle(origin, connection):
+            if connection.write_paused and not self.throttle(origin, connection):
                 self.publishes_dropped += 1
                 continue
             if granted > 2 or frame_v5:  # an MQTT 5 subscriber or publisher: not the plain case
@@ -519,7 +643,8 @@ class Broker:
                 continue
             connection.send_publish([frame])
 
-    def _throttle(self, publisher: Connection | None, subscriber: Connection) -> bool:
+    def throttle(self, publisher: Connection | Peer | None, subscriber: Connection | Peer
+                  ) -> bool:
         """A QoS 0 message for a full subscriber: pause its publisher and send it anyway,
         unless the subscriber has been full for too long. False means: drop it."""
         if publisher is None or (publisher.last_activity - subscriber.paused_since
@@ -533,14 +658,20 @@ class Broker:
                 publisher.update_reading()
         return True
 
-    def release_publishers(self, subscriber: Connection) -> None:
+    def release_publishers(self, subscriber: Connection | Peer) -> None:
         """The subscriber drained (or closed, or stalled too long): resume its publishers."""
         for publisher in self._stalled.pop(subscriber, ()):
             publisher.throttled_by -= 1
             if not publisher.throttled_by:
                 publisher.update_reading()
 
-    def _retain(self, message: Message) -> None:
+    def _retain(self, message: Message, stamp: int, hold: bool) -> None:
+        """Store a retained message (an empty payload clears the topic).
+
+        With worker processes every worker keeps every retained message, but each stored row
+        is held (written, and deleted when replaced) by exactly one worker: the one whose
+        client published it, or after a restart the topic's owner. `hold` is False for a
+        message another worker published, and `_retained_unheld` lists such topics."""
         if message.payload and self.retained.count >= self.limits.max_retained_messages \
                 and self.retained.get(message.topic) is None:
             self.retained_dropped += 1
@@ -551,14 +682,20 @@ class Broker:
             return
         previous = self.retained.set(message)
         persistence = self.persistence
-        if persistence is None or message.topic.startswith("$SYS/"):
+        topic = message.topic
+        if persistence is None or topic.startswith("$SYS/"):
             return  # $SYS values are made afresh at start-up, never stored
-        if previous is not None:
+        unheld = self._retained_unheld
+        if previous is not None and topic not in unheld:
             persistence.unref(previous)
+        if not hold:
+            unheld.add(topic)
+            return
+        unheld.discard(topic)
         if message.payload:
-            persistence.storage.retained_set(message.topic, persistence.ref(message), stamp=0)
+            persistence.storage.retained_set(topic, persistence.ref(message), stamp)
         elif previous is not None:
-            persistence.storage.retained_cleared(message.topic, stamp=0)
+            persistence.storage.retained_cleared(topic, stamp)
 
     def _queue_overflow(self, session: Session) -> None:
         self.publishes_dropped += 1
@@ -592,16 +729,20 @@ class Broker:
     def _trie_add(self, session: Session, topic_filter: str, value: int) -> None:
         shared = split_shared(topic_filter)
         if shared is None:
-            self.subscriptions.add(topic_filter, session, value)
+            new = self.subscriptions.add(topic_filter, session, value)
         else:
-            self.shared.add(*shared, session, value)
+            new = self.shared.add(*shared, session, value)
+        if new and self.cluster is not None:
+            self.cluster.subscribed(topic_filter)
 
     def _trie_remove(self, session: Session, topic_filter: str) -> None:
         shared = split_shared(topic_filter)
         if shared is None:
-            self.subscriptions.remove(topic_filter, session)
+            removed = self.subscriptions.remove(topic_filter, session)
         else:
-            self.shared.remove(*shared, session)
+            removed = self.shared.remove(*shared, session)
+        if removed and self.cluster is not None:
+            self.cluster.unsubscribed(topic_filter)
 
     def send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
         """Retained messages for a new or renewed subscription, with RETAIN set [MQTT-3.3.1-8]
@@ -670,7 +811,10 @@ class Broker:
                 self.schedule(connection, max(deadline, now + 0.001))
         if self.sys_interval > 0 and now >= self._next_sys:
             self._next_sys = now + self.sys_interval
-            self.publish_sys(now)
+            if self.cluster is not None and self.cluster.index:
+                self.cluster.send_counts(self.sys_counts())  # worker 0 publishes the sums
+            else:
+                self.publish_sys(now)
 
     def _expire_sessions(self, now: float) -> None:
         """Discard disconnected sessions whose Session Expiry Interval ran out [MQTT-4.1.0-2]."""
@@ -699,13 +843,11 @@ class Broker:
 
     # -- $SYS ----------------------------------------------------------------------------------
 
-    def sys_values(self, now: float) -> dict[str, str]:
-        """The $SYS/broker tree under Mosquitto's names, so existing dashboards work."""
+    def sys_counts(self) -> dict[str, int]:
+        """This process's $SYS counters (a worker's share of the broker's)."""
         live = self.connections
         sessions = len(self.sessions)
-        values = {
-            "version": f"culex version {__version__}",
-            "uptime": f"{int(now - self.started_at)} seconds",
+        return {
             "clients/connected": self.clients_connected,
             "clients/disconnected": sessions - self.clients_connected,
             "clients/total": sessions,
@@ -721,6 +863,18 @@ class Broker:
             "subscriptions/count": self.subscriptions.count + self.shared.count,
             "retained messages/count": self.retained.count,
         }
+
+    def sys_values(self, now: float) -> dict[str, str]:
+        """The $SYS/broker tree under Mosquitto's names, so existing dashboards work; with
+        workers, the sums of their counters (each keeps the whole retained store)."""
+        counts = self.sys_counts()
+        if self.cluster is not None:
+            for other in self.cluster.peer_counts():
+                for name, value in other.items():
+                    if name != "retained messages/count":
+                        counts[name] = counts.get(name, 0) + value
+        values = {"version": f"culex version {__version__}",
+                  "uptime": f"{int(now - self.started_at)} seconds", **counts}
         return {f"$SYS/broker/{name}": str(value) for name, value in values.items()}
 
     def publish_sys(self, now: float) -> None:
@@ -737,10 +891,15 @@ class Broker:
         publish the wills of clients that were connected when the broker stopped.
 
         A will that was waiting for its Will Delay Interval is published at once: the delay
-        is not stored, and the client's connection is gone either way."""
+        is not stored, and the client's connection is gone either way. A worker restores the
+        sessions it owns and every retained message, and publishes its wills only once every
+        peer has announced its restored subscriptions (`Cluster.on_ready`)."""
         persistence = self.persistence
         assert persistence is not None
-        state = persistence.storage.load()
+        cluster = self.cluster
+        state = persistence.storage.load(None if cluster is None else cluster.owns)
+        if cluster is not None:
+            persistence.interleave_ids(cluster.index, cluster.size)
         messages = persistence.restore_messages(state)
         for stored in state.sessions:
             session = Session(stored.client_id, False, self.limits.max_inflight_messages,
@@ -769,17 +928,31 @@ class Broker:
             # Its client was disconnected by the restart: the countdown starts again now (the
             # whole stored interval, never less), since the downtime was not the client's doing.
             self._expire_later(session)
-        for message_id, _stamp in state.retained:
+        for message_id, stamp in state.retained:
             message = messages[message_id]
-            message.store_refs += 1
             self.retained.set(message)
-        persistence.drop_unreferenced(messages)
-        for client_id, will in state.wills:
+            if cluster is None or cluster.owns(message.topic):
+                message.store_refs += 1
+            else:
+                self._retained_unheld.add(message.topic)
+            if cluster is not None:
+                cluster.retained_stamps[message.topic] = stamp
+        self.last_stamp = max(self.last_stamp, state.max_stamp)
+        wills = [(client_id, restored_message(will, self.now))
+                 for client_id, will in state.wills]
+        for client_id, _ in wills:
+            persistence.storage.will_cleared(client_id)
+        if cluster is None:
+            self._publish_restored_wills(wills)
+        else:
+            cluster.on_ready = lambda: self._publish_restored_wills(wills)
+        return state
+
+    def _publish_restored_wills(self, wills: list[tuple[str, Message]]) -> None:
+        for client_id, will in wills:
             log.info("client %s: publishing its will to %r (connected when the broker stopped)",
                      client_id, will.topic)
-            persistence.storage.will_cleared(client_id)
-            self.publish(restored_message(will, self.now))
-        return state
+            self.publish(will)
 
     # -- shutdown ------------------------------------------------------------------------------
 

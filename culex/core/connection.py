@@ -9,8 +9,8 @@ list, and the broker's single flush per tick hands each outbox to `Sink.writelin
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from ..auth.acl import Access, ClientAcl
@@ -88,6 +88,8 @@ class Connection:
         "acl",
         "auth_exchange",
         "auth_method",
+        "awaiting_peers",
+        "barriers_pending",
         "broker",
         "bytes_sent",
         "certificate_username",
@@ -104,6 +106,7 @@ class Connection:
         "packets_sent",
         "paused_since",
         "peer",
+        "peer_sends",
         "problem_information",
         "protocol_level",
         "publish_byte_tokens",
@@ -183,6 +186,11 @@ class Connection:
         # How many full subscribers this connection, as a publisher, is paused for.
         self.throttled_by = 0
         self.reading = True
+        # SUBACKs and acks waiting for the other workers (see `_after_peers`), in order.
+        self.awaiting_peers: list[Callable[[], None]] | None = None
+        self.barriers_pending = 0
+        # `Cluster.sends` when this client's last message went to another worker.
+        self.peer_sends = 0
         # Bytes read since this connection was last given a new fair share (see FAIR_SHARE).
         self.tick_bytes = 0
         # max_publish_rate token bucket, and when reading resumes after going over it.
@@ -239,6 +247,8 @@ class Connection:
                 handler(self, first, frame, offset)
                 if first == 0x10:  # a CONNECT (the only valid first byte) chose the table
                     handlers = self.handlers
+                    if self.state is State.MOVING:
+                        return self._move(frames)
                 if self.state is not connected:  # one check per packet on the hot path
                     if self.state is State.CLOSED:
                         return False
@@ -253,6 +263,18 @@ class Connection:
             self.protocol_violation(exc)
             return False
         return True
+
+    def _move(self, frames: list[Frame]) -> bool:
+        """Hand this connection to the worker that owns its client id, with the CONNECT
+        (always the first of `frames`) and whatever followed it; False: it is gone from here.
+        Garbage behind the CONNECT is refused here: the stream is lost anyway."""
+        error = self.reader.error
+        if error is not None:
+            self.state = State.AWAITING_CONNECT
+            raise error
+        data = b"".join([frame for _, frame, _ in frames]) + self.reader.take_pending()
+        self.broker.move(self, data)
+        return False
 
     def connection_lost(self, now: float) -> None:
         """The transport is gone: whatever was not a DISCONNECT is an abnormal close."""
@@ -296,6 +318,12 @@ class Connection:
     def acknowledge(self, frame: bytes) -> None:
         """PUBACK, PUBREC or PUBCOMP: a promise that what it acknowledges is safe, so with a
         durable store it leaves only after the commit that makes it true (and in order)."""
+        cluster = self.broker.cluster
+        if cluster is None or not self._after_peers(partial(self._acknowledge_now, frame),
+                                                    self.peer_sends):
+            self._acknowledge_now(frame)
+
+    def _acknowledge_now(self, frame: bytes) -> None:
         broker = self.broker
         if broker.acks_wait_for_commit():
             broker.hold(self, [frame], publish=False)
@@ -433,7 +461,7 @@ class Connection:
         subscriber (back-pressure), the publish rate, or this tick's fair share used up."""
         wanted = not (self.state is State.AUTHENTICATING or self.throttled_by
                       or self.rate_paused_until or self.tick_bytes >= FAIR_SHARE
-                      or self.sink_gone)
+                      or self.sink_gone or self.awaiting_peers is not None)
         if wanted is not self.reading:
             self.reading = wanted
             if wanted:
@@ -500,6 +528,10 @@ class Connection:
             self.handlers = self._HANDLERS_V5
         if packet.client_id:
             self.client_id = packet.client_id
+            cluster = self.broker.cluster
+            if cluster is not None and not cluster.owns(packet.client_id):
+                self.state = State.MOVING  # `_process` hands it to the owner
+                return
         options = self.broker.mqtt5
         if options.server_reference:
             # Maintenance move: nobody is served here, so nobody is authenticated either.
@@ -524,7 +556,7 @@ class Connection:
             return
         assigned = not packet.client_id
         if assigned:
-            packet.client_id = self.client_id = f"culex-{secrets.token_hex(8)}"
+            packet.client_id = self.client_id = self.broker.assign_client_id()
         if isinstance(packet, Connect5):
             connection5.negotiate(self, packet, assigned)
         self.username = self.certificate_username or packet.username
@@ -759,9 +791,53 @@ class Connection:
             codes.append(qos)
             if not topic_filter.startswith(SHARE_PREFIX):  # shared: no retained (§4.8.2)
                 granted.append((topic_filter, qos))
-        self.send(encode_suback(packet.packet_id, codes))
-        for topic_filter, qos in granted:
-            broker.send_retained(session, topic_filter, qos)
+        self.send_suback(encode_suback(packet.packet_id, codes), granted)
+
+    def send_suback(self, frame: bytes, retained: list[tuple[str, int]]) -> None:
+        """SUBACK, then the retained messages for the subscriptions that get them."""
+        cluster = self.broker.cluster
+        if cluster is None or not self._after_peers(partial(self._subscribed, frame, retained),
+                                                    cluster.route_sends):
+            self._subscribed(frame, retained)
+
+    def _subscribed(self, frame: bytes, retained: list[tuple[str, int]]) -> None:
+        self.send(frame)
+        session = self.session
+        assert session is not None
+        for topic_filter, value in retained:
+            self.broker.send_retained(session, topic_filter, value)
+
+    def _after_peers(self, action: Callable[[], None], upto: int) -> bool:
+        """With workers, a SUBACK or an ack also promises something of the other workers: a
+        client told it is subscribed may have another client publish at once, through another
+        worker that must route to it; an acknowledged message another worker queued for its
+        sessions must be in that worker's store. So the `action` sending it waits (True) until
+        every peer has applied, and committed, the first `upto` records this worker counted
+        (`Cluster.when_known`), and what follows waits too, to keep the order. Reading waits
+        meanwhile."""
+        cluster = self.broker.cluster
+        assert cluster is not None
+        waiting = self.awaiting_peers
+        if cluster.when_known(self._peers_caught_up, upto):
+            self.barriers_pending += 1
+        elif waiting is None:
+            return False
+        if waiting is None:
+            waiting = self.awaiting_peers = []
+            self.update_reading()
+        waiting.append(action)
+        return True
+
+    def _peers_caught_up(self) -> None:
+        self.barriers_pending -= 1
+        if self.barriers_pending:
+            return
+        waiting, self.awaiting_peers = self.awaiting_peers, None
+        if self.state is State.CLOSED or waiting is None:
+            return
+        for action in waiting:
+            action()
+        self.update_reading()
 
     def subscribe(self, topic_filter: str, value: int) -> int:
         """Check and make one subscription (`value`: see options.py). Returns 0, or

@@ -281,9 +281,7 @@ def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int)
                     and not topic_filter.startswith(SHARE_PREFIX):
                 retained.append((topic_filter, value))
         codes.append(code)
-    connection.send(encode_suback5(packet.packet_id, codes))
-    for topic_filter, value in retained:
-        connection.broker.send_retained(session, topic_filter, value)
+    connection.send_suback(encode_suback5(packet.packet_id, codes), retained)
 
 
 def handle_unsubscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:

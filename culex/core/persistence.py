@@ -54,15 +54,22 @@ class Persistence:
         # The broker's current time, for message expiry (the core never reads a clock itself).
         self.clock = clock
         self._next_message_id = 1
+        # Workers share one database: worker i of n makes ids i + 1, i + 1 + n, ... above the
+        # highest id at start-up, so no two workers ever make the same id.
+        self._id_step = 1
+        self._id_slot = 0
         self._next_seq = 1
 
+    def interleave_ids(self, worker: int, workers: int) -> None:
+        self._id_step = workers
+        self._id_slot = worker
     # -- messages ----------------------------------------------------------------------------
 
     def ref(self, message: Message) -> int:
         if not message.store_refs:
             if not message.store_id:
                 message.store_id = self._next_message_id
-                self._next_message_id += 1
+                self._next_message_id += self._id_step
             self.storage.message_stored(stored_form(message, message.store_id, self.clock()))
         message.store_refs += 1
         return message.store_id
@@ -88,19 +95,14 @@ class Persistence:
     # -- restore -----------------------------------------------------------------------------
 
     def restore_messages(self, state: LoadedState) -> dict[int, Message]:
-        """Message objects for the stored rows; ids continue after the highest one seen."""
+        """Message objects for the stored rows; ids continue after the highest one stored."""
         now = self.clock()
         messages = {stored.message_id: restored_message(stored, now)
                     for stored in state.messages.values()}
         for message_id, message in messages.items():
             message.store_id = message_id
-        self._next_message_id = max(messages, default=0) + 1
+        first = max(state.max_message_id, max(messages, default=0)) + 1
+        self._next_message_id = first + (self._id_slot - first) % self._id_step
         self._next_seq = max((entry.seq for session in state.sessions
                               for entry in session.entries), default=0) + 1
         return messages
-
-    def drop_unreferenced(self, messages: dict[int, Message]) -> None:
-        """Rows left without a reference by a crash between two commits."""
-        for message_id, message in messages.items():
-            if not message.store_refs:
-                self.storage.message_deleted(message_id)

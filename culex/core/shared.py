@@ -104,16 +104,18 @@ class SharedSubscriptions:
         self.count = 0  # memberships, for $SYS/broker/subscriptions/count
         self._choose = _STRATEGIES[strategy]
 
-    def add(self, name: str, topic_filter: str, session: Session, value: int) -> None:
-        """Join (or renew the QoS and options of) `session`'s membership."""
+    def add(self, name: str, topic_filter: str, session: Session, value: int) -> bool:
+        """Join (or renew the QoS and options of) `session`'s membership; True when new."""
         group = self.groups.get((name, topic_filter))
         if group is None:
             group = self.groups[name, topic_filter] = SharedGroup(name, topic_filter)
             self.trie.add(topic_filter, group, 0)
-        if session not in group.members:
+        new = session not in group.members
+        if new:
             group.order.append(session)
             self.count += 1
         group.members[session] = value
+        return new
 
     def remove(self, name: str, topic_filter: str, session: Session) -> bool:
         """Leave; the last member to leave removes the group from the trie."""

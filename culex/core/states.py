@@ -13,5 +13,7 @@ class State(Enum):
     # MQTT 5 enhanced authentication sent AUTH 0x18 and awaits the client's AUTH: only AUTH and
     # DISCONNECT may arrive [MQTT-3.1.2-30].
     EXCHANGING = "authentication exchange"
+    # The CONNECT names a client id another worker owns: the connection moves there.
+    MOVING = "moving to its worker"
     CONNECTED = "connected"
     CLOSED = "closed"

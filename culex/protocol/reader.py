@@ -38,6 +38,12 @@ class FrameReader:
     def buffered(self) -> int:
         return len(self._pending)
 
+    def take_pending(self) -> bytes:
+        """The trailing partial packet, given up (the connection moves to another worker)."""
+        pending = bytes(self._pending)
+        self._pending.clear()
+        return pending
+
     def feed(self, data: bytes) -> list[Frame]:
         """Return every complete frame in `data` (after what was pending); keep the remainder.
 

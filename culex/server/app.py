@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import resource
 import signal
 import ssl
 import time
+from functools import partial
 from pathlib import Path
 from typing import cast
 
 from ..config import Config, Listener, anonymous_allowed
 from ..core.broker import Broker
+from ..core.cluster import Cluster
 from ..fdlimit import raise_open_file_limit
-from ..storage.sqlite import SqliteStorage
-from .security import Security
-from .transport import ListenerGate, MQTTProtocol, lingering_close
+from ..storage.sqlite import SqliteStorage, StorageError
+from .security import Security, SecurityError
+from .transport import ListenerGate, ListenError, MQTTProtocol, lingering_close, listen_failure
+from .workers import STOP_SIGNALS, Handovers, PeerLink, WorkerPlan, run_supervisor
 
 log = logging.getLogger("culex")
 
@@ -26,10 +28,6 @@ log = logging.getLogger("culex")
 # bounds the lateness of a keep-alive close to 0.25 s at negligible cost.
 TICK_SECONDS = 0.25
 SHUTDOWN_GRACE_SECONDS = 4.0
-
-
-class ListenError(Exception):
-    """A listener could not be opened (port in use, no permission): a one-line fatal error."""
 
 
 def tls_context(listener: Listener) -> ssl.SSLContext | None:
@@ -105,13 +103,42 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-async def serve(config: Config) -> None:
+def run(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT: in this process, or in `workers` forked ones."""
+    if config.worker_count() > 1:
+        try:
+            return run_supervisor(config, run_worker)
+        except (ListenError, StorageError) as exc:
+            log.error("%s", exc)
+            return 1
+    return run_worker(config, None)
+
+
+def run_worker(config: Config, plan: WorkerPlan | None) -> int:
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(serve(config, plan))
+    except (ListenError, StorageError, SecurityError) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        loop.close()
+    return 0
+
+
+async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
     loop = asyncio.get_running_loop()
     storage = open_storage(config, loop)
     broker = Broker(config.limits, sys_interval=config.sys_interval, storage=storage,
                     now=loop.time(), mqtt5=config.mqtt5)
+    broker.wall_clock = time.time
+    cluster = None
+    if plan is not None:
+        cluster = broker.cluster = Cluster(broker, plan.index, plan.size)
     if storage is not None:
         started = time.monotonic()
+        if plan is None:  # with workers, the supervisor has done it
+            storage.prepare(lambda key: 0)
         state = broker.restore()
         queued = sum(len(session.entries) for session in state.sessions)
         log.info("storage: %s (durability %s): loaded %d sessions, %d queued or in-flight "
@@ -140,34 +167,49 @@ async def serve(config: Config) -> None:
     broker.wake = wake
     broker.close_sink = lambda sink: lingering_close(cast(asyncio.Transport, sink), loop)
 
+    gates = [ListenerGate(listener) for listener in config.listeners]
+    handovers = None
+    if plan is not None and cluster is not None:
+        for index, sock in plan.links.items():
+            await loop.connect_accepted_socket(
+                partial(PeerLink, cluster, index, loop, lambda: stopping), sock)
+        handovers = Handovers(broker, loop, plan, gates)
+        cluster.move = handovers.send
     servers: list[asyncio.Server] = []
     tls: list[tuple[Listener, ssl.SSLContext]] = []
-    for listener in config.listeners:
+    for number, (listener, gate) in enumerate(zip(config.listeners, gates, strict=True)):
         try:
             context = tls_context(listener)
             if context is not None:
                 tls.append((listener, context))
-            gate = ListenerGate(listener)
-            server = await loop.create_server(
-                lambda gate=gate: MQTTProtocol(broker, loop, gate),
-                listener.host, listener.port,
-                reuse_address=True, backlog=4096, ssl=context,
-                # A stalled handshake holds a socket and some memory: same bound as CONNECT.
-                ssl_handshake_timeout=config.limits.connect_timeout if context else None)
+            # A stalled handshake holds a socket and some memory: same bound as CONNECT.
+            handshake_timeout = config.limits.connect_timeout if context else None
+            if plan is None:
+                server = await loop.create_server(
+                    lambda gate=gate: MQTTProtocol(broker, loop, gate),
+                    listener.host, listener.port, reuse_address=True, backlog=4096,
+                    ssl=context, ssl_handshake_timeout=handshake_timeout)
+            else:  # the supervisor's socket, shared by every worker
+                server = await loop.create_server(
+                    lambda gate=gate: MQTTProtocol(broker, loop, gate),
+                    sock=plan.listening[number], ssl=context,
+                    ssl_handshake_timeout=handshake_timeout)
         except OSError as exc:
             for opened in servers:
                 opened.close()
-            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            raise ListenError(f"cannot listen on {listener.host}:{listener.port}: {reason}") \
-                from None
+            raise listen_failure(listener, exc) from None
         servers.append(server)
         log.info("listening on %s:%d%s", listener.host, listener.port,
                  " (TLS)" if context else "")
+    if cluster is not None:
+        cluster.announce_ready()
 
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, security.reload, broker, tls)
+    # A worker process starts with them blocked (see workers.py); now they have handlers.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     files = OpenFileWatch(broker)
 
@@ -185,6 +227,9 @@ async def serve(config: Config) -> None:
         timers.append(loop.call_later(config.storage.batch_interval, batch_commit))
     await stop.wait()
     log.info("shutting down: closing %d connections", len(broker.connections))
+    stopping = True
+    if handovers is not None:
+        handovers.close()
     for timer in timers:
         timer.cancel()
     for server in servers:
@@ -204,7 +249,6 @@ async def serve(config: Config) -> None:
         # after shutdown", a traceback on SIGTERM). close() writes what is left itself, so any
         # later flush or wake-up is made a no-op.
         broker.wake = lambda: None
-        stopping = True
         storage.close()
     security.close()
     log.info("stopped")

@@ -7,8 +7,10 @@ moves bytes and reports time and flow control; every decision is the core's.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
+from dataclasses import dataclass
 from typing import cast
 
 from ..config import Listener
@@ -27,6 +29,15 @@ def certificate_name(peercert: object) -> str | None:
             if key == "commonName":
                 return str(value)
     return None
+
+
+class ListenError(Exception):
+    """A listener could not be opened (port in use, no permission): a one-line fatal error."""
+
+
+def listen_failure(listener: Listener, exc: OSError) -> ListenError:
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+    return ListenError(f"cannot listen on {listener.host}:{listener.port}: {reason}")
 
 
 # How long a closed connection keeps reading (and discarding) what its client still sends.
@@ -88,18 +99,33 @@ class ListenerGate:
             self.refused = 0
 
 
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """A connection another worker read a CONNECT from, for a client id this worker owns: its
+    peer's address, the user name its TLS certificate gave, and the bytes read so far."""
+
+    peer: str
+    certificate_username: str | None
+    data: bytes
+
+
 class MQTTProtocol(asyncio.Protocol):
-    __slots__ = ("broker", "connection", "gate", "loop")
+    __slots__ = ("broker", "connection", "gate", "loop", "moved", "relay", "transport")
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop,
-                 gate: ListenerGate) -> None:
+                 gate: ListenerGate, moved: Moved | None = None) -> None:
         self.broker = broker
         self.loop = loop
         self.gate = gate
+        self.moved = moved
         self.connection: Connection | None = None
+        self.transport: asyncio.Transport | None = None
+        # After a TLS connection moved to another worker: the link its bytes are relayed on.
+        self.relay: Relay | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
+        self.transport = transport
         peer = transport.get_extra_info("peername")
         if not self.gate.admit(peer):
             transport.abort()
@@ -110,6 +136,14 @@ class MQTTProtocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         high = self.broker.limits.max_write_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
+        moved = self.moved
+        if moved is not None:
+            connection = self.connection = self.broker.open_connection(
+                transport, moved.peer, self.loop.time())
+            connection.certificate_username = moved.certificate_username
+            self.moved = None
+            connection.data_received(moved.data, self.loop.time())
+            return
         label = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.connection = self.broker.open_connection(transport, label, self.loop.time())
         if self.gate.listener.use_identity_as_username:
@@ -117,6 +151,9 @@ class MQTTProtocol(asyncio.Protocol):
                 transport.get_extra_info("peercert"))
 
     def data_received(self, data: bytes) -> None:
+        if self.relay is not None:
+            self.relay.write(data)
+            return
         assert self.connection is not None
         self.connection.data_received(data, self.loop.time())
 
@@ -124,14 +161,72 @@ class MQTTProtocol(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.relay is not None:
+            self.relay.close()
         if self.connection is not None:
             self.gate.release()
             self.connection.connection_lost(self.loop.time())
 
     def pause_writing(self) -> None:
-        if self.connection is not None:
+        if self.relay is not None:
+            self.relay.pause_reading()
+        elif self.connection is not None:
             self.connection.pause_writing(self.loop.time())
 
     def resume_writing(self) -> None:
-        if self.connection is not None:
+        if self.relay is not None:
+            self.relay.resume_reading()
+        elif self.connection is not None:
             self.connection.resume_writing()
+
+
+class Relay(asyncio.Protocol):
+    """The local end of a socket pair that carries a moved TLS connection's plaintext to the
+    worker that owns its client: TLS state cannot cross processes, so the bytes do. Flow
+    control is mirrored both ways."""
+
+    def __init__(self, client: asyncio.Transport) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.waiting: list[bytes] = []  # client bytes that came before the pair was up
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        if self.closing:
+            self.transport.close()
+        elif self.waiting:
+            self.transport.writelines(self.waiting)
+        self.waiting = []
+
+    def write(self, data: bytes) -> None:
+        if self.transport is None:
+            self.waiting.append(data)
+        else:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.client.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.close()
+
+    def pause_writing(self) -> None:
+        self.client.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.client.resume_reading()
+

@@ -274,10 +274,11 @@ class SqliteStorage:
             "SELECT coalesce(max(stamp), 0) FROM retained").fetchone()[0]
         return state
 
-    def prepare_for_workers(self, owner: Callable[[str], int]) -> None:
+    def prepare(self, owner: Callable[[str], int]) -> None:
         """Make the file safe for workers that each delete message rows on their own; called
-        once in the parent before they are forked, in one transaction. `owner` maps a client id,
-        or a retained topic, to the index of the worker that will hold it.
+        once at start-up before anything is loaded (with workers, in the supervisor before they
+        are forked), in one transaction. `owner` maps a client id, or a retained topic, to the
+        index of the worker that will hold it (always 0 in single-process mode).
 
         A worker deletes a message row when its last reference to the row goes, so every row
         must have one holder: two workers holding one row would each delete it under the
@@ -287,8 +288,8 @@ class SqliteStorage:
         owned by yet others. So, in order:
 
         - tombstones go: they keep older sets of running workers out, and none is running;
-        - orphans go: message rows no queue entry and no retained row refers to (what the
-          core's drop_unreferenced does at a single-process start);
+        - orphans go: message rows no queue entry and no retained row refers to (left by a
+          crash between two commits);
         - each row's holders are owner(client id) for every entry referring to it and
           owner(topic) for every retained row referring to it. A row with several holders
           stays with the lowest-numbered one; every other holder gets its own copy (same
@@ -314,16 +315,16 @@ class SqliteStorage:
                         db.execute("ROLLBACK")
                     raise
         except sqlite3.Error as exc:
-            raise StorageError(f"{self.path}: cannot prepare the database for workers: {exc}"
-                               ) from None
-        log.info("%s: prepared for workers: %d tombstones and %d unreferenced messages "
-                 "deleted, %d copies made of messages held by several workers", self.path,
-                 tombstones, orphans, copies)
+            raise StorageError(f"{self.path}: cannot prepare the database: {exc}") from None
+        if tombstones or orphans or copies:
+            log.info("%s: %d tombstones and %d unreferenced messages deleted, %d copies made "
+                     "of messages held by several workers", self.path, tombstones, orphans,
+                     copies)
 
     @staticmethod
     def _one_holder_per_row(db: sqlite3.Connection, owner: Callable[[str], int],
                             last_id: int) -> int:
-        """The copying step of `prepare_for_workers`; returns how many copies were made.
+        """The copying step of `prepare`; returns how many copies were made.
 
         Two passes over the references (the first finds the rows with several holders, the
         second the references to repoint), so only those of shared rows are held in memory."""
@@ -513,14 +514,8 @@ class SqliteStorage:
 
     def retained_cleared(self, topic: str, stamp: int) -> None:
         """A tombstone keeps the clearing's stamp, so an older set committed later (by another
-        worker) cannot bring the topic back; prepare_for_workers deletes them. At stamp 0,
-        the only one a single process writes, a tombstone would keep nothing out (no set has
-        a lower stamp) and a single process never runs prepare_for_workers, so the row is
-        deleted instead: its file does not keep a row for every topic ever cleared."""
-        if stamp > 0:
-            self._add(RETAIN, topic, 0, stamp)
-        else:
-            self._add("DELETE FROM retained WHERE topic = ? AND stamp <= ?", topic, stamp)
+        worker) cannot bring the topic back; `prepare` deletes them at the next start."""
+        self._add(RETAIN, topic, 0, stamp)
 
     def will_set(self, client_id: str, will: StoredMessage) -> None:
         self._add("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?)", client_id,

@@ -14,6 +14,7 @@ from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode as PahoReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from culex.core.cluster import owner_of
 from culex.protocol.properties import Properties
 from culex.protocol.v5 import (
     Connack5,
@@ -175,8 +176,11 @@ def test_mosquitto_clients_v5_user_properties(clients: Clients) -> None:
 
 def test_puback_reason_codes(broker_factory: BrokerFactory) -> None:
     broker = broker_factory(limits={"max_queued_messages": 1})
+    # 0x97 comes from the publisher's own worker: with worker processes it can only know the
+    # queues of the sessions it owns (README, "Worker processes"), so these two share one.
+    assert owner_of("publisher", 2) == owner_of("parked", 2)
     with Clients(broker) as clients:
-        publisher = clients.paho("pub", protocol=V5)
+        publisher = clients.paho("publisher", protocol=V5)
         assert publisher.publish("nobody/here", b"x", qos=1) == 0x10
         assert publisher.publish("$SYS/forged", b"x", qos=1) == 0x87
         # A persistent session (expiry > 0), offline, with room for one message.

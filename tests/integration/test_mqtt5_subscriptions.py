@@ -170,9 +170,11 @@ def test_unacknowledged_messages_of_a_leaving_member_go_to_another(clients: Clie
     pub = clients.paho("pub", protocol=V5)
     for number in range(6):
         pub.publish("un/t", str(number).encode(), 1)
+    # Round-robin: three each (in join order within one process; with workers, the turns go
+    # round the workers that have members, so who gets the first one may differ).
     held = [next_publish5(raw).payload for _ in range(3)]
-    assert held == [b"0", b"2", b"4"]
-    assert [m.payload for m in other.get_many(3)] == [b"1", b"3", b"5"]
+    delivered = [m.payload for m in other.get_many(3)]
+    assert sorted(held + delivered) == [str(number).encode() for number in range(6)]
     raw.close()  # a clean session ends: its three in-flight messages move
     assert sorted(m.payload for m in other.get_many(3)) == held
     other.assert_no_message()

@@ -132,23 +132,23 @@ def test_a_clearing_is_not_undone_by_an_older_set(tmp_path: Path) -> None:
         assert state.messages[3].payload == b"payload 3"
 
 
-def test_a_clearing_at_stamp_0_leaves_no_tombstone(tmp_path: Path) -> None:
-    """One process writes stamp 0 only: a tombstone would keep nothing out, and its file would
-    keep a row for every topic ever cleared."""
+def test_tombstones_are_kept_until_the_next_start_prepares_the_file(tmp_path: Path) -> None:
+    """A single process writes tombstones too; `prepare` at the next start removes them, so
+    the file does not keep a row for every topic ever cleared."""
     path = tmp_path / "culex.db"
     storage = open_storage(path)
     storage.message_stored(message(1, "t"))
-    storage.retained_set("t", 1, stamp=0)
+    storage.retained_set("t", 1, stamp=1)
     commit(storage)
-    storage.retained_cleared("t", stamp=0)
-    storage.retained_cleared("never-set", stamp=0)
-    commit(storage)
-    storage.retained_set("u", 1, stamp=0)
-    storage.retained_cleared("u", stamp=0)
-    storage.retained_set("u", 1, stamp=0)  # set again within one commit: the last one wins
+    storage.retained_cleared("t", stamp=2)
     commit(storage)
     storage.close()
-    assert rows(path, "retained", "topic") == [("u", 1, 0)]
+    assert rows(path, "retained", "topic") == [("t", 0, 2)]
+    reopened = open_storage(path)
+    assert reopened.load().retained == []
+    reopened.prepare(lambda key: 0)
+    reopened.close()
+    assert rows(path, "retained", "topic") == []
 
 
 @pytest.mark.parametrize("clear_first", [True, False])
@@ -233,7 +233,7 @@ def test_without_owns_everything_is_loaded(tmp_path: Path) -> None:
 # -- preparing the file for workers ---------------------------------------------------------------
 
 
-def test_prepare_for_workers_gives_each_holder_its_own_row(tmp_path: Path) -> None:
+def test_prepare_gives_each_holder_its_own_row(tmp_path: Path) -> None:
     """Message 2 is queued for c (worker 0) and d (worker 1) and retained on "both" (worker 2):
     worker 0 keeps it, d's entry and the retained row move to copies above the old highest id
     (the orphan 4's, which is deleted). Message 3 is queued for c and e and retained on
@@ -258,7 +258,7 @@ def test_prepare_for_workers_gives_each_holder_its_own_row(tmp_path: Path) -> No
     storage.will_set("c", message(0, "will"))
     commit(storage)
     before = every_table(path)
-    storage.prepare_for_workers(owners.__getitem__)
+    storage.prepare(owners.__getitem__)
     storage.close()
     after = every_table(path)
 
@@ -284,7 +284,7 @@ def test_prepare_for_workers_gives_each_holder_its_own_row(tmp_path: Path) -> No
     assert held == {0: {1, 2, 3}, 1: {5}, 2: {6}}
 
 
-def test_prepare_for_workers_leaves_rows_held_by_one_worker(tmp_path: Path) -> None:
+def test_prepare_leaves_rows_held_by_one_worker(tmp_path: Path) -> None:
     """Retained and queued, but every reference belongs to worker 0: nothing is copied (and
     the ids stay as they are, so a second run changes nothing either)."""
     path = tmp_path / "culex.db"
@@ -296,13 +296,13 @@ def test_prepare_for_workers_leaves_rows_held_by_one_worker(tmp_path: Path) -> N
     storage.retained_set("t", 1, stamp=2)
     commit(storage)
     before = every_table(path)
-    storage.prepare_for_workers(lambda key: 0)
-    storage.prepare_for_workers(lambda key: 0)
+    storage.prepare(lambda key: 0)
+    storage.prepare(lambda key: 0)
     storage.close()
     assert every_table(path) == before
 
 
-def test_prepare_for_workers_rolls_back_when_owner_fails(tmp_path: Path) -> None:
+def test_prepare_rolls_back_when_owner_fails(tmp_path: Path) -> None:
     path = tmp_path / "culex.db"
     storage = open_storage(path)
     storage.message_stored(message(1, "t"))
@@ -316,17 +316,17 @@ def test_prepare_for_workers_rolls_back_when_owner_fails(tmp_path: Path) -> None
         raise KeyError(key)
 
     with pytest.raises(KeyError):
-        storage.prepare_for_workers(owner)
+        storage.prepare(owner)
     storage.close()
     assert every_table(path) == before
 
 
-def test_prepare_for_workers_leaves_a_clean_file_unchanged(tmp_path: Path) -> None:
+def test_prepare_leaves_a_clean_file_unchanged(tmp_path: Path) -> None:
     path = tmp_path / "culex.db"
     two_workers_database(path)  # its only orphan is 4; nothing is shared
     before = every_table(path)
     storage = open_storage(path)
-    storage.prepare_for_workers(lambda key: 0 if key.startswith("a") else 1)
+    storage.prepare(lambda key: 0 if key.startswith("a") else 1)
     storage.close()
     after = every_table(path)
     assert [row[0] for row in after["messages"]] == [1, 2, 3, 5]

@@ -1,0 +1,160 @@
+"""Worker processes without processes: two sans-I/O broker cores linked in memory.
+
+Each `Harness` is one worker; `Link` carries the records one worker writes to the other when the
+test pumps it, so the order of events across workers is the test's to choose (a real link is a
+socket pair: the same bytes, a little later).
+"""
+
+from __future__ import annotations
+
+from culex.core.cluster import Cluster, owner_of
+from culex.protocol.codec import encode_connect, encode_subscribe
+from culex.protocol.packets import Connect, Puback, Suback, Subscribe
+from tests.unit.core_helpers import FakeClient, FakeSink, Harness
+
+
+class Link(FakeSink):
+    """One direction of a link: what one worker wrote, for the other to read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivered = 0
+
+
+class Workers:
+    """Two linked workers and their clients; `pump()` moves records until both are quiet."""
+
+    def __init__(self) -> None:
+        self.harnesses = [Harness(), Harness()]
+        self.clusters = []
+        for index, harness in enumerate(self.harnesses):
+            cluster = harness.broker.cluster = Cluster(harness.broker, index, 2)
+            self.clusters.append(cluster)
+        self.links = {0: Link(), 1: Link()}  # writer index -> its link to the other
+        for index, cluster in enumerate(self.clusters):
+            cluster.attach(1 - index, self.links[index], 0.0)
+        self.moved: list[tuple[int, bytes]] = []
+        for cluster in self.clusters:
+            cluster.move = lambda worker, sink, data, peer, user: self.moved.append(
+                (worker, data))
+
+    def pump(self) -> None:
+        for _ in range(100):
+            for harness in self.harnesses:
+                harness.broker.flush()
+            quiet = True
+            for writer, link in self.links.items():
+                new = bytes(link.data[link.delivered:])
+                if new:
+                    quiet = False
+                    link.delivered = len(link.data)
+                    self.clusters[1 - writer].data_received(writer, new, 0.0)
+            if quiet:
+                return
+        raise AssertionError("the workers never went quiet")
+
+    def client(self, client_id: str) -> FakeClient:
+        """A client connected to the worker that owns `client_id` (as after a move)."""
+        client = self.harnesses[owner_of(client_id, 2)].client()
+        assert client.connect(client_id).return_code == 0
+        self.pump()
+        return client
+
+    def subscribe(self, client: FakeClient, *topics: tuple[str, int]) -> None:
+        client.send(encode_subscribe(Subscribe(client.next_packet_id(), list(topics))))
+        self.pump()
+        assert isinstance(client.received_packets()[0], Suback)
+
+
+def ids_on_both_workers() -> tuple[str, str]:
+    """Two client ids, one owned by each worker."""
+    first = next(f"c{n}" for n in range(100) if owner_of(f"c{n}", 2) == 0)
+    second = next(f"c{n}" for n in range(100) if owner_of(f"c{n}", 2) == 1)
+    return first, second
+
+
+def test_a_connect_for_the_other_worker_moves_with_every_byte_read() -> None:
+    workers = Workers()
+    _, one = ids_on_both_workers()
+    client = workers.harnesses[0].client()
+    connect = encode_connect(Connect(one, "MQTT", 4, True, 30))
+    publish_and_partial = b"\x30\x05\x00\x01tx" + b"\x30\x05"
+    client.send(connect + publish_and_partial)
+    assert workers.moved == [(1, connect + publish_and_partial)]
+    assert client.connection.closed and not client.sink.writes  # nothing answered here
+    assert client.connection not in workers.harnesses[0].broker.connections
+
+
+def test_subscription_on_one_worker_gets_messages_published_on_the_other() -> None:
+    workers = Workers()
+    zero, one = ids_on_both_workers()
+    subscriber = workers.client(zero)
+    workers.subscribe(subscriber, ("t/+", 1))
+    publisher = workers.client(one)
+    publisher.publish("t/a", b"qos0")
+    publisher.publish("t/a", b"qos1", qos=1, packet_id=7)
+    workers.pump()
+    got = subscriber.publishes()
+    assert [(p.payload, p.qos) for p in got] == [(b"qos0", 0), (b"qos1", 1)]
+
+
+def test_suback_waits_until_the_other_worker_knows_the_route() -> None:
+    workers = Workers()
+    zero, _ = ids_on_both_workers()
+    subscriber = workers.client(zero)
+    subscriber.send(encode_subscribe(Subscribe(3, [("r/t", 0)])))
+    assert subscriber.received_packets() == []  # the barrier is out, not yet answered
+    assert subscriber.connection.reading is False  # and nothing may overtake it
+    workers.pump()
+    assert [type(p) for p in subscriber.received_packets()] == [Suback]
+    assert subscriber.connection.reading is True
+    assert workers.clusters[1].routes.match("r/t") == [(0, 0)]
+
+
+def test_puback_of_a_message_routed_to_the_other_worker_waits_for_it() -> None:
+    workers = Workers()
+    zero, one = ids_on_both_workers()
+    subscriber = workers.client(zero)
+    workers.subscribe(subscriber, ("q/t", 1))
+    publisher = workers.client(one)
+    publisher.publish("q/t", b"x", qos=1, packet_id=9)
+    assert publisher.received_packets() == []
+    workers.pump()
+    assert [type(p) for p in publisher.received_packets()] == [Puback]
+
+
+def test_puback_of_a_message_no_other_worker_wanted_leaves_at_once() -> None:
+    workers = Workers()
+    _, one = ids_on_both_workers()
+    publisher = workers.client(one)
+    publisher.publish("nobody/t", b"x", qos=1, packet_id=9)
+    assert [type(p) for p in publisher.received_packets()] == [Puback]
+
+
+def test_retained_message_reaches_every_worker_and_the_newest_wins() -> None:
+    workers = Workers()
+    zero, one = ids_on_both_workers()
+    first, second = workers.client(zero), workers.client(one)
+    first.publish("ret/t", b"old", retain=True)
+    workers.harnesses[1].tick(1.0)  # stamps are wall-clock time: this one is later
+    second.publish("ret/t", b"new", retain=True)
+    workers.pump()
+    for harness in workers.harnesses:
+        message = harness.broker.retained.get("ret/t")
+        assert message is not None and message.payload == b"new"
+
+
+def test_shared_group_with_members_on_both_workers_alternates() -> None:
+    workers = Workers()
+    zero, one = ids_on_both_workers()
+    members = [workers.client(zero), workers.client(one)]
+    for member in members:
+        workers.subscribe(member, ("$share/g/s/t", 1))
+    publisher = workers.client(next(f"p{n}" for n in range(50) if owner_of(f"p{n}", 2) == 1))
+    for number in range(4):
+        publisher.publish("s/t", str(number).encode(), qos=1, packet_id=number + 1)
+        workers.pump()
+    got = [sorted(p.payload for p in member.publishes()) for member in members]
+    assert sorted(got[0] + got[1]) == [b"0", b"1", b"2", b"3"]
+    assert len(got[0]) == len(got[1]) == 2
+
