@@ -22,7 +22,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -207,6 +207,9 @@ class Handovers:
         self.loop = loop
         self.plan = plan
         self.gates = gates
+        # Sockets being wrapped in transports: held here (the loop keeps only weak references
+        # to tasks), and their failures logged.
+        self._starting: set[asyncio.Task[object]] = set()
         for index, sock in plan.handovers.items():
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self.receive, index)
@@ -224,7 +227,8 @@ class Handovers:
         message = HANDOVER_LENGTH.pack(len(header)) + header + data
         relayed = transport.get_extra_info("sslcontext") is not None \
             or len(message) > MAX_HANDOVER
-        if relayed:
+        if relayed:  # the bytes read so far go first on the relay, not in the message
+            message = HANDOVER_LENGTH.pack(len(header)) + header
             local, remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             handed = remote
         else:
@@ -241,7 +245,8 @@ class Handovers:
             return
         remote.close()
         relay = protocol.relay = Relay(transport)
-        self.loop.create_task(self.loop.connect_accepted_socket(lambda: relay, local))
+        relay.write(data)
+        self._start(self.loop.connect_accepted_socket(lambda: relay, local), peer)
 
     def receive(self, index: int) -> None:
         sock = self.plan.handovers[index]
@@ -260,5 +265,17 @@ class Handovers:
         moved = Moved(header["peer"], header["user"], message[4 + length:])
         client = socket.socket(fileno=fds[0])
         gate = self.gates[header["listener"]]
-        self.loop.create_task(self.loop.connect_accepted_socket(
-            lambda: MQTTProtocol(self.broker, self.loop, gate, moved), client))
+        self._start(self.loop.connect_accepted_socket(
+            lambda: MQTTProtocol(self.broker, self.loop, gate, moved), client), moved.peer)
+
+    def _start(self, opening: Coroutine[object, object, object], peer: str) -> None:
+        task: asyncio.Task[object] = self.loop.create_task(opening)
+        self._starting.add(task)
+
+        def started(task: asyncio.Task[object]) -> None:
+            self._starting.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.error("client %s: its connection could not be taken over: %s", peer,
+                          task.exception())
+
+        task.add_done_callback(started)
