@@ -49,7 +49,8 @@ if TYPE_CHECKING:
 
 ROUTE_ADD = 1
 ROUTE_REMOVE = 2
-FORWARD = 3
+FORWARD = 3  # a 3.1.1 QoS 0 frame; FORWARD_V5 an MQTT 5 one
+FORWARD_V5 = 9
 PUBLISH = 4
 COUNTS = 5
 READY = 6
@@ -161,18 +162,24 @@ class Peer:
     def records(self, data: bytes) -> list[tuple[int, bytes]]:
         """Split the stream into (kind, body) records; keep a trailing partial one."""
         pending = self._pending
-        pending += data
+        view: bytes | bytearray = data
+        if pending:
+            pending += data
+            view = pending
         found = []
         pos = 0
-        size = len(pending)
+        size = len(view)
         while size - pos >= 5:
-            length, kind = RECORD_HEAD.unpack_from(pending, pos)
+            length, kind = RECORD_HEAD.unpack_from(view, pos)
             end = pos + 4 + length
             if end > size:
                 break
-            found.append((kind, bytes(pending[pos + 5:end])))
+            found.append((kind, bytes(view[pos + 5:end])))
             pos = end
-        del pending[:pos]
+        if view is pending:
+            del pending[:pos]
+        elif pos < size:
+            pending += view[pos:]
         return found
 
 
@@ -354,8 +361,7 @@ class Cluster:
         """A QoS 0 frame for every peer with a matching filter, as the client sent it."""
         matches = self.routes.match(topic)
         if matches:
-            data = RECORD_HEAD.pack(len(frame) + 2, FORWARD) + (b"\x01" if origin.v5
-                                                                 else b"\x00")
+            data = RECORD_HEAD.pack(len(frame) + 1, FORWARD_V5 if origin.v5 else FORWARD)
             peers = self.peers
             for index, _ in matches:
                 peer = peers[index]
@@ -475,9 +481,9 @@ class Cluster:
         broker = self.broker
         broker.now = now
         for kind, body in peer.records(data):
-            if kind == FORWARD:
-                peer.v5 = body[0] == 1
-                broker.forwarded(body[1:], peer)
+            if kind in (FORWARD, FORWARD_V5):
+                peer.v5 = kind == FORWARD_V5
+                broker.forwarded(body, peer)
             elif kind == PUBLISH:
                 self._published(peer, body, now)
             elif kind == ROUTE_ADD:

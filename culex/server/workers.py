@@ -22,6 +22,7 @@ import signal
 import socket
 import struct
 import sys
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,13 +211,18 @@ class Handovers:
         # Sockets being wrapped in transports: held here (the loop keeps only weak references
         # to tasks), and their failures logged.
         self._starting: set[asyncio.Task[object]] = set()
+        # Per worker: hand-overs (message, descriptor, peer) its socket had no room for yet.
+        self._waiting: dict[int, deque[tuple[bytes, int, str]]] = {}
         for index, sock in plan.handovers.items():
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self.receive, index)
 
     def close(self) -> None:
-        for sock in self.plan.handovers.values():
+        for worker, sock in self.plan.handovers.items():
             self.loop.remove_reader(sock.fileno())
+            self.loop.remove_writer(sock.fileno())
+            for _message, fd, _peer in self._waiting.pop(worker, ()):
+                os.close(fd)
 
     def send(self, worker: int, sink: object, data: bytes, peer: str,
              certificate_username: str | None) -> None:
@@ -227,26 +233,44 @@ class Handovers:
         message = HANDOVER_LENGTH.pack(len(header)) + header + data
         relayed = transport.get_extra_info("sslcontext") is not None \
             or len(message) > MAX_HANDOVER
-        if relayed:  # the bytes read so far go first on the relay, not in the message
-            message = HANDOVER_LENGTH.pack(len(header)) + header
-            local, remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            handed = remote
-        else:
-            handed = transport.get_extra_info("socket")
-        try:
-            socket.send_fds(self.plan.handovers[worker], [message], [handed.fileno()])
-        except OSError as exc:
-            log.error("client %s: cannot hand the connection to worker %d (%s); closing it",
-                      peer, worker, exc)
+        if not relayed:
+            # Our transport goes now; a duplicate descriptor keeps the socket open until
+            # the message carrying it is sent.
+            self._queue(worker, message, os.dup(transport.get_extra_info("socket").fileno()),
+                        peer)
             transport.abort()
             return
-        if not relayed:
-            transport.abort()  # our descriptor only: the socket lives on in the owner
-            return
-        remote.close()
+        # The bytes read so far go first on the relay, not in the message.
+        local, remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._queue(worker, HANDOVER_LENGTH.pack(len(header)) + header, remote.detach(), peer)
         relay = protocol.relay = Relay(transport)
         relay.write(data)
         self._start(self.loop.connect_accepted_socket(lambda: relay, local), peer)
+
+    def _queue(self, worker: int, message: bytes, fd: int, peer: str) -> None:
+        """Send hand-overs in order; when the owner's socket is full (a connection storm),
+        they wait for it to drain instead of failing."""
+        waiting = self._waiting.setdefault(worker, deque())
+        waiting.append((message, fd, peer))
+        if len(waiting) == 1:
+            self._send_waiting(worker)
+
+    def _send_waiting(self, worker: int) -> None:
+        waiting = self._waiting[worker]
+        sock = self.plan.handovers[worker]
+        while waiting:
+            message, fd, peer = waiting[0]
+            try:
+                socket.send_fds(sock, [message], [fd])
+            except BlockingIOError:
+                self.loop.add_writer(sock.fileno(), self._send_waiting, worker)
+                return
+            except OSError as exc:
+                log.error("client %s: cannot hand the connection to worker %d (%s); closing it",
+                          peer, worker, exc)
+            os.close(fd)
+            waiting.popleft()
+        self.loop.remove_writer(sock.fileno())
 
     def receive(self, index: int) -> None:
         sock = self.plan.handovers[index]
