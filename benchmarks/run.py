@@ -5,8 +5,10 @@
 Each broker runs pinned to core 0 (`taskset -c 0`) and the load generator to core 1, on a free
 port, one broker at a time: Culex (default configuration), Mosquitto with its default
 configuration (Nagle on) and Mosquitto with `set_tcp_nodelay true`. Debian's `mosquitto` is
-installed with apt-get when missing and we are root. Raw figures go to benchmarks/results/
-(not committed); the summary tables go to BENCHMARKS.md.
+installed with apt-get when missing and we are root. Then Culex alone: the cost of each
+durability, and 1 vs 2 worker processes (`--only workers`), where broker and load generator
+share cores 0 and 1. Raw figures go to benchmarks/results/ (not committed); the summary tables
+go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -65,6 +67,26 @@ DURABILITY_SCENARIOS = [
 ]
 DURABILITY_MODES = ("sync", "batch", "none")
 
+# Worker processes: the same scenarios as above, picked before --only filters SCENARIOS.
+WORKER_SCENARIOS = [s for s in SCENARIOS if s.name in ("fanout", "pairs", "fanin", "pubsub-qos1")]
+WORKER_COUNTS = (1, 2)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a broker and its load generator run (`taskset -c` core lists), and what else the
+    load generator is told."""
+
+    cores: str
+    bench_cores: str
+    bench_args: tuple[str, ...] = ()
+
+
+# One core each: the broker's figures are not disturbed by its clients.
+PINNED = Placement("0", "1")
+# Two workers need two cores, and this VM has no third for the clients: everything shares them.
+SHARED = Placement("0,1", "0,1", ("--procs", "2"))
+
 
 @dataclass
 class Broker:
@@ -72,6 +94,7 @@ class Broker:
     command: list[str]
     cwd: Path
     port: int
+    placement: Placement = PINNED
     proc: subprocess.Popen[bytes] | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -95,13 +118,22 @@ def ensure_mosquitto() -> str:
     return "/usr/sbin/mosquitto"
 
 
-def culex_broker(work: Path, name: str, durability: str) -> Broker:
+def culex_broker(work: Path, name: str, durability: str, workers: int | None = None,
+                 placement: Placement = PINNED) -> Broker:
     directory = work / name.replace(" ", "-").replace("(", "").replace(")", "").lower()
     directory.mkdir()
     port = free_port()
-    (directory / "culex.toml").write_text(f'[storage]\ndurability = "{durability}"\n')
+    top = f"workers = {workers}\n" if workers is not None else ""  # before any [table]
+    (directory / "culex.toml").write_text(f'{top}[storage]\ndurability = "{durability}"\n')
     return Broker(name, [sys.executable, "-m", "culex", "serve", "--config", "culex.toml",
-                         "--port", str(port), "--log-level", "warning"], directory, port)
+                         "--port", str(port), "--log-level", "warning"], directory, port,
+                  placement)
+
+
+def worker_brokers(work: Path) -> list[Broker]:
+    """Culex with 1 and 2 workers; durability "none" so storage does not dominate."""
+    return [culex_broker(work, f"Culex ({count} worker{'s' if count > 1 else ''})", "none",
+                         count, SHARED) for count in WORKER_COUNTS]
 
 
 def make_brokers(work: Path) -> list[Broker]:
@@ -120,8 +152,9 @@ def make_brokers(work: Path) -> list[Broker]:
 
 
 def start(broker: Broker) -> None:
-    broker.proc = subprocess.Popen(["taskset", "-c", "0", *broker.command], cwd=broker.cwd,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker.proc = subprocess.Popen(["taskset", "-c", broker.placement.cores, *broker.command],
+                                   cwd=broker.cwd, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -151,12 +184,18 @@ def load_result(broker: Broker, scenario: Scenario) -> dict[str, Any]:
     return dict(json.loads(result_path(broker, scenario).read_text())["results"][0])
 
 
+def bench_args(broker: Broker, scenario: Scenario, duration: float) -> list[str]:
+    """`culex bench`'s arguments for one run but the port, pid and output file: what the
+    report shows so a reader can repeat a run."""
+    return [*scenario.args, *broker.placement.bench_args, "--duration", f"{duration:g}"]
+
+
 def run_scenario(broker: Broker, scenario: Scenario, duration: float) -> dict[str, Any]:
     assert broker.proc is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = result_path(broker, scenario)
-    command = ["taskset", "-c", "1", sys.executable, "-m", "culex", "bench", *scenario.args,
-               "--port", str(broker.port), "--duration", str(duration),
+    command = ["taskset", "-c", broker.placement.bench_cores, sys.executable, "-m", "culex",
+               "bench", *bench_args(broker, scenario, duration), "--port", str(broker.port),
                "--broker-pid", str(broker.proc.pid), "--json", str(out)]
     print(f"  {scenario.name:12} {broker.name}", flush=True)
     result = subprocess.run(command, capture_output=True, text=True, check=False,
@@ -200,44 +239,85 @@ def ratio(culex: float | None, best: float | None, scenario: Scenario) -> str:
     return f"{value:.2f} x"
 
 
-def durability_section(brokers: list[Broker]) -> list[str]:
-    lines = ["## Cost of durability (Culex only)", "",
-             "QoS 1 to subscribers with persistent sessions (clean session 0), so every message is "
-             "stored in their session; with `sync` the PUBACK waits for the group commit.", ""]
-    for scenario in DURABILITY_SCENARIOS:
-        lines += [f"### {scenario.title}", "", "| durability | result |", "|---|---|"]
+def comparison_section(brokers: list[Broker], scenarios: list[Scenario], duration: float, *,
+                       heading: str, intro: list[str], column: str, summary: str) -> list[str]:
+    """Culex in several configurations, one table per scenario, and `summary` formatted with
+    the last configuration's figure over the first's (`{ratio}`)."""
+    lines = [f"## {heading}", "", *intro, ""]
+    for scenario in scenarios:
+        first, last = brokers[0], brokers[-1]
+        lines += [f"### {scenario.title}", "",
+                  f"`taskset -c {first.placement.bench_cores} culex bench "
+                  f"{' '.join(bench_args(first, scenario, duration))} --broker-pid PID`", "",
+                  f"| {column} | result |", "|---|---|"]
         for broker in brokers:
             lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
-        none = figure(brokers[-1].results[scenario.name], scenario)
-        sync = figure(brokers[0].results[scenario.name], scenario)
-        slowdown = f"{none / sync:.2f} x" if none and sync else "-"
-        lines += ["", f"`none` / `sync` delivery rate: **{slowdown}** (target: at most 3 x)", ""]
+        value = ratio(figure(last.results[scenario.name], scenario),
+                      figure(first.results[scenario.name], scenario), scenario)
+        lines += ["", summary.format(ratio=value), ""]
     return lines
+
+
+def durability_section(brokers: list[Broker], duration: float) -> list[str]:
+    return comparison_section(
+        brokers, DURABILITY_SCENARIOS, duration, heading="Cost of durability (Culex only)",
+        intro=["QoS 1 to subscribers with persistent sessions (clean session 0), so every "
+               "message is stored in their session; with `sync` the PUBACK waits for the group "
+               "commit."],
+        column="durability",
+        summary="`none` / `sync` delivery rate: **{ratio}** (target: at most 3 x)")
+
+
+def workers_section(brokers: list[Broker], duration: float, command: str) -> list[str]:
+    intro = [
+        'Culex with `durability = "none"` (so storage does not dominate) and `workers = 1`, '
+        "then `workers = 2`. Unlike the tables above, the broker runs on cores 0 and 1 "
+        "(`taskset -c 0,1`) and so does `culex bench`, with `--procs 2`: on this "
+        f"{os.cpu_count()}-core machine the load generator shares the cores with the broker "
+        "and takes CPU the workers could otherwise use. Broker cpu is the whole process tree "
+        "(with 2 workers, the supervisor and both workers summed), so 200% is both cores. "
+        "Measured with (`--only workers` runs this section alone):",
+        "",
+        f"    {command}",
+        "",
+        "What this can show: whether a second worker still pays when broker and clients "
+        "compete for the same two cores, net of the routing between workers (client ids are "
+        "spread over the workers by hash, so a message whose subscriber lives in the other "
+        "worker crosses a socket pair). What it cannot show: how workers scale when each has "
+        "a core of its own and the load generator runs elsewhere; here every cycle a worker "
+        "gains is one the clients lose, and the figures move with the scheduler's placement "
+        "from run to run.",
+    ]
+    return comparison_section(
+        brokers, WORKER_SCENARIOS, duration, heading="Worker processes (Culex only)",
+        intro=intro, column="broker",
+        summary="2 workers / 1 worker delivery rate: **{ratio}**")
 
 
 # Everything after this line in BENCHMARKS.md is written by hand and kept across runs.
 ANALYSIS_MARKER = "<!-- analysis: kept by benchmarks/run.py -->"
 
 
-def write_report(brokers: list[Broker], durable: list[Broker], duration: float, path: Path,
-                 command: str) -> None:
-    culex = brokers[0]
+def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Broker], *,
+                 duration: float, path: Path, command: str) -> None:
     lines = [
         "# Benchmarks",
         "",
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
         f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}, Linux {platform.release()}.",
-        f"Each broker pinned to core 0, `culex bench` (one process) to core 1, {duration:g} s "
-        "per scenario after a 1 s warm-up, all brokers in the same run. Reproduce with:",
+        f"Each broker pinned to core 0, `culex bench` (one process) to core 1 (except under "
+        f"Worker processes), {duration:g} s per scenario after a 1 s warm-up, all brokers in "
+        "the same run. Reproduce with:",
         "",
         f"    {command}",
         "",
-        "Ratio: Culex / the better Mosquitto (delivery rate), or the better Mosquitto / Culex "
-        "(P99 latency, RSS), so above 1 means Culex is ahead.",
-        "",
     ]
+    if brokers:
+        lines += ["Ratio: Culex / the better Mosquitto (delivery rate), or the better Mosquitto "
+                  "/ Culex (P99 latency, RSS), so above 1 means Culex is ahead.", ""]
     for scenario in SCENARIOS:
+        culex = brokers[0]
         if scenario.name not in culex.results:
             continue
         lines += [f"## {scenario.title}", "", "| broker | result |", "|---|---|"]
@@ -250,7 +330,9 @@ def write_report(brokers: list[Broker], durable: list[Broker], duration: float, 
         mine = figure(culex.results[scenario.name], scenario)
         lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**", ""]
     if durable:
-        lines += durability_section(durable)
+        lines += durability_section(durable, duration)
+    if workers:
+        lines += workers_section(workers, duration, command)
     kept = path.read_text().partition(ANALYSIS_MARKER)[2] if path.exists() else ""
     path.write_text("\n".join(lines) + "\n" + ANALYSIS_MARKER + kept)
 
@@ -259,7 +341,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument("--only", nargs="*", help="scenario names")
+    parser.add_argument("--only", nargs="*",
+                        help="scenario names, and `workers` for the worker processes section")
     parser.add_argument("--from-results", action="store_true",
                         help="rewrite the report from benchmarks/results/ without running")
     args = parser.parse_args()
@@ -269,10 +352,12 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     with tempfile.TemporaryDirectory(prefix="culex-bench-") as work:
-        brokers = make_brokers(Path(work))
+        brokers = make_brokers(Path(work)) if SCENARIOS else []
         durable = [] if args.only else [culex_broker(Path(work), f"Culex ({mode})", mode)
                                         for mode in DURABILITY_MODES]
-        for group, scenarios in ((brokers, SCENARIOS), (durable, DURABILITY_SCENARIOS)):
+        workers = worker_brokers(Path(work)) if not args.only or "workers" in args.only else []
+        for group, scenarios in ((brokers, SCENARIOS), (durable, DURABILITY_SCENARIOS),
+                                 (workers, WORKER_SCENARIOS)):
             for broker in group:
                 print(broker.name, flush=True)
                 for scenario in scenarios:
@@ -286,7 +371,8 @@ def main() -> None:
                     finally:
                         stop(broker)
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
-    write_report(brokers, durable, args.duration, args.out, command)
+    write_report(brokers, durable, workers, duration=args.duration, path=args.out,
+                 command=command)
     print(f"wrote {args.out}")
 
 

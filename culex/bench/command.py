@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--procs", type=int, default=1,
                         help="load-generator processes; clients are split between them (1)")
     parser.add_argument("--broker-pid", type=int, metavar="PID",
-                        help="sample this process's CPU and RSS from /proc during the run")
+                        help="sample the CPU and RSS of this process and its children (summed) "
+                        "from /proc during the run")
     parser.add_argument("--persistent", action="store_true",
                         help="subscribers connect with clean session 0 (MQTT 5: clean start 0 "
                         "and a session that never expires), so a broker keeps (and with durable "
