@@ -10,28 +10,7 @@ from typing import Any
 
 from culex.storage.base import StoredEntry, StoredMessage
 from culex.storage.sqlite import SqliteStorage
-
-
-def run_now(callback: Any, *args: Any) -> None:
-    callback(*args)
-
-
-def open_storage(path: Path) -> SqliteStorage:
-    return SqliteStorage(path, durable=True, call_soon_threadsafe=run_now)
-
-
-def commit(storage: SqliteStorage) -> None:
-    """One commit, waited for (it runs on the writer thread)."""
-    done = threading.Event()
-    results: list[bool] = []
-
-    def finished(ok: bool) -> None:
-        results.append(ok)
-        done.set()
-
-    storage.commit(finished)
-    assert done.wait(5)
-    assert results == [True]
+from tests.unit.sqlite_helpers import commit, open_storage
 
 
 def rows(path: Path, table: str) -> list[tuple[Any, ...]]:

@@ -5,36 +5,13 @@ owns, and the parent's preparation of the file before the workers are forked."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from culex.storage.base import LoadedState, StoredEntry, StoredMessage
-from culex.storage.sqlite import SqliteStorage
-
-
-def run_now(callback: Any, *args: Any) -> None:
-    callback(*args)
-
-
-def open_storage(path: Path) -> SqliteStorage:
-    return SqliteStorage(path, durable=True, call_soon_threadsafe=run_now)
-
-
-def commit(storage: SqliteStorage) -> None:
-    """One commit, waited for (it runs on the writer thread)."""
-    done = threading.Event()
-    results: list[bool] = []
-
-    def finished(ok: bool) -> None:
-        results.append(ok)
-        done.set()
-
-    storage.commit(finished)
-    assert done.wait(5)
-    assert results == [True]
+from tests.unit.sqlite_helpers import commit, open_storage
 
 
 def rows(path: Path, table: str, order: str) -> list[tuple[Any, ...]]:
@@ -70,7 +47,8 @@ def test_an_older_stamp_never_replaces_a_newer_one(tmp_path: Path, newer_first: 
 
 
 def test_an_equal_stamp_replaces(tmp_path: Path) -> None:
-    """Stamp 0 is what one process writes every time: each set must still take effect."""
+    """Equal stamps never come from two workers (the worker index is in the low bits); the
+    same row written again (a replayed commit) must still take effect."""
     path = tmp_path / "culex.db"
     storage = open_storage(path)
     storage.retained_set("t", 10, stamp=5)
