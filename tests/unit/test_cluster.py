@@ -158,3 +158,46 @@ def test_shared_group_with_members_on_both_workers_alternates() -> None:
     assert sorted(got[0] + got[1]) == [b"0", b"1", b"2", b"3"]
     assert len(got[0]) == len(got[1]) == 2
 
+
+
+def test_a_full_subscriber_pauses_the_link_its_messages_come_on() -> None:
+    """Back-pressure across workers: a local subscriber over its write buffer stops this
+    worker reading the link (whose sender's buffer then fills, pausing the publishers there),
+    and its draining resumes it."""
+    workers = Workers()
+    zero, one = ids_on_both_workers()
+    subscriber = workers.client(zero)
+    workers.subscribe(subscriber, ("bp/t", 0))
+    publisher = workers.client(one)
+    subscriber.connection.pause_writing(0.0)
+    publisher.publish("bp/t", b"x")
+    workers.pump()
+    assert workers.clusters[0].peers[1].reading is False
+    assert workers.links[0].reading_paused  # worker 0's transport of its link to worker 1
+    subscriber.connection.resume_writing()
+    assert workers.clusters[0].peers[1].reading is True
+    assert [p.payload for p in subscriber.publishes()] == [b"x"]  # sent anyway, not dropped
+
+
+def test_a_full_link_pauses_the_publishers_that_feed_it() -> None:
+    workers = Workers()
+    zero, one = ids_on_both_workers()
+    workers.subscribe(workers.client(zero), ("bp/t", 0))
+    publisher = workers.client(one)
+    workers.clusters[1].pause_writing(0, 0.0)  # the transport says: link to worker 0 is full
+    publisher.publish("bp/t", b"x")
+    assert publisher.connection.reading is False
+    workers.clusters[1].resume_writing(0)
+    assert publisher.connection.reading is True
+
+
+def test_a_worker_that_goes_away_is_forgotten() -> None:
+    workers = Workers()
+    zero, one = ids_on_both_workers()
+    workers.subscribe(workers.client(zero), ("gone/t", 1))
+    publisher = workers.client(one)
+    assert workers.clusters[1].routes.match("gone/t") == [(0, 0)]
+    workers.clusters[1].detach(0)
+    assert workers.clusters[1].routes.match("gone/t") == []
+    publisher.publish("gone/t", b"x", qos=1, packet_id=4)  # nothing to wait for any more
+    assert [type(p) for p in publisher.received_packets()] == [Puback]
