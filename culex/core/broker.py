@@ -28,7 +28,16 @@ from .message import Message
 from .options import Mqtt5Options
 from .persistence import Persistence, restored_message, stored_form
 from .retained import RetainedStore
-from .session import NEVER_EXPIRES, MemorySessionStore, Outgoing, Session, SessionStore
+from .session import (
+    GAVE_UP,
+    HOLDING,
+    NEVER_EXPIRES,
+    NO_PRESSURE,
+    MemorySessionStore,
+    Outgoing,
+    Session,
+    SessionStore,
+)
 from .shared import SharedGroup, SharedSubscriptions
 from .states import State
 from .subscription_value import (
@@ -246,6 +255,7 @@ class Broker:
         session = connection.session
         if session is not None and session.connection is connection:
             session.connection = None
+            session.pressure = NO_PRESSURE  # its publishers were released just above
             if session.clean:
                 self._discard_session(session)
             else:
@@ -486,12 +496,14 @@ class Broker:
                 granted &= 0x03
             if not granted:
                 granted_qos0.append(match)
-            elif (session.acl is None or session.acl.allowed(message.topic, Access.READ)) \
-                    and not session.deliver(message, granted if granted < qos else qos, retain,
-                                            identifiers):
-                self._queue_overflow(session)
-                if not session.clean:
-                    reason = ReasonCode.QUOTA_EXCEEDED
+            elif session.acl is None or session.acl.allowed(message.topic, Access.READ):
+                if not session.deliver(message, granted if granted < qos else qos, retain,
+                                       identifiers):
+                    self._queue_overflow(session)
+                    if not session.clean:
+                        reason = ReasonCode.QUOTA_EXCEEDED
+                elif session.queue and origin is not None:
+                    self.queue_pressure(session, origin)
         if granted_qos0:
             self._send_qos0(granted_qos0, message.topic, message.frame_qos0(), origin, message)
         return reason if shared == ReasonCode.NO_MATCHING_SUBSCRIBERS else max(reason, shared)
@@ -538,6 +550,8 @@ class Broker:
             return True
         retain = granted > 2 and message.retain and bool(granted & RETAIN_AS_PUBLISHED)
         if session.deliver(message, qos, retain, granted >> IDENTIFIER_SHIFT, group):
+            if session.queue and origin is not None:
+                self.queue_pressure(session, origin)
             return True
         self._queue_overflow(session)
         return False
@@ -650,13 +664,32 @@ class Broker:
         if publisher is None or (publisher.last_activity - subscriber.paused_since
                                  >= self.limits.stalled_reader_timeout):
             return False
+        self._hold(publisher, subscriber)
+        return True
+
+    def queue_pressure(self, session: Session, publisher: Connection | Peer) -> None:
+        """A connected client's QoS 1/2 queue fills faster than it acknowledges: pause the
+        publisher, as for a full socket, rather than drop acknowledged messages once the queue
+        is full. `Session.pump` resumes it when the queue is down to a quarter; a client that
+        acknowledges nothing for `stalled_reader_timeout` is given up on (`tick`), and its
+        queue overflows as before."""
+        connection = session.connection
+        if connection is None or connection is publisher or session.pressure == GAVE_UP \
+                or not session.filling():
+            return
+        if not session.pressure:
+            session.pressure = HOLDING
+            if connection not in self._stalled:
+                connection.paused_since = self.now
+        self._hold(publisher, connection)
+
+    def _hold(self, publisher: Connection | Peer, subscriber: Connection | Peer) -> None:
         publishers = self._stalled.setdefault(subscriber, set())
         if publisher not in publishers:
             publishers.add(publisher)
             publisher.throttled_by += 1
             if publisher.throttled_by == 1:
                 publisher.update_reading()
-        return True
 
     def release_publishers(self, subscriber: Connection | Peer) -> None:
         """The subscriber drained (or closed, or stalled too long): resume its publishers."""
@@ -793,9 +826,16 @@ class Broker:
         scheduled = self._scheduled
         for subscriber in list(self._stalled):
             if now - subscriber.paused_since >= self.limits.stalled_reader_timeout:
-                log.warning("client %s (%s) has not read for %g s: dropping its QoS 0 messages "
-                            "until it catches up", subscriber.client_id, subscriber.peer,
-                            self.limits.stalled_reader_timeout)
+                session = subscriber.session
+                if session is not None and session.pressure:
+                    session.pressure = GAVE_UP
+                    log.warning("client %s (%s) has not kept up with its QoS 1/2 messages for "
+                                "%g s: no longer holding its publishers back", subscriber.client_id,
+                                subscriber.peer, self.limits.stalled_reader_timeout)
+                else:
+                    log.warning("client %s (%s) has not read for %g s: dropping its QoS 0 "
+                                "messages until it catches up", subscriber.client_id,
+                                subscriber.peer, self.limits.stalled_reader_timeout)
                 self.release_publishers(subscriber)
         if self._storage_failing:
             self.commit(retry=True)

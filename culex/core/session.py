@@ -49,6 +49,9 @@ class Outgoing:
         self.seq = 0
 
 
+NO_PRESSURE, HOLDING, GAVE_UP = 0, 1, 2
+
+
 class Session:
     __slots__ = (
         "_next_packet_id",
@@ -66,6 +69,7 @@ class Session:
         "overflowing",
         "owner_known",
         "persistence",
+        "pressure",
         "queue",
         "queued_bytes",
         "subscriptions",
@@ -112,6 +116,10 @@ class Session:
         self.awaiting_release: set[int] = set()
         # True while the queue is full, so the overflow is logged once per episode, not per drop.
         self.overflowing = False
+        # Back-pressure from a connected client's filling queue (Broker.queue_pressure):
+        # NO_PRESSURE, HOLDING (its publishers are paused) or GAVE_UP (it stalled too long;
+        # nothing is held for it again until its queue drains).
+        self.pressure = NO_PRESSURE
         self._next_packet_id = 1
         # The will of the session's last connection while it waits for its Will Delay
         # Interval (the broker publishes it at `will_at`, or when the session ends).
@@ -202,6 +210,19 @@ class Session:
             self._transmit(connection, entry, packet_id)
         if self.overflowing and len(queue) < self.max_queued:
             self.overflowing = False
+        if self.pressure and self.drained():
+            self.pressure = NO_PRESSURE
+            if not connection.write_paused:
+                connection.broker.release_publishers(connection)
+
+    def filling(self) -> bool:
+        """Half the queue's room used while connected: time to slow the publishers down."""
+        return len(self.queue) >= self.max_queued // 2 or bool(
+            self.max_queued_bytes and self.queued_bytes >= self.max_queued_bytes // 2)
+
+    def drained(self) -> bool:
+        return len(self.queue) <= self.max_queued // 4 and (
+            not self.max_queued_bytes or self.queued_bytes <= self.max_queued_bytes // 4)
 
     def resume(self) -> None:
         """After a reconnect: re-send what is in flight, in order, then the queue [MQTT-4.4.0-1]."""
@@ -235,7 +256,7 @@ class Session:
         del self.inflight[packet_id]
         if self.persistence is not None:
             self.persistence.done(self.client_id, entry)
-        if self.queue or self.overflowing:  # else nothing waits for the freed slot
+        if self.queue or self.overflowing or self.pressure:  # else nothing waits for the slot
             self.pump()
         return True
 

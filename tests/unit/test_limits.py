@@ -119,3 +119,42 @@ def test_publish_rates_combine_the_longer_wait_wins() -> None:
     assert publisher.sink.reading_paused
     harness.tick(harness.now + 0.2)
     assert not publisher.sink.reading_paused
+
+
+def test_a_filling_qos1_queue_pauses_its_publisher_instead_of_dropping() -> None:
+    """A connected subscriber that acknowledges slower than its publisher sends: at half its
+    queue the publisher is no longer read (nothing acknowledged is dropped); at a quarter it
+    is read again."""
+    harness = Harness(Limits(max_inflight_messages=2, max_queued_messages=8))
+    subscriber = harness.connected("sub")
+    assert subscriber.subscribe(("t", 1)) == [1]
+    publisher = harness.connected("pub")
+    for index in range(6):  # 2 in flight, then the queue: 4 = half of 8
+        publisher.publish("t", bytes([index]), qos=1)
+    assert publisher.connection.reading is False
+    assert harness.broker.publishes_dropped == 0
+    delivered = payloads(subscriber.received_packets())
+    assert delivered == [b"\x00", b"\x01"]
+    subscriber.puback(1)
+    subscriber.puback(2)  # two more go out: the queue is at 2 = a quarter
+    assert publisher.connection.reading is True
+    assert payloads(subscriber.received_packets()) == [b"\x02", b"\x03"]
+
+
+def test_a_subscriber_that_stops_acknowledging_is_given_up_on() -> None:
+    """The hold lasts stalled_reader_timeout; then the publisher goes on, the queue overflows
+    as before, and nothing holds the publisher again until that queue drains."""
+    harness = Harness(Limits(max_inflight_messages=1, max_queued_messages=4,
+                             stalled_reader_timeout=2.0))
+    subscriber = harness.connected("sub")
+    assert subscriber.subscribe(("t", 1)) == [1]
+    publisher = harness.connected("pub")
+    for index in range(3):
+        publisher.publish("t", bytes([index]), qos=1)
+    assert publisher.connection.reading is False
+    harness.tick(2.5)
+    assert publisher.connection.reading is True
+    for index in range(3, 8):
+        publisher.publish("t", bytes([index]), qos=1)
+    assert publisher.connection.reading is True
+    assert harness.broker.publishes_dropped == 3  # 1 in flight + 4 queued, 3 over
