@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from culex.bench.procstat import ProcessSampler
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -41,6 +43,8 @@ class Scenario:
     args: tuple[str, ...]
     # Which figure decides the ratio: delivery msgs/s, or p99 latency (lower is better).
     figure: str = "delivery_rate"
+    # The load generator: `culex bench`, or the C one in benchmarks/cbench/.
+    generator: str = "culex"
 
 
 SCENARIOS = [
@@ -56,6 +60,20 @@ SCENARIOS = [
              figure="rss"),
 ]
 
+
+# The rows where `culex bench` (Python, at ~95% of its core) is the limit, again with the
+# independent C generator: one publisher and one subscriber connection.
+CBENCH_SCENARIOS = [
+    Scenario("c-pubsub", "1 -> 1, QoS 0, 100 B", ("--qos", "0", "--payload", "100"),
+             generator="cbench"),
+    Scenario("c-pubsub-qos1", "1 -> 1, QoS 1, 100 B, 20 in flight",
+             ("--qos", "1", "--payload", "100", "--window", "20"), generator="cbench"),
+    Scenario("c-pubsub-qos1-w100", "1 -> 1, QoS 1, 100 B, 100 in flight",
+             ("--qos", "1", "--payload", "100", "--window", "100"), generator="cbench"),
+    Scenario("c-pubsub-10k", "1 -> 1, QoS 0, 10 KB", ("--qos", "0", "--payload", "10240"),
+             generator="cbench"),
+]
+CBENCH_SOURCE = ROOT / "benchmarks" / "cbench" / "cbench.c"
 
 # Durability cost: the same Culex with each `storage.durability`, subscribers with persistent
 # sessions so every QoS 1 message is stored (and, with sync, committed before its PUBACK).
@@ -190,10 +208,14 @@ def bench_args(broker: Broker, scenario: Scenario, duration: float) -> list[str]
     return [*scenario.args, *broker.placement.bench_args, "--duration", f"{duration:g}"]
 
 
-def run_scenario(broker: Broker, scenario: Scenario, duration: float) -> dict[str, Any]:
+def run_scenario(broker: Broker, scenario: Scenario, duration: float,
+                 cbench: Path | None = None) -> dict[str, Any]:
     assert broker.proc is not None
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = result_path(broker, scenario)
+    if scenario.generator == "cbench":
+        assert cbench is not None
+        return run_cbench(cbench, broker, scenario, duration, out)
     command = ["taskset", "-c", broker.placement.bench_cores, sys.executable, "-m", "culex",
                "bench", *bench_args(broker, scenario, duration), "--port", str(broker.port),
                "--broker-pid", str(broker.proc.pid), "--json", str(out)]
@@ -203,6 +225,43 @@ def run_scenario(broker: Broker, scenario: Scenario, duration: float) -> dict[st
     if result.returncode != 0:
         return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
     return dict(json.loads(out.read_text())["results"][0])
+
+
+def build_cbench(work: Path) -> Path:
+    binary = work / "cbench"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o", str(binary),
+                    str(CBENCH_SOURCE)], check=True)
+    return binary
+
+
+def run_cbench(cbench: Path, broker: Broker, scenario: Scenario, duration: float,
+               out: Path) -> dict[str, Any]:
+    """One cbench run, its JSON line turned into `culex bench`'s result shape (the broker's
+    CPU sampled from /proc around the whole run, warm-up included)."""
+    assert broker.proc is not None
+    print(f"  {scenario.name:12} {broker.name}", flush=True)
+    sampler = ProcessSampler(broker.proc.pid)
+    before = sampler.read()
+    result = subprocess.run(["taskset", "-c", broker.placement.bench_cores, str(cbench),
+                             *scenario.args, "--port", str(broker.port), "--duration",
+                             f"{duration:g}", "--warmup", "1"],
+                            capture_output=True, text=True, check=False,
+                            timeout=duration * 4 + 60)
+    after = sampler.read()
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    raw = json.loads(result.stdout)
+    elapsed = (after.monotonic_ns - before.monotonic_ns) / 1e9
+    converted = {
+        "delivery_rate": raw["delivery_rate"], "latency_us": raw["latency_us"],
+        "loss": raw["lost"], "generator_cpu_percent": raw["cpu_percent"]["process"],
+        "broker": {"cpu_percent": 100 * (after.cpu_seconds - before.cpu_seconds) / elapsed,
+                   "cpu_wait_percent": 100 * (after.wait_seconds - before.wait_seconds)
+                   / elapsed},
+        "cbench": raw,
+    }
+    out.write_text(json.dumps({"results": [converted]}, indent=1))
+    return converted
 
 
 def figure(result: dict[str, Any], scenario: Scenario) -> float | None:
@@ -227,9 +286,11 @@ def cell(result: dict[str, Any], scenario: Scenario) -> str:
                 if rss is not None else "?")
     latency = result["latency_us"]
     loss = result.get("loss", 0)
-    return (f"{result['delivery_rate']:,.0f} msg/s, p50 {latency['p50']:,} us, "
-            f"p99 {latency['p99']:,} us, not delivered {loss:,}, broker cpu {cpu or 0:.0f}% "
-            f"(+{broker.get('cpu_wait_percent') or 0:.0f}% waiting for a core)")
+    generator = result.get("generator_cpu_percent")
+    return (f"{result['delivery_rate']:,.0f} msg/s, p50 {latency['p50']:,.0f} us, "
+            f"p99 {latency['p99']:,.0f} us, not delivered {loss:,}, broker cpu {cpu or 0:.0f}% "
+            f"(+{broker.get('cpu_wait_percent') or 0:.0f}% waiting for a core)"
+            + ("" if generator is None else f", cbench cpu {generator:.0f}%"))
 
 
 def ratio(culex: float | None, best: float | None, scenario: Scenario) -> str:
@@ -298,6 +359,25 @@ def workers_section(brokers: list[Broker], duration: float, command: str) -> lis
 ANALYSIS_MARKER = "<!-- analysis: kept by benchmarks/run.py -->"
 
 
+def broker_tables(brokers: list[Broker], scenarios: list[Scenario], level: str) -> list[str]:
+    """One table per scenario run: every broker's figures and Culex / the better Mosquitto."""
+    lines = []
+    culex = brokers[0]
+    for scenario in scenarios:
+        if scenario.name not in culex.results:
+            continue
+        lines += [f"{level} {scenario.title}", "", "| broker | result |", "|---|---|"]
+        for broker in brokers:
+            lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
+        others = [figure(b.results[scenario.name], scenario) for b in brokers[1:]]
+        valid = [value for value in others if value]
+        best = (min(valid) if scenario.figure in ("p99", "rss") else max(valid)) \
+            if valid else None
+        mine = figure(culex.results[scenario.name], scenario)
+        lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**", ""]
+    return lines
+
+
 def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Broker], *,
                  duration: float, path: Path, command: str) -> None:
     lines = [
@@ -316,19 +396,14 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
     if brokers:
         lines += ["Ratio: Culex / the better Mosquitto (delivery rate), or the better Mosquitto "
                   "/ Culex (P99 latency, RSS), so above 1 means Culex is ahead.", ""]
-    for scenario in SCENARIOS:
-        culex = brokers[0]
-        if scenario.name not in culex.results:
-            continue
-        lines += [f"## {scenario.title}", "", "| broker | result |", "|---|---|"]
-        for broker in brokers:
-            lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
-        others = [figure(b.results[scenario.name], scenario) for b in brokers[1:]]
-        valid = [value for value in others if value]
-        best = (min(valid) if scenario.figure in ("p99", "rss") else max(valid)) \
-            if valid else None
-        mine = figure(culex.results[scenario.name], scenario)
-        lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**", ""]
+        lines += broker_tables(brokers, SCENARIOS, "##")
+    if brokers and any(s.name in brokers[0].results for s in CBENCH_SCENARIOS):
+        lines += ["## Independent load generator (benchmarks/cbench, C)", "",
+                  "The 1 -> 1 rows again, driven by `benchmarks/cbench` (one publisher and one "
+                  "subscriber connection, plain C; see its README) instead of `culex bench`, "
+                  "pinned the same way: `taskset -c 1 cbench --port PORT --duration "
+                  f"{duration:g} --warmup 1 ARGS`. Its own CPU is in each cell.", ""]
+        lines += broker_tables(brokers, CBENCH_SCENARIOS, "###")
     if durable:
         lines += durability_section(durable, duration)
     if workers:
@@ -348,16 +423,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.only:
         SCENARIOS[:] = [s for s in SCENARIOS if s.name in args.only]
+        CBENCH_SCENARIOS[:] = [s for s in CBENCH_SCENARIOS if s.name in args.only]
     # 10,000 connections need 10,000 descriptors in the broker and in the load generator.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     with tempfile.TemporaryDirectory(prefix="culex-bench-") as work:
-        brokers = make_brokers(Path(work)) if SCENARIOS else []
+        brokers = make_brokers(Path(work)) if SCENARIOS or CBENCH_SCENARIOS else []
+        cbench = build_cbench(Path(work)) if CBENCH_SCENARIOS and not args.from_results \
+            else None
         durable = [] if args.only else [culex_broker(Path(work), f"Culex ({mode})", mode)
                                         for mode in DURABILITY_MODES]
         workers = worker_brokers(Path(work)) if not args.only or "workers" in args.only else []
-        for group, scenarios in ((brokers, SCENARIOS), (durable, DURABILITY_SCENARIOS),
-                                 (workers, WORKER_SCENARIOS)):
+        for group, scenarios in ((brokers, SCENARIOS + CBENCH_SCENARIOS),
+                                 (durable, DURABILITY_SCENARIOS), (workers, WORKER_SCENARIOS)):
             for broker in group:
                 print(broker.name, flush=True)
                 for scenario in scenarios:
@@ -367,7 +445,7 @@ def main() -> None:
                     start(broker)  # a fresh broker per scenario: no state carried over
                     try:
                         broker.results[scenario.name] = run_scenario(broker, scenario,
-                                                                     args.duration)
+                                                                     args.duration, cbench)
                     finally:
                         stop(broker)
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
