@@ -60,6 +60,7 @@ BARRIER_BODY = struct.Struct(">Q")
 
 # Every record: the length of what follows the 4 length bytes, then its kind.
 RECORD_HEAD = struct.Struct(">IB")
+RECORD_LENGTH = struct.Struct(">I")
 # PUBLISH: flags (QoS, retain, shared target), retained stamp, age in seconds, the lengths of
 # the shared group's name and filter, of the topic and of the property block; then those
 # fields, then the payload.
@@ -160,27 +161,38 @@ class Peer:
                 self.sink.pause_reading()
 
     def records(self, data: bytes) -> list[tuple[int, bytes]]:
-        """Split the stream into (kind, body) records; keep a trailing partial one."""
+        """Split the stream into (kind, body) records; keep a trailing partial one. A pending
+        partial record takes only the bytes it lacks (see FrameReader.feed for why)."""
         pending = self._pending
-        view: bytes | bytearray = data
+        found: list[tuple[int, bytes]] = []
+        rest: bytes | memoryview = data
         if pending:
-            pending += data
-            view = pending
-        found = []
-        pos = 0
-        size = len(view)
-        while size - pos >= 5:
-            length, kind = RECORD_HEAD.unpack_from(view, pos)
-            end = pos + 4 + length
-            if end > size:
-                break
-            found.append((kind, bytes(view[pos + 5:end])))
-            pos = end
-        if view is pending:
-            del pending[:pos]
-        elif pos < size:
-            pending += view[pos:]
+            lacking = len(data)
+            if len(pending) >= 4:
+                lacking = min(4 + RECORD_LENGTH.unpack_from(pending)[0] - len(pending), lacking)
+            pending += data if lacking == len(data) else memoryview(data)[:lacking]
+            del pending[:split_records(pending, found)]
+            if lacking == len(data):
+                return found
+            rest = memoryview(data)[lacking:]
+        used = split_records(rest, found)
+        if used < len(rest):
+            pending += rest[used:]
         return found
+
+
+def split_records(view: bytes | bytearray | memoryview, found: list[tuple[int, bytes]]) -> int:
+    """Append the complete records at the start of `view`; return the bytes they took."""
+    pos = 0
+    size = len(view)
+    while size - pos >= 5:
+        length, kind = RECORD_HEAD.unpack_from(view, pos)
+        end = pos + 4 + length
+        if end > size:
+            break
+        found.append((kind, bytes(view[pos + 5:end])))
+        pos = end
+    return pos
 
 
 class Cluster:

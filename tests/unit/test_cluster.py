@@ -7,7 +7,18 @@ socket pair: the same bytes, a little later).
 
 from __future__ import annotations
 
-from culex.core.cluster import Cluster, owner_of
+import pytest
+
+from culex.core.cluster import (
+    BARRIER,
+    FORWARD,
+    PUBLISH,
+    ROUTE_ADD,
+    Cluster,
+    Peer,
+    owner_of,
+    record,
+)
 from culex.protocol.codec import encode_connect, encode_subscribe
 from culex.protocol.packets import Connect, Puback, Suback, Subscribe
 from tests.unit.core_helpers import FakeClient, FakeSink, Harness
@@ -201,3 +212,17 @@ def test_a_worker_that_goes_away_is_forgotten() -> None:
     assert workers.clusters[1].routes.match("gone/t") == []
     publisher.publish("gone/t", b"x", qos=1, packet_id=4)  # nothing to wait for any more
     assert [type(p) for p in publisher.received_packets()] == [Puback]
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 4096])
+def test_records_split_anywhere_come_out_whole(step: int) -> None:
+    """A link delivers records cut anywhere: whole, byte by byte, or in odd pieces."""
+    records = [(ROUTE_ADD, b"a/+"), (FORWARD, b"\x30\x05\x00\x01txy" * 300), (BARRIER, b""),
+               (PUBLISH, bytes(range(256)) * 20)]
+    stream = b"".join(record(kind, body) for kind, body in records)
+    peer = Peer(1, FakeSink(), 0.0)
+    got = []
+    for start in range(0, len(stream), step):
+        got += peer.records(stream[start:start + step])
+    assert got == records
+    assert peer.records(b"") == []
