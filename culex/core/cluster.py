@@ -196,6 +196,9 @@ def split_records(view: bytes | bytearray | memoryview, found: list[tuple[int, b
 
 
 class Cluster:
+    """This worker's view of the others: their routes, the links to them, and the records it
+    sends and receives (see the module docstring)."""
+
     def __init__(self, broker: Broker, index: int, size: int) -> None:
         if not 0 <= index < size <= MAX_WORKERS:
             raise ValueError(f"worker {index} of {size}: at most {MAX_WORKERS} workers")
