@@ -47,10 +47,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Then the integration suite again, every broker with two worker processes (README.md).
+# Then the integration suite again, every broker with two worker processes (README.md), but
+# for the files that start no broker of their own or already run two workers. Three at once:
+# most of a test's time is waiting on sockets and timers, not CPU.
+WORKERS_PASS_SKIPS := $(foreach f,test_workers test_cbench test_passwd_cli test_check_config,\
+	--ignore=tests/integration/$(f).py)
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
-	$(PY) -m pytest -n 2 -p no:cacheprovider tests
-	CULEX_TEST_WORKERS=2 $(PY) -m pytest -n 2 -p no:cacheprovider tests/integration
+	$(PY) -m pytest -n 3 -p no:cacheprovider tests
+	CULEX_TEST_WORKERS=2 $(PY) -m pytest -n 3 -p no:cacheprovider $(WORKERS_PASS_SKIPS) \
+		tests/integration
 
 # The kill -9 crash test with many more kills than CI's 20 (CULEX_SOAK_KILLS), and its seed.
 soak: $(STAMP)

@@ -144,6 +144,13 @@ class BrokerProcess:
                 time.sleep(0.05)
         raise RuntimeError(f"broker did not listen within 15 s:\n{self.log_text()}")
 
+    @property
+    def workers(self) -> int:
+        """Its worker processes: what logs a line once per worker logs it this many times."""
+        if AGAINST != "culex":
+            return 1
+        return int(self.settings.get("workers", WORKERS)) or len(os.sched_getaffinity(0))
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 

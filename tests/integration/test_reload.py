@@ -43,14 +43,15 @@ def password_file(base_passwords: Path, tmp_path: Path) -> Path:
 
 
 def reload(broker: BrokerProcess, needle: str, timeout: float = 5.0) -> str:
-    """SIGHUP the broker and return the next log line that contains `needle`."""
+    """SIGHUP the broker and return the next log line that contains `needle`, once every
+    worker process has logged it (each reloads on its own)."""
     before = broker.log_text().count(needle)
     assert broker.proc is not None
     broker.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         lines = [line for line in broker.log_text().splitlines() if needle in line]
-        if len(lines) > before:
+        if len(lines) >= before + broker.workers:
             return lines[before]
         time.sleep(0.02)
     pytest.fail(f"{needle!r} not logged after SIGHUP:\n{broker.log_text()}")
