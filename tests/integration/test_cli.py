@@ -76,7 +76,8 @@ def test_json_log_format(tmp_path: Path) -> None:
     broker = BrokerProcess(tmp_path, {"logging": {"format": "json"}})
     broker.start()
     try:
-        text = broker.log_text()
+        # (With workers the supervisor's socket accepts before a worker says it listens.)
+        text = broker.wait_for_log("listening on 127.0.0.1:")
     finally:
         broker.stop()
     # --log-level debug is passed by the fixture; the format comes from the file.

@@ -106,9 +106,12 @@ def test_aliased_publish_bytes_on_a_raw_socket(clients: Clients) -> None:
     raw = raw_v5(clients, "rawsub", properties=Properties(topic_alias_maximum=1))
     raw.send(encode_subscribe5(Subscribe5(1, [Subscription("ra/#", 0)])))
     assert raw.expect(SUBACK).raw == b"\x90\x04\x00\x01\x00\x00"
-    mosquitto_pub(clients.broker, "-t", "ra/t", "-m", "a", version="mqttv5")
-    mosquitto_pub(clients.broker, "-t", "ra/t", "-m", "b", version="mqttv5")
-    mosquitto_pub(clients.broker, "-t", "ra/u", "-m", "c", version="mqttv5")
+    # QoS 1 from three publishers in turn: each acknowledged before the next starts, so the
+    # three arrive in order even when they come through other worker processes (delivered at
+    # the subscription's QoS 0, so the bytes are those of QoS 0 PUBLISHes).
+    mosquitto_pub(clients.broker, "-t", "ra/t", "-m", "a", "-q", "1", version="mqttv5")
+    mosquitto_pub(clients.broker, "-t", "ra/t", "-m", "b", "-q", "1", version="mqttv5")
+    mosquitto_pub(clients.broker, "-t", "ra/u", "-m", "c", "-q", "1", version="mqttv5")
     assert [raw.read_packet().raw for _ in range(3)] == [
         b"\x30\x0b\x00\x04ra/t\x03\x23\x00\x01a",   # topic + alias 1
         b"\x30\x07\x00\x00\x03\x23\x00\x01b",        # alias 1 alone
