@@ -514,7 +514,7 @@ class Cluster:
                 self._confirmed(BARRIER_BODY.unpack(body)[0], index)
             elif kind == READY:
                 peer.ready = True
-                if all(other.ready for other in self.peers.values()):
+                if sum(other.ready for other in self.peers.values()) == self.size - 1:
                     self.on_ready()
 
     def _published(self, peer: Peer, body: bytes, now: float) -> None:

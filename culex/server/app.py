@@ -170,11 +170,24 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
     gates = [ListenerGate(listener) for listener in config.listeners]
     handovers = None
     if plan is not None and cluster is not None:
+        peers_ready = asyncio.Event()
+        publish_restored_wills = cluster.on_ready
+
+        def all_peers_ready() -> None:
+            publish_restored_wills()
+            peers_ready.set()
+
+        cluster.on_ready = all_peers_ready
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
                 partial(PeerLink, cluster, index, loop, lambda: stopping), sock)
         handovers = Handovers(broker, loop, plan, gates)
         cluster.move = handovers.send
+        # Clients only once every worker's restored subscriptions are known here: a message
+        # published earlier would miss the offline sessions of the other workers, and its
+        # PUBACK would promise what was not done. Until then they wait in the listen backlog.
+        cluster.announce_ready()
+        await peers_ready.wait()
     servers: list[asyncio.Server] = []
     tls: list[tuple[Listener, ssl.SSLContext]] = []
     for number, (listener, gate) in enumerate(zip(config.listeners, gates, strict=True)):
@@ -201,8 +214,6 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
         servers.append(server)
         log.info("listening on %s:%d%s", listener.host, listener.port,
                  " (TLS)" if context else "")
-    if cluster is not None:
-        cluster.announce_ready()
 
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ HANDOVER_LENGTH = struct.Struct(">I")
 PR_SET_PDEATHSIG = 1
 # Passed on to every worker (SIGHUP: reload the password and ACL files).
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+# After a worker died: how long the others get to stop on SIGTERM before SIGKILL.
+STOP_GRACE_SECONDS = 10.0
 # A peer link may buffer this much before its publishers are paused (see cluster.Peer).
 LINK_HIGH_WATER = 4 * 1024 * 1024
 
@@ -148,8 +151,19 @@ def _wait(children: dict[int, int]) -> int:
         signal.signal(signum, forward)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     status = 0
+    kill_at: float | None = None
     while children:
-        pid, code = os.wait()
+        pid, code = os.waitpid(-1, os.WNOHANG)
+        if not pid:
+            if kill_at is not None and time.monotonic() >= kill_at:
+                # A worker stopped by its peer's death may be waiting, signals blocked, for
+                # that peer to announce itself at start-up: it would never exit by itself.
+                for other in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(other, signal.SIGKILL)
+                kill_at = None
+            time.sleep(0.05)
+            continue
         index = children.pop(pid, None)
         if index is None:
             continue
@@ -159,6 +173,7 @@ def _wait(children: dict[int, int]) -> int:
                       exit_code)
             stopping = True
             status = 1
+            kill_at = time.monotonic() + STOP_GRACE_SECONDS
             for other in children:
                 os.kill(other, signal.SIGTERM)
         elif exit_code:
