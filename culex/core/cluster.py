@@ -229,8 +229,10 @@ class Cluster:
         # far from it, peer label, certificate user name).
         self.move: Callable[[int, object, bytes, str, str | None], None] = \
             lambda worker, sink, data, peer, user: None
-        # Called once every peer said READY (its restored subscriptions are announced).
+        # Called once every peer said READY (its restored subscriptions are announced), and
+        # when a link goes.
         self.on_ready: Callable[[], None] = lambda: None
+        self.on_detach: Callable[[int], None] = lambda index: None
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -262,6 +264,7 @@ class Cluster:
         self.broker.release_publishers(peer)
         for barrier in list(self._unconfirmed):
             self._confirmed(barrier, index)
+        self.on_detach(index)
 
     def announce_ready(self) -> None:
         """Our restored sessions' filters are announced: peers may publish restored wills."""

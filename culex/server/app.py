@@ -20,7 +20,7 @@ from ..fdlimit import raise_open_file_limit
 from ..storage.sqlite import SqliteStorage, StorageError
 from .security import Security, SecurityError
 from .transport import ListenerGate, ListenError, MQTTProtocol, lingering_close, listen_failure
-from .workers import STOP_SIGNALS, Handovers, PeerLink, WorkerPlan, run_supervisor
+from .workers import STOP_SIGNALS, Handovers, PeerLink, PeerLost, WorkerPlan, run_supervisor
 
 log = logging.getLogger("culex")
 
@@ -118,7 +118,7 @@ def run_worker(config: Config, plan: WorkerPlan | None) -> int:
     loop = new_event_loop()
     try:
         loop.run_until_complete(serve(config, plan))
-    except (ListenError, StorageError, SecurityError) as exc:
+    except (ListenError, StorageError, SecurityError, PeerLost) as exc:
         log.error("%s", exc)
         return 1
     finally:
@@ -186,8 +186,15 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
         # Clients only once every worker's restored subscriptions are known here: a message
         # published earlier would miss the offline sessions of the other workers, and its
         # PUBACK would promise what was not done. Until then they wait in the listen backlog.
+        peer_lost = asyncio.Event()
+        cluster.on_detach = lambda index: peer_lost.set()
         cluster.announce_ready()
-        await peers_ready.wait()
+        waits = {asyncio.ensure_future(peers_ready.wait()), asyncio.ensure_future(peer_lost.wait())}
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in pending:
+            wait.cancel()
+        if not peers_ready.is_set():
+            raise PeerLost("another worker stopped during start-up")
     servers: list[asyncio.Server] = []
     tls: list[tuple[Listener, ssl.SSLContext]] = []
     for number, (listener, gate) in enumerate(zip(config.listeners, gates, strict=True)):

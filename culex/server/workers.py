@@ -51,6 +51,11 @@ STOP_GRACE_SECONDS = 10.0
 LINK_HIGH_WATER = 4 * 1024 * 1024
 
 
+class PeerLost(Exception):
+    """Another worker stopped before this one could serve: it exits too (the supervisor is
+    stopping the broker)."""
+
+
 @dataclass
 class WorkerPlan:
     """What one worker is given at fork: its index, the shared listening sockets, and its

@@ -186,7 +186,8 @@ def test_sys_counts_the_clients_of_every_worker(broker_factory: BrokerFactory) -
 
 def test_a_worker_that_dies_stops_the_broker(broker_factory: BrokerFactory) -> None:
     broker = two_workers(broker_factory)
-    text = broker.wait_for_log("workers started")
+    broker.wait_for_log("[worker 0] listening")
+    text = broker.wait_for_log("[worker 1] listening")  # both serving: no start-up race
     started = re.search(r"pids ([\d, ]+)\)", text)
     assert started is not None
     pids = [int(pid) for pid in started.group(1).split(", ")]
