@@ -48,20 +48,10 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Three test files at once: most of a test's time is waiting on sockets and timers, not CPU.
-# tests/integration/test_workers.py runs brokers with two worker processes in this suite.
+# Every integration test that starts a broker runs twice, against one and two worker processes
+# (tests/conftest.py: CULEX_TEST_WORKERS, default "1,2").
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 	$(PY) -m pytest -n 3 -p no:cacheprovider tests
-
-# The integration suite again, every broker with two worker processes (README.md), but for
-# the files that start no broker of their own or already run two workers. Not part of `make
-# test` yet: under CI load it failed 2 of 368 tests per run, different ones each time (see
-# the issue notes); run it by hand until those are understood.
-WORKERS_PASS_SKIPS := $(foreach f,test_workers test_cbench test_passwd_cli test_check_config,\
-	--ignore=tests/integration/$(f).py)
-.PHONY: test-workers
-test-workers: $(STAMP) system-deps $(MQTTJS_STAMP)
-	CULEX_TEST_WORKERS=2 $(PY) -m pytest -n 2 -p no:cacheprovider $(WORKERS_PASS_SKIPS) \
-		tests/integration
 
 # The kill -9 crash test with many more kills than CI's 20 (CULEX_SOAK_KILLS), and its seed.
 soak: $(STAMP)

@@ -26,10 +26,27 @@ ROOT = Path(__file__).resolve().parent.parent
 # check that a test encodes the spec rather than Culex's reading of it. Tests that read Culex's
 # log lines are expected to fail there; everything else should pass against both.
 AGAINST = os.environ.get("CULEX_TEST_AGAINST", "culex")
-# CULEX_TEST_WORKERS=2 runs every broker the tests start with two worker processes (`make
-# test` runs the integration suite both ways): whatever a client can observe must not depend
-# on which worker its connection lands in.
-WORKERS = int(os.environ.get("CULEX_TEST_WORKERS", "1"))
+# Every integration test that starts a broker runs once per worker count here: whatever a
+# client can observe must not depend on which worker its connection lands in, nor on whether
+# there is more than one. CULEX_TEST_WORKERS=1 gives a quicker single pass.
+WORKER_COUNTS = [int(count) for count in os.environ.get("CULEX_TEST_WORKERS", "1,2").split(",")]
+# Integration files that start no broker, or whose brokers choose their own worker count.
+SINGLE_PASS_FILES = {"test_workers.py", "test_cbench.py", "test_passwd_cli.py",
+                     "test_check_config.py"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    path = metafunc.definition.path
+    if ("broker_workers" in metafunc.fixturenames and path.parent.name == "integration"
+            and path.name not in SINGLE_PASS_FILES and AGAINST == "culex"):
+        metafunc.parametrize("broker_workers", WORKER_COUNTS, indirect=True,
+                             ids=[f"w{count}" for count in WORKER_COUNTS])
+
+
+@pytest.fixture
+def broker_workers(request: pytest.FixtureRequest) -> int:
+    """Worker processes of the brokers a test starts, unless their settings say."""
+    return int(getattr(request, "param", 1))
 
 
 def mosquitto_config(settings: dict[str, Any], port: int) -> str:
@@ -82,13 +99,13 @@ class PortTaken(Exception):
 class BrokerProcess:
     """A running `culex serve` subprocess."""
 
-    def __init__(self, tmp: Path, settings: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, settings: dict[str, Any], workers: int = 1) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.tmp = tmp
         self.config_path = tmp / "culex.toml"
         self.log_path = tmp / "broker.log"
-        self.settings = settings
+        self.settings = {"workers": workers, **settings} if workers != 1 else settings
         self.proc: subprocess.Popen[bytes] | None = None
         self.killed = False
 
@@ -97,10 +114,7 @@ class BrokerProcess:
             self.config_path = self.tmp / "mosquitto.conf"
             self.config_path.write_text(mosquitto_config(self.settings, self.port))
             return ["mosquitto", "-c", str(self.config_path)]
-        settings = self.settings
-        if WORKERS != 1 and "workers" not in settings:
-            settings = {"workers": WORKERS, **settings}
-        self.config_path.write_text(render_config(settings))
+        self.config_path.write_text(render_config(self.settings))
         return [
             sys.executable, "-m", "culex", "serve",
             "--config", str(self.config_path),
@@ -149,7 +163,7 @@ class BrokerProcess:
         """Its worker processes: what logs a line once per worker logs it this many times."""
         if AGAINST != "culex":
             return 1
-        return int(self.settings.get("workers", WORKERS)) or len(os.sched_getaffinity(0))
+        return int(self.settings.get("workers", 1)) or len(os.sched_getaffinity(0))
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -198,7 +212,7 @@ BrokerFactory = Callable[..., BrokerProcess]
 
 
 @pytest.fixture
-def broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
+def broker_factory(tmp_path: Path, broker_workers: int) -> Iterator[BrokerFactory]:
     """Start brokers with config overrides, e.g. `broker_factory(limits={"connect_timeout": 1})`.
 
     Each started broker must shut down cleanly (exit 0 on SIGTERM) and must not have logged a
@@ -210,7 +224,7 @@ def broker_factory(tmp_path: Path) -> Iterator[BrokerFactory]:
         settings.setdefault("sys_interval", 1)
         work = tmp_path / f"broker{len(started)}"
         work.mkdir()
-        broker = BrokerProcess(work, settings).start()
+        broker = BrokerProcess(work, settings, broker_workers).start()
         started.append(broker)
         return broker
 

@@ -481,17 +481,19 @@ def test_listener_beyond_loopback_in_config_without_auth_refuses_to_start(
     assert "password_file" in lines[0] and "allow_anonymous" in lines[0]
 
 
-def start_on_all_interfaces(tmp_path: Path, auth: dict[str, Any]) -> BrokerProcess:
+def start_on_all_interfaces(tmp_path: Path, auth: dict[str, Any], workers: int
+                            ) -> BrokerProcess:
     """A broker bound to 0.0.0.0 on a free port; clients then reach it on 127.0.0.1."""
-    broker = BrokerProcess(tmp_path, {"auth": auth, "sys_interval": 1})
+    broker = BrokerProcess(tmp_path, {"auth": auth, "sys_interval": 1}, workers)
     broker.host = "0.0.0.0"
     broker.start()
     broker.host = "127.0.0.1"
     return broker
 
 
-def test_listener_beyond_loopback_starts_with_allow_anonymous(tmp_path: Path) -> None:
-    broker = start_on_all_interfaces(tmp_path, {"allow_anonymous": True})
+def test_listener_beyond_loopback_starts_with_allow_anonymous(tmp_path: Path,
+                                                             broker_workers: int) -> None:
+    broker = start_on_all_interfaces(tmp_path, {"allow_anonymous": True}, broker_workers)
     try:
         with Clients(broker) as clients:
             sub = login(clients, "anon-sub")
@@ -506,9 +508,10 @@ def test_listener_beyond_loopback_starts_with_allow_anonymous(tmp_path: Path) ->
 
 
 def test_listener_beyond_loopback_with_password_file_refuses_anonymous(
-        tmp_path: Path, password_file: Path) -> None:
+        tmp_path: Path, password_file: Path, broker_workers: int) -> None:
     """allow_anonymous unset and a listener beyond loopback: it defaults to false."""
-    broker = start_on_all_interfaces(tmp_path, {"password_file": str(password_file)})
+    broker = start_on_all_interfaces(tmp_path, {"password_file": str(password_file)},
+                                     broker_workers)
     try:
         with Clients(broker) as clients:
             login(clients, "anon", expect_rc=NOT_AUTHORIZED)

@@ -55,8 +55,9 @@ def test_port_in_use_is_one_line_and_exit_1() -> None:
     assert f"cannot listen on 127.0.0.1:{port}: address already in use" in errors[0]
 
 
-def test_sigint_with_clients_connected_exits_0_quickly(tmp_path: Path) -> None:
-    broker = BrokerProcess(tmp_path, {}).start()
+def test_sigint_with_clients_connected_exits_0_quickly(tmp_path: Path,
+                                                      broker_workers: int) -> None:
+    broker = BrokerProcess(tmp_path, {}, broker_workers).start()
     clients = [socket.create_connection((broker.host, broker.port)) for _ in range(20)]
     assert broker.proc is not None
     started = time.monotonic()
@@ -72,8 +73,8 @@ def test_sigint_with_clients_connected_exits_0_quickly(tmp_path: Path) -> None:
     assert "Traceback" not in broker.log_text()
 
 
-def test_json_log_format(tmp_path: Path) -> None:
-    broker = BrokerProcess(tmp_path, {"logging": {"format": "json"}})
+def test_json_log_format(tmp_path: Path, broker_workers: int) -> None:
+    broker = BrokerProcess(tmp_path, {"logging": {"format": "json"}}, broker_workers)
     broker.start()
     try:
         # (With workers the supervisor's socket accepts before a worker says it listens.)

@@ -121,7 +121,9 @@ def test_minimum_tls_version_is_enforced(broker_factory: BrokerFactory, pki: Pat
         context.wrap_socket(raw, server_hostname="localhost")
 
 
-def test_bad_certificate_path_is_a_config_error(tmp_path: Path, pki: Path) -> None:
-    broker = BrokerProcess(tmp_path, {"listeners": [tls_listener(pki, certfile="/nope.crt")]})
+def test_bad_certificate_path_is_a_config_error(tmp_path: Path, pki: Path,
+                                               broker_workers: int) -> None:
+    broker = BrokerProcess(tmp_path, {"listeners": [tls_listener(pki, certfile="/nope.crt")]},
+                           broker_workers)
     with pytest.raises(RuntimeError, match=r"certfile: /nope\.crt: no such file"):
         broker.start()
