@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=non_negative_float, default=1.0, metavar="SECONDS",
                         help="traffic before measuring, excluded from the figures (1)")
     parser.add_argument("--drain", type=non_negative_float, default=2.0, metavar="SECONDS",
-                        help="longest wait for in-flight messages after publishing stops (2)")
+                        help="after publishing stops, wait for in-flight messages until none "
+                             "has arrived for this long (2)")
     parser.add_argument("--rate", type=non_negative_float, default=0.0, metavar="MSGS_PER_S",
                         help="total offered publish rate; 0 = as fast as the broker takes (0)")
     parser.add_argument("--inflight", type=int, default=20,

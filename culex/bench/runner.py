@@ -3,8 +3,10 @@
 One run is: setup (every process connects and subscribes; the slowest decides), a common start
 instant a little in the future, `--warmup` seconds whose messages are not counted, `--duration`
 seconds measured, then publishing stops and the coordinator waits until every expected message
-has arrived or `--drain` seconds have passed, whichever is first. Only then is loss counted:
-counting at the end of the timed phase would call messages still in flight "lost".
+has arrived or nothing has arrived for `--drain` seconds, whichever is first. Only then is loss
+counted: counting at the end of the timed phase, or after a fixed wait, would call "lost" the
+messages still in flight or in socket buffers (a flood fills megabytes of them per subscriber
+faster than a slow reader empties them).
 
 All figures come from counters and histograms the workers keep; the coordinator only adds them
 up, so `--procs 4` and `--procs 1` report the same kind of numbers.
@@ -37,6 +39,9 @@ from .worker import (
 PERCENTILES = (50.0, 95.0, 99.0, 99.9)
 PROGRESS_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.05
+# However steadily messages trickle in after publishing stopped, the drain ends this long after
+# it began: a run ends.
+MAX_DRAIN_SECONDS = 120
 # Lead time between "start" being sent and the first publish: every process must have the
 # command (a pipe round trip for --procs > 1) before the instant arrives.
 START_LEAD_NS = {True: 300_000_000, False: 50_000_000}
@@ -257,9 +262,13 @@ class Coordinator:
         return self.merge_traffic(results, start, end)
 
     async def watch_traffic(self, t0: int, start: int, end: int) -> None:
-        """Progress once a second until the end, then the drain."""
+        """Progress once a second until the end, then the drain: until every expected message
+        arrived, or none for `--drain` seconds."""
         options = self.options
-        drain_end = end + int(options.drain * NS)
+        quiet = int(options.drain * NS)
+        drain_end = end + quiet
+        drain_limit = end + MAX_DRAIN_SECONDS * NS
+        drained = 0
         tick = t0 + int(PROGRESS_SECONDS * NS)
         last_time, last_sent, last_received = t0, 0, 0
         while True:
@@ -276,8 +285,12 @@ class Coordinator:
                 reason = total.first_error
                 raise BenchError("lost every connection to the broker"
                                  + (f" ({reason})" if reason else ""))
-            if draining and (total.delivered >= total.expected or now >= drain_end):
-                return
+            if draining:
+                if total.delivered > drained:
+                    drained = total.delivered
+                    drain_end = min(now + quiet, drain_limit)
+                if total.delivered >= total.expected or now >= drain_end:
+                    return
             if now >= tick:
                 elapsed = (now - last_time) / NS
                 sent = total.sent + total.warmup_sent
