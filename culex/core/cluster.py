@@ -220,6 +220,13 @@ class Cluster:
         # the newest barrier, `confirmed` by the newest one every peer answered.
         self.sends = 0
         self.route_sends = 0
+        # Whether acks of QoS 1/2 messages also wait for the workers the messages went to.
+        # Only with durability "sync", where an ack says the message is on disk there;
+        # otherwise it says no more than that the message is on its way, which the link's
+        # order keeps. A retained message's ack always waits: after it, a subscriber through
+        # any worker must find the message.
+        persistence = broker.persistence
+        self.acks_wait_for_store = persistence is not None and persistence.durable
         self._covered = 0
         self._confirmed_sends = 0
         # Barrier (the `sends` it covers) -> the peers yet to answer, and what runs then.
@@ -396,7 +403,7 @@ class Cluster:
         if not matches and not message.retain:
             return False
         data = self._encode(message, stamp, now, None)
-        if message.qos or message.retain:
+        if message.retain or (message.qos and self.acks_wait_for_store):
             self.sends += 1
             if origin is not None:
                 origin.peer_sends = self.sends
@@ -461,7 +468,7 @@ class Cluster:
 
     def _send_shared(self, message: Message, now: float, key: tuple[str, str], chosen: int,
                      origin: Connection | Peer | None) -> None:
-        if message.qos:
+        if message.qos and self.acks_wait_for_store:
             self.sends += 1
             if origin is not None:
                 origin.peer_sends = self.sends
