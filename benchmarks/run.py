@@ -7,8 +7,8 @@ port, one broker at a time: Culex (default configuration), Mosquitto with its de
 configuration (Nagle on) and Mosquitto with `set_tcp_nodelay true`. Debian's `mosquitto` is
 installed with apt-get when missing and we are root. Then Culex alone: the cost of each
 durability, and 1 vs 2 worker processes (`--only workers`), where broker and load generator
-share cores 0 and 1. Raw figures go to benchmarks/results/ (not committed); the summary tables
-go to BENCHMARKS.md.
+(`culex bench`, then benchmarks/cbench) share cores 0 and 1. Raw figures go to
+benchmarks/results/ (not committed); the summary tables go to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ SCENARIOS = [
 
 
 # The rows where `culex bench` (Python, at ~95% of its core) is the limit, again with the
-# independent C generator: one publisher and one subscriber connection.
+# independent C generator: one publisher connection and one subscriber connection (100 for the
+# fan-out, read by one thread).
 CBENCH_SCENARIOS = [
     Scenario("c-pubsub", "1 -> 1, QoS 0, 100 B", ("--qos", "0", "--payload", "100"),
              generator="cbench"),
@@ -72,6 +73,8 @@ CBENCH_SCENARIOS = [
              ("--qos", "1", "--payload", "100", "--window", "100"), generator="cbench"),
     Scenario("c-pubsub-10k", "1 -> 1, QoS 0, 10 KB", ("--qos", "0", "--payload", "10240"),
              generator="cbench"),
+    Scenario("c-fanout", "1 -> 100, QoS 0, 100 B",
+             ("--qos", "0", "--payload", "100", "--subscribers", "100"), generator="cbench"),
 ]
 CBENCH_SOURCE = ROOT / "benchmarks" / "cbench" / "cbench.c"
 
@@ -85,8 +88,13 @@ DURABILITY_SCENARIOS = [
 ]
 DURABILITY_MODES = ("sync", "batch", "none")
 
-# Worker processes: the same scenarios as above, picked before --only filters SCENARIOS.
-WORKER_SCENARIOS = [s for s in SCENARIOS if s.name in ("fanout", "pairs", "fanin", "pubsub-qos1")]
+# Worker processes: some of the scenarios above, picked before --only filters them. First with
+# `culex bench`, then with cbench, which needs far less CPU per message and so leaves more of
+# the two shared cores to the workers.
+WORKER_SCENARIOS = [
+    *(s for s in SCENARIOS if s.name in ("fanout", "pairs", "fanin", "pubsub-qos1")),
+    *(s for s in CBENCH_SCENARIOS if s.name in ("c-fanout", "c-pubsub")),
+]
 WORKER_COUNTS = (1, 2)
 
 
@@ -208,6 +216,20 @@ def bench_args(broker: Broker, scenario: Scenario, duration: float) -> list[str]
     return [*scenario.args, *broker.placement.bench_args, "--duration", f"{duration:g}"]
 
 
+def cbench_args(scenario: Scenario, duration: float) -> list[str]:
+    """cbench's arguments for one run but the port."""
+    return [*scenario.args, "--duration", f"{duration:g}", "--warmup", "1"]
+
+
+def generator_command(broker: Broker, scenario: Scenario, duration: float) -> str:
+    """The load generator's command line for one run, as the report shows it."""
+    cores = broker.placement.bench_cores
+    if scenario.generator == "cbench":
+        return f"taskset -c {cores} cbench {' '.join(cbench_args(scenario, duration))} --port PORT"
+    return (f"taskset -c {cores} culex bench {' '.join(bench_args(broker, scenario, duration))} "
+            "--broker-pid PID")
+
+
 def run_scenario(broker: Broker, scenario: Scenario, duration: float,
                  cbench: Path | None = None) -> dict[str, Any]:
     assert broker.proc is not None
@@ -243,8 +265,7 @@ def run_cbench(cbench: Path, broker: Broker, scenario: Scenario, duration: float
     sampler = ProcessSampler(broker.proc.pid)
     before = sampler.read()
     result = subprocess.run(["taskset", "-c", broker.placement.bench_cores, str(cbench),
-                             *scenario.args, "--port", str(broker.port), "--duration",
-                             f"{duration:g}", "--warmup", "1"],
+                             *cbench_args(scenario, duration), "--port", str(broker.port)],
                             capture_output=True, text=True, check=False,
                             timeout=duration * 4 + 60)
     after = sampler.read()
@@ -300,16 +321,21 @@ def ratio(culex: float | None, best: float | None, scenario: Scenario) -> str:
     return f"{value:.2f} x"
 
 
+GENERATOR_NAMES = {"culex": "culex bench", "cbench": "cbench"}
+
+
 def comparison_section(brokers: list[Broker], scenarios: list[Scenario], duration: float, *,
                        heading: str, intro: list[str], column: str, summary: str) -> list[str]:
     """Culex in several configurations, one table per scenario, and `summary` formatted with
-    the last configuration's figure over the first's (`{ratio}`)."""
+    the last configuration's figure over the first's (`{ratio}`). Where the scenarios use
+    more than one load generator, each heading names its own."""
     lines = [f"## {heading}", "", *intro, ""]
+    mixed = len({scenario.generator for scenario in scenarios}) > 1
     for scenario in scenarios:
         first, last = brokers[0], brokers[-1]
-        lines += [f"### {scenario.title}", "",
-                  f"`taskset -c {first.placement.bench_cores} culex bench "
-                  f"{' '.join(bench_args(first, scenario, duration))} --broker-pid PID`", "",
+        generator = GENERATOR_NAMES[scenario.generator]
+        lines += [f"### {scenario.title}" + (f" ({generator})" if mixed else ""), "",
+                  f"`{generator_command(first, scenario, duration)}`", "",
                   f"| {column} | result |", "|---|---|"]
         for broker in brokers:
             lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
@@ -330,14 +356,22 @@ def durability_section(brokers: list[Broker], duration: float) -> list[str]:
 
 
 def workers_section(brokers: list[Broker], duration: float, command: str) -> list[str]:
+    def titles(generator: str) -> str:
+        return "; ".join(s.title for s in WORKER_SCENARIOS if s.generator == generator)
+
     intro = [
         'Culex with `durability = "none"` (so storage does not dominate) and `workers = 1`, '
         "then `workers = 2`. Unlike the tables above, the broker runs on cores 0 and 1 "
-        "(`taskset -c 0,1`) and so does `culex bench`, with `--procs 2`: on this "
+        "(`taskset -c 0,1`) and so does the load generator: on this "
         f"{os.cpu_count()}-core machine the load generator shares the cores with the broker "
-        "and takes CPU the workers could otherwise use. Broker cpu is the whole process tree "
-        "(with 2 workers, the supervisor and both workers summed), so 200% is both cores. "
-        "Measured with (`--only workers` runs this section alone):",
+        "and takes CPU the workers could otherwise use. Two load generators, named in each "
+        "heading and command line: `culex bench` with `--procs 2` (two Python processes) for "
+        f"{titles('culex')}; and `benchmarks/cbench` (C, one process: a publisher thread and "
+        "one thread reading every subscriber connection; its own CPU is in each cell) for "
+        f"{titles('cbench')}. cbench spends far less CPU per message than `culex bench`, so "
+        "its tables leave more of the two cores to the workers. Broker cpu is the whole "
+        "process tree (with 2 workers, the supervisor and both workers summed), so 200% is "
+        "both cores. Measured with (`--only workers` runs this section alone):",
         "",
         f"    {command}",
         "",
@@ -347,7 +381,10 @@ def workers_section(brokers: list[Broker], duration: float, command: str) -> lis
         "worker crosses a socket pair). What it cannot show: how workers scale when each has "
         "a core of its own and the load generator runs elsewhere; here every cycle a worker "
         "gains is one the clients lose, and the figures move with the scheduler's placement "
-        "from run to run.",
+        "from run to run. The cbench 1 -> 1 table is one publisher and one subscriber: their "
+        "client ids, and so whether they share a worker, change from run to run (cbench "
+        "derives them from its pid and the clock), so with 2 workers one run is either all in "
+        "one worker, the other idle, or every message crossing, about half the time each.",
     ]
     return comparison_section(
         brokers, WORKER_SCENARIOS, duration, heading="Worker processes (Culex only)",
@@ -386,9 +423,9 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
         f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}, Linux {platform.release()}.",
-        f"Each broker pinned to core 0, `culex bench` (one process) to core 1 (except under "
-        f"Worker processes), {duration:g} s per scenario after a 1 s warm-up, all brokers in "
-        "the same run. Reproduce with:",
+        f"Each broker pinned to core 0, the load generator (`culex bench`, one process, or "
+        f"cbench) to core 1 (except under Worker processes), {duration:g} s per scenario after "
+        "a 1 s warm-up, all brokers in the same run. Reproduce with:",
         "",
         f"    {command}",
         "",
@@ -399,10 +436,12 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
         lines += broker_tables(brokers, SCENARIOS, "##")
     if brokers and any(s.name in brokers[0].results for s in CBENCH_SCENARIOS):
         lines += ["## Independent load generator (benchmarks/cbench, C)", "",
-                  "The 1 -> 1 rows again, driven by `benchmarks/cbench` (one publisher and one "
-                  "subscriber connection, plain C; see its README) instead of `culex bench`, "
-                  "pinned the same way: `taskset -c 1 cbench --port PORT --duration "
-                  f"{duration:g} --warmup 1 ARGS`. Its own CPU is in each cell.", ""]
+                  "The 1 -> 1 rows and the 1 -> 100 fan-out again, driven by "
+                  "`benchmarks/cbench` (plain C, see its README: one publisher connection and "
+                  "one subscriber connection, or for the fan-out 100 of them read by one "
+                  "thread, `--subscribers 100`) instead of `culex bench`, pinned the same way: "
+                  f"`taskset -c 1 cbench --port PORT --duration {duration:g} --warmup 1 ARGS`. "
+                  "Its own CPU is in each cell.", ""]
         lines += broker_tables(brokers, CBENCH_SCENARIOS, "###")
     if durable:
         lines += durability_section(durable, duration)
@@ -429,11 +468,12 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     with tempfile.TemporaryDirectory(prefix="culex-bench-") as work:
         brokers = make_brokers(Path(work)) if SCENARIOS or CBENCH_SCENARIOS else []
-        cbench = build_cbench(Path(work)) if CBENCH_SCENARIOS and not args.from_results \
-            else None
         durable = [] if args.only else [culex_broker(Path(work), f"Culex ({mode})", mode)
                                         for mode in DURABILITY_MODES]
         workers = worker_brokers(Path(work)) if not args.only or "workers" in args.only else []
+        needs_cbench = bool(CBENCH_SCENARIOS) or (
+            bool(workers) and any(s.generator == "cbench" for s in WORKER_SCENARIOS))
+        cbench = build_cbench(Path(work)) if needs_cbench and not args.from_results else None
         for group, scenarios in ((brokers, SCENARIOS + CBENCH_SCENARIOS),
                                  (durable, DURABILITY_SCENARIOS), (workers, WORKER_SCENARIOS)):
             for broker in group:

@@ -1,11 +1,13 @@
 /*
  * cbench: a small, independent MQTT 3.1.1 load generator in C (see README.md).
  *
- * One subscriber connection and one publisher connection on one unique topic. The publisher
- * sends PUBLISHes as fast as the broker takes them (or at --rate), each payload starting with
- * its send time (CLOCK_MONOTONIC ns, host byte order: both ends are this process); the
- * subscriber records end-to-end latency. After --warmup seconds it counts for --duration
- * seconds, stops publishing, waits up to DRAIN_NS for the rest and prints one line of JSON.
+ * One publisher connection and --subscribers N subscriber connections (default 1) on one
+ * unique topic. The publisher sends PUBLISHes as fast as the broker takes them (or at --rate),
+ * each payload starting with its send time (CLOCK_MONOTONIC ns, host byte order: both ends are
+ * this process); one subscriber thread reads every subscriber connection (with N > 1 through
+ * epoll) and records the end-to-end latency of each delivery. After --warmup seconds it counts
+ * for --duration seconds, stops publishing, waits up to DRAIN_NS for the rest and prints one
+ * line of JSON.
  *
  * Why it exists: for a 1 -> 1 flow the Python `culex bench` spends more CPU per message than
  * a fast broker does routing it, so it measured itself. This program does per message a
@@ -28,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -46,6 +50,10 @@
 #define QOS0_BATCH_BYTES (32 * 1024)
 #define QOS1_BATCH_BYTES (1024 * 1024)
 #define READ_BUFFER (256 * 1024)
+/* With N > 1 subscriber connections each reads into this much: fan-out reads are small, and
+ * 10,000 connections at READ_BUFFER would be 2.5 GB. */
+#define FANOUT_READ_BUFFER (64 * 1024)
+#define MAX_SUBSCRIBERS 10000
 /* Unsent bytes the publisher's kernel socket may hold (TCP_NOTSENT_LOWAT). Left alone the send
  * buffer autotunes to megabytes and a publisher faster than the broker measures its own queue;
  * the same bound as culex bench (culex/bench/clients.py, NOT_SENT_LOW_WATER). */
@@ -67,6 +75,7 @@ struct options {
     double warmup;
     long window;
     double rate; /* messages per second; 0 = as fast as the broker takes them */
+    long subscribers;
 };
 
 /* One TCP connection and its receive buffer: bytes [0, len) are read and not yet parsed. */
@@ -86,18 +95,18 @@ struct frame {
     size_t id_at; /* packet id offset; QoS 1 only */
 };
 
-static struct options opt = {"127.0.0.1", "1883", 0, 100, 5.0, 1.0, 100, 0.0};
+static struct options opt = {"127.0.0.1", "1883", 0, 100, 5.0, 1.0, 100, 0.0, 1};
 static char topic[64];
 static struct frame frame;
-static struct conn sub = {-1, "subscriber", NULL, 0, 0, 0};
+static struct conn *subs; /* opt.subscribers of them, read by the subscriber thread */
 static struct conn pub = {-1, "publisher", NULL, 0, 0, 0};
 static int64_t t0, window_start, window_end;
 
 static atomic_int stop_flag;          /* main -> threads: give up now */
 static atomic_int publishing_done;    /* publisher -> main: `sent` is final */
 static atomic_llong sent;             /* stamped inside the window */
-static atomic_llong delivered;        /* received and stamped inside the window */
-static long long window_received;     /* received during the window (subscriber only) */
+static atomic_llong delivered;        /* deliveries received and stamped inside the window */
+static long long window_received;     /* deliveries received during the window (subscriber) */
 static uint64_t histogram[BUCKETS];   /* subscriber only until joined */
 static int64_t latency_max;
 static int64_t publisher_cpu_end;     /* written before publishing_done is set */
@@ -124,7 +133,7 @@ static void usage_error(const char *fmt, ...)
     fputs("cbench: ", stderr);
     vfprintf(stderr, fmt, ap);
     fputs("\nusage: cbench --host H --port P --qos 0|1 --payload BYTES --duration SECONDS"
-          " [--warmup S] [--window N] [--rate MSGS_PER_S]\n", stderr);
+          " [--warmup S] [--window N] [--rate MSGS_PER_S] [--subscribers N]\n", stderr);
     va_end(ap);
     exit(2);
 }
@@ -372,9 +381,10 @@ static void open_connection(struct conn *c, size_t buffer_size, int nodelay_only
     set_timeout(c->fd, SO_RCVTIMEO, SETUP_TIMEOUT_S * NS);
     set_timeout(c->fd, SO_SNDTIMEO, SETUP_TIMEOUT_S * NS);
 
+    static long opened; /* in the client id: N subscribers in one process need N ids */
     char client_id[48];
-    snprintf(client_id, sizeof client_id, "cbench-%c-%d-%04x", c->name[0], (int)getpid(),
-             (unsigned)(now_ns() & 0xFFFF));
+    snprintf(client_id, sizeof client_id, "cbench-%c%ld-%d-%04x", c->name[0], opened++,
+             (int)getpid(), (unsigned)(now_ns() & 0xFFFF));
     unsigned char packet[128], *p = packet + 2;
     p += put_string(p, "MQTT");
     *p++ = 4;    /* protocol level: 3.1.1 */
@@ -426,73 +436,157 @@ static void subscribe(struct conn *c)
 
 /* ---- the subscriber ---- */
 
-static void *subscriber_main(void *unused)
+/* What the subscriber thread has seen so far, over all its connections. */
+struct tally {
+    long long counted;            /* deliveries stamped inside the window */
+    long long received_in_window; /* deliveries received during the window */
+    int64_t top;                  /* largest latency of those counted */
+};
+
+/* The whole frames in c->buf, read at `now`: each PUBLISH is counted and timed, QoS 1 ones
+ * answered with one send of all their PUBACKs on c; an incomplete frame stays for the next
+ * read. `acks` holds c->cap bytes: each PUBLISH is longer than its 4-byte PUBACK. */
+static void take_deliveries(struct conn *c, int64_t now, unsigned char *acks, struct tally *t)
+{
+    size_t pos = 0, body, length, total, acked = 0;
+    long long received = 0, counted = t->counted; /* in registers, not behind t */
+    int64_t top = t->top;
+    while ((total = frame_at(c, pos, &body, &length)) != 0) {
+        const unsigned char *b = c->buf;
+        int type = b[pos] >> 4, qos = (b[pos] >> 1) & 3;
+        if (type == 3 && qos < 2 && length >= 2) {
+            size_t at = body + 2 + ((size_t)b[body] << 8 | b[body + 1]);
+            if (at + (qos ? 2 : 0) + STAMP_BYTES > body + length)
+                die("subscriber: a PUBLISH without a stamp: not cbench's own");
+            if (qos == 1) {
+                acks[acked] = 0x40;
+                acks[acked + 1] = 0x02;
+                acks[acked + 2] = b[at];
+                acks[acked + 3] = b[at + 1];
+                acked += 4;
+                at += 2;
+            }
+            int64_t stamp;
+            memcpy(&stamp, b + at, sizeof stamp);
+            received++;
+            if (stamp >= window_start && stamp < window_end) {
+                int64_t latency = now - stamp;
+                histogram[bucket_index(latency)]++;
+                if (latency > top)
+                    top = latency;
+                counted++;
+            }
+        } else if (type != 13) { /* PINGRESP aside, only PUBLISH QoS 0/1 is expected */
+            die("subscriber: unexpected packet 0x%02x from the broker", b[pos]);
+        }
+        pos += total;
+    }
+    t->counted = counted;
+    t->top = top;
+    consume(c, pos);
+    if (acked)
+        send_all(c, acks, acked);
+    else if (now - c->last_send >= PING_NS)
+        send_all(c, PINGREQ, sizeof PINGREQ);
+    if (now >= window_start && now < window_end)
+        t->received_in_window += received;
+}
+
+/* For main: `delivered` now, the rest once the thread is joined. */
+static void publish_tally(const struct tally *t)
+{
+    latency_max = t->top;
+    window_received = t->received_in_window;
+    atomic_store_explicit(&delivered, t->counted, memory_order_relaxed);
+}
+
+/* A failed or empty read: false if it is only a timeout or an interruption (go on); fatal if
+ * the connection broke before the stop flag. */
+static int read_failed(ssize_t n)
+{
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return 0;
+    if (atomic_load(&stop_flag))
+        return 1;
+    die("subscriber: %s", n ? strerror(errno) : "broker closed the connection");
+}
+
+/* One connection: blocking recv (SO_RCVTIMEO = POLL_NS), no poll call in between. */
+static void *subscriber_one(void *unused)
 {
     (void)unused;
-    struct conn *c = &sub;
-    /* Each PUBLISH is longer than its 4-byte PUBACK, so one read's acks fit in cap bytes. */
+    struct conn *c = &subs[0];
     unsigned char *acks = malloc(c->cap);
     if (!acks)
         die("out of memory");
-    long long counted = 0, received_in_window = 0;
-    int64_t top = 0;
+    struct tally t = {0, 0, 0};
     while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
         ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
         int64_t now = now_ns();
         if (n <= 0) {
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-                if (now - c->last_send >= PING_NS)
-                    send_all(c, PINGREQ, sizeof PINGREQ);
-                continue;
-            }
-            if (atomic_load(&stop_flag))
+            if (read_failed(n))
                 break;
-            die("subscriber: %s", n ? strerror(errno) : "broker closed the connection");
+            if (now - c->last_send >= PING_NS)
+                send_all(c, PINGREQ, sizeof PINGREQ);
+            continue;
         }
         c->len += (size_t)n;
-        size_t pos = 0, body, length, total, acked = 0;
-        long long received = 0;
-        while ((total = frame_at(c, pos, &body, &length)) != 0) {
-            const unsigned char *b = c->buf;
-            int type = b[pos] >> 4, qos = (b[pos] >> 1) & 3;
-            if (type == 3 && qos < 2 && length >= 2) {
-                size_t at = body + 2 + ((size_t)b[body] << 8 | b[body + 1]);
-                if (at + (qos ? 2 : 0) + STAMP_BYTES > body + length)
-                    die("subscriber: a PUBLISH without a stamp: not cbench's own");
-                if (qos == 1) {
-                    acks[acked] = 0x40;
-                    acks[acked + 1] = 0x02;
-                    acks[acked + 2] = b[at];
-                    acks[acked + 3] = b[at + 1];
-                    acked += 4;
-                    at += 2;
-                }
-                int64_t stamp;
-                memcpy(&stamp, b + at, sizeof stamp);
-                received++;
-                if (stamp >= window_start && stamp < window_end) {
-                    int64_t latency = now - stamp;
-                    histogram[bucket_index(latency)]++;
-                    if (latency > top)
-                        top = latency;
-                    counted++;
-                }
-            } else if (type != 13) { /* PINGRESP aside, only PUBLISH QoS 0/1 is expected */
-                die("subscriber: unexpected packet 0x%02x from the broker", b[pos]);
-            }
-            pos += total;
-        }
-        consume(c, pos);
-        if (acked)
-            send_all(c, acks, acked);
-        else if (now - c->last_send >= PING_NS)
-            send_all(c, PINGREQ, sizeof PINGREQ);
-        if (now >= window_start && now < window_end)
-            received_in_window += received;
-        latency_max = top;
-        window_received = received_in_window;
-        atomic_store_explicit(&delivered, counted, memory_order_relaxed);
+        take_deliveries(c, now, acks, &t);
+        publish_tally(&t);
     }
+    free(acks);
+    return NULL;
+}
+
+/* N connections: epoll (level-triggered), then one non-blocking recv per ready connection. */
+static void *subscriber_many(void *unused)
+{
+    (void)unused;
+    int count = (int)opt.subscribers;
+    unsigned char *acks = malloc(subs[0].cap);
+    struct epoll_event *events = calloc((size_t)count, sizeof *events);
+    if (!acks || !events)
+        die("out of memory");
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        die("epoll_create1: %s", strerror(errno));
+    for (int i = 0; i < count; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, subs[i].fd, &ev) < 0)
+            die("epoll_ctl: %s", strerror(errno));
+    }
+    struct tally t = {0, 0, 0};
+    int64_t next_ping_check = 0;
+    while (!atomic_load_explicit(&stop_flag, memory_order_relaxed)) {
+        int ready = epoll_wait(ep, events, count, (int)(POLL_NS / 1000000));
+        if (ready < 0 && errno != EINTR)
+            die("subscriber: epoll_wait: %s", strerror(errno));
+        int stopped = 0;
+        for (int k = 0; k < ready && !stopped; k++) {
+            struct conn *c = &subs[events[k].data.u32];
+            ssize_t n = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
+            int64_t now = now_ns();
+            if (n <= 0) {
+                stopped = read_failed(n);
+                continue;
+            }
+            c->len += (size_t)n;
+            take_deliveries(c, now, acks, &t);
+        }
+        if (stopped)
+            break;
+        /* Connections with nothing to read: a PINGREQ when idle for PING_NS. */
+        int64_t now = now_ns();
+        if (now >= next_ping_check) {
+            for (int i = 0; i < count; i++)
+                if (now - subs[i].last_send >= PING_NS)
+                    send_all(&subs[i], PINGREQ, sizeof PINGREQ);
+            next_ping_check = now + POLL_NS;
+        }
+        publish_tally(&t);
+    }
+    close(ep);
+    free(events);
     free(acks);
     return NULL;
 }
@@ -701,6 +795,7 @@ static void parse_args(int argc, char **argv)
         {"qos", required_argument, NULL, 'q'},      {"payload", required_argument, NULL, 's'},
         {"duration", required_argument, NULL, 'd'}, {"warmup", required_argument, NULL, 'w'},
         {"window", required_argument, NULL, 'n'},   {"rate", required_argument, NULL, 'r'},
+        {"subscribers", required_argument, NULL, 'm'},
         {"help", no_argument, NULL, '?'},           {NULL, 0, NULL, 0},
     };
     int c;
@@ -714,6 +809,9 @@ static void parse_args(int argc, char **argv)
         case 'w': opt.warmup = number_arg("warmup", optarg, 0, 86400); break;
         case 'n': opt.window = integer_arg("window", optarg, 1, 65535); break;
         case 'r': opt.rate = number_arg("rate", optarg, 0, 1e9); break;
+        case 'm':
+            opt.subscribers = integer_arg("subscribers", optarg, 1, MAX_SUBSCRIBERS);
+            break;
         default: usage_error("bad arguments");
         }
     }
@@ -763,6 +861,16 @@ static void sample_cpu(struct cpu_sample *s, clockid_t pub_clock, clockid_t sub_
     s->subscriber = clock_ns(sub_clock);
 }
 
+/* N subscriber connections need N descriptors: raise the soft limit as far as it goes. */
+static void allow_descriptors(long needed)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < (rlim_t)needed) {
+        limit.rlim_cur = limit.rlim_max < (rlim_t)needed ? limit.rlim_max : (rlim_t)needed;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
 int main(int argc, char **argv)
 {
     parse_args(argc, argv);
@@ -770,17 +878,28 @@ int main(int argc, char **argv)
              (unsigned long long)clock_ns(CLOCK_REALTIME));
     build_batch();
 
-    open_connection(&sub, READ_BUFFER + frame.size, 1);
-    subscribe(&sub);
+    long count = opt.subscribers;
+    allow_descriptors(count + 16);
+    subs = calloc((size_t)count, sizeof *subs);
+    if (!subs)
+        die("out of memory");
+    size_t read_buffer = (count > 1 ? FANOUT_READ_BUFFER : READ_BUFFER) + frame.size;
+    for (long i = 0; i < count; i++) {
+        subs[i] = (struct conn){-1, "subscriber", NULL, 0, 0, 0};
+        open_connection(&subs[i], read_buffer, 1);
+        subscribe(&subs[i]);
+    }
     open_connection(&pub, 64 * 1024, 0);
-    set_timeout(sub.fd, SO_RCVTIMEO, POLL_NS);
-    set_timeout(sub.fd, SO_SNDTIMEO, POLL_NS);
+    for (long i = 0; i < count; i++) {
+        set_timeout(subs[i].fd, SO_RCVTIMEO, POLL_NS);
+        set_timeout(subs[i].fd, SO_SNDTIMEO, POLL_NS);
+    }
 
     t0 = now_ns();
     window_start = t0 + (int64_t)(opt.warmup * NS);
     window_end = window_start + (int64_t)(opt.duration * NS);
     pthread_t sub_thread, pub_thread;
-    if (pthread_create(&sub_thread, NULL, subscriber_main, NULL) ||
+    if (pthread_create(&sub_thread, NULL, count > 1 ? subscriber_many : subscriber_one, NULL) ||
         pthread_create(&pub_thread, NULL, opt.qos ? publisher_qos1 : publisher_qos0, NULL))
         die("cannot start threads");
     clockid_t pub_clock, sub_clock;
@@ -804,27 +923,31 @@ int main(int argc, char **argv)
         after.publisher = publisher_cpu_end;
         deadline = now_ns() + DRAIN_NS;
     }
-    while (atomic_load(&delivered) < atomic_load(&sent) && now_ns() < deadline)
+    while (atomic_load(&delivered) < atomic_load(&sent) * count && now_ns() < deadline)
         sleep_until(now_ns() + 1000000);
     atomic_store(&stop_flag, 1);
     pthread_join(pub_thread, NULL);
     pthread_join(sub_thread, NULL);
-    set_timeout(sub.fd, SO_SNDTIMEO, POLL_NS);
-    send(sub.fd, DISCONNECT, sizeof DISCONNECT, MSG_NOSIGNAL);
-    close(sub.fd);
+    for (long i = 0; i < count; i++) {
+        send(subs[i].fd, DISCONNECT, sizeof DISCONNECT, MSG_NOSIGNAL);
+        close(subs[i].fd);
+    }
     close(pub.fd);
 
     long long n_sent = atomic_load(&sent), n_delivered = atomic_load(&delivered);
+    long long expected = n_sent * count;
     uint64_t total = 0;
     for (int i = 0; i < BUCKETS; i++)
         total += histogram[i];
     double window_ns = (double)(window_end - window_start);
     double cpu_ns = window_ns / 100.0;
-    printf("{\"sent\": %lld, \"delivered\": %lld, \"lost\": %lld, \"delivery_rate\": %.1f, "
+    printf("{\"sent\": %lld, \"subscribers\": %ld, \"deliveries_expected\": %lld, "
+           "\"delivered\": %lld, \"lost\": %lld, \"delivery_rate\": %.1f, "
            "\"publish_rate\": %.1f, \"latency_us\": {\"p50\": %.1f, \"p95\": %.1f, "
            "\"p99\": %.1f, \"p999\": %.1f, \"max\": %.1f}, \"qos\": %d, \"payload\": %ld, "
            "\"cpu_percent\": {\"process\": %.1f, \"publisher\": %.1f, \"subscriber\": %.1f}}\n",
-           n_sent, n_delivered, n_sent - n_delivered, (double)window_received * NS / window_ns,
+           n_sent, count, expected, n_delivered, expected - n_delivered,
+           (double)window_received * NS / window_ns,
            (double)n_sent * NS / window_ns, (double)percentile(50, total) / 1e3,
            (double)percentile(95, total) / 1e3, (double)percentile(99, total) / 1e3,
            (double)percentile(99.9, total) / 1e3, (double)latency_max / 1e3, opt.qos,

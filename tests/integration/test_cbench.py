@@ -2,9 +2,10 @@
 
 The program is compiled here with the exact command its README gives (so a warning is a test
 failure, as it would be for a user), then run as a user would, and its one line of JSON is
-checked for what the tool promises: messages sent and delivered, loss as their difference,
-latency percentiles in order. Throughput is never asserted: these runs share the machine with
-everything else and prove the tool works, not how fast.
+checked for what the tool promises: messages sent and delivered, loss as their difference
+(with --subscribers N, against N deliveries of each message), latency percentiles in order.
+Throughput is never asserted: these runs share the machine with everything else and prove the
+tool works, not how fast.
 
 A QoS 1 publisher flat out outruns any broker's delivery to one subscriber with the default 20
 messages in flight, and brokers drop QoS 1 once that client's queue is full (1000), so the
@@ -54,8 +55,10 @@ def run_json(cbench: Path, broker: BrokerProcess, *args: str) -> dict[str, Any]:
     [line] = result.stdout.splitlines()
     document: dict[str, Any] = json.loads(line)
     assert document["sent"] > 0
-    assert 0 < document["delivered"] <= document["sent"]
-    assert document["lost"] == document["sent"] - document["delivered"]
+    expected = document["sent"] * document["subscribers"]
+    assert document["deliveries_expected"] == expected
+    assert 0 < document["delivered"] <= expected
+    assert document["lost"] == expected - document["delivered"]
     assert document["delivery_rate"] > 0
     latency = document["latency_us"]
     assert 0 <= latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["p999"]
@@ -68,6 +71,8 @@ def test_qos0_as_fast_as_the_broker_takes(cbench: Path, broker: BrokerProcess) -
     """No --rate: TCP back-pressure paces the publisher; loss is allowed at QoS 0."""
     document = run_json(cbench, broker, "--qos", "0", "--payload", "100", *SHORT)
     assert (document["qos"], document["payload"]) == (0, 100)
+    assert document["subscribers"] == 1
+    assert document["deliveries_expected"] == document["sent"]
 
 
 def test_qos1_flat_out_delivers_everything(cbench: Path, broker_factory: BrokerFactory) -> None:
@@ -95,6 +100,28 @@ def test_frames_larger_than_a_read(cbench: Path, broker: BrokerProcess) -> None:
     assert document["lost"] == 0, document
 
 
+def test_fanout_qos1_delivers_every_copy(cbench: Path, broker: BrokerProcess) -> None:
+    """--subscribers 5: five connections read by one epoll thread, each answering PUBACK on its
+    own socket (a missing PUBACK would stall that subscriber's window and lose deliveries)."""
+    document = run_json(cbench, broker, "--qos", "1", "--payload", "100", "--rate", "2000",
+                        "--subscribers", "5", *SHORT)
+    assert (document["qos"], document["subscribers"]) == (1, 5)
+    assert document["lost"] == 0, document
+    assert document["delivered"] == document["sent"] * 5 == document["deliveries_expected"]
+
+
+def test_fanout_qos0_fields(cbench: Path, broker: BrokerProcess) -> None:
+    """--subscribers 10 at QoS 0, flat out: the fan-out fields of the JSON line (loss is
+    allowed at QoS 0; run_json checks lost = sent * 10 - delivered)."""
+    document = run_json(cbench, broker, "--qos", "0", "--payload", "100", "--subscribers", "10",
+                        *SHORT)
+    assert (document["qos"], document["payload"], document["subscribers"]) == (0, 100, 10)
+    assert document["deliveries_expected"] == document["sent"] * 10
+    assert set(document) == {"sent", "subscribers", "deliveries_expected", "delivered", "lost",
+                             "delivery_rate", "publish_rate", "latency_us", "qos", "payload",
+                             "cpu_percent"}
+
+
 def test_unreachable_broker_is_one_line_and_exit_1(cbench: Path) -> None:
     port = free_port()
     result = run(cbench, port, "--duration", "1")
@@ -116,6 +143,9 @@ def test_usage_errors_are_exit_2(cbench: Path) -> None:
     result = run(cbench, free_port(), "--qos", "2")
     assert result.returncode == 2
     assert "--qos must be a whole number from 0 to 1" in result.stderr
+    result = run(cbench, free_port(), "--subscribers", "0")
+    assert result.returncode == 2
+    assert "--subscribers must be a whole number from 1 to 10000" in result.stderr
 
 
 def test_refused_subscription_is_exit_1(cbench: Path, broker_factory: BrokerFactory,
