@@ -110,6 +110,7 @@ class Peer:
         "_pending",
         "client_id",
         "counts",
+        "deferred",
         "filters",
         "index",
         "last_activity",
@@ -119,6 +120,7 @@ class Peer:
         "peer_sends",
         "reading",
         "ready",
+        "resume",
         "session",
         "sink",
         "throttled_by",
@@ -126,7 +128,8 @@ class Peer:
         "write_paused",
     )
 
-    def __init__(self, index: int, sink: PeerSink, now: float) -> None:
+    def __init__(self, index: int, sink: PeerSink, now: float,
+                 resume: Callable[[Peer], None]) -> None:
         self.index = index
         self.sink = sink
         self.client_id = self.peer = f"worker-{index}"
@@ -141,6 +144,10 @@ class Peer:
         self.paused_since = 0.0
         self.throttled_by = 0
         self.reading = True
+        # Records read but not yet applied: a local subscriber filled up part-way through a
+        # read (`Cluster._apply`). `resume` applies them once it has drained.
+        self.deferred: list[tuple[int, bytes]] = []
+        self.resume = resume
         self.ready = False
         self.peer_sends = 0  # as for a Connection; unused
         # The filters it announced: what to forget if its link goes.
@@ -153,6 +160,9 @@ class Peer:
 
     def update_reading(self) -> None:
         wanted = not self.throttled_by
+        if wanted and self.deferred:
+            self.resume(self)  # the records already read first; then the link again
+            return
         if wanted is not self.reading:
             self.reading = wanted
             if wanted:
@@ -232,6 +242,7 @@ class Cluster:
         # Barrier (the `sends` it covers) -> the peers yet to answer, and what runs then.
         self._unconfirmed: dict[int, tuple[set[int], list[Callable[[], None]]]] = {}
         self._dirty: list[Peer] = []
+        self._resuming: list[Peer] = []
         # The transport's way to move a connection to its owner: (worker, sink, bytes read so
         # far from it, peer label, certificate user name).
         self.move: Callable[[int, object, bytes, str, str | None], None] = \
@@ -253,7 +264,7 @@ class Cluster:
 
     def attach(self, index: int, sink: PeerSink, now: float) -> Peer:
         """A link to `index` is up: tell it every filter we have so far."""
-        peer = self.peers[index] = Peer(index, sink, now)
+        peer = self.peers[index] = Peer(index, sink, now, self._resume)
         for topic_filter in self.local_filters:
             self._queue(peer, record(ROUTE_ADD, topic_filter.encode()))
         return peer
@@ -290,6 +301,12 @@ class Cluster:
 
     def flush(self) -> None:
         """One write per peer per loop tick, like client connections."""
+        resuming, self._resuming = self._resuming, []
+        for peer in resuming:
+            if self.peers.get(peer.index) is peer and not peer.throttled_by:
+                records, peer.deferred = peer.deferred, []
+                self._apply(peer, records)
+                peer.update_reading()
         dirty, self._dirty = self._dirty, []
         for peer in dirty:
             outbox, peer.outbox = peer.outbox, []
@@ -410,9 +427,11 @@ class Cluster:
         targets = self.peers.keys() if message.retain else [index for index, _ in matches]
         for index in targets:
             peer = self.peers[index]
-            if peer.write_paused and not message.qos and not message.retain \
-                    and not self.broker.throttle(origin, peer):
-                continue  # QoS 0 to a link that stayed full too long: dropped, as for clients
+            # A full link pauses the publisher. Only QoS 0 is dropped when the link stayed
+            # full too long, as for clients; the rest may already be acknowledged.
+            if peer.write_paused and not self.broker.throttle(origin, peer) \
+                    and not message.qos and not message.retain:
+                continue
             self._queue(peer, data)
         return bool(matches)
 
@@ -472,7 +491,10 @@ class Cluster:
             self.sends += 1
             if origin is not None:
                 origin.peer_sends = self.sends
-        self._queue(self.peers[chosen], self._encode(message, 0, now, key))
+        peer = self.peers[chosen]
+        if peer.write_paused:
+            self.broker.throttle(origin, peer)
+        self._queue(peer, self._encode(message, 0, now, key))
 
     def _choose(self, key: tuple[str, str], workers: list[int], publisher: str | None,
                 topic: str) -> int:
@@ -503,14 +525,33 @@ class Cluster:
     def data_received(self, index: int, data: bytes, now: float) -> None:
         peer = self.peers[index]
         peer.last_activity = now
+        self.broker.now = now
+        if peer.deferred:  # read before the pause took effect: after those held back
+            peer.deferred += peer.records(data)
+        else:
+            self._apply(peer, peer.records(data))
+
+    def _resume(self, peer: Peer) -> None:
+        """A local subscriber the peer's messages filled has drained: apply the records held
+        back at the end of this tick (not from within whatever released it)."""
+        self._resuming.append(peer)
+        self.broker.wake()
+
+    def _apply(self, peer: Peer, records: list[tuple[int, bytes]]) -> None:
+        """Apply records in order, and stop where a local subscriber's queue filled (the peer
+        is then `throttled_by` it): the rest waits in `peer.deferred`. A whole read holds
+        thousands of messages; applied at once they would overflow the queue, and a QoS 1/2
+        message the other worker acknowledged must not be dropped."""
         broker = self.broker
-        broker.now = now
-        for kind, body in peer.records(data):
+        for position, (kind, body) in enumerate(records):
+            if peer.throttled_by:
+                peer.deferred = records[position:]
+                return
             if kind in (FORWARD, FORWARD_V5):
                 peer.v5 = kind == FORWARD_V5
                 broker.forwarded(body, peer)
             elif kind == PUBLISH:
-                self._published(peer, body, now)
+                self._published(peer, body, broker.now)
             elif kind == ROUTE_ADD:
                 self._route_changed(peer, body.decode(), True)
             elif kind == ROUTE_REMOVE:
@@ -521,7 +562,7 @@ class Cluster:
                 ack = record(BARRIER_ACK, body)
                 broker.after_commit(partial(self._queue, peer, ack))
             elif kind == BARRIER_ACK:
-                self._confirmed(BARRIER_BODY.unpack(body)[0], index)
+                self._confirmed(BARRIER_BODY.unpack(body)[0], peer.index)
             elif kind == READY:
                 peer.ready = True
                 if sum(other.ready for other in self.peers.values()) == self.size - 1:

@@ -19,8 +19,9 @@ from culex.core.cluster import (
     owner_of,
     record,
 )
+from culex.core.limits import Limits
 from culex.protocol.codec import encode_connect, encode_subscribe
-from culex.protocol.packets import Connect, Puback, Suback, Subscribe
+from culex.protocol.packets import Connect, Puback, Publish, Suback, Subscribe
 from tests.unit.core_helpers import FakeClient, FakeSink, Harness
 
 
@@ -35,8 +36,8 @@ class Link(FakeSink):
 class Workers:
     """Two linked workers and their clients; `pump()` moves records until both are quiet."""
 
-    def __init__(self) -> None:
-        self.harnesses = [Harness(), Harness()]
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.harnesses = [Harness(limits), Harness(limits)]
         self.clusters = []
         for index, harness in enumerate(self.harnesses):
             cluster = harness.broker.cluster = Cluster(harness.broker, index, 2)
@@ -205,6 +206,37 @@ def test_a_full_subscriber_pauses_the_link_its_messages_come_on() -> None:
     assert [p.payload for p in subscriber.publishes()] == [b"x"]  # sent anyway, not dropped
 
 
+def test_qos1_messages_from_one_read_of_the_link_wait_while_the_subscriber_queue_is_full(
+) -> None:
+    """A read of the link carries far more messages than a subscriber's queue holds. They
+    are applied only until the queue is half full; the rest waits, unread, until the
+    subscriber acknowledges, so none of the messages the other worker acknowledged is
+    dropped at max_queued_messages."""
+    workers = Workers(Limits(max_inflight_messages=5, max_queued_messages=20))
+    zero, one = ids_on_both_workers()
+    subscriber = workers.client(zero)
+    workers.subscribe(subscriber, ("flood/t", 1))
+    publisher = workers.client(one)
+    sent = [str(n).encode() for n in range(100)]
+    for packet_id, payload in enumerate(sent, 1):
+        publisher.publish("flood/t", payload, qos=1, packet_id=packet_id)
+    assert len(publisher.received_packets()) == 100  # all acknowledged (no sync store)
+    workers.pump()  # the 100 records cross in one read
+    peer = workers.clusters[0].peers[1]
+    assert peer.deferred and peer.reading is False
+    got: list[bytes] = []
+    for _ in range(100):
+        packets = subscriber.received_packets()
+        if not packets:
+            break
+        got += [p.payload for p in packets if isinstance(p, Publish)]
+        subscriber.ack_all(packets)
+        workers.pump()
+    assert got == sent
+    assert workers.harnesses[0].broker.publishes_dropped == 0
+    assert not peer.deferred and peer.reading is True
+
+
 def test_a_full_link_pauses_the_publishers_that_feed_it() -> None:
     workers = Workers()
     zero, one = ids_on_both_workers()
@@ -235,7 +267,7 @@ def test_records_split_anywhere_come_out_whole(step: int) -> None:
     records = [(ROUTE_ADD, b"a/+"), (FORWARD, b"\x30\x05\x00\x01txy" * 300), (BARRIER, b""),
                (PUBLISH, bytes(range(256)) * 20)]
     stream = b"".join(record(kind, body) for kind, body in records)
-    peer = Peer(1, FakeSink(), 0.0)
+    peer = Peer(1, FakeSink(), 0.0, lambda peer: None)
     got = []
     for start in range(0, len(stream), step):
         got += peer.records(stream[start:start + step])
