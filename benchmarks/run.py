@@ -93,7 +93,7 @@ DURABILITY_MODES = ("sync", "batch", "none")
 # the two shared cores to the workers.
 WORKER_SCENARIOS = [
     *(s for s in SCENARIOS if s.name in ("fanout", "pairs", "fanin", "pubsub-qos1")),
-    *(s for s in CBENCH_SCENARIOS if s.name in ("c-fanout", "c-pubsub")),
+    *(s for s in CBENCH_SCENARIOS if s.name == "c-fanout"),
 ]
 WORKER_COUNTS = (1, 2)
 
@@ -381,10 +381,7 @@ def workers_section(brokers: list[Broker], duration: float, command: str) -> lis
         "worker crosses a socket pair). What it cannot show: how workers scale when each has "
         "a core of its own and the load generator runs elsewhere; here every cycle a worker "
         "gains is one the clients lose, and the figures move with the scheduler's placement "
-        "from run to run. The cbench 1 -> 1 table is one publisher and one subscriber: their "
-        "client ids, and so whether they share a worker, change from run to run (cbench "
-        "derives them from its pid and the clock), so with 2 workers one run is either all in "
-        "one worker, the other idle, or every message crossing, about half the time each.",
+        "from run to run.",
     ]
     return comparison_section(
         brokers, WORKER_SCENARIOS, duration, heading="Worker processes (Culex only)",
