@@ -47,8 +47,11 @@ PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 # After a worker died: how long the others get to stop on SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 10.0
-# A peer link may buffer this much before its publishers are paused (see cluster.Peer).
-LINK_HIGH_WATER = 4 * 1024 * 1024
+# A peer link may buffer this much before its publishers are paused (see cluster.Peer): as
+# much as a client connection (limits.max_write_buffer's default). A flood waits in it, so it
+# is latency: 4 MB gave QoS 1 floods across workers a p99 of 200-390 ms, 256 KB 40-50 ms, at
+# no cost to fan-out throughput.
+LINK_HIGH_WATER = 256 * 1024
 
 
 class PeerLost(Exception):
