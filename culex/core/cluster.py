@@ -304,6 +304,7 @@ class Cluster:
         resuming, self._resuming = self._resuming, []
         for peer in resuming:
             if self.peers.get(peer.index) is peer and not peer.throttled_by:
+                peer.last_activity = self.broker.now  # publishing again, as after a read
                 records, peer.deferred = peer.deferred, []
                 self._apply(peer, records)
                 peer.update_reading()

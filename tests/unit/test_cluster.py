@@ -249,6 +249,27 @@ def test_a_full_link_pauses_the_publishers_that_feed_it() -> None:
     assert publisher.connection.reading is True
 
 
+def test_a_link_full_for_longer_than_the_stalled_reader_timeout_drops_nothing() -> None:
+    """A client that reads nothing for stalled_reader_timeout loses its QoS 0 messages; a
+    link does not: the worker behind it is alive and holds its own full subscribers to that
+    rule, so its publishers here stay paused instead."""
+    workers = Workers(Limits(stalled_reader_timeout=2.0))
+    zero, one = ids_on_both_workers()
+    subscriber = workers.client(zero)
+    workers.subscribe(subscriber, ("slow/t", 0))
+    publisher = workers.client(one)
+    sending = workers.harnesses[1]
+    workers.clusters[1].pause_writing(0, sending.now)
+    publisher.publish("slow/t", b"1")
+    sending.tick(sending.now + 5.0)
+    publisher.publish("slow/t", b"2")  # read before its pause took effect
+    assert publisher.connection.reading is False
+    workers.clusters[1].resume_writing(0)
+    workers.pump()
+    assert [p.payload for p in subscriber.publishes()] == [b"1", b"2"]
+    assert sending.broker.publishes_dropped == 0
+
+
 def test_a_worker_that_goes_away_is_forgotten() -> None:
     workers = Workers()
     zero, one = ids_on_both_workers()
