@@ -539,18 +539,20 @@ class Cluster:
         self.broker.wake()
 
     def _apply(self, peer: Peer, records: list[tuple[int, bytes]]) -> None:
-        """Apply records in order, and stop where a local subscriber's queue filled (the peer
-        is then `throttled_by` it): the rest waits in `peer.deferred`. A whole read holds
-        thousands of messages; applied at once they would overflow the queue, and a QoS 1/2
-        message the other worker acknowledged must not be dropped."""
+        """Apply records in order, and stop where a local subscriber filled up (the peer is
+        then `throttled_by` it) and the next record is not a QoS 0 one: the rest waits in
+        `peer.deferred`. A whole read holds thousands of messages; applied at once they would
+        overflow a queue, and a QoS 1/2 message the other worker acknowledged must not be
+        dropped. QoS 0 frames go on, into the subscribers' write buffers, as a client's
+        would: stopping for them cut fan-out batches short."""
         broker = self.broker
         for position, (kind, body) in enumerate(records):
-            if peer.throttled_by:
-                peer.deferred = records[position:]
-                return
             if kind in (FORWARD, FORWARD_V5):
                 peer.v5 = kind == FORWARD_V5
                 broker.forwarded(body, peer)
+            elif peer.throttled_by:
+                peer.deferred = records[position:]
+                return
             elif kind == PUBLISH:
                 self._published(peer, body, broker.now)
             elif kind == ROUTE_ADD:
