@@ -20,6 +20,7 @@ import pytest
 from culex.core.cluster import owner_of
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
 from tests.integration.clients import CONNACK, Clients, Will, connect_packet
+from tests.integration.test_bench import run_scenario
 from tests.integration.test_tls import pki, tls_listener  # noqa: F401 - pki is a fixture
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's worker processes")
@@ -169,6 +170,32 @@ def test_retained_messages_survive_a_restart_with_another_worker_count(
         got = {m.topic: m.payload for m in subscriber.get_many(len(topics) - 1)}
         subscriber.assert_no_message()
     assert got == {topic: f"{topic} from 1".encode() for topic in topics[1:]}
+
+
+def test_a_qos1_flood_across_workers_loses_nothing(broker_factory: BrokerFactory,
+                                                  tmp_path: Path) -> None:
+    """Ten publishers flat out at QoS 1, acknowledged at once (durability "none"), to
+    subscribers half of which live in the other worker, whose queues hold 50 messages: a read
+    of the link carries far more than that, and none of it may be dropped."""
+    broker = two_workers(broker_factory, storage={"durability": "none"},
+                         limits={"max_queued_messages": 50})
+    document = run_scenario(broker, tmp_path, "pairs", "--qos", "1", "--publishers", "10",
+                            "--inflight", "100", "--duration", "1.5", "--warmup", "0.5")
+    [row] = document["results"]
+    assert row["delivered"] > 0 and row["loss"] == 0, row
+
+
+def test_a_slow_subscriber_in_another_worker_loses_no_qos0_message(
+        broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    """Fan-in flat out: one subscriber reads slower than fifty publishers in two workers
+    write, so the link to its worker stays full for longer than stalled_reader_timeout. The
+    subscriber itself keeps reading; nothing is dropped for the link."""
+    broker = two_workers(broker_factory, storage={"durability": "none"},
+                         limits={"stalled_reader_timeout": 0.3})
+    document = run_scenario(broker, tmp_path, "fanin", "--publishers", "50",
+                            "--duration", "1.5", "--warmup", "0.5")
+    [row] = document["results"]
+    assert row["delivered"] > 0 and row["loss"] == 0, row
 
 
 def test_sys_counts_the_clients_of_every_worker(broker_factory: BrokerFactory) -> None:
