@@ -75,6 +75,9 @@ CBENCH_SCENARIOS = [
              generator="cbench"),
     Scenario("c-fanout", "1 -> 100, QoS 0, 100 B",
              ("--qos", "0", "--payload", "100", "--subscribers", "100"), generator="cbench"),
+    Scenario("c-fanout-qos1", "1 -> 100, QoS 1, 100 B, 100 in flight",
+             ("--qos", "1", "--payload", "100", "--subscribers", "100", "--window", "100"),
+             generator="cbench"),
 ]
 CBENCH_SOURCE = ROOT / "benchmarks" / "cbench" / "cbench.c"
 
@@ -93,7 +96,7 @@ DURABILITY_MODES = ("sync", "batch", "none")
 # the two shared cores to the workers.
 WORKER_SCENARIOS = [
     *(s for s in SCENARIOS if s.name in ("fanout", "pairs", "fanin", "pubsub-qos1")),
-    *(s for s in CBENCH_SCENARIOS if s.name == "c-fanout"),
+    *(s for s in CBENCH_SCENARIOS if s.name in ("c-fanout", "c-fanout-qos1")),
 ]
 WORKER_COUNTS = (1, 2)
 
@@ -433,7 +436,7 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
         lines += broker_tables(brokers, SCENARIOS, "##")
     if brokers and any(s.name in brokers[0].results for s in CBENCH_SCENARIOS):
         lines += ["## Independent load generator (benchmarks/cbench, C)", "",
-                  "The 1 -> 1 rows and the 1 -> 100 fan-out again, driven by "
+                  "The 1 -> 1 rows and 1 -> 100 fan-outs (QoS 0, and QoS 1) again, driven by "
                   "`benchmarks/cbench` (plain C, see its README: one publisher connection and "
                   "one subscriber connection, or for the fan-out 100 of them read by one "
                   "thread, `--subscribers 100`) instead of `culex bench`, pinned the same way: "
