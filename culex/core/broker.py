@@ -657,24 +657,24 @@ class Broker:
                 continue
             connection.send_publish([frame])
 
-    def throttle(self, publisher: Connection | Peer | None, subscriber: Connection | Peer
-                  ) -> bool:
+    def throttle(self, publisher: Connection | Peer | None, subscriber: Connection) -> bool:
         """A QoS 0 message for a full subscriber: pause its publisher and send it anyway,
-        unless the subscriber has been full for too long. False means: drop it.
-
-        A link to another worker is never given up on: that worker is alive (a dead one's
-        link closes), and a full link only says that its own subscribers are full, which it
-        handles as above. Treating the link as a stalled reader dropped 65% of a fan-in whose
-        subscriber was slower than its publishers but never stalled."""
-        if isinstance(subscriber, Peer):
-            if publisher is not None:
-                self._hold(publisher, subscriber)
-            return True
+        unless the subscriber has been full for too long. False means: drop it."""
         if publisher is None or (publisher.last_activity - subscriber.paused_since
                                  >= self.limits.stalled_reader_timeout):
             return False
         self._hold(publisher, subscriber)
         return True
+
+    def hold_for_link(self, publisher: Connection | Peer | None, link: Peer) -> None:
+        """A message for a full link to another worker: pause its publisher, and send it
+        anyway whatever its QoS. A link is never given up on as a stalled reader (`tick`):
+        the worker behind it is alive (a dead one's link closes), and a full link only says
+        that its subscribers are full, which it deals with under the rules above. Treating
+        it as a stalled reader dropped 65% of a fan-in whose subscriber was slower than its
+        publishers but never stalled."""
+        if publisher is not None:
+            self._hold(publisher, link)
 
     def queue_pressure(self, session: Session, publisher: Connection | Peer) -> None:
         """A connected client's QoS 1/2 queue fills faster than it acknowledges: pause the

@@ -408,8 +408,8 @@ class Cluster:
             peers = self.peers
             for index, _ in matches:
                 peer = peers[index]
-                if peer.write_paused and not self.broker.throttle(origin, peer):
-                    continue
+                if peer.write_paused:
+                    self.broker.hold_for_link(origin, peer)
                 self._queue(peer, data)
                 peer.outbox.append(frame)
 
@@ -428,11 +428,8 @@ class Cluster:
         targets = self.peers.keys() if message.retain else [index for index, _ in matches]
         for index in targets:
             peer = self.peers[index]
-            # A full link pauses the publisher. Only QoS 0 is dropped when the link stayed
-            # full too long, as for clients; the rest may already be acknowledged.
-            if peer.write_paused and not self.broker.throttle(origin, peer) \
-                    and not message.qos and not message.retain:
-                continue
+            if peer.write_paused:
+                self.broker.hold_for_link(origin, peer)
             self._queue(peer, data)
         return bool(matches)
 
@@ -494,7 +491,7 @@ class Cluster:
                 origin.peer_sends = self.sends
         peer = self.peers[chosen]
         if peer.write_paused:
-            self.broker.throttle(origin, peer)
+            self.broker.hold_for_link(origin, peer)
         self._queue(peer, self._encode(message, 0, now, key))
 
     def _choose(self, key: tuple[str, str], workers: list[int], publisher: str | None,
