@@ -54,9 +54,24 @@ SCENARIOS = [
     Scenario("pubsub-qos1", "1 -> 1, QoS 1, 100 B", ("pubsub", "--qos", "1")),
     Scenario("pubsub-10k", "1 -> 1, QoS 0, 10 KB", ("pubsub", "--payload", "10240")),
     Scenario("fanin", "100 -> 1 fan-in, QoS 0, 100 B", ("fanin", "--publishers", "100")),
+    # Hot vs spread at a rate both brokers carry (flat out, 100 publishers overrun 10 Python
+    # subscribers tenfold and the figures measure the overload, not the routing).
+    Scenario("hot", "hot topic: 100 publishers -> 1 topic -> 10 subscribers, 20,000 msg/s "
+             "(200,000 deliveries/s), QoS 0 (P99 latency)",
+             ("hot", "--publishers", "100", "--subscribers", "10", "--rate", "20000"),
+             figure="p99"),
+    Scenario("spread", "spread: 100 publishers on 100 topics -> 10 `#` subscribers, 20,000 "
+             "msg/s (200,000 deliveries/s), QoS 0 (P99 latency)",
+             ("spread", "--publishers", "100", "--subscribers", "10", "--rate", "20000"),
+             figure="p99"),
+    Scenario("pubsub-qos2", "1 -> 1, QoS 2, 100 B", ("pubsub", "--qos", "2")),
     Scenario("latency", "10 -> 10 at a fixed 10,000 msg/s (P99 latency)",
              ("pairs", "--publishers", "10", "--rate", "10000"), figure="p99"),
     Scenario("conns", "10,000 idle connections", ("conns", "--clients", "10000"),
+             figure="rss"),
+    Scenario("conns-1000", "1,000 idle connections", ("conns", "--clients", "1000"),
+             figure="rss"),
+    Scenario("conns-100", "100 idle connections", ("conns", "--clients", "100"),
              figure="rss"),
 ]
 
