@@ -91,6 +91,9 @@ class Broker:
         self._after_commit: list[Callable[[], None]] = []
         self._commit_in_flight = False
         self._storage_failing = False
+        # Publishers with packets read but held back (`Connection._process`) whose
+        # subscribers have drained.
+        self._resuming: list[Connection] = []
         self.sys_interval = sys_interval
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.subscriptions: SubscriptionTrie[Session] = SubscriptionTrie()
@@ -346,9 +349,22 @@ class Broker:
         if len(ready) == 1:
             self.wake()
 
+    def resume_deferred(self, connection: Connection) -> None:
+        """A publisher whose subscriber drained has packets read but not yet handled: handle
+        them at the end of this tick, not from within whatever released it."""
+        self._resuming.append(connection)
+        self.wake()
+
     def flush(self) -> None:
         """Write every connection that queued output this tick, one `writelines` each; then
         start the group commit of what this tick changed (`durability = "sync"`)."""
+        if self._resuming:
+            resuming, self._resuming = self._resuming, []
+            for connection in resuming:
+                if connection.state is State.CONNECTED and not connection.throttled_by:
+                    connection.last_activity = self.now  # publishing again, as after a read
+                    connection.process_deferred()
+                    connection.update_reading()
         ready, self._ready = self._ready, []
         for connection in ready:
             connection.flush()

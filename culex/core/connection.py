@@ -226,18 +226,27 @@ class Connection:
         reader = self.reader
         frames = reader.feed(data)
         broker.packets_received += len(frames)
-        if self._process(frames) and reader.error is not None:
+        if self._deferred:  # read before a pause took effect: after the packets waiting
+            self._deferred += frames
+        elif self._process(frames) and reader.error is not None and not self._deferred:
             self.protocol_violation(reader.error)
         limits = broker.limits
         if limits.max_publish_rate or limits.max_publish_bytes_rate:
             self._charge_publishes(frames, now)
 
     def _process(self, frames: list[Frame]) -> bool:
-        """Dispatch frames in order; False once the connection closed."""
+        """Dispatch frames in order; False once the connection closed.
+
+        Where a PUBLISH fills a subscriber (this client is then `throttled_by` it), the rest
+        of the read waits in `_deferred` until the subscriber drains (`update_reading`). A
+        read holds up to thousands of PUBLISHes: handled at once, a hundred publishers each
+        paused only after its whole read keep a subscriber over its high-water mark for
+        seconds, and it counted as stalled (QoS 0 dropped) or its queue overflowed (QoS 1)
+        although it read steadily."""
         handlers = self.handlers
         connected = State.CONNECTED
         try:
-            for packet in frames:
+            for position, packet in enumerate(frames):
                 first, frame, offset = packet
                 handler = handlers.get(first >> 4)
                 if handler is None:
@@ -253,8 +262,11 @@ class Connection:
                     if self.state is State.CLOSED:
                         return False
                     if self.state is State.AUTHENTICATING:
-                        self._deferred += frames[frames.index(packet) + 1:]
+                        self._deferred += frames[position + 1:]
                         break
+                if self.throttled_by:
+                    self._deferred += frames[position + 1:]
+                    break
         except UnacceptableProtocol as exc:
             self.v5 = self.v5 or exc.mqtt5  # answer in the form the client reads
             self.refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION, str(exc))
@@ -462,6 +474,9 @@ class Connection:
         wanted = not (self.state is State.AUTHENTICATING or self.throttled_by
                       or self.rate_paused_until or self.tick_bytes >= FAIR_SHARE
                       or self.sink_gone or self.awaiting_peers is not None)
+        if wanted and self._deferred and self.state is State.CONNECTED:
+            self.broker.resume_deferred(self)  # the packets already read first
+            return
         if wanted is not self.reading:
             self.reading = wanted
             if wanted:
@@ -592,9 +607,11 @@ class Connection:
         self.update_reading()
 
     def process_deferred(self) -> None:
-        """Handle the packets that arrived while a check ran, now that it has answered."""
+        """Handle the packets that arrived while a check ran, now that it has answered, or
+        that waited for a full subscriber, now that it has drained."""
         deferred, self._deferred = self._deferred, []
-        if deferred and self._process(deferred) and self.reader.error is not None:
+        if deferred and self._process(deferred) and self.reader.error is not None \
+                and not self._deferred:
             self.protocol_violation(self.reader.error)
 
     def authorize(self, packet: Connect | Connect5) -> None:

@@ -654,6 +654,34 @@ class TestSlowConsumer:
         assert not publisher.sink.reading_paused
         assert payloads(watcher.received_packets()) == [b"one", b"two"]
 
+    def test_a_read_stops_at_the_publish_that_fills_a_subscriber(
+            self, harness: Harness) -> None:
+        """Ten PUBLISHes in one read: the one that finds the subscriber full is sent anyway
+        and pauses the publisher, the other nine wait, unread by the broker, until the
+        subscriber drains; then they go, in order, and nothing is dropped."""
+        watcher = subscriber(harness, "t")
+        publisher = harness.connected("pub")
+        watcher.connection.pause_writing(harness.now)
+        publisher.send(b"".join(encode_publish(Publish("t", b"%d" % i)) for i in range(10)))
+        assert payloads(watcher.received_packets()) == [b"0"]
+        assert publisher.sink.reading_paused
+        watcher.connection.resume_writing()
+        harness.tick(harness.now + 0.1)
+        assert payloads(watcher.received_packets()) == [b"%d" % i for i in range(1, 10)]
+        assert not publisher.sink.reading_paused
+        assert harness.broker.publishes_dropped == 0
+
+    def test_held_back_publishes_to_a_stalled_reader_are_dropped_once_it_is_given_up(
+            self, harness: Harness) -> None:
+        watcher = subscriber(harness, "t")
+        publisher = harness.connected("pub")
+        watcher.connection.pause_writing(harness.now)
+        publisher.send(b"".join(encode_publish(Publish("t", b"%d" % i)) for i in range(10)))
+        harness.tick(harness.now + 2.5)  # longer than stalled_reader_timeout (2 s)
+        assert not publisher.sink.reading_paused
+        assert payloads(watcher.received_packets()) == [b"0"]
+        assert harness.broker.publishes_dropped == 9
+
     def test_publisher_paused_by_two_subscribers_resumes_after_both(
             self, harness: Harness) -> None:
         first = subscriber(harness, "t", client_id="first")
