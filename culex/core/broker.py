@@ -91,9 +91,9 @@ class Broker:
         self._after_commit: list[Callable[[], None]] = []
         self._commit_in_flight = False
         self._storage_failing = False
-        # Publishers with packets read but held back (`Connection._process`) whose
-        # subscribers have drained.
-        self._resuming: list[Connection] = []
+        # Publishers with packets read but held back (`Connection._process`, and a link's
+        # records in `Cluster._apply`) whose subscribers have drained.
+        self._resuming: list[Connection | Peer] = []
         self.sys_interval = sys_interval
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
         self.subscriptions: SubscriptionTrie[Session] = SubscriptionTrie()
@@ -349,10 +349,11 @@ class Broker:
         if len(ready) == 1:
             self.wake()
 
-    def resume_deferred(self, connection: Connection) -> None:
-        """A publisher whose subscriber drained has packets read but not yet handled: handle
-        them at the end of this tick, not from within whatever released it."""
-        self._resuming.append(connection)
+    def resume_deferred(self, publisher: Connection | Peer) -> None:
+        """A publisher (a client, or the link from another worker) whose subscriber drained
+        has packets read but not yet handled: handle them at the end of this tick, not from
+        within whatever released it."""
+        self._resuming.append(publisher)
         self.wake()
 
     def flush(self) -> None:
@@ -360,11 +361,11 @@ class Broker:
         start the group commit of what this tick changed (`durability = "sync"`)."""
         if self._resuming:
             resuming, self._resuming = self._resuming, []
-            for connection in resuming:
-                if connection.state is State.CONNECTED and not connection.throttled_by:
-                    connection.last_activity = self.now  # publishing again, as after a read
-                    connection.process_deferred()
-                    connection.update_reading()
+            for publisher in resuming:
+                if publisher.state is State.CONNECTED and not publisher.throttled_by:
+                    publisher.last_activity = self.now  # publishing again, as after a read
+                    publisher.process_deferred()
+                    publisher.update_reading()
         ready, self._ready = self._ready, []
         for connection in ready:
             connection.flush()

@@ -39,6 +39,7 @@ from ..protocol.packets import PacketType
 from ..protocol.properties import decode_properties, encode_properties
 from ..protocol.topics import split_shared
 from .message import Message
+from .states import State
 from .trie import SubscriptionTrie
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class Peer:
 
     __slots__ = (
         "_pending",
+        "apply",
         "client_id",
         "counts",
         "deferred",
@@ -123,15 +125,19 @@ class Peer:
         "resume",
         "session",
         "sink",
+        "state",
         "throttled_by",
         "v5",
         "write_paused",
     )
 
     def __init__(self, index: int, sink: PeerSink, now: float,
-                 resume: Callable[[Peer], None]) -> None:
+                 resume: Callable[[Peer], None],
+                 apply: Callable[[Peer, list[tuple[int, bytes]]], None]) -> None:
         self.index = index
         self.sink = sink
+        # CLOSED once the link is gone: held-back records are then never applied.
+        self.state = State.CONNECTED
         self.client_id = self.peer = f"worker-{index}"
         # Never a session: No Local compares sessions, and a peer's messages are nobody's own.
         self.session: Session | None = None
@@ -145,9 +151,11 @@ class Peer:
         self.throttled_by = 0
         self.reading = True
         # Records read but not yet applied: a local subscriber filled up part-way through a
-        # read (`Cluster._apply`). `resume` applies them once it has drained.
+        # read (`Cluster._apply`). Once it has drained, `resume` (Broker.resume_deferred, as
+        # for a client's held-back packets) has them applied at the end of the tick.
         self.deferred: list[tuple[int, bytes]] = []
         self.resume = resume
+        self.apply = apply
         self.ready = False
         self.peer_sends = 0  # as for a Connection; unused
         # The filters it announced: what to forget if its link goes.
@@ -169,6 +177,10 @@ class Peer:
                 self.sink.resume_reading()
             else:
                 self.sink.pause_reading()
+
+    def process_deferred(self) -> None:
+        records, self.deferred = self.deferred, []
+        self.apply(self, records)
 
     def records(self, data: bytes) -> list[tuple[int, bytes]]:
         """Split the stream into (kind, body) records; keep a trailing partial one. A pending
@@ -242,7 +254,6 @@ class Cluster:
         # Barrier (the `sends` it covers) -> the peers yet to answer, and what runs then.
         self._unconfirmed: dict[int, tuple[set[int], list[Callable[[], None]]]] = {}
         self._dirty: list[Peer] = []
-        self._resuming: list[Peer] = []
         # The transport's way to move a connection to its owner: (worker, sink, bytes read so
         # far from it, peer label, certificate user name).
         self.move: Callable[[int, object, bytes, str, str | None], None] = \
@@ -264,7 +275,8 @@ class Cluster:
 
     def attach(self, index: int, sink: PeerSink, now: float) -> Peer:
         """A link to `index` is up: tell it every filter we have so far."""
-        peer = self.peers[index] = Peer(index, sink, now, self._resume)
+        peer = self.peers[index] = Peer(index, sink, now, self.broker.resume_deferred,
+                                        self._apply)
         for topic_filter in self.local_filters:
             self._queue(peer, record(ROUTE_ADD, topic_filter.encode()))
         return peer
@@ -275,6 +287,7 @@ class Cluster:
         peer = self.peers.pop(index, None)
         if peer is None:
             return
+        peer.state = State.CLOSED
         for topic_filter in list(peer.filters):
             self._route_changed(peer, topic_filter, False)
         if peer in self._dirty:
@@ -301,13 +314,6 @@ class Cluster:
 
     def flush(self) -> None:
         """One write per peer per loop tick, like client connections."""
-        resuming, self._resuming = self._resuming, []
-        for peer in resuming:
-            if self.peers.get(peer.index) is peer and not peer.throttled_by:
-                peer.last_activity = self.broker.now  # publishing again, as after a read
-                records, peer.deferred = peer.deferred, []
-                self._apply(peer, records)
-                peer.update_reading()
         dirty, self._dirty = self._dirty, []
         for peer in dirty:
             outbox, peer.outbox = peer.outbox, []
@@ -528,12 +534,6 @@ class Cluster:
             peer.deferred += peer.records(data)
         else:
             self._apply(peer, peer.records(data))
-
-    def _resume(self, peer: Peer) -> None:
-        """A local subscriber the peer's messages filled has drained: apply the records held
-        back at the end of this tick (not from within whatever released it)."""
-        self._resuming.append(peer)
-        self.broker.wake()
 
     def _apply(self, peer: Peer, records: list[tuple[int, bytes]]) -> None:
         """Apply records in order, and stop where a local subscriber filled up (the peer is

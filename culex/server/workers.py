@@ -161,7 +161,8 @@ def _wait(children: dict[int, int]) -> int:
     status = 0
     kill_at: float | None = None
     while children:
-        pid, code = os.waitpid(-1, os.WNOHANG)
+        # Blocked in wait() while the workers serve; polled only once a grace period runs.
+        pid, code = os.wait() if kill_at is None else os.waitpid(-1, os.WNOHANG)
         if not pid:
             if kill_at is not None and time.monotonic() >= kill_at:
                 # A worker stopped by its peer's death may be waiting, signals blocked, for

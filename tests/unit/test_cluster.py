@@ -288,7 +288,7 @@ def test_records_split_anywhere_come_out_whole(step: int) -> None:
     records = [(ROUTE_ADD, b"a/+"), (FORWARD, b"\x30\x05\x00\x01txy" * 300), (BARRIER, b""),
                (PUBLISH, bytes(range(256)) * 20)]
     stream = b"".join(record(kind, body) for kind, body in records)
-    peer = Peer(1, FakeSink(), 0.0, lambda peer: None)
+    peer = Peer(1, FakeSink(), 0.0, lambda peer: None, lambda peer, records: None)
     got = []
     for start in range(0, len(stream), step):
         got += peer.records(stream[start:start + step])
