@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .auth.scram import METHOD as SCRAM_SHA_256
-from .core.cluster import MAX_WORKERS
 from .core.limits import Limits
 from .core.options import Mqtt5Options
+from .core.retained import MAX_WORKERS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")

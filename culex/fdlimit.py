@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import resource
+from collections.abc import Sized
+
+log = logging.getLogger("culex")
 
 
 def raise_open_file_limit() -> int:
@@ -18,3 +23,39 @@ def raise_open_file_limit() -> int:
         except (ValueError, OSError):
             pass  # keep the soft limit: the broker still warns near it
     return soft
+
+
+class OpenFileWatch:
+    """Warn before the process runs out of file descriptors.
+
+    At the limit the kernel's accept fails with EMFILE; libuv then accepts and closes the
+    waiting connections itself (its reserve-descriptor trick), so the broker keeps serving but
+    nothing would say why clients are refused. This says it, once per episode. The count is
+    estimated (descriptors open at start-up plus one per connection) because listing
+    /proc/self/fd at every accept would cost O(connections).
+    """
+
+    WARN_AT = 0.95
+    CLEAR_AT = 0.90
+
+    def __init__(self, connections: Sized) -> None:
+        self.connections = connections
+        self.baseline = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") \
+            else 16
+        self.warned = False
+
+    def check(self) -> None:
+        """After each accept and close: one getrlimit (an operator may change the limit of a
+        running broker with prlimit) and two comparisons."""
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit == resource.RLIM_INFINITY:
+            return
+        used = self.baseline + len(self.connections)
+        if not self.warned and used >= limit * self.WARN_AT:
+            self.warned = True
+            log.warning("open files: about %d of the limit %d in use; beyond it new connections "
+                        "are closed on accept (raise the limit: ulimit -n / LimitNOFILE)",
+                        used, limit)
+        elif self.warned and used < limit * self.CLEAR_AT:
+            self.warned = False
+            log.info("open files: about %d of the limit %d in use again", used, limit)

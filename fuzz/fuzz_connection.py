@@ -57,8 +57,9 @@ with (atheris.instrument_imports(include=["culex"]) if atheris is not None
     from culex.auth.acl import AclRules
     from culex.core.access import AuthDone, AuthRequest
     from culex.core.broker import Broker
-    from culex.core.connection import Connection, State
+    from culex.core.connection import Connection
     from culex.core.limits import Limits
+    from culex.core.states import State
     from culex.protocol.codec import decode_packet
     from culex.protocol.packets import Puback, Publish
     from culex.protocol.reader import FrameReader
@@ -376,9 +377,9 @@ class Scenario:
                                          storage=self.storage, now=harness.now)
         self.broker = broker
         self.authenticator = FuzzAuthenticator(setup.auth_mode) if setup.auth_mode else None
-        broker.authenticator = self.authenticator
+        broker.access.authenticator = self.authenticator
         if setup.acl:
-            broker.acl = AclRules.parse(ACL_TEXT)
+            broker.set_acl(AclRules.parse(ACL_TEXT))
         self.hostile: list[tuple[Connection, HostileSink]] = []
         self.slots: list[int] = [0, 0]  # index into self.hostile per slot
         # Bytes that arrived while the broker had paused reading: a transport delivers them
@@ -452,12 +453,12 @@ class Scenario:
                     self.reopen(slot)
             elif arg < 6:
                 if self.authenticator is not None:
-                    self.authenticator.answer(connection.peer, AUTH_CODES[arg % 3])
+                    self.authenticator.answer(connection.address, AUTH_CODES[arg % 3])
             elif arg < 12:
                 if self.storage is not None:
                     self.storage.finish(ok=arg < 10)
             elif arg < 14:
-                self.broker.commit()
+                self.broker.gate.commit()
             else:
                 self.broker.tick(self.now)
 
@@ -471,8 +472,8 @@ class Scenario:
                 return
             if storage.finish(ok=True):
                 continue
-            if storage.pending or broker.acks_wait_for_commit():
-                broker.commit(retry=True)  # also after a failed commit, as tick() would
+            if storage.pending or broker.gate.holding:
+                broker.gate.commit(retry=True)  # also after a failed commit, as tick() would
                 if storage.in_flight:
                     continue
             return
@@ -489,8 +490,8 @@ class Scenario:
             assert (connection in broker.connections) == live, \
                 f"{connection!r}: in broker.connections is {not live}"
         connected = [c for c in broker.connections if c.state is State.CONNECTED]
-        assert broker.clients_connected == len(connected), \
-            f"clients_connected {broker.clients_connected}, connected {connected!r}"
+        assert broker.stats.clients_connected == len(connected), \
+            f"clients_connected {broker.stats.clients_connected}, connected {connected!r}"
         limit = broker.limits.max_connections
         assert limit < 0 or len(connected) <= limit, \
             f"{len(connected)} clients connected, max_connections is {limit}"
@@ -595,7 +596,7 @@ class Scenario:
         assert _sessions_state(restarted) == _sessions_state(broker), \
             "persistent sessions differ after a restart"
         topics = set(storage.committed.retained)
-        topics.update(m.topic for m in broker.retained.match("#"))
+        topics.update(m.topic for m in broker.retained.store.match("#"))
         for topic in topics:
             if topic.startswith("$SYS/"):
                 continue

@@ -37,9 +37,7 @@ from typing import TypeVar, cast
 
 from ..protocol.errors import MQTTError
 from ..protocol.packets import PacketType
-from ..protocol.properties import Properties
-from ..protocol.reasons import is_error, reason_name
-from ..protocol.v5 import (
+from ..protocol.packets5 import (
     Ack5,
     Connack5,
     Disconnect5,
@@ -48,8 +46,10 @@ from ..protocol.v5 import (
     Pubrec5,
     Pubrel5,
     Suback5,
-    decode_packet_v5,
 )
+from ..protocol.properties import Properties
+from ..protocol.reasons import is_error, reason_name
+from ..protocol.v5 import decode_packet_v5
 from .histogram import BUCKET_COUNT, bucket_index
 from .plan import PublisherSpec, SubscriberSpec
 from .wire import (

@@ -22,15 +22,9 @@ import struct
 
 from ..protocol.codec import encode_connect, encode_subscribe, publish_head
 from ..protocol.packets import Connect, Subscribe
+from ..protocol.packets5 import Connect5, Subscribe5, Subscription
 from ..protocol.properties import Properties
-from ..protocol.v5 import (
-    Connect5,
-    Subscribe5,
-    Subscription,
-    encode_connect5,
-    encode_subscribe5,
-    publish_head_v5,
-)
+from ..protocol.v5 import encode_connect5, encode_subscribe5, publish_head_v5
 
 STAMP = struct.Struct(">QII")  # send time ns, publisher index, sequence number
 STAMP_SIZE = STAMP.size

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from ..auth.acl import AclRules
+from ..protocol.packets5 import Connect5
+
 
 @dataclass(frozen=True, slots=True)
 class AuthRequest:
@@ -75,8 +78,33 @@ class AuthExchange(Protocol):
     def step(self, data: bytes | None, done: StepDone) -> None: ...
 
 
+@dataclass(slots=True)
+class AuthInProgress:
+    """The enhanced authentication exchange a connection is in the middle of."""
+
+    exchange: AuthExchange
+    # The CONNECT being authenticated; None for a re-authentication.
+    connect: Connect5 | None
+    # What the handshake does with the final answer of a CONNECT's exchange.
+    connect_answered: Callable[[AuthStep], None] | None = None
+    # Our AUTH 0x18 is out: the client's AUTH 0x18 is now the expected answer.
+    awaiting_client: bool = False
+
+
 class EnhancedAuthenticator(Protocol):
     def begin(self, method: str, request: AuthRequest) -> AuthExchange | None:
         """A new exchange for `method`, or None when the method is not supported (CONNACK
         0x8C Bad authentication method)."""
         ...
+
+
+@dataclass(slots=True)
+class AccessPolicy:
+    """What the core asks about access: the authenticator at CONNECT (None: anyone may
+    connect), the enhanced one for an Authentication Method (None: CONNACK 0x8C for every
+    method), and the ACL (None: anyone may publish and subscribe to anything). The server's
+    reload replaces `acl` (see `Broker.set_acl`)."""
+
+    authenticator: Authenticator | None = None
+    enhanced: EnhancedAuthenticator | None = None
+    acl: AclRules | None = None

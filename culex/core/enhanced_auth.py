@@ -3,11 +3,10 @@
 The mechanism (SCRAM, ...) is an `AuthExchange` from the `EnhancedAuthenticator`; this module
 enforces who may send what, and when::
 
-    CONNECT(method, data) ─begin─> AUTHENTICATING: one step runs, reading paused
+    CONNECT(method, data) ─start─> AUTHENTICATING: one step runs, reading paused
         step CONTINUE ─> AUTH 0x18(method, data) ─> EXCHANGING: only AUTH 0x18 or DISCONNECT
             client AUTH 0x18(method, data) ─> AUTHENTICATING: the next step runs
-        step SUCCESS  ─> CONNACK 0x00(method, data) ─> CONNECTED (ACL as for passwords)
-        step FAILURE  ─> CONNACK 0x86/0x87/... ─> CLOSED
+        step SUCCESS or FAILURE ─> the handshake answers the CONNECT (handshake.py)
         connect_timeout still runs: the whole exchange must end within it
     CONNECTED, client AUTH 0x19(same method, data) ─> re-authentication: steps as above, but
         the connection stays CONNECTED and other packets keep flowing (§4.12.1)
@@ -25,51 +24,32 @@ or User Property, so Request Problem Information 0 [MQTT-3.1.2-29] holds without
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from ..protocol.errors import ProtocolError
 from ..protocol.packets import PacketType
+from ..protocol.packets5 import Auth, Connect5
 from ..protocol.properties import Properties
 from ..protocol.reasons import REASON_CODES_BY_PACKET, ReasonCode, reason_name
-from ..protocol.v5 import Auth, Connect5, encode_auth
-from .access import AuthExchange, AuthRequest, AuthStep, Outcome
-from .states import State
-
-if TYPE_CHECKING:
-    from .connection import Connection
+from ..protocol.v5 import encode_auth
+from .access import AuthExchange, AuthInProgress, AuthRequest, AuthStep, Outcome
+from .connection import Connection
+from .states import Event, State, next_state
 
 log = logging.getLogger("culex")
 
 
-@dataclass(slots=True)
-class InProgress:
-    """The exchange a connection is in the middle of."""
-
-    exchange: AuthExchange
-    # The CONNECT being authenticated; None for a re-authentication.
-    connect: Connect5 | None
-    # Our AUTH 0x18 is out: the client's AUTH 0x18 is now the expected answer.
-    awaiting_client: bool = False
-
-
-def _request(connection: Connection, username: str | None) -> AuthRequest:
+def auth_request(connection: Connection, username: str | None) -> AuthRequest:
     return AuthRequest(connection.client_id, username, None, connection.certificate_username,
-                       connection.peer)
+                       connection.address)
 
 
-def begin(connection: Connection, packet: Connect5, method: str) -> None:
-    """A CONNECT with an Authentication Method: open an exchange, or refuse the method."""
-    enhanced = connection.broker.enhanced_authenticator
-    exchange = enhanced.begin(method, _request(connection, packet.username)) \
-        if enhanced is not None else None
-    if exchange is None:
-        # [MQTT-4.12.0-1]: 0x8C, and close.
-        connection.refuse5(ReasonCode.BAD_AUTHENTICATION_METHOD,
-                           f"authentication method {method!r} is not supported")
-        return
-    connection.auth_method = method
-    _step(connection, InProgress(exchange, packet), packet.properties.authentication_data)
+def start(connection: Connection, exchange: AuthExchange, packet: Connect5,
+          answered: Callable[[AuthStep], None]) -> None:
+    """Run the first step of a CONNECT's exchange; `answered` gets its final step."""
+    connection.auth_method = packet.properties.authentication_method
+    _step(connection, AuthInProgress(exchange, packet, answered),
+          packet.properties.authentication_data)
 
 
 def handle_auth(connection: Connection, packet: Auth) -> None:
@@ -89,15 +69,15 @@ def handle_auth(connection: Connection, packet: Auth) -> None:
         if progress is not None:
             raise ProtocolError("AUTH Re-authenticate while a re-authentication is in progress",
                                 "§4.12.1")
-        enhanced = connection.broker.enhanced_authenticator
-        exchange = enhanced.begin(method, _request(connection, connection.username)) \
+        enhanced = connection.core.access.enhanced
+        exchange = enhanced.begin(method, auth_request(connection, connection.username)) \
             if enhanced is not None else None
         if exchange is None:  # no longer configured (reload): the method is now unknown
             _reauthentication_failed(connection, ReasonCode.BAD_AUTHENTICATION_METHOD,
                                      f"authentication method {method!r} is not supported")
             return
-        log.info("client %s (%s) re-authenticating", connection.client_id, connection.peer)
-        _step(connection, InProgress(exchange, None), data)
+        log.info("client %s (%s) re-authenticating", connection.client_id, connection.address)
+        _step(connection, AuthInProgress(exchange, None), data)
         return
     if progress is None or not progress.awaiting_client:
         raise ProtocolError("AUTH Continue authentication that answers no AUTH of the server",
@@ -105,31 +85,31 @@ def handle_auth(connection: Connection, packet: Auth) -> None:
     _step(connection, progress, data)
 
 
-def _step(connection: Connection, progress: InProgress, data: bytes | None) -> None:
+def _step(connection: Connection, progress: AuthInProgress, data: bytes | None) -> None:
     connection.auth_exchange = progress
     progress.awaiting_client = False
     if progress.connect is not None:
         # Nothing but this exchange's AUTH may come before CONNACK, and it cannot come before
         # our answer: stop reading until the step (maybe a slow derivation) has answered.
-        connection.state = State.AUTHENTICATING
+        connection.state = next_state(connection.state, Event.CHECK)
         connection.update_reading()
     progress.exchange.step(data, lambda step: _answered(connection, progress, step))
 
 
-def _answered(connection: Connection, progress: InProgress, step: AuthStep) -> None:
+def _answered(connection: Connection, progress: AuthInProgress, step: AuthStep) -> None:
     if connection.auth_exchange is not progress or connection.closed:
         return  # closed while the step ran (connection lost, connect timeout, taken over)
     if step.outcome is Outcome.CONTINUE:
         progress.awaiting_client = True
         connection.send(_auth(connection, ReasonCode.CONTINUE_AUTHENTICATION, step.data))
         if progress.connect is not None:
-            connection.state = State.EXCHANGING
+            connection.state = next_state(connection.state, Event.CHALLENGED)
             connection.update_reading()
             connection.process_deferred()
         return
     connection.auth_exchange = None
-    if progress.connect is not None:
-        _connect_answered(connection, progress.connect, step)
+    if progress.connect_answered is not None:
+        progress.connect_answered(step)
     elif step.outcome is Outcome.FAILURE:
         _reauthentication_failed(connection, step.reason_code, step.reason)
     elif step.username != connection.username:
@@ -138,31 +118,8 @@ def _answered(connection: Connection, progress: InProgress, step: AuthStep) -> N
                                  f"{connection.username!r}")
     else:
         log.info("client %s (%s) re-authenticated as %r", connection.client_id,
-                 connection.peer, step.username)
+                 connection.address, step.username)
         connection.send(_auth(connection, ReasonCode.SUCCESS, step.data))
-
-
-def _connect_answered(connection: Connection, packet: Connect5, step: AuthStep) -> None:
-    connection.end_check()
-    if step.outcome is Outcome.FAILURE:
-        connection.refuse5(step.reason_code, step.reason)
-        return
-    # A user name in the CONNECT or from the client certificate must be the one the exchange
-    # proved, or the ACL would be resolved for someone the client did not prove to be.
-    claimed = connection.certificate_username or packet.username
-    if claimed is not None and claimed != step.username:
-        connection.refuse5(ReasonCode.NOT_AUTHORIZED,
-                           f"authenticated as {step.username!r}, but claimed {claimed!r}")
-        return
-    connection.username = step.username
-    props = connection.connack_properties
-    assert props is not None  # negotiate() set them for every MQTT 5 CONNECT
-    props.authentication_method = connection.auth_method
-    props.authentication_data = step.data
-    log.info("client %s (%s) authenticated as %r with %s", connection.client_id,
-             connection.peer, step.username, connection.auth_method)
-    connection.authorize(packet)
-    connection.process_deferred()
 
 
 def _reauthentication_failed(connection: Connection, reason_code: int, reason: str) -> None:
@@ -171,7 +128,7 @@ def _reauthentication_failed(connection: Connection, reason_code: int, reason: s
     if reason_code not in REASON_CODES_BY_PACKET[PacketType.DISCONNECT]:
         reason_code = ReasonCode.NOT_AUTHORIZED
     log.warning("client %s (%s) re-authentication failed, DISCONNECT %#04x (%s): %s",
-                connection.client_id, connection.peer, reason_code,
+                connection.client_id, connection.address, reason_code,
                 reason_name(reason_code, PacketType.DISCONNECT), reason)
     connection.close(publish_will=True, reason=reason_code)
 

@@ -140,9 +140,10 @@ class Message:
     def frames5_ids(self, qos: int, packet_id: int, now: float, identifiers: int, *,
                     retain: bool = False, dup: bool = False) -> list[bytes]:
         """`frames5` for a subscriber whose matching subscriptions have Subscription
-        Identifiers (`identifiers`: packed, see options.py) [MQTT-3.3.4-3]. The property block
-        then differs per identifier set, so head and properties are cached per (variant,
-        identifiers); head and payload are still shared by every subscriber of that set."""
+        Identifiers (`identifiers`: packed, see subscription_value.py) [MQTT-3.3.4-3]. The
+        property block then differs per identifier set, so head and properties are cached per
+        (variant, identifiers); head and payload are still shared by every subscriber of that
+        set."""
         first = QOS0_PLAIN | (qos << 1) | (0x08 if dup else 0) | (1 if retain else 0)
         cache = self._with_ids
         if cache is None:

@@ -8,15 +8,13 @@ last reference goes. Queue entries get a sequence number that orders them within
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ..protocol.packets import PacketType
 from ..protocol.properties import decode_properties, encode_properties
 from ..storage.base import LoadedState, Storage, StoredEntry, StoredMessage
 from .message import Message
-
-if TYPE_CHECKING:
-    from .session import Outgoing
+from .outgoing import Outgoing
+from .timers import Clock
 
 
 def stored_form(message: Message, message_id: int, now: float) -> StoredMessage:
@@ -48,7 +46,12 @@ def restored_message(stored: StoredMessage, now: float) -> Message:
 
 
 class Persistence:
-    def __init__(self, storage: Storage, clock: Callable[[], float]) -> None:
+    """The core's one door to storage, in the core's terms: message rows by reference count,
+    queue entries by sequence number, message ids that never collide between workers, and the
+    session, subscription, retained and will records. `durable` says whether acknowledgements
+    wait for commits (`commit.CommitGate`)."""
+
+    def __init__(self, storage: Storage, clock: Clock) -> None:
         self.storage = storage
         self.durable = storage.durable
         # The broker's current time, for message expiry (the core never reads a clock itself).
@@ -63,6 +66,7 @@ class Persistence:
     def interleave_ids(self, worker: int, workers: int) -> None:
         self._id_step = workers
         self._id_slot = worker
+
     # -- messages ----------------------------------------------------------------------------
 
     def ref(self, message: Message) -> int:
@@ -70,7 +74,7 @@ class Persistence:
             if not message.store_id:
                 message.store_id = self._next_message_id
                 self._next_message_id += self._id_step
-            self.storage.message_stored(stored_form(message, message.store_id, self.clock()))
+            self.storage.message_stored(stored_form(message, message.store_id, self.clock.now))
         message.store_refs += 1
         return message.store_id
 
@@ -92,11 +96,63 @@ class Persistence:
         self.storage.entry_done(client_id, entry.seq)
         self.unref(entry.message)
 
+    def sent(self, client_id: str, entry: Outgoing, packet_id: int) -> None:
+        """A queued entry went out under `packet_id`."""
+        self.storage.entry_sent(client_id, entry.seq, packet_id)
+
+    def released(self, client_id: str, entry: Outgoing) -> None:
+        """PUBREC came for an outbound QoS 2 entry: PUBREL is what a restart re-sends."""
+        self.storage.entry_released(client_id, entry.seq)
+
+    def inbound_received(self, client_id: str, packet_id: int) -> None:
+        self.storage.inbound_received(client_id, packet_id)
+
+    def inbound_released(self, client_id: str, packet_id: int) -> None:
+        self.storage.inbound_released(client_id, packet_id)
+
+    # -- sessions, subscriptions, wills -------------------------------------------------------
+
+    def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
+        self.storage.session_saved(client_id, expiry, username)
+
+    def session_ended(self, client_id: str, entries: list[Outgoing]) -> None:
+        """The session and its rows go, and its entries' references to message rows."""
+        self.storage.session_deleted(client_id)
+        for entry in entries:
+            self.unref(entry.message)
+
+    def subscribed(self, client_id: str, topic_filter: str, value: int) -> None:
+        self.storage.subscription_set(client_id, topic_filter, value)
+
+    def unsubscribed(self, client_id: str, topic_filter: str) -> None:
+        self.storage.subscription_removed(client_id, topic_filter)
+
+    def will_kept(self, client_id: str, will: Message) -> None:
+        """The will of a connected client, on disk: if the broker dies, the client's connection
+        died with it, and the will goes out when the broker restarts. Its Message Expiry counts
+        from its publication, so nothing has counted yet."""
+        self.storage.will_set(client_id, stored_form(will, 0, will.created))
+
+    def will_dropped(self, client_id: str) -> None:
+        """The will was published or cancelled."""
+        self.storage.will_cleared(client_id)
+
+    # -- retained ------------------------------------------------------------------------------
+
+    def retained_set(self, message: Message, stamp: int) -> None:
+        self.storage.retained_set(message.topic, self.ref(message), stamp)
+
+    def retained_cleared(self, topic: str, stamp: int) -> None:
+        self.storage.retained_cleared(topic, stamp)
+
     # -- restore -----------------------------------------------------------------------------
+
+    def load(self, owns: Callable[[str], bool] | None) -> LoadedState:
+        return self.storage.load(owns)
 
     def restore_messages(self, state: LoadedState) -> dict[int, Message]:
         """Message objects for the stored rows; ids continue after the highest one stored."""
-        now = self.clock()
+        now = self.clock.now
         messages = {stored.message_id: restored_message(stored, now)
                     for stored in state.messages.values()}
         for message_id, message in messages.items():

@@ -1,55 +1,31 @@
-"""Session state and the outbound QoS 1/2 flow, behind a small store interface.
+"""A session: what outlives a client's connections, and its outbound QoS 1/2 flow.
 
-A session outlives its network connections when the client asked for one (clean session 0):
-subscriptions, QoS 1/2 messages queued while offline or beyond the in-flight window, messages in
-flight (sent, not yet acknowledged) and the ids of inbound QoS 2 messages awaiting PUBREL. The
-store interface is what the durable backend (SQLite) will implement.
+A session outlives its network connections when the client asked for one (clean session 0, or
+an MQTT 5 Session Expiry Interval): subscriptions, QoS 1/2 messages queued while offline or
+beyond the in-flight window, messages in flight (sent, not yet acknowledged) and the ids of
+inbound QoS 2 messages awaiting PUBREL. Every change to a stored session is reported to its
+`Persistence`; the live connection, when there is one, is a `ClientLink`.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
 
-from ..auth.acl import Access
+from ..auth.acl import Access, ClientAcl
 from .message import Message
-
-if TYPE_CHECKING:
-    from ..auth.acl import ClientAcl
-    from .connection import Connection
-    from .persistence import Persistence
-    from .shared import SharedGroup
-
+from .outgoing import Outgoing
+from .persistence import Persistence
+from .ports import ClientLink
+from .timers import Clock
 
 NEVER_EXPIRES = 0xFFFFFFFF
 """Session Expiry Interval meaning "never" (§3.1.2.11.2)."""
 
 
-class Outgoing:
-    """A QoS 1/2 message for one session: queued, or in flight under a packet id.
-
-    `released`: PUBREC seen and PUBREL sent (QoS 2). `seq` orders the entry in storage.
-    `identifiers`: the packed Subscription Identifiers it goes out with (see
-    subscription_value.py), kept here (and in storage) so a queued or re-sent copy carries them
-    too. `group`: the shared subscription group it was given to, so it can go to another member
-    if this session leaves; not stored: after a restart a restored entry stays with its session.
-    """
-
-    __slots__ = ("group", "identifiers", "message", "qos", "released", "retain", "seq")
-
-    def __init__(self, message: Message, qos: int, retain: bool, identifiers: int = 0,
-                 group: SharedGroup | None = None) -> None:
-        self.message = message
-        self.qos = qos
-        self.retain = retain
-        self.identifiers = identifiers
-        self.group = group
-        self.released = False
-        self.seq = 0
-
-
-NO_PRESSURE, HOLDING, GAVE_UP = 0, 1, 2
+# Back-pressure from a connected client's filling queue (flow.FlowControl.queue_pressure):
+# none; its publishers are paused; or it stalled too long and holds nobody back any more.
+NO_PRESSURE, PUBLISHERS_PAUSED, GAVE_UP = 0, 1, 2
 
 
 class Session:
@@ -59,6 +35,7 @@ class Session:
         "awaiting_release",
         "clean",
         "client_id",
+        "clock",
         "connection",
         "expires_at",
         "expiry_interval",
@@ -80,8 +57,11 @@ class Session:
     )
 
     def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int, *,
-                 persistence: Persistence | None = None, max_queued_bytes: int = 0) -> None:
+                 persistence: Persistence | None = None, max_queued_bytes: int = 0,
+                 clock: Clock | None = None) -> None:
         self.client_id = client_id
+        # The broker's clock: when a message waited past its Message Expiry Interval.
+        self.clock = clock or Clock()
         self.clean = clean
         # Seconds the session outlives its connection: 0 for a clean (3.1.1) or expiry-0 (MQTT 5)
         # session, NEVER_EXPIRES for 3.1.1 clean session 0 and MQTT 5 0xFFFFFFFF. While it is
@@ -97,7 +77,7 @@ class Session:
         # Set only for sessions that outlive their connection and only when a storage backend
         # is configured: every change below is then reported to it.
         self.persistence = persistence
-        self.connection: Connection | None = None
+        self.connection: ClientLink | None = None
         # What the client may read, from its last CONNECT; None without an ACL file (and for a
         # session restored from storage until its client connects again).
         self.acl: ClientAcl | None = None
@@ -116,9 +96,8 @@ class Session:
         self.awaiting_release: set[int] = set()
         # True while the queue is full, so the overflow is logged once per episode, not per drop.
         self.overflowing = False
-        # Back-pressure from a connected client's filling queue (Broker.queue_pressure):
-        # NO_PRESSURE, HOLDING (its publishers are paused) or GAVE_UP (it stalled too long;
-        # nothing is held for it again until its queue drains).
+        # NO_PRESSURE, PUBLISHERS_PAUSED or GAVE_UP (nothing is paused for it again until its
+        # queue drains).
         self.pressure = NO_PRESSURE
         self._next_packet_id = 1
         # The will of the session's last connection while it waits for its Will Delay
@@ -139,7 +118,7 @@ class Session:
         return packet_id
 
     def deliver(self, message: Message, qos: int, retain: bool = False, identifiers: int = 0,
-                group: SharedGroup | None = None) -> bool:
+                group: tuple[str, str] | None = None) -> bool:
         """Send or queue a QoS 1/2 message. False when the queue is full and it was dropped."""
         connection = self.connection
         entry = Outgoing(message, qos, retain, identifiers, group)
@@ -161,15 +140,15 @@ class Session:
             self.persistence.queued(self.client_id, entry)
         return True
 
-    def _transmit(self, connection: Connection, entry: Outgoing, packet_id: int,
+    def _transmit(self, connection: ClientLink, entry: Outgoing, packet_id: int,
                   dup: bool = False) -> None:
         message = entry.message
         if self.v5:
             if entry.identifiers:
-                frames = message.frames5_ids(entry.qos, packet_id, connection.broker.now,
+                frames = message.frames5_ids(entry.qos, packet_id, self.clock.now,
                                              entry.identifiers, retain=entry.retain, dup=dup)
             else:
-                frames = message.frames5(entry.qos, packet_id, connection.broker.now,
+                frames = message.frames5(entry.qos, packet_id, self.clock.now,
                                          retain=entry.retain, dup=dup)
             if connection.too_large(frames):
                 # Never sent, and treated as if delivered and acknowledged [MQTT-3.1.2-25].
@@ -179,10 +158,10 @@ class Session:
                 return
         else:
             frames = message.frames(entry.qos, packet_id, retain=entry.retain, dup=dup)
-        if entry.qos == 2 and self.persistence is not None and self.persistence.durable:
+        if entry.qos == 2 and self.persistence is not None:
             # Exactly once across a crash: the subscriber may only see the message once the
             # record that it was sent is on disk, or a restart would send it again as new.
-            connection.send_after_commit(frames, publish=True)
+            connection.send_publish_when_durable(frames)
         else:
             connection.send_publish(frames)
 
@@ -192,7 +171,7 @@ class Session:
         if connection is None:
             return
         queue = self.queue
-        now = connection.broker.now
+        now = self.clock.now
         while queue and len(self.inflight) < self.max_inflight:
             entry = queue.popleft()
             self.queued_bytes -= len(entry.message.payload)
@@ -206,14 +185,13 @@ class Session:
             packet_id = self.allocate_packet_id()
             self.inflight[packet_id] = entry
             if self.persistence is not None:
-                self.persistence.storage.entry_sent(self.client_id, entry.seq, packet_id)
+                self.persistence.sent(self.client_id, entry, packet_id)
             self._transmit(connection, entry, packet_id)
         if self.overflowing and len(queue) < self.max_queued:
             self.overflowing = False
         if self.pressure and self.drained():
             self.pressure = NO_PRESSURE
-            if not connection.write_paused:
-                connection.broker.release_publishers(connection)
+            connection.queue_drained()
 
     def filling(self) -> bool:
         """Half the queue's room used while connected: time to slow the publishers down."""
@@ -268,7 +246,7 @@ class Session:
         if not entry.released:
             entry.released = True
             if self.persistence is not None:
-                self.persistence.storage.entry_released(self.client_id, entry.seq)
+                self.persistence.released(self.client_id, entry)
         return True
 
     def inbound_received(self, packet_id: int) -> bool:
@@ -277,7 +255,7 @@ class Session:
             return False
         self.awaiting_release.add(packet_id)
         if self.persistence is not None:
-            self.persistence.storage.inbound_received(self.client_id, packet_id)
+            self.persistence.inbound_received(self.client_id, packet_id)
         return True
 
     def inbound_released(self, packet_id: int) -> bool:
@@ -286,7 +264,7 @@ class Session:
             return False
         self.awaiting_release.discard(packet_id)
         if self.persistence is not None:
-            self.persistence.storage.inbound_released(self.client_id, packet_id)
+            self.persistence.inbound_released(self.client_id, packet_id)
         return True
 
     def take_shared(self, with_inflight: bool) -> list[Outgoing]:
@@ -311,29 +289,16 @@ class Session:
         persistence = self.persistence
         if persistence is None:
             return
-        persistence.storage.session_deleted(self.client_id)
-        for entry in (*self.inflight.values(), *self.queue):
-            persistence.unref(entry.message)
+        persistence.session_ended(self.client_id, [*self.inflight.values(), *self.queue])
         self.inflight.clear()
         self.queue.clear()
         self.queued_bytes = 0
 
 
-class SessionStore(Protocol):
-    """Where sessions live between connections; the durable backend implements the same."""
+class SessionTable:
+    """The broker's sessions by client id. Iteration works on a copy, so a loop may end the
+    sessions it visits."""
 
-    def get(self, client_id: str) -> Session | None: ...
-
-    def put(self, session: Session) -> None: ...
-
-    def delete(self, client_id: str) -> None: ...
-
-    def __len__(self) -> int: ...
-
-    def __iter__(self) -> Iterator[Session]: ...
-
-
-class MemorySessionStore:
     def __init__(self) -> None:
         self._sessions: dict[str, Session] = {}
 

@@ -23,13 +23,12 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from ..auth.acl import Access
+from .session import Session
 from .trie import SubscriptionTrie
 
-if TYPE_CHECKING:
-    from .session import Session
 
 class SharedGroup:
     """The members of one `$share/{name}/{topic_filter}` and their subscription values."""
@@ -39,7 +38,7 @@ class SharedGroup:
     def __init__(self, name: str, topic_filter: str) -> None:
         self.name = name
         self.topic_filter = topic_filter
-        # Member -> its trie value (options.py): each member has its own QoS, options and
+        # Member -> its trie value (subscription_value.py): each member has its own QoS, options and
         # Subscription Identifier.
         self.members: dict[Session, int] = {}
         self.order: list[Session] = []  # join order: what round-robin walks
@@ -48,6 +47,11 @@ class SharedGroup:
 
     def __repr__(self) -> str:
         return f"SharedGroup({self.name!r}, {self.topic_filter!r}, {len(self.members)} members)"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(ShareName, filter): how a queued message names the group that gave it."""
+        return self.name, self.topic_filter
 
     def candidates(self, topic: str, queue_offline: bool,
                    exclude: Session | None = None) -> list[int]:

@@ -8,9 +8,9 @@ For a 3.1/3.1.1 subscriber the value is the granted QoS (0..2). For an MQTT 5 su
     bit  8     V5_SUBSCRIBER, so that every MQTT 5 value is > 2
     bits 9-    Subscription Identifiers, 28 bits each (1..268,435,455 fits, 0 never occurs)
 
-Routing tells the families apart with `granted > 2` and identifiers with
-`granted >= WITH_IDENTIFIER`, both plain int comparisons: a 3.1.1 subscription and an MQTT 5 one
-without an identifier cost exactly what they did before identifiers existed. A stored
+Routing tells the families apart with `value > 2` and identifiers with
+`value >= WITH_IDENTIFIER`, both plain int comparisons: a 3.1.1 subscription and an MQTT 5 one
+without an identifier pay nothing for identifiers. A stored
 subscription holds at most one identifier (what one SUBSCRIBE gave it); several appear only in
 a match result, where the trie merges the overlapping subscriptions of one client into one
 delivery that must carry all of their identifiers [MQTT-3.3.4-3, MQTT-3.3.4-4].

@@ -35,8 +35,9 @@ class SubscriptionTrie(Generic[S]):
         self.count = 0
         self.cache_invalidations = 0
 
-    def add(self, topic_filter: str, subscriber: S, qos: int) -> bool:
-        """Subscribe, or replace the QoS of an existing subscription. True when it is new."""
+    def add(self, topic_filter: str, subscriber: S, value: int) -> bool:
+        """Subscribe, or replace the value (subscription_value.py) of an existing
+        subscription. True when it is new."""
         node = self._root
         for level in topic_filter.split("/"):
             child = node.children.get(level)
@@ -44,7 +45,7 @@ class SubscriptionTrie(Generic[S]):
                 child = node.children[level] = _Node()
             node = child
         is_new = subscriber not in node.subscribers
-        node.subscribers[subscriber] = qos
+        node.subscribers[subscriber] = value
         self.count += is_new
         self._invalidate(topic_filter)
         return is_new
@@ -70,7 +71,8 @@ class SubscriptionTrie(Generic[S]):
         return True
 
     def match(self, topic: str) -> list[tuple[S, int]]:
-        """Subscribers of a topic name, each once with its highest QoS [MQTT-3.3.5-1]."""
+        """Subscribers of a topic name, each once with the value of its highest-QoS matching
+        subscription [MQTT-3.3.5-1]."""
         cached = self._cache.get(topic)
         if cached is not None:
             return cached
@@ -102,9 +104,10 @@ class SubscriptionTrie(Generic[S]):
 
     @staticmethod
     def _collect(node: _Node[S], found: dict[S, int]) -> None:
-        # One delivery per subscriber however many of its filters match: see options.merge
-        # (the QoS is the low two bits; MQTT 5 option bits must not make a QoS 0 subscription
-        # outrank a QoS 2 one [MQTT-3.3.4-2], and every matching identifier is kept).
+        # One delivery per subscriber however many of its filters match (see
+        # subscription_value.merge): the QoS is the low two bits; MQTT 5 option bits must not
+        # make a QoS 0 subscription outrank a QoS 2 one [MQTT-3.3.4-2], and every matching
+        # identifier is kept.
         for subscriber, value in node.subscribers.items():
             previous = found.get(subscriber)
             found[subscriber] = value if previous is None else merge(previous, value)

@@ -32,6 +32,7 @@ from .packets import (
     Unsubscribe,
     Will,
 )
+from .publish import ack_packet_id, publish_fields
 
 MAX_REMAINING_LENGTH = 268_435_455  # four varint bytes
 
@@ -198,26 +199,17 @@ def decode_connack(flags: int, frame: bytes, pos: int) -> Connack:
     return Connack(bool(frame[pos] & 1), frame[pos + 1])
 
 
-def read_publish_header(flags: int, frame: bytes, pos: int,
-                        end: int) -> tuple[int, bool, str, int, int]:
+def read_publish_header(flags: int, frame: bytes, pos: int) -> tuple[int, bool, str, int, int]:
     """Flags, topic and packet id of a PUBLISH (3.1.1 and 5.0 alike): (qos, dup, topic,
-    packet_id, position after them)."""
-    qos = (flags >> 1) & 0x03
-    if qos == 3:
-        raise MalformedPacket("PUBLISH with QoS 3", "MQTT-3.3.1-4")
-    dup = bool(flags & 0x08)
-    if dup and not qos:
-        raise MalformedPacket("PUBLISH with DUP set at QoS 0", "MQTT-3.3.1-2")
-    topic, pos = read_string(frame, pos, end, "topic name")
-    packet_id = 0
-    if qos:
-        packet_id = read_packet_id(frame, pos, end, "PUBLISH")
-        pos += 2
-    return qos, dup, topic, packet_id, pos
+    packet_id, position after them). The fields are found by `publish.publish_fields`, the
+    parser the broker's hot path uses too."""
+    qos, topic_end, packet_id, pos_after = publish_fields(flags, frame, pos)
+    topic = decode_utf8(frame[pos + 2:topic_end], "topic name")
+    return qos, bool(flags & 0x08), topic, packet_id, pos_after
 
 
 def decode_publish(flags: int, frame: bytes, pos: int) -> Publish:
-    qos, dup, topic, packet_id, pos = read_publish_header(flags, frame, pos, len(frame))
+    qos, dup, topic, packet_id, pos = read_publish_header(flags, frame, pos)
     return Publish(topic, frame[pos:], qos, bool(flags & 0x01), dup, packet_id)
 
 
@@ -226,10 +218,7 @@ def _ack_decoder(cls: type[Puback | Pubrec | Pubrel | Pubcomp | Unsuback],
     name = cls.__name__.upper()
 
     def decode(flags: int, frame: bytes, pos: int) -> Packet:
-        _require_flags(flags, required_flags, name)
-        if len(frame) - pos != 2:
-            raise MalformedPacket(f"{name} remaining length must be 2")
-        return cls(read_packet_id(frame, pos, len(frame), name))
+        return cls(ack_packet_id(flags, frame, pos, required_flags, name))
 
     return decode
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from .packets import PacketType
+from .packets import ConnackCode, PacketType
 
 
 class ReasonCode(IntEnum):
@@ -183,3 +183,14 @@ def reason_name(code: int, packet_type: int | None = None) -> str:
         if spec.code == code:
             return spec.name
     return f"unknown reason code {code:#04x}"
+
+
+# A 3.1.1 CONNACK return code -> the MQTT 5 CONNACK reason code that says the same (§3.2.2.2).
+V5_CONNACK_CODES: Final[dict[ConnackCode, int]] = {
+    ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
+    ConnackCode.IDENTIFIER_REJECTED: ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+    # max_connections: the server is fine, just full for now.
+    ConnackCode.SERVER_UNAVAILABLE: ReasonCode.SERVER_BUSY,
+    ConnackCode.BAD_USERNAME_OR_PASSWORD: ReasonCode.BAD_USER_NAME_OR_PASSWORD,
+    ConnackCode.NOT_AUTHORIZED: ReasonCode.NOT_AUTHORIZED,
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .codec import decode_utf8
 from .errors import MalformedPacket, ProtocolError
 from .reasons import ReasonCode
 
@@ -95,3 +96,11 @@ def shared_filter_problem(topic_filter: str,
     if not slash or not inner:
         return "no topic filter after the ShareName [MQTT-4.8.2-2]"
     return filter_problem(inner, max_levels)
+
+
+def validate_topic_name(topic_bytes: bytes, max_levels: int = DEFAULT_MAX_TOPIC_LEVELS) -> str:
+    """Decode and check a PUBLISH topic: well-formed UTF-8 without forbidden code points, then
+    the topic name rules. The broker caches the result per distinct name."""
+    topic = decode_utf8(topic_bytes, "topic name")
+    check_topic_name(topic, max_levels)
+    return topic

@@ -21,7 +21,6 @@ level and hands 3.1 / 3.1.1 CONNECTs to `codec.decode_connect` unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final
 
 from .codec import (
@@ -43,6 +42,26 @@ from .codec import (
 )
 from .errors import MalformedPacket, ProtocolError, UnacceptableProtocol
 from .packets import PROTOCOL_LEVELS, Connect, PacketType, Pingreq, Pingresp
+from .packets5 import (
+    PROTOCOL_LEVEL_5,
+    Ack5,
+    Auth,
+    Connack5,
+    Connect5,
+    Disconnect5,
+    Packet5,
+    Puback5,
+    Pubcomp5,
+    Publish5,
+    Pubrec5,
+    Pubrel5,
+    Suback5,
+    Subscribe5,
+    Subscription,
+    Unsuback5,
+    Unsubscribe5,
+    Will5,
+)
 from .properties import (
     DEFAULT_MAX_USER_PROPERTIES,
     WILL_PROPERTIES,
@@ -52,147 +71,9 @@ from .properties import (
 )
 from .reasons import REASON_CODES_BY_PACKET, ReasonCode, reason_name
 
-PROTOCOL_LEVEL_5: Final = 5
 # The first bytes of every MQTT 5.0 CONNECT body: protocol name "MQTT", then level 5 (§3.1.2.1-2).
 _V5_CONNECT_PREFIX: Final = b"\x00\x04MQTT\x05"
 
-
-# -- packets ----------------------------------------------------------------------------------
-# Plain slotted data like packets.py; validation lives in the decoders. `properties` defaults
-# to a fresh empty Properties so a packet can be built without thinking about them.
-
-@dataclass(slots=True)
-class Will5:
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Connect5:
-    client_id: str
-    clean_start: bool = True
-    keepalive: int = 60
-    will: Will5 | None = None
-    username: str | None = None
-    password: bytes | None = None
-    properties: Properties = field(default_factory=Properties)
-
-    protocol_name = "MQTT"
-    protocol_level = PROTOCOL_LEVEL_5
-
-
-@dataclass(slots=True)
-class Connack5:
-    session_present: bool = False
-    reason_code: int = ReasonCode.SUCCESS
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Publish5:
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    dup: bool = False
-    packet_id: int = 0
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Puback5:
-    packet_id: int
-    reason_code: int = ReasonCode.SUCCESS
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Pubrec5:
-    packet_id: int
-    reason_code: int = ReasonCode.SUCCESS
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Pubrel5:
-    packet_id: int
-    reason_code: int = ReasonCode.SUCCESS
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Pubcomp5:
-    packet_id: int
-    reason_code: int = ReasonCode.SUCCESS
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """One Topic Filter of a SUBSCRIBE with its Subscription Options (§3.8.3.1)."""
-
-    topic_filter: str
-    qos: int = 0
-    no_local: bool = False
-    retain_as_published: bool = False
-    retain_handling: int = 0
-
-    @property
-    def options(self) -> int:
-        """The Subscription Options byte."""
-        return (self.qos | (0x04 if self.no_local else 0)
-                | (0x08 if self.retain_as_published else 0) | (self.retain_handling << 4))
-
-
-@dataclass(slots=True)
-class Subscribe5:
-    packet_id: int
-    subscriptions: list[Subscription] = field(default_factory=list)
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Suback5:
-    packet_id: int
-    reason_codes: list[int] = field(default_factory=list)
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Unsubscribe5:
-    packet_id: int
-    filters: list[str] = field(default_factory=list)
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Unsuback5:
-    packet_id: int
-    reason_codes: list[int] = field(default_factory=list)
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Disconnect5:
-    reason_code: int = ReasonCode.NORMAL_DISCONNECTION
-    properties: Properties = field(default_factory=Properties)
-
-
-@dataclass(slots=True)
-class Auth:
-    reason_code: int = ReasonCode.SUCCESS
-    properties: Properties = field(default_factory=Properties)
-
-
-Ack5 = Puback5 | Pubrec5 | Pubrel5 | Pubcomp5
-
-Packet5 = (
-    Connect5 | Connack5 | Publish5 | Puback5 | Pubrec5 | Pubrel5 | Pubcomp5 | Subscribe5
-    | Suback5 | Unsubscribe5 | Unsuback5 | Pingreq | Pingresp | Disconnect5 | Auth
-)
 
 Decoder = Callable[[int, bytes, int, bool, int], Packet5]
 """(fixed-header flags, frame, body offset, from_client, max_user_properties) -> packet."""
@@ -284,7 +165,7 @@ def _decode_publish(flags: int, frame: bytes, pos: int, from_client: bool,
     end = len(frame)
     # An empty topic is legal here: with a Topic Alias it means "the aliased topic" (§3.3.2.3.4).
     # Whether the alias is known is connection state, so the broker checks it.
-    qos, dup, topic, packet_id, pos = read_publish_header(flags, frame, pos, end)
+    qos, dup, topic, packet_id, pos = read_publish_header(flags, frame, pos)
     if pos < end and frame[pos] == 0:
         # Most PUBLISHes carry no properties. Building the empty Properties here (~0.6 us)
         # instead of calling decode_properties (~1.0 us) keeps a v5 PUBLISH decode on par

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import resource
 import signal
 import ssl
 import time
 from functools import partial
 from pathlib import Path
-from typing import cast
 
 from ..config import Config, Listener, anonymous_allowed
-from ..core.broker import Broker
-from ..core.cluster import Cluster
-from ..fdlimit import raise_open_file_limit
+from ..core.broker import Broker, WorkerSetup
+from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..storage.sqlite import SqliteStorage, StorageError
+from .host import LoopHost
 from .security import Security, SecurityError
-from .transport import ListenerGate, ListenError, MQTTProtocol, lingering_close, listen_failure
-from .workers import STOP_SIGNALS, Handovers, PeerLink, PeerLost, WorkerPlan, run_supervisor
+from .transport import ListenerGate, ListenError, MQTTProtocol, listen_failure
+from .workers import STOP_SIGNALS, Handovers, LinkProtocol, PeerLost, WorkerPlan, run_supervisor
 
 log = logging.getLogger("culex")
 
-# How often deadlines (keep-alive, CONNECT timeout) and $SYS are checked. Four times a second
-# bounds the lateness of a keep-alive close to 0.25 s at negligible cost.
-TICK_SECONDS = 0.25
 SHUTDOWN_GRACE_SECONDS = 4.0
 
 
@@ -58,40 +52,6 @@ def open_storage(config: Config, loop: asyncio.AbstractEventLoop) -> SqliteStora
         return None
     return SqliteStorage(Path(settings.path), durable=settings.durability == "sync",
                          call_soon_threadsafe=loop.call_soon_threadsafe)
-
-
-class OpenFileWatch:
-    """Warn before the process runs out of file descriptors.
-
-    At the limit the kernel's accept fails with EMFILE; libuv then accepts and closes the
-    waiting connections itself (its reserve-descriptor trick), so the broker keeps serving but
-    nothing would say why clients are refused. This says it, once per episode. The count is
-    estimated (descriptors open at start-up plus one per connection) because listing
-    /proc/self/fd four times a second would cost O(connections).
-    """
-
-    WARN_AT = 0.95
-    CLEAR_AT = 0.90
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-        self.baseline = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") \
-            else 16
-        self.warned = False
-
-    def check(self) -> None:
-        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if limit == resource.RLIM_INFINITY:
-            return
-        used = self.baseline + len(self.broker.connections)
-        if not self.warned and used >= limit * self.WARN_AT:
-            self.warned = True
-            log.warning("open files: about %d of the limit %d in use; beyond it new connections "
-                        "are closed on accept (raise the limit: ulimit -n / LimitNOFILE)",
-                        used, limit)
-        elif self.warned and used < limit * self.CLEAR_AT:
-            self.warned = False
-            log.info("open files: about %d of the limit %d in use again", used, limit)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -129,12 +89,25 @@ def run_worker(config: Config, plan: WorkerPlan | None) -> int:
 async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
     loop = asyncio.get_running_loop()
     storage = open_storage(config, loop)
-    broker = Broker(config.limits, sys_interval=config.sys_interval, storage=storage,
-                    now=loop.time(), mqtt5=config.mqtt5)
-    broker.wall_clock = time.time
-    cluster = None
-    if plan is not None:
-        cluster = broker.cluster = Cluster(broker, plan.index, plan.size)
+    security = Security(config.auth, anonymous_allowed(config), loop)
+    host = LoopHost(loop)
+    peers_ready = asyncio.Event()
+    peer_lost = asyncio.Event()
+    handovers: Handovers | None = None
+
+    def hand_over(worker: int, sink: object, data: bytes, address: str,
+                  certificate_username: str | None) -> None:
+        assert handovers is not None
+        handovers.send(worker, sink, data, address, certificate_username)
+
+    workers = None if plan is None else WorkerSetup(
+        plan.index, plan.size, hand_over=hand_over, all_ready=peers_ready.set,
+        link_lost=lambda index: peer_lost.set())
+    broker = Broker(config.limits, host=host, sys_interval=config.sys_interval,
+                    storage=storage, now=loop.time(), mqtt5=config.mqtt5,
+                    batch_interval=config.storage.batch_interval,
+                    access=security.access_policy(), workers=workers)
+    host.serve(broker)
     if storage is not None:
         started = time.monotonic()
         if plan is None:  # with workers, the supervisor has done it
@@ -145,50 +118,20 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
                  "messages, %d retained, %d wills in %.3f s", storage.path,
                  config.storage.durability, len(state.sessions), queued, len(state.retained),
                  len(state.wills), time.monotonic() - started)
-    security = Security(config.auth, anonymous_allowed(config), loop)
-    security.install(broker)
+    broker.set_acl(security.acl)
     log.info("open-file limit: %d (one per client connection)", raise_open_file_limit())
-    flush_scheduled = False
-
-    stopping = False
-
-    def flush() -> None:
-        nonlocal flush_scheduled
-        flush_scheduled = False
-        if not stopping:
-            broker.flush()
-
-    def wake() -> None:
-        nonlocal flush_scheduled
-        if not flush_scheduled:
-            flush_scheduled = True
-            loop.call_soon(flush)
-
-    broker.wake = wake
-    broker.close_sink = lambda sink: lingering_close(cast(asyncio.Transport, sink), loop)
-
+    files = OpenFileWatch(broker.connections)
     gates = [ListenerGate(listener) for listener in config.listeners]
-    handovers = None
-    if plan is not None and cluster is not None:
-        peers_ready = asyncio.Event()
-        publish_restored_wills = cluster.on_ready
-
-        def all_peers_ready() -> None:
-            publish_restored_wills()
-            peers_ready.set()
-
-        cluster.on_ready = all_peers_ready
+    links = broker.links
+    if plan is not None and links is not None:
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
-                partial(PeerLink, cluster, index, loop, lambda: stopping), sock)
-        handovers = Handovers(broker, loop, plan, gates)
-        cluster.move = handovers.send
+                partial(LinkProtocol, links, index, loop, lambda: host.stopping), sock)
+        handovers = Handovers(broker, loop, plan, gates, files)
         # Clients only once every worker's restored subscriptions are known here: a message
         # published earlier would miss the offline sessions of the other workers, and its
         # PUBACK would promise what was not done. Until then they wait in the listen backlog.
-        peer_lost = asyncio.Event()
-        cluster.on_detach = lambda index: peer_lost.set()
-        cluster.announce_ready()
+        links.announce_ready()
         waits = {asyncio.ensure_future(peers_ready.wait()), asyncio.ensure_future(peer_lost.wait())}
         _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for wait in pending:
@@ -206,12 +149,12 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
             handshake_timeout = config.limits.connect_timeout if context else None
             if plan is None:
                 server = await loop.create_server(
-                    lambda gate=gate: MQTTProtocol(broker, loop, gate),
+                    lambda gate=gate: MQTTProtocol(broker, loop, gate, files),
                     listener.host, listener.port, reuse_address=True, backlog=4096,
                     ssl=context, ssl_handshake_timeout=handshake_timeout)
             else:  # the supervisor's socket, shared by every worker
                 server = await loop.create_server(
-                    lambda gate=gate: MQTTProtocol(broker, loop, gate),
+                    lambda gate=gate: MQTTProtocol(broker, loop, gate, files),
                     sock=plan.listening[number], ssl=context,
                     ssl_handshake_timeout=handshake_timeout)
         except OSError as exc:
@@ -222,6 +165,7 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
         log.info("listening on %s:%d%s", listener.host, listener.port,
                  " (TLS)" if context else "")
 
+    host.start_timers()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -229,30 +173,13 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
     # A worker process starts with them blocked (see workers.py); now they have handlers.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
-    files = OpenFileWatch(broker)
-
-    def tick() -> None:
-        broker.tick(loop.time())
-        files.check()
-        timers[0] = loop.call_later(TICK_SECONDS, tick)
-
-    def batch_commit() -> None:
-        broker.commit()
-        timers[1] = loop.call_later(config.storage.batch_interval, batch_commit)
-
-    timers = [loop.call_soon(tick)]
-    if storage is not None and not storage.durable:
-        timers.append(loop.call_later(config.storage.batch_interval, batch_commit))
     await stop.wait()
     log.info("shutting down: closing %d connections", len(broker.connections))
-    stopping = True
+    host.stop()
     if handovers is not None:
         handovers.close()
-    for timer in timers:
-        timer.cancel()
     for server in servers:
         server.close()
-    broker.close_sink = lambda sink: sink.close()  # shutting down: no lingering
     broker.close_all()
     try:
         async with asyncio.timeout(SHUTDOWN_GRACE_SECONDS):
@@ -264,9 +191,8 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
     if storage is not None:
         # Connections that closed during the grace period may have queued a flush whose commit
         # would reach the storage after its executor shut down ("cannot schedule new futures
-        # after shutdown", a traceback on SIGTERM). close() writes what is left itself, so any
-        # later flush or wake-up is made a no-op.
-        broker.wake = lambda: None
+        # after shutdown", a traceback on SIGTERM). close() writes what is left itself; the
+        # host, stopped, flushes nothing any more.
         storage.close()
     security.close()
     log.info("stopped")

@@ -23,6 +23,7 @@ from ..auth.acl import AclError, AclRules
 from ..auth.passwords import DEFAULT_SCRAM_ITERATIONS, PasswordFile, PasswordFileError
 from ..config import AuthConfig, Listener
 from ..core.access import (
+    AccessPolicy,
     AuthDone,
     AuthExchange,
     AuthRequest,
@@ -104,18 +105,19 @@ class Security:
         self._pool = ThreadPoolExecutor(PASSWORD_CHECK_THREADS,
                                         thread_name_prefix="culex-auth")
 
-    def install(self, broker: Broker) -> None:
-        """Only a broker with something to check pays for the checks."""
-        if self.passwords is not None or self.acl is not None or not self.allow_anonymous:
-            broker.authenticator = self
+    def access_policy(self) -> AccessPolicy:
+        """What the broker asks at CONNECT. Only a broker with something to check pays for
+        the checks."""
+        authenticator = self if (self.passwords is not None or self.acl is not None
+                                 or not self.allow_anonymous) else None
+        enhanced = None
         if self.config.enhanced_methods:
-            broker.enhanced_authenticator = self
+            enhanced = self
             if self.passwords is not None and not self.passwords.scram_users():
                 log.warning("auth.enhanced_methods has %s, but %s has no SCRAM entries "
                             "(`culex passwd --scram`): every SCRAM login will fail",
                             scram.METHOD, self.config.password_file)
-        broker.acl = self.acl
-        self._resolve_session_acls(broker)
+        return AccessPolicy(authenticator, enhanced, self.acl)
 
     def begin(self, method: str, request: AuthRequest) -> AuthExchange | None:
         """`EnhancedAuthenticator`: an exchange for a configured method, else None (0x8C)."""
@@ -169,23 +171,10 @@ class Security:
                 context.load_verify_locations(listener.cafile)
         self.passwords = passwords
         self._fake_scram.iterations = scram_iterations(passwords)
-        self.acl = broker.acl = acl
-        self._resolve_session_acls(broker)
+        self.acl = acl
+        broker.set_acl(acl)
         log.info("reloaded: password file %s, ACL %s, %d TLS listener(s)",
                  self.config.password_file or "-", self.config.acl_file or "-", len(tls))
-
-    @staticmethod
-    def _resolve_session_acls(broker: Broker) -> None:
-        """What each session may read under the ACL now in force: offline sessions too, so a
-        message queued for one is checked against the rules of its owner."""
-        acl = broker.acl
-        for session in broker.sessions:
-            if not session.owner_known:
-                continue  # stored by a Culex before schema 3: resolved when its client connects
-            session.acl = (acl.for_client(session.client_id, session.username)
-                           if acl is not None else None)
-            if session.connection is not None:
-                session.connection.acl = session.acl
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

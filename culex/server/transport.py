@@ -16,6 +16,7 @@ from typing import cast
 from ..config import Listener
 from ..core.broker import Broker
 from ..core.connection import Connection
+from ..fdlimit import OpenFileWatch
 
 log = logging.getLogger("culex")
 
@@ -102,21 +103,22 @@ class ListenerGate:
 @dataclass(frozen=True, slots=True)
 class Moved:
     """A connection another worker read a CONNECT from, for a client id this worker owns: its
-    peer's address, the user name its TLS certificate gave, and the bytes read so far."""
+    client's address, the user name its TLS certificate gave, and the bytes read so far."""
 
-    peer: str
+    address: str
     certificate_username: str | None
     data: bytes
 
 
 class MQTTProtocol(asyncio.Protocol):
-    __slots__ = ("broker", "connection", "gate", "loop", "moved", "relay", "transport")
+    __slots__ = ("broker", "connection", "files", "gate", "loop", "moved", "relay", "transport")
 
-    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop,
-                 gate: ListenerGate, moved: Moved | None = None) -> None:
+    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, gate: ListenerGate,
+                 files: OpenFileWatch, moved: Moved | None = None) -> None:
         self.broker = broker
         self.loop = loop
         self.gate = gate
+        self.files = files
         self.moved = moved
         self.connection: Connection | None = None
         self.transport: asyncio.Transport | None = None
@@ -136,10 +138,11 @@ class MQTTProtocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         high = self.broker.limits.max_write_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.files.check()
         moved = self.moved
         if moved is not None:
             connection = self.connection = self.broker.open_connection(
-                transport, moved.peer, self.loop.time())
+                transport, moved.address, self.loop.time())
             connection.certificate_username = moved.certificate_username
             self.moved = None
             connection.data_received(moved.data, self.loop.time())
@@ -166,6 +169,7 @@ class MQTTProtocol(asyncio.Protocol):
         if self.connection is not None:
             self.gate.release()
             self.connection.connection_lost(self.loop.time())
+            self.files.check()
 
     def pause_writing(self) -> None:
         if self.relay is not None:

@@ -31,7 +31,8 @@ from typing import cast
 
 from ..config import Config, Listener
 from ..core.broker import Broker
-from ..core.cluster import Cluster, owner_of
+from ..core.worker_links import WorkerLinks, owner_of
+from ..fdlimit import OpenFileWatch
 from ..logs import setup_logging
 from ..storage.sqlite import SqliteStorage
 from .transport import ListenerGate, Moved, MQTTProtocol, Relay, listen_failure
@@ -47,7 +48,7 @@ PR_SET_PDEATHSIG = 1
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 # After a worker died: how long the others get to stop on SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 10.0
-# A peer link may buffer this much before its publishers are paused (see cluster.Peer): as
+# A link may buffer this much before its publishers are paused (see core/flow.py): as
 # much as a client connection (limits.max_write_buffer's default). A flood waits in it, so it
 # is latency: 4 MB gave QoS 1 floods across workers a p99 of 200-390 ms, 256 KB 40-50 ms, at
 # no cost to fan-out throughput.
@@ -190,12 +191,12 @@ def _wait(children: dict[int, int]) -> int:
     return status
 
 
-class PeerLink(asyncio.Protocol):
-    """The stream to one peer worker: bytes in and out of `Cluster`, flow control too."""
+class LinkProtocol(asyncio.Protocol):
+    """The stream to one other worker: bytes in and out of `WorkerLinks`, flow control too."""
 
-    def __init__(self, cluster: Cluster, index: int, loop: asyncio.AbstractEventLoop,
+    def __init__(self, links: WorkerLinks, index: int, loop: asyncio.AbstractEventLoop,
                  stopping: Callable[[], bool]) -> None:
-        self.cluster = cluster
+        self.links = links
         self.index = index
         self.loop = loop
         self.stopping = stopping
@@ -203,23 +204,23 @@ class PeerLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=LINK_HIGH_WATER, low=LINK_HIGH_WATER // 4)
-        self.cluster.attach(self.index, transport, self.loop.time())
+        self.links.attach(self.index, transport, self.loop.time())
 
     def data_received(self, data: bytes) -> None:
-        self.cluster.data_received(self.index, data, self.loop.time())
+        self.links.data_received(self.index, data, self.loop.time())
 
     def connection_lost(self, exc: Exception | None) -> None:
         # A worker that stops (first, at shutdown) or dies closes its links; the supervisor
         # stops the others then, and says why.
-        self.cluster.detach(self.index)
+        self.links.detach(self.index)
         if not self.stopping():
             log.info("link to worker %d closed", self.index)
 
     def pause_writing(self) -> None:
-        self.cluster.pause_writing(self.index, self.loop.time())
+        self.links.pause_writing(self.index, self.loop.time())
 
     def resume_writing(self) -> None:
-        self.cluster.resume_writing(self.index)
+        self.links.resume_writing(self.index)
 
 
 class Handovers:
@@ -227,15 +228,16 @@ class Handovers:
     cannot move (TLS state, or more bytes read than one hand-over message holds)."""
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, plan: WorkerPlan,
-                 gates: list[ListenerGate]) -> None:
+                 gates: list[ListenerGate], files: OpenFileWatch) -> None:
         self.broker = broker
         self.loop = loop
         self.plan = plan
         self.gates = gates
+        self.files = files
         # Sockets being wrapped in transports: held here (the loop keeps only weak references
         # to tasks), and their failures logged.
         self._starting: set[asyncio.Task[object]] = set()
-        # Per worker: hand-overs (message, descriptor, peer) its socket had no room for yet.
+        # Per worker: hand-overs (message, descriptor, address) its socket had no room for yet.
         self._waiting: dict[int, deque[tuple[bytes, int, str]]] = {}
         for index, sock in plan.handovers.items():
             sock.setblocking(False)
@@ -245,14 +247,14 @@ class Handovers:
         for worker, sock in self.plan.handovers.items():
             self.loop.remove_reader(sock.fileno())
             self.loop.remove_writer(sock.fileno())
-            for _message, fd, _peer in self._waiting.pop(worker, ()):
+            for _message, fd, _address in self._waiting.pop(worker, ()):
                 os.close(fd)
 
-    def send(self, worker: int, sink: object, data: bytes, peer: str,
+    def send(self, worker: int, sink: object, data: bytes, address: str,
              certificate_username: str | None) -> None:
         transport = cast(asyncio.Transport, sink)
         protocol = cast(MQTTProtocol, transport.get_protocol())
-        header = json.dumps({"peer": peer, "user": certificate_username,
+        header = json.dumps({"address": address, "user": certificate_username,
                              "listener": self.gates.index(protocol.gate)}).encode()
         message = HANDOVER_LENGTH.pack(len(header)) + header + data
         relayed = transport.get_extra_info("sslcontext") is not None \
@@ -261,21 +263,21 @@ class Handovers:
             # Our transport goes now; a duplicate descriptor keeps the socket open until
             # the message carrying it is sent.
             self._queue(worker, message, os.dup(transport.get_extra_info("socket").fileno()),
-                        peer)
+                        address)
             transport.abort()
             return
         # The bytes read so far go first on the relay, not in the message.
         local, remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._queue(worker, HANDOVER_LENGTH.pack(len(header)) + header, remote.detach(), peer)
+        self._queue(worker, HANDOVER_LENGTH.pack(len(header)) + header, remote.detach(), address)
         relay = protocol.relay = Relay(transport)
         relay.write(data)
-        self._start(self.loop.connect_accepted_socket(lambda: relay, local), peer)
+        self._start(self.loop.connect_accepted_socket(lambda: relay, local), address)
 
-    def _queue(self, worker: int, message: bytes, fd: int, peer: str) -> None:
+    def _queue(self, worker: int, message: bytes, fd: int, address: str) -> None:
         """Send hand-overs in order; when the owner's socket is full (a connection storm),
         they wait for it to drain instead of failing."""
         waiting = self._waiting.setdefault(worker, deque())
-        waiting.append((message, fd, peer))
+        waiting.append((message, fd, address))
         if len(waiting) == 1:
             self._send_waiting(worker)
 
@@ -283,7 +285,7 @@ class Handovers:
         waiting = self._waiting[worker]
         sock = self.plan.handovers[worker]
         while waiting:
-            message, fd, peer = waiting[0]
+            message, fd, address = waiting[0]
             try:
                 socket.send_fds(sock, [message], [fd])
             except BlockingIOError:
@@ -291,7 +293,7 @@ class Handovers:
                 return
             except OSError as exc:
                 log.error("client %s: cannot hand the connection to worker %d (%s); closing it",
-                          peer, worker, exc)
+                          address, worker, exc)
             os.close(fd)
             waiting.popleft()
         self.loop.remove_writer(sock.fileno())
@@ -310,20 +312,21 @@ class Handovers:
             return
         length = HANDOVER_LENGTH.unpack_from(message)[0]
         header = json.loads(message[4:4 + length])
-        moved = Moved(header["peer"], header["user"], message[4 + length:])
+        moved = Moved(header["address"], header["user"], message[4 + length:])
         client = socket.socket(fileno=fds[0])
         gate = self.gates[header["listener"]]
         self._start(self.loop.connect_accepted_socket(
-            lambda: MQTTProtocol(self.broker, self.loop, gate, moved), client), moved.peer)
+            lambda: MQTTProtocol(self.broker, self.loop, gate, self.files, moved), client),
+            moved.address)
 
-    def _start(self, opening: Coroutine[object, object, object], peer: str) -> None:
+    def _start(self, opening: Coroutine[object, object, object], address: str) -> None:
         task: asyncio.Task[object] = self.loop.create_task(opening)
         self._starting.add(task)
 
         def started(task: asyncio.Task[object]) -> None:
             self._starting.discard(task)
             if not task.cancelled() and task.exception() is not None:
-                log.error("client %s: its connection could not be taken over: %s", peer,
+                log.error("client %s: its connection could not be taken over: %s", address,
                           task.exception())
 
         task.add_done_callback(started)

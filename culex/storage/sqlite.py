@@ -104,8 +104,8 @@ RETAIN = ("INSERT INTO retained (topic, message_id, stamp) VALUES (?, ?, ?) "
 # bump, so a crash mid-migration leaves the old version intact.
 MIGRATIONS = {
     1: "ALTER TABLE sessions ADD COLUMN expiry INTEGER NOT NULL DEFAULT 4294967295;",
-    # Sessions written before version 3 keep an unknown owner: no ACL until their client
-    # connects again, as before.
+    # Sessions written before version 3 keep an unknown owner: no ACL applies to them until
+    # their client connects again.
     2: "ALTER TABLE sessions ADD COLUMN owner_known INTEGER NOT NULL DEFAULT 0; "
        "ALTER TABLE sessions ADD COLUMN username TEXT;",
     # MQTT 5 message and will properties, message expiry as a wall-clock deadline, and the

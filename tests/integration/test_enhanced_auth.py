@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from culex.protocol.properties import Properties
-from culex.protocol.v5 import (
+from culex.protocol.packets5 import (
     Auth,
     Connack5,
     Connect5,
@@ -21,11 +20,9 @@ from culex.protocol.v5 import (
     Suback5,
     Subscribe5,
     Subscription,
-    encode_auth,
-    encode_connect5,
-    encode_publish5,
-    encode_subscribe5,
 )
+from culex.protocol.properties import Properties
+from culex.protocol.v5 import encode_auth, encode_connect5, encode_publish5, encode_subscribe5
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess, render_config
 from tests.integration.clients import Clients, RawClient
 from tests.integration.test_auth import auth_settings, culex

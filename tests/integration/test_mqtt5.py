@@ -14,9 +14,8 @@ from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode as PahoReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from culex.core.cluster import owner_of
-from culex.protocol.properties import Properties
-from culex.protocol.v5 import (
+from culex.core.worker_links import owner_of
+from culex.protocol.packets5 import (
     Connack5,
     Connect5,
     Disconnect5,
@@ -24,6 +23,9 @@ from culex.protocol.v5 import (
     Publish5,
     Subscribe5,
     Subscription,
+)
+from culex.protocol.properties import Properties
+from culex.protocol.v5 import (
     decode_packet_v5,
     encode_ack5,
     encode_connect5,

@@ -11,18 +11,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
+from culex.protocol.packets5 import Connack5, Connect5, Puback5, Publish5, Subscribe5, Subscription
 from culex.protocol.properties import Properties
-from culex.protocol.v5 import (
-    Connack5,
-    Connect5,
-    Puback5,
-    Publish5,
-    Subscribe5,
-    Subscription,
-    encode_connect5,
-    encode_publish5,
-    encode_subscribe5,
-)
+from culex.protocol.v5 import encode_connect5, encode_publish5, encode_subscribe5
 from tests.conftest import AGAINST, BrokerFactory
 from tests.integration.clients import SUBACK, Clients, Will, mosquitto_pub
 from tests.integration.test_mqtt5 import props, raw_v5, read5, server_disconnect

@@ -9,13 +9,8 @@ from collections import Counter
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
-from culex.protocol.v5 import (
-    Publish5,
-    Subscribe5,
-    Subscription,
-    decode_packet_v5,
-    encode_subscribe5,
-)
+from culex.protocol.packets5 import Publish5, Subscribe5, Subscription
+from culex.protocol.v5 import decode_packet_v5, encode_subscribe5
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
 from tests.integration.clients import Clients, PahoClient, RawClient, mosquitto_pub, wait_until
 from tests.integration.test_mqtt5 import V5, props, raw_v5, server_disconnect

@@ -17,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from culex.core.cluster import owner_of
+from culex.core.worker_links import owner_of
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
 from tests.integration.clients import CONNACK, Clients, Will, connect_packet
 from tests.integration.test_bench import run_scenario

@@ -17,19 +17,7 @@ from hypothesis import strategies as st
 
 from culex.protocol.errors import MQTTError
 from culex.protocol.packets import PacketType, Pingreq, Pingresp
-from culex.protocol.properties import (
-    MAX_VARINT,
-    PROPERTY_TABLE,
-    WILL_PROPERTIES,
-    Properties,
-    PropertyId,
-    PropertyType,
-    decode_properties,
-    encode_properties,
-)
-from culex.protocol.reader import FrameReader
-from culex.protocol.reasons import REASON_CODES_BY_PACKET
-from culex.protocol.v5 import (
+from culex.protocol.packets5 import (
     Auth,
     Connack5,
     Connect5,
@@ -46,10 +34,20 @@ from culex.protocol.v5 import (
     Unsuback5,
     Unsubscribe5,
     Will5,
-    decode_connect_any,
-    decode_packet_v5,
-    encode_packet_v5,
 )
+from culex.protocol.properties import (
+    MAX_VARINT,
+    PROPERTY_TABLE,
+    WILL_PROPERTIES,
+    Properties,
+    PropertyId,
+    PropertyType,
+    decode_properties,
+    encode_properties,
+)
+from culex.protocol.reader import FrameReader
+from culex.protocol.reasons import REASON_CODES_BY_PACKET
+from culex.protocol.v5 import decode_connect_any, decode_packet_v5, encode_packet_v5
 from tests.property.test_codec_properties import (
     MQTT_CHARS,
     binaries,

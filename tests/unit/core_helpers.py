@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from culex.core.broker import Broker
+from culex.core.broker import Broker, WorkerSetup
 from culex.core.connection import Connection
 from culex.core.limits import Limits
 from culex.core.options import Mqtt5Options
+from culex.core.ports import Host
 from culex.protocol.codec import (
     DISCONNECT,
     PINGREQ,
@@ -37,8 +38,9 @@ from culex.protocol.packets import (
     Unsubscribe,
     Will,
 )
+from culex.protocol.packets5 import Connack5, Connect5, Packet5
 from culex.protocol.reader import FrameReader
-from culex.protocol.v5 import Connack5, Connect5, Packet5, decode_packet_v5, encode_connect5
+from culex.protocol.v5 import decode_packet_v5, encode_connect5
 
 
 class FakeSink:
@@ -74,9 +76,11 @@ class Harness:
     """A broker plus the fake clock every client of it shares."""
 
     def __init__(self, limits: Limits | None = None, *, sys_interval: float = 0.0,
-                 now: float = 0.0, mqtt5: Mqtt5Options | None = None) -> None:
+                 now: float = 0.0, mqtt5: Mqtt5Options | None = None,
+                 workers: WorkerSetup | None = None, host: Host | None = None) -> None:
         self.now = now
-        self.broker = Broker(limits, sys_interval=sys_interval, now=now, mqtt5=mqtt5)
+        self.broker = Broker(limits, sys_interval=sys_interval, now=now, mqtt5=mqtt5,
+                             workers=workers, host=host)
         self._peers = 0
 
     def client(self, peer: str | None = None) -> FakeClient:

@@ -15,9 +15,9 @@ from culex.bench.clients import Publisher, Subscriber, WorkerState
 from culex.bench.plan import PublisherSpec, SubscriberSpec
 from culex.bench.wire import STAMP, PublishTemplate, subscribe_frames
 from culex.protocol.packets import PacketType
+from culex.protocol.packets5 import Publish5
 from culex.protocol.properties import Properties
 from culex.protocol.v5 import (
-    Publish5,
     decode_packet_v5,
     encode_ack5,
     encode_connack5,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from culex.core.connection import State
+from culex.core.broker import InertHost
 from culex.core.limits import Limits
 from culex.core.message import Message
+from culex.core.states import State
 from culex.protocol.codec import decode_packet, encode_connect, encode_publish, encode_subscribe
 from culex.protocol.packets import (
     Connack,
@@ -48,7 +49,7 @@ class TestConnect:
         assert (connack.return_code, connack.session_present) == (0, False)
         assert not client.closed
         assert client.connection.state is State.CONNECTED
-        assert harness.broker.clients_connected == 1
+        assert harness.broker.stats.clients_connected == 1
 
     def test_session_present_only_for_a_stored_clean_0_session(self, harness: Harness) -> None:
         first = harness.client()
@@ -82,7 +83,7 @@ class TestConnect:
         assert (connack.return_code, connack.session_present) == (0x02, False)
         assert client.closed
         assert client.connection.state is State.CLOSED
-        assert harness.broker.clients_connected == 0
+        assert harness.broker.stats.clients_connected == 0
         assert len(harness.broker.sessions) == 0
 
     def test_mqtt_31_with_empty_id_is_refused_0x02(self, harness: Harness) -> None:
@@ -107,7 +108,7 @@ class TestConnect:
         connack = client.connect("c1", protocol_name=name, protocol_level=level)
         assert (connack.return_code, connack.session_present) == (0x01, False)
         assert client.closed
-        assert harness.broker.clients_connected == 0
+        assert harness.broker.stats.clients_connected == 0
 
     def test_empty_id_with_clean_1_gets_a_generated_unique_id(self, harness: Harness) -> None:
         one = harness.client()
@@ -118,7 +119,7 @@ class TestConnect:
         assert len(ids) == 2, "two anonymous clients must not take each other over"
         assert all(cid.startswith("culex-") and len(cid) > len("culex-") for cid in ids)
         assert not one.closed and not two.closed
-        assert harness.broker.clients_connected == 2
+        assert harness.broker.stats.clients_connected == 2
         assert {s.client_id for s in harness.broker.sessions} == ids
         # and each one works as a client
         assert one.subscribe(("t", 0)) == [0]
@@ -133,7 +134,7 @@ class TestConnect:
         assert connack.return_code == 0x03
         assert second.closed
         assert not first.closed
-        assert harness.broker.clients_connected == 1
+        assert harness.broker.stats.clients_connected == 1
         # the slot frees when the first client leaves
         first.disconnect()
         assert harness.client().connect("c").return_code == 0
@@ -219,7 +220,7 @@ class TestKeepAlive:
         harness.tick(15.1)
         assert client.closed
         assert client.connection.state is State.CLOSED
-        assert harness.broker.clients_connected == 0
+        assert harness.broker.stats.clients_connected == 0
 
     def test_short_keepalive_expires_before_the_connect_timeout(self,
                                                                 harness: Harness) -> None:
@@ -371,7 +372,7 @@ class TestWill:
         client.send(encode_connect(Connect("c1", will=Will("w/#", b"x"))))
         assert client.closed
         assert client.received_packets() == []
-        assert harness.broker.clients_connected == 0
+        assert harness.broker.stats.clients_connected == 0
 
 
 # -- takeover -------------------------------------------------------------------------------
@@ -387,7 +388,7 @@ class TestTakeover:
         assert old.closed
         assert old.connection.state is State.CLOSED
         assert not new.closed
-        assert harness.broker.clients_connected == 1
+        assert harness.broker.stats.clients_connected == 1
 
         publisher = harness.connected("pub")
         publisher.publish("t", b"after", qos=1)
@@ -649,7 +650,7 @@ class TestSlowConsumer:
         publisher.publish("t", b"one")
         publisher.publish("t", b"two")
         assert publisher.sink.reading_paused
-        assert harness.broker.publishes_dropped == 0
+        assert harness.broker.stats.publishes_dropped == 0
         watcher.connection.resume_writing()
         assert not publisher.sink.reading_paused
         assert payloads(watcher.received_packets()) == [b"one", b"two"]
@@ -669,7 +670,7 @@ class TestSlowConsumer:
         harness.tick(harness.now + 0.1)
         assert payloads(watcher.received_packets()) == [b"%d" % i for i in range(1, 10)]
         assert not publisher.sink.reading_paused
-        assert harness.broker.publishes_dropped == 0
+        assert harness.broker.stats.publishes_dropped == 0
 
     def test_held_back_publishes_to_a_stalled_reader_are_dropped_once_it_is_given_up(
             self, harness: Harness) -> None:
@@ -680,7 +681,7 @@ class TestSlowConsumer:
         harness.tick(harness.now + 2.5)  # longer than stalled_reader_timeout (2 s)
         assert not publisher.sink.reading_paused
         assert payloads(watcher.received_packets()) == [b"0"]
-        assert harness.broker.publishes_dropped == 9
+        assert harness.broker.stats.publishes_dropped == 9
 
     def test_publisher_paused_by_two_subscribers_resumes_after_both(
             self, harness: Harness) -> None:
@@ -705,12 +706,12 @@ class TestSlowConsumer:
         assert not publisher.sink.reading_paused
         publisher.publish("t", b"dropped", qos=0)
         publisher.publish("t", b"kept", qos=1)
-        assert harness.broker.publishes_dropped == 1
+        assert harness.broker.stats.publishes_dropped == 1
         assert payloads(watcher.received_packets()) == [b"waits", b"kept"]
         watcher.connection.resume_writing()
         publisher.publish("t", b"again", qos=0)
         assert payloads(watcher.received_packets()) == [b"again"]
-        assert harness.broker.publishes_dropped == 1
+        assert harness.broker.stats.publishes_dropped == 1
 
     def test_other_subscribers_are_not_affected(self, harness: Harness) -> None:
         slow = subscriber(harness, "t", client_id="slow")
@@ -719,7 +720,7 @@ class TestSlowConsumer:
         harness.connected("pub").publish("t", b"m")
         assert payloads(fast.received_packets()) == [b"m"]
         assert slow.received_packets() == []
-        assert harness.broker.publishes_dropped == 1
+        assert harness.broker.stats.publishes_dropped == 1
 
 
 # -- $SYS -----------------------------------------------------------------------------------
@@ -847,12 +848,18 @@ def test_packets_are_batched_into_one_write_per_flush(harness: Harness) -> None:
     assert len(only_publishes(watcher.received_packets())) == 5
 
 
-def test_wake_called_once_per_tick_with_output(harness: Harness) -> None:
+def test_wake_called_once_per_tick_with_output() -> None:
+    wakes: list[None] = []
+
+    class CountingHost(InertHost):
+        def wake(self) -> None:
+            wakes.append(None)
+
+    harness = Harness(host=CountingHost())
     watchers = [subscriber(harness, "t", client_id=f"w{index}") for index in range(3)]
     publisher = harness.connected("pub")
     harness.broker.flush()
-    wakes: list[None] = []
-    harness.broker.wake = lambda: wakes.append(None)
+    wakes.clear()
     publisher.publish("t", b"1")
     publisher.publish("t", b"2")
     assert len(wakes) == 1, "three connections became ready in one tick: one wake"

@@ -37,19 +37,7 @@ from culex.protocol.errors import (
     UnacceptableProtocol,
 )
 from culex.protocol.packets import Connect, PacketType, Pingreq, Pingresp
-from culex.protocol.properties import WILL_PROPERTIES, Properties
-from culex.protocol.reader import FrameReader
-from culex.protocol.reasons import (
-    REASON_CODES_BY_PACKET,
-    REASON_TABLE,
-    ReasonCode,
-    is_allowed,
-    is_error,
-    reason_name,
-)
-from culex.protocol.v5 import (
-    AUTH_SUCCESS,
-    DISCONNECT_NORMAL,
+from culex.protocol.packets5 import (
     Auth,
     Connack5,
     Connect5,
@@ -66,6 +54,20 @@ from culex.protocol.v5 import (
     Unsuback5,
     Unsubscribe5,
     Will5,
+)
+from culex.protocol.properties import WILL_PROPERTIES, Properties
+from culex.protocol.reader import FrameReader
+from culex.protocol.reasons import (
+    REASON_CODES_BY_PACKET,
+    REASON_TABLE,
+    ReasonCode,
+    is_allowed,
+    is_error,
+    reason_name,
+)
+from culex.protocol.v5 import (
+    AUTH_SUCCESS,
+    DISCONNECT_NORMAL,
     decode_connect_any,
     decode_packet_v5,
     encode_ack5,

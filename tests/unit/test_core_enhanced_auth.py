@@ -16,8 +16,7 @@ from culex.core.limits import Limits
 from culex.core.states import State
 from culex.protocol.codec import PINGREQ, encode_connect
 from culex.protocol.packets import Connect, Pingresp
-from culex.protocol.properties import Properties
-from culex.protocol.v5 import (
+from culex.protocol.packets5 import (
     Auth,
     Connack5,
     Connect5,
@@ -28,6 +27,9 @@ from culex.protocol.v5 import (
     Subscribe5,
     Subscription,
     Will5,
+)
+from culex.protocol.properties import Properties
+from culex.protocol.v5 import (
     encode_auth,
     encode_connect5,
     encode_disconnect5,
@@ -86,7 +88,7 @@ def pool() -> Pool:
 @pytest.fixture
 def harness(pool: Pool) -> Harness:
     harness = Harness(Limits(connect_timeout=10))
-    harness.broker.enhanced_authenticator = Enhanced(pool)
+    harness.broker.access.enhanced = Enhanced(pool)
     return harness
 
 
@@ -217,14 +219,14 @@ def test_malformed_scram_message_is_0x87(harness: Harness) -> None:
 @pytest.mark.parametrize("configured", [True, False])
 def test_unsupported_method_is_0x8c(harness: Harness, configured: bool) -> None:
     if not configured:
-        harness.broker.enhanced_authenticator = None
+        harness.broker.access.enhanced = None
     client = harness.client()
     client.send(encode_connect5(Connect5("c1", properties=method_props(b"x", "PLAIN"))))
     assert connack_code(client) == 0x8C  # [MQTT-4.12.0-1]
 
 
 def test_acl_applies_to_the_scram_user(harness: Harness) -> None:
-    harness.broker.acl = AclRules.parse("user alice\ntopic readwrite alice/#\n")
+    harness.broker.set_acl(AclRules.parse("user alice\ntopic readwrite alice/#\n"))
     client = connected(harness)
     client.send(encode_publish5(Publish5("alice/x", b"ok", qos=1, packet_id=1)))
     client.send(encode_publish5(Publish5("bob/x", b"no", qos=1, packet_id=2)))
@@ -234,7 +236,7 @@ def test_acl_applies_to_the_scram_user(harness: Harness) -> None:
 
 
 def test_will_topic_is_checked_against_the_scram_users_acl(harness: Harness) -> None:
-    harness.broker.acl = AclRules.parse("user alice\ntopic readwrite alice/#\n")
+    harness.broker.set_acl(AclRules.parse("user alice\ntopic readwrite alice/#\n"))
     _client, connack = scram_login(harness, will=Will5("bob/will", b"x"))
     assert connack.reason_code == 0x87
 

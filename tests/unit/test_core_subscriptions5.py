@@ -15,8 +15,7 @@ from culex.core.subscription_value import V5_SUBSCRIBER, identifiers_of, merge, 
 from culex.protocol.codec import encode_publish
 from culex.protocol.packets import PacketType
 from culex.protocol.packets import Publish as Publish311
-from culex.protocol.properties import Properties
-from culex.protocol.v5 import (
+from culex.protocol.packets5 import (
     Disconnect5,
     Puback5,
     Publish5,
@@ -24,11 +23,9 @@ from culex.protocol.v5 import (
     Subscription,
     Unsuback5,
     Unsubscribe5,
-    encode_ack5,
-    encode_publish5,
-    encode_subscribe5,
-    encode_unsubscribe5,
 )
+from culex.protocol.properties import Properties
+from culex.protocol.v5 import encode_ack5, encode_publish5, encode_subscribe5, encode_unsubscribe5
 from tests.unit.core_helpers import FakeClient, Harness
 from tests.unit.test_core_v5 import client5, expiring, publishes5, subscribe5
 
@@ -284,12 +281,12 @@ def test_shared_and_normal_subscriptions_of_one_client_are_independent() -> None
     pub = client5(harness, "pub")
     pub.send(encode_publish5(Publish5("d/t", b"x", 1, packet_id=1)))
     assert sorted(p.qos for p in publishes5(sub)) == [0, 1, 1]
-    assert harness.broker.sys_values(0)["$SYS/broker/subscriptions/count"] == "3"
+    assert harness.broker.sys.values(0)["$SYS/broker/subscriptions/count"] == "3"
     sub.send(encode_unsubscribe5(Unsubscribe5(2, ["$share/g/d/t", "$share/g/d/t"])))
     assert sub.first5(Unsuback5) == Unsuback5(2, [0, 0x11])
     pub.send(encode_publish5(Publish5("d/t", b"y", 1, packet_id=2)))
     assert sorted(p.qos for p in publishes5(sub)) == [0, 1]
-    assert harness.broker.sys_values(0)["$SYS/broker/subscriptions/count"] == "2"
+    assert harness.broker.sys.values(0)["$SYS/broker/subscriptions/count"] == "2"
 
 
 def test_no_local_on_a_shared_subscription_is_a_protocol_error() -> None:
@@ -306,7 +303,7 @@ def test_no_local_on_a_shared_subscription_is_a_protocol_error() -> None:
 def test_invalid_shared_filters_get_0x8f(topic_filter: str) -> None:
     harness = Harness()
     assert subscribe5(client5(harness, "bad"), Subscription(topic_filter, 1)) == [0x8F]
-    assert harness.broker.shared.count == 0
+    assert harness.broker.router.shared.count == 0
 
 
 def test_wildcards_and_dollar_rules_apply_to_the_inner_filter() -> None:
@@ -323,7 +320,7 @@ def test_wildcards_and_dollar_rules_apply_to_the_inner_filter() -> None:
 
 def test_group_membership_changes_leave_the_match_cache_alone() -> None:
     harness = Harness()
-    trie = harness.broker.shared.trie
+    trie = harness.broker.router.shared.trie
     members = group_of(harness, 1, 0, "$share/g/c/t")
     pub = client5(harness, "pub")
     pub.send(encode_publish5(Publish5("c/t", b"1")))
@@ -341,7 +338,7 @@ def test_group_membership_changes_leave_the_match_cache_alone() -> None:
 
 def test_acl_judges_the_inner_filter_and_skips_members_that_may_not_read() -> None:
     harness = Harness()
-    harness.broker.acl = AclRules.parse("topic readwrite a/#\n")
+    harness.broker.set_acl(AclRules.parse("topic readwrite a/#\n"))
     sub = client5(harness, "anon")
     assert subscribe5(sub, Subscription("$share/g/a/#", 1),
                       Subscription("$share/g/b/#", 1)) == [1, 0x87]

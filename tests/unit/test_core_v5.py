@@ -11,8 +11,7 @@ from culex.core.limits import Limits
 from culex.protocol.codec import encode_publish
 from culex.protocol.packets import PacketType
 from culex.protocol.packets import Publish as Publish311
-from culex.protocol.properties import Properties
-from culex.protocol.v5 import (
+from culex.protocol.packets5 import (
     Disconnect5,
     Puback5,
     Publish5,
@@ -20,11 +19,9 @@ from culex.protocol.v5 import (
     Subscribe5,
     Subscription,
     Will5,
-    encode_ack5,
-    encode_disconnect5,
-    encode_publish5,
-    encode_subscribe5,
 )
+from culex.protocol.properties import Properties
+from culex.protocol.v5 import encode_ack5, encode_disconnect5, encode_publish5, encode_subscribe5
 from tests.unit.core_helpers import FakeClient, Harness
 
 
@@ -91,7 +88,7 @@ def test_v5_empty_id_allowed_without_clean_start() -> None:
 @pytest.mark.parametrize(("code", "reason"), [(0x04, 0x86), (0x05, 0x87)])
 def test_authenticator_refusals_map_to_v5_codes(code: int, reason: int) -> None:
     harness = Harness()
-    harness.broker.authenticator = Answer(code)
+    harness.broker.access.authenticator = Answer(code)
     client = harness.client()
     connack = client.connect5("c", username="u", password=b"p")
     assert connack.reason_code == reason
@@ -259,7 +256,7 @@ def test_nothing_over_the_client_maximum_packet_size_is_sent() -> None:
     assert [(p.topic, p.qos) for p in publishes5(sub)] == [("big/2", 1), ("big/3", 0)]
     assert sub.connection.session is not None
     assert list(sub.connection.session.inflight) == [2]
-    assert harness.broker.publishes_dropped == 2
+    assert harness.broker.stats.publishes_dropped == 2
 
 
 @pytest.mark.parametrize("check", [True, False])

@@ -5,24 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from culex.core.connection import AliasingConnection, Connection
+from culex.core.aliases import AliasingConnection
+from culex.core.connection import Connection
 from culex.core.limits import Limits
 from culex.core.options import Mqtt5Options
 from culex.protocol.codec import encode_publish
 from culex.protocol.packets import PacketType
 from culex.protocol.packets import Publish as Publish311
+from culex.protocol.packets5 import Connack5, Disconnect5, Puback5, Publish5, Subscription, Will5
 from culex.protocol.properties import Properties
-from culex.protocol.v5 import (
-    Connack5,
-    Disconnect5,
-    Puback5,
-    Publish5,
-    Subscription,
-    Will5,
-    encode_ack5,
-    encode_disconnect5,
-    encode_publish5,
-)
+from culex.protocol.v5 import encode_ack5, encode_disconnect5, encode_publish5
 from tests.unit.core_helpers import FakeClient, Harness
 from tests.unit.test_core_v5 import client5, expiring, publishes5, subscribe5
 

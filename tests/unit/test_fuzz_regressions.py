@@ -132,7 +132,7 @@ def test_max_connections_holds_while_connects_are_authenticated() -> None:
     """
     harness = Harness(Limits(max_connections=1))
     authenticator = _LaterAuthenticator()
-    harness.broker.authenticator = authenticator
+    harness.broker.access.authenticator = authenticator
     first, second = harness.client(), harness.client()
     first.send(table.connect("first"))
     second.send(table.connect("second"))
@@ -141,4 +141,4 @@ def test_max_connections_holds_while_connects_are_authenticated() -> None:
     assert first.received_packets() == [Connack(False, ConnackCode.ACCEPTED)]
     assert second.received_packets() == [Connack(False, ConnackCode.SERVER_UNAVAILABLE)]
     assert second.closed
-    assert harness.broker.clients_connected == 1
+    assert harness.broker.stats.clients_connected == 1

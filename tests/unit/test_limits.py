@@ -35,7 +35,7 @@ def test_max_queued_bytes_bounds_an_offline_queue() -> None:
     publisher = harness.connected("pub")
     for index in range(5):
         publisher.publish("t", bytes([index]) * 300, qos=1)
-    assert harness.broker.publishes_dropped == 2  # 3 x 300 fit in 1000 bytes
+    assert harness.broker.stats.publishes_dropped == 2  # 3 x 300 fit in 1000 bytes
     back = harness.client()
     assert back.connect("sub", clean_session=False).session_present
     assert [p[:1] for p in payloads(back.received_packets())] == [b"\x00", b"\x01", b"\x02"]
@@ -49,7 +49,7 @@ def test_max_retained_messages_keeps_replacing_and_clearing_possible() -> None:
     publisher.publish("r/3", b"three", retain=True)  # a new topic past the bound: not stored
     publisher.publish("r/1", b"uno", retain=True)  # replacing works
     assert harness.broker.retained.count == 2
-    assert harness.broker.retained_dropped == 1
+    assert harness.broker.stats.retained_dropped == 1
     watcher = harness.connected("watcher")
     watcher.subscribe(("r/#", 0))
     assert sorted(payloads(watcher.received_packets())) == [b"two", b"uno"]
@@ -132,7 +132,7 @@ def test_a_filling_qos1_queue_pauses_its_publisher_instead_of_dropping() -> None
     for index in range(6):  # 2 in flight, then the queue: 4 = half of 8
         publisher.publish("t", bytes([index]), qos=1)
     assert publisher.connection.reading is False
-    assert harness.broker.publishes_dropped == 0
+    assert harness.broker.stats.publishes_dropped == 0
     delivered = payloads(subscriber.received_packets())
     assert delivered == [b"\x00", b"\x01"]
     subscriber.puback(1)
@@ -157,4 +157,4 @@ def test_a_subscriber_that_stops_acknowledging_is_given_up_on() -> None:
     for index in range(3, 8):
         publisher.publish("t", bytes([index]), qos=1)
     assert publisher.connection.reading is True
-    assert harness.broker.publishes_dropped == 3  # 1 in flight + 4 queued, 3 over
+    assert harness.broker.stats.publishes_dropped == 3  # 1 in flight + 4 queued, 3 over

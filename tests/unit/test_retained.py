@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from culex.core.message import Message
-from culex.core.retained import RetainedStore
+from culex.core.retained_store import RetainedStore
 from culex.protocol.topics import topic_matches
 from tests.unit.core_helpers import Harness, payloads
 

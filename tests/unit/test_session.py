@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from culex.core.limits import Limits
 from culex.core.message import Message
-from culex.core.session import MemorySessionStore, Session
+from culex.core.session import Session, SessionTable
 from culex.protocol.codec import decode_packet
 from culex.protocol.packets import Connack, Publish, Pubrel
 from culex.protocol.reader import FrameReader
@@ -161,7 +161,7 @@ class TestResume:
         pub = harness.connected("pub")
         for index in range(8):
             pub.publish("t", b"%d" % index, qos=1)
-        assert harness.broker.publishes_dropped == 3
+        assert harness.broker.stats.publishes_dropped == 3
         again = harness.client()
         assert again.connect("sub", clean_session=False).session_present
         delivered = again.publishes()
@@ -171,7 +171,7 @@ class TestResume:
         # once drained the queue accepts again
         pub.publish("t", b"later", qos=1)
         assert payloads(again.received_packets()) == [b"later"]
-        assert harness.broker.publishes_dropped == 3
+        assert harness.broker.stats.publishes_dropped == 3
 
     def test_queue_bound_applies_behind_a_full_window(self) -> None:
         harness = Harness(Limits(max_inflight_messages=1, max_queued_messages=2))
@@ -179,7 +179,7 @@ class TestResume:
         pub = harness.connected("pub")
         for index in range(5):
             pub.publish("t", b"%d" % index, qos=1)
-        assert harness.broker.publishes_dropped == 2
+        assert harness.broker.stats.publishes_dropped == 2
         got: list[bytes] = []
         while batch := sub.publishes():
             got += payloads(batch)
@@ -189,9 +189,9 @@ class TestResume:
     def test_offline_clean_0_session_counts_as_disconnected(self) -> None:
         harness = Harness()
         persistent_subscriber(harness).lose()
-        assert harness.broker.clients_connected == 0
+        assert harness.broker.stats.clients_connected == 0
         assert len(harness.broker.sessions) == 1
-        values = harness.broker.sys_values(0.0)
+        values = harness.broker.sys.values(0.0)
         assert values["$SYS/broker/clients/disconnected"] == "1"
         assert values["$SYS/broker/clients/total"] == "1"
 
@@ -314,9 +314,9 @@ class TestSessionClass:
         assert not session.overflowing
 
 
-class TestMemorySessionStore:
+class TestSessionTable:
     def test_put_get_delete_len_iter(self) -> None:
-        store = MemorySessionStore()
+        store = SessionTable()
         one = Session("one", False, 1, 1)
         two = Session("two", True, 1, 1)
         store.put(one)
@@ -328,7 +328,7 @@ class TestMemorySessionStore:
         assert store.get("one") is None and len(store) == 1
 
     def test_iteration_tolerates_deletion(self) -> None:
-        store = MemorySessionStore()
+        store = SessionTable()
         for name in "abc":
             store.put(Session(name, False, 1, 1))
         for session in store:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from culex.core.cluster import (
+from culex.core.broker import WorkerSetup
+from culex.core.limits import Limits
+from culex.core.worker_links import (
     BARRIER,
     FORWARD,
     PUBLISH,
     ROUTE_ADD,
-    Cluster,
-    Peer,
+    WorkerLink,
     owner_of,
     record,
 )
-from culex.core.limits import Limits
 from culex.protocol.codec import encode_connect, encode_subscribe
 from culex.protocol.packets import Connect, Puback, Publish, Suback, Subscribe
 from tests.unit.core_helpers import FakeClient, FakeSink, Harness
@@ -37,18 +37,19 @@ class Workers:
     """Two linked workers and their clients; `pump()` moves records until both are quiet."""
 
     def __init__(self, limits: Limits | None = None) -> None:
-        self.harnesses = [Harness(limits), Harness(limits)]
+        self.moved: list[tuple[int, bytes]] = []
+        self.harnesses = [
+            Harness(limits, workers=WorkerSetup(
+                index, 2, hand_over=lambda worker, sink, data, address, user: self.moved.append(
+                    (worker, data)), all_ready=lambda: None, link_lost=lambda index: None))
+            for index in range(2)]
         self.clusters = []
-        for index, harness in enumerate(self.harnesses):
-            cluster = harness.broker.cluster = Cluster(harness.broker, index, 2)
-            self.clusters.append(cluster)
+        for harness in self.harnesses:
+            assert harness.broker.links is not None
+            self.clusters.append(harness.broker.links)
         self.links = {0: Link(), 1: Link()}  # writer index -> its link to the other
         for index, cluster in enumerate(self.clusters):
             cluster.attach(1 - index, self.links[index], 0.0)
-        self.moved: list[tuple[int, bytes]] = []
-        for cluster in self.clusters:
-            cluster.move = lambda worker, sink, data, peer, user: self.moved.append(
-                (worker, data))
 
     def pump(self) -> None:
         for _ in range(100):
@@ -199,10 +200,10 @@ def test_a_full_subscriber_pauses_the_link_its_messages_come_on() -> None:
     subscriber.connection.pause_writing(0.0)
     publisher.publish("bp/t", b"x")
     workers.pump()
-    assert workers.clusters[0].peers[1].reading is False
+    assert workers.clusters[0].links[1].reading is False
     assert workers.links[0].reading_paused  # worker 0's transport of its link to worker 1
     subscriber.connection.resume_writing()
-    assert workers.clusters[0].peers[1].reading is True
+    assert workers.clusters[0].links[1].reading is True
     assert [p.payload for p in subscriber.publishes()] == [b"x"]  # sent anyway, not dropped
 
 
@@ -222,7 +223,7 @@ def test_qos1_messages_from_one_read_of_the_link_wait_while_the_subscriber_queue
         publisher.publish("flood/t", payload, qos=1, packet_id=packet_id)
     assert len(publisher.received_packets()) == 100  # all acknowledged (no sync store)
     workers.pump()  # the 100 records cross in one read
-    peer = workers.clusters[0].peers[1]
+    peer = workers.clusters[0].links[1]
     assert peer.deferred and peer.reading is False
     got: list[bytes] = []
     for _ in range(100):
@@ -233,7 +234,7 @@ def test_qos1_messages_from_one_read_of_the_link_wait_while_the_subscriber_queue
         subscriber.ack_all(packets)
         workers.pump()
     assert got == sent
-    assert workers.harnesses[0].broker.publishes_dropped == 0
+    assert workers.harnesses[0].broker.stats.publishes_dropped == 0
     assert not peer.deferred and peer.reading is True
 
 
@@ -267,7 +268,7 @@ def test_a_link_full_for_longer_than_the_stalled_reader_timeout_drops_nothing() 
     workers.clusters[1].resume_writing(0)
     workers.pump()
     assert [p.payload for p in subscriber.publishes()] == [b"1", b"2"]
-    assert sending.broker.publishes_dropped == 0
+    assert sending.broker.stats.publishes_dropped == 0
 
 
 def test_a_worker_that_goes_away_is_forgotten() -> None:
@@ -288,7 +289,8 @@ def test_records_split_anywhere_come_out_whole(step: int) -> None:
     records = [(ROUTE_ADD, b"a/+"), (FORWARD, b"\x30\x05\x00\x01txy" * 300), (BARRIER, b""),
                (PUBLISH, bytes(range(256)) * 20)]
     stream = b"".join(record(kind, body) for kind, body in records)
-    peer = Peer(1, FakeSink(), 0.0, lambda peer: None, lambda peer, records: None)
+    peer = WorkerLink(1, FakeSink(), 0.0, resume=lambda peer: None,
+                      process=lambda peer, records: None)
     got = []
     for start in range(0, len(stream), step):
         got += peer.records(stream[start:start + step])

@@ -1,105 +1,40 @@
-"""The MQTT 5.0 side of a connection: the handlers that differ from 3.1.1, and CONNECT rules.
+"""The packets of an accepted MQTT 5.0 connection that MQTT 5 handles differently from 3.1.1.
 
-`Connection` switches to these handlers when a CONNECT says protocol level 5, so the 3.1.1 hot
-path never tests for MQTT 5. Everything the two protocols share (the QoS 1/2 acks, PINGREQ,
-sessions, routing) stays in `connection.py` and the broker; what is here is what MQTT 5 adds:
-properties on PUBLISH, reason codes on every ack, subscription options, DISCONNECT both ways
-and the CONNACK properties that tell the client what this broker supports. AUTH goes on to
-`enhanced_auth.py`.
+What MQTT 5 adds here: properties on PUBLISH (Topic Aliases, Payload Format Indicator,
+Message Expiry, ...), reason codes on every ack, subscription options and identifiers, the
+Session Expiry Interval on DISCONNECT, and AUTH. `V5_HANDLERS` at the bottom is the 3.1.1
+table with exactly these handlers replaced.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import Final, TypeVar
 
-from ..protocol.errors import MQTTError, ProtocolError
-from ..protocol.packets import ConnackCode, PacketType
+from ..protocol.errors import ProtocolError
+from ..protocol.packets import PacketType
+from ..protocol.packets5 import Auth, Disconnect5, Packet5, Publish5, Subscribe5, Unsubscribe5
 from ..protocol.properties import Properties
 from ..protocol.reasons import ReasonCode, reason_name
 from ..protocol.topics import SHARE_PREFIX
-from ..protocol.v5 import (
-    Auth,
-    Connect5,
-    Disconnect5,
-    Packet5,
-    Publish5,
-    Subscribe5,
-    Unsubscribe5,
-    decode_packet_v5,
-    encode_ack5,
-    encode_suback5,
-    encode_unsuback5,
-)
+from ..protocol.v5 import decode_packet_v5, encode_ack5, encode_suback5, encode_unsuback5
 from . import enhanced_auth
+from .aliases import aliased_topic, protocol_error
+from .connection import Connection, Handler
+from .handlers import V311_HANDLERS, may_publish, subscribe_filter
 from .message import QOS0_PLAIN, Message
+from .session import Session
 from .states import State
 from .subscription_value import ROUTING_FLAGS, V5_SUBSCRIBER, with_identifier
 
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .session import Session
-
 log = logging.getLogger("culex")
-
-
-# The 3.1.1 refusal a check decided -> the MQTT 5 CONNACK reason code that says it (§3.2.2.2).
-REFUSAL_CODES: Final[dict[ConnackCode, int]] = {
-    ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION: ReasonCode.UNSUPPORTED_PROTOCOL_VERSION,
-    ConnackCode.IDENTIFIER_REJECTED: ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
-    # max_connections: the server is fine, just full for now.
-    ConnackCode.SERVER_UNAVAILABLE: ReasonCode.SERVER_BUSY,
-    ConnackCode.BAD_USERNAME_OR_PASSWORD: ReasonCode.BAD_USER_NAME_OR_PASSWORD,
-    ConnackCode.NOT_AUTHORIZED: ReasonCode.NOT_AUTHORIZED,
-}
-
-
-def negotiate(connection: Connection, packet: Connect5, assigned: bool) -> None:
-    """Settle what the CONNACK announces: the limits a client must respect (Receive Maximum,
-    Maximum Packet Size, the features not available) and the values the server chose for it
-    (an assigned id, a clamped keep alive). Absent properties would mean "no limit" or
-    "available", so everything this broker does not do is said explicitly."""
-    broker = connection.broker
-    limits = broker.limits
-    props = Properties(
-        receive_maximum=limits.receive_maximum,
-        maximum_packet_size=limits.max_packet_size,
-        topic_alias_maximum=limits.max_topic_alias,
-        retain_available=1,
-        wildcard_subscription_available=1,
-        subscription_identifier_available=1,
-        shared_subscription_available=1,
-    )
-    if limits.max_qos < 2:
-        props.maximum_qos = limits.max_qos
-    if assigned:
-        props.assigned_client_identifier = packet.client_id
-    if limits.max_keepalive < 65535 and not 0 < packet.keepalive <= limits.max_keepalive:
-        # MQTT 5 need not refuse: the client must use the Server Keep Alive [MQTT-3.2.2-21].
-        packet.keepalive = props.server_keep_alive = limits.max_keepalive
-    requested = packet.properties
-    connection.max_packet_out = requested.maximum_packet_size or 0
-    client_maximum = requested.receive_maximum
-    if client_maximum is not None:
-        connection.receive_maximum = min(connection.receive_maximum, client_maximum)
-    if requested.topic_alias_maximum and broker.mqtt5.topic_alias_out != "none":
-        connection.use_topic_aliases(requested.topic_alias_maximum)
-    # Request Problem Information 0: no Reason String or User Property on anything but
-    # PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29].
-    connection.problem_information = requested.request_problem_information != 0
-    prefix = broker.mqtt5.response_information
-    if prefix and requested.request_response_information == 1:
-        # Only when asked for: the server MUST NOT send it otherwise [MQTT-3.1.2-28].
-        props.response_information = prefix + packet.client_id
-    connection.connack_properties = props
-
 
 P = TypeVar("P", bound=Packet5)
 
 
 def _decode(connection: Connection, first: int, frame: bytes, pos: int, kind: type[P]) -> P:
     """Decode a packet that needs an accepted CONNECT; the handler table guarantees `kind`."""
-    connection._require_connected()
+    connection.require_connected()
     packet = decode_packet_v5(first, frame, pos)
     assert isinstance(packet, kind)
     return packet
@@ -119,77 +54,42 @@ def _session(connection: Connection) -> Session:
     return session
 
 
-def _protocol_error(message: str, rule: str, reason_code: int) -> MQTTError:
-    error = ProtocolError(message, rule)
-    error.reason_code = reason_code
-    return error
-
-
-def _aliased_topic(connection: Connection, alias: int, topic: str) -> tuple[str, bytes]:
-    """The topic of a PUBLISH with a Topic Alias: with a topic name it (re)defines the alias,
-    with an empty one it uses the alias. Mappings live and die with the connection
-    [MQTT-3.3.2-7]."""
-    broker = connection.broker
-    maximum = broker.limits.max_topic_alias
-    if not 0 < alias <= maximum:
-        raise _protocol_error(f"Topic Alias {alias} outside 1..{maximum}",
-                              "MQTT-3.3.2-8" if not alias else "MQTT-3.3.2-9",
-                              ReasonCode.TOPIC_ALIAS_INVALID)
-    aliases = connection.topic_aliases_in
-    if not topic:
-        known = aliases.get(alias) if aliases is not None else None
-        if known is None:
-            raise _protocol_error(f"Topic Alias {alias} used before a topic was set for it",
-                                  "§3.3.2.3.4", ReasonCode.PROTOCOL_ERROR)
-        return known
-    topic_bytes = topic.encode()
-    name = broker.topic_names.get(topic_bytes)
-    if name is None:
-        name = broker.learn_topic_name(topic_bytes)  # an invalid topic defines nothing
-    if aliases is None:
-        aliases = connection.topic_aliases_in = {}
-    aliases[alias] = known = (name, topic_bytes)
-    return known
-
-
 def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -> None:
     if first == QOS0_PLAIN and _forward_plain(connection, frame, pos):
         return
     packet = _decode(connection, first, frame, pos, Publish5)
     props = packet.properties
-    broker = connection.broker
-    bad_format = props.payload_format_indicator == 1 and broker.limits.check_payload_format \
+    core = connection.core
+    limits = core.limits
+    router = core.router
+    bad_format = props.payload_format_indicator == 1 and limits.check_payload_format \
         and not _is_utf8(packet.payload)
     if bad_format and not packet.qos:  # no ack to say it in: DISCONNECT 0x99 (§3.3.2.3.2)
-        raise _protocol_error("payload is not UTF-8 but its Payload Format Indicator says it "
-                              "is", "§3.3.2.3.2", ReasonCode.PAYLOAD_FORMAT_INVALID)
-    if packet.qos > broker.limits.max_qos:
-        raise _protocol_error(f"PUBLISH at QoS {packet.qos} above Maximum QoS "
-                              f"{broker.limits.max_qos}", "§3.2.2.3.4",
-                              ReasonCode.QOS_NOT_SUPPORTED)
+        raise protocol_error("payload is not UTF-8 but its Payload Format Indicator says it "
+                             "is", "§3.3.2.3.2", ReasonCode.PAYLOAD_FORMAT_INVALID)
+    if packet.qos > limits.max_qos:
+        raise protocol_error(f"PUBLISH at QoS {packet.qos} above Maximum QoS "
+                             f"{limits.max_qos}", "§3.2.2.3.4", ReasonCode.QOS_NOT_SUPPORTED)
     session = _session(connection)
     alias = props.topic_alias
     if alias is None:
         topic_bytes = packet.topic.encode()
-        topic = broker.topic_names.get(topic_bytes)
-        if topic is None:
-            if not topic_bytes:
-                raise _protocol_error("empty topic name without a Topic Alias", "§3.3.2.3.4",
-                                      ReasonCode.PROTOCOL_ERROR)
-            topic = broker.learn_topic_name(topic_bytes)
+        if not topic_bytes:
+            raise protocol_error("empty topic name without a Topic Alias", "§3.3.2.3.4",
+                                 ReasonCode.PROTOCOL_ERROR)
+        topic = router.topic_name(topic_bytes)
     else:
-        topic, topic_bytes = _aliased_topic(connection, alias, packet.topic)
+        topic, topic_bytes = aliased_topic(connection, alias, packet.topic)
     qos = packet.qos
     packet_id = packet.packet_id
-    broker.publishes_received += 1
+    core.stats.publishes_received += 1
     reason: int = ReasonCode.SUCCESS
     if qos == 2 and packet_id not in session.awaiting_release \
-            and len(session.awaiting_release) >= broker.limits.receive_maximum:
+            and len(session.awaiting_release) >= limits.receive_maximum:
         # More unreleased QoS 2 messages than the Receive Maximum we announced.
-        raise _protocol_error(f"more than {broker.limits.receive_maximum} QoS 2 "
-                              "messages awaiting PUBREL", "MQTT-3.3.4-7",
-                              ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
-    if not connection.may_publish(topic):
+        raise protocol_error(f"more than {limits.receive_maximum} QoS 2 messages awaiting "
+                             "PUBREL", "MQTT-3.3.4-7", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
+    if not may_publish(connection, topic):
         reason = ReasonCode.NOT_AUTHORIZED
     elif bad_format:
         reason = ReasonCode.PAYLOAD_FORMAT_INVALID
@@ -198,13 +98,13 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
     elif first == QOS0_PLAIN and props.is_empty():
         # The same frame suits every MQTT 5 subscriber without options: forward it. (A Topic
         # Alias is a property, so an aliased PUBLISH never takes this path.)
-        broker.forward(topic, frame, connection)
+        router.forward(topic, frame, connection)
     else:
         if alias is not None:
             props.topic_alias = None  # the publisher's own shorthand, never forwarded
-        reason = broker.publish(Message(
+        reason = router.publish(Message(
             topic, packet.payload, qos, packet.retain, topic_bytes=topic_bytes,
-            properties=None if props.is_empty() else props, created=broker.now), connection)
+            properties=None if props.is_empty() else props, created=core.clock.now), connection)
         if qos == 2 and reason >= 0x80:
             session.inbound_released(packet_id)  # a failed PUBREC ends the exchange
     if qos:
@@ -216,7 +116,7 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
 
 def _forward_plain(connection: Connection, frame: bytes, pos: int) -> bool:
     """The MQTT 5 hot path, as cheap as 3.1.1's: a QoS 0 PUBLISH without RETAIN, with an empty
-    property block, to a topic already validated (the broker's topic-name cache holds only
+    property block, to a topic already validated (the router's topic-name cache holds only
     valid, non-empty names). Such a frame needs no decoding: forwarded as it is. False for
     anything else, which takes the full decode (and its checks)."""
     if connection.session is None:
@@ -224,13 +124,13 @@ def _forward_plain(connection: Connection, frame: bytes, pos: int) -> bool:
     stop = pos + 2 + ((frame[pos] << 8) | frame[pos + 1]) if pos + 2 <= len(frame) else 0
     if not stop or stop >= len(frame) or frame[stop]:
         return False  # truncated, or there are properties
-    broker = connection.broker
-    topic = broker.topic_names.get(frame[pos + 2:stop])
+    core = connection.core
+    topic = core.router.topic_names.get(frame[pos + 2:stop])
     if topic is None:
         return False
-    broker.publishes_received += 1
-    if (topic[0] != "$" and connection.acl is None) or connection.may_publish(topic):
-        broker.forward(topic, frame, connection)
+    core.stats.publishes_received += 1
+    if (topic[0] != "$" and connection.acl is None) or may_publish(connection, topic):
+        core.router.forward(topic, frame, connection)
     return True
 
 
@@ -265,13 +165,14 @@ def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int)
     # (DISCONNECT 0x82, [MQTT-3.8.3-4]).
     codes: list[int] = []
     retained: list[tuple[str, int]] = []
+    max_qos = connection.core.limits.max_qos
     for subscription in packet.subscriptions:
         topic_filter = subscription.topic_filter
         existed = topic_filter in session.subscriptions
-        qos = min(subscription.qos, connection.broker.limits.max_qos)
+        qos = min(subscription.qos, max_qos)
         value = with_identifier(V5_SUBSCRIBER | qos | (subscription.options & ROUTING_FLAGS),
                                 identifier)
-        code = connection.subscribe(topic_filter, value)
+        code = subscribe_filter(connection, topic_filter, value)
         if not code:
             code = qos
             # Retain Handling 0: send retained messages; 1: only for a new subscription;
@@ -287,13 +188,13 @@ def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int)
 def handle_unsubscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:
     packet = _decode(connection, first, frame, pos, Unsubscribe5)
     session = _session(connection)
-    broker = connection.broker
+    router = connection.core.router
     codes: list[int] = []
     for topic_filter in packet.filters:
         if topic_filter not in session.subscriptions:
             codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
         else:
-            broker.unsubscribe(session, topic_filter)
+            router.unsubscribe(session, topic_filter)
             codes.append(ReasonCode.SUCCESS)
     connection.send(encode_unsuback5(packet.packet_id, codes))
 
@@ -305,7 +206,7 @@ def handle_disconnect(connection: Connection, first: int, frame: bytes, pos: int
         packet = decode_packet_v5(first, frame, pos)
         assert isinstance(packet, Disconnect5)
         log.info("client %s (%s) disconnected during authentication (%s)",
-                 connection.client_id, connection.peer,
+                 connection.client_id, connection.address,
                  reason_name(packet.reason_code, PacketType.DISCONNECT))
         connection.close(publish_will=False)
         return
@@ -316,8 +217,8 @@ def handle_disconnect(connection: Connection, first: int, frame: bytes, pos: int
         if expiry and not session.expiry_interval:
             raise ProtocolError("DISCONNECT sets a Session Expiry Interval after CONNECT had 0",
                                 "MQTT-3.14.2-2")
-        connection.broker.set_session_expiry(session, expiry)
-    log.info("client %s (%s) disconnected (%s)", connection.client_id, connection.peer,
+        connection.core.sessions.set_session_expiry(session, expiry)
+    log.info("client %s (%s) disconnected (%s)", connection.client_id, connection.address,
              reason_name(packet.reason_code, PacketType.DISCONNECT))
     # Only a Normal disconnection discards the will; 0x04 and the error codes publish it
     # [MQTT-3.14.4-3, §3.14.2.1].
@@ -326,7 +227,17 @@ def handle_disconnect(connection: Connection, first: int, frame: bytes, pos: int
 
 def handle_auth(connection: Connection, first: int, frame: bytes, pos: int) -> None:
     if connection.state is not State.EXCHANGING:
-        connection._require_connected()
+        connection.require_connected()
     packet = decode_packet_v5(first, frame, pos)
     assert isinstance(packet, Auth)
     enhanced_auth.handle_auth(connection, packet)
+
+
+V5_HANDLERS: Final[dict[int, Handler]] = {
+    **V311_HANDLERS,
+    PacketType.PUBLISH: handle_publish,
+    PacketType.SUBSCRIBE: handle_subscribe,
+    PacketType.UNSUBSCRIBE: handle_unsubscribe,
+    PacketType.DISCONNECT: handle_disconnect,
+    PacketType.AUTH: handle_auth,
+}
