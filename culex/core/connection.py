@@ -368,7 +368,8 @@ class Connection:
         """The CONNACK that accepts this client, in its protocol's form."""
         if self.v5:
             return encode_connack5(session_present, ReasonCode.SUCCESS, self.connack_properties)
-        return encode_connack(session_present, 0)
+        # MQTT 3.1 has no Session Present flag: its acknowledge-flags byte is reserved (0).
+        return encode_connack(session_present and self.protocol_level != 3, 0)
 
     def send_pubrel(self, packet_id: int) -> None:
         self.send(bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))

@@ -145,7 +145,8 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
                  "messages, %d retained, %d wills in %.3f s", storage.path,
                  config.storage.durability, len(state.sessions), queued, len(state.retained),
                  len(state.wills), time.monotonic() - started)
-    security = Security(config.auth, anonymous_allowed(config), loop)
+    security = Security(config.auth, anonymous_allowed(config), loop,
+                        reports=plan is None or plan.index == 0)
     security.install(broker)
     log.info("open-file limit: %d (one per client connection)", raise_open_file_limit())
     flush_scheduled = False
