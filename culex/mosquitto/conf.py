@@ -54,6 +54,7 @@ class Reader(State):
     def __init__(self) -> None:
         super().__init__()
         self.main: Path | None = None
+        self.files: list[str] = []
 
     # Reading.
 
@@ -67,6 +68,7 @@ class Reader(State):
             raise MosquittoConfError(f"{path}:{number}: not valid UTF-8") from None
         if self.main is None:
             self.main = path
+        self.files.append(str(path))
         current = self.default  # per file, as in Mosquitto: an included file starts afresh
         for number, raw in enumerate(text.split("\n"), start=1):
             line = raw.rstrip("\r")
@@ -148,8 +150,12 @@ class Reader(State):
         self._build_logging(conf)
         for path, (value, where) in self.globals.items():
             put(conf, path, value, where)
-        conf.warnings = self.warnings
-        conf.refusals = self.refusals
+        # In the order of the lines, files in the order they were read.
+        files = {name: index for index, name in enumerate(self.files)}
+        conf.warnings = sorted(self.warnings, key=lambda note: (files[note.where.file],
+                                                                 note.where.line))
+        conf.refusals = sorted(self.refusals, key=lambda note: (files[note.where.file],
+                                                                 note.where.line))
         return conf
 
     def _drafts(self, conf: MosquittoConf) -> list[ListenerDraft]:
@@ -176,7 +182,8 @@ class Reader(State):
         for draft in drafts:
             where = draft.where or draft.opened_by
             assert where is not None
-            port, port_where = draft.settings.pop("port", (draft.port or 1883, where))
+            port, port_where = draft.settings.pop(
+                "port", (draft.port if draft.port is not None else 1883, where))
             host = draft.settings.pop("host", (draft.address, where))[0]
             if port == 0:
                 targets: list[tuple[str, Any]] = [("unix", host)]
@@ -254,8 +261,9 @@ class Reader(State):
             if len(present) < len(tables) and name in defaults:
                 values.add(defaults[name])
             if len(values) > 1 or (len(present) < len(tables) and name not in defaults):
-                where = present[0][1]
-                self.refuse(where, str(present[0][0]), "differs between listeners (or is not "
+                value, where = present[0]
+                shown = str(value).lower() if isinstance(value, bool) else str(value)
+                self.refuse(where, shown, "differs between listeners (or is not "
                             "set on every one): in Culex it applies to every listener")
             common[name] = present[0]
         return common
