@@ -236,7 +236,7 @@ def test_string_given_twice_is_an_error(tmp_path: Path) -> None:
 ])
 def test_refusals(tmp_path: Path, line: str, reason: str) -> None:
     message = refusal(tmp_path, f"listener 1884 127.0.0.1\nallow_anonymous true\n{line}\n")
-    key = line.split()[0]
+    key = line.split(maxsplit=1)[0]
     assert message.startswith(f"{tmp_path}/mosquitto.conf:3: {key} ")
     assert reason in message
 
