@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from .config import (
     load_config,
 )
 from .logs import setup_logging
+from .mosquitto.conf import read_mosquitto_conf
+from .mosquitto.model import MosquittoConfError
+from .mosquitto.toml import dumps
 from .server.app import run, tls_context
 from .server.security import SecurityError, load_files
 from .server.transport import ListenError
@@ -27,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"culex {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("serve", help="run the broker")
-    run.add_argument("--config", type=Path, help="TOML configuration file (culex.toml)")
+    run.add_argument("--config", type=Path, help="configuration file: culex.toml, or "
+                     "Mosquitto's format when its name ends in .conf")
     run.add_argument("--host", help="listen on this address instead of the configured ones")
     run.add_argument("--port", type=int, help="listen on this port instead of the configured ones")
     run.add_argument("--log-level", choices=LOG_LEVELS)
@@ -39,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration and the "
                                 "password, ACL and certificate files it names; start nothing")
     check.add_argument("file", type=Path)
+    convert = commands.add_parser("convert-config", help="print the culex.toml equivalent of "
+                                  "a mosquitto.conf, with a comment on each key that has none")
+    convert.add_argument("file", type=Path)
     return parser
 
 
@@ -77,8 +85,22 @@ def check_config(path: Path) -> int:
             print(f"culex: warning: {path}: auth.enhanced_methods: {config.auth.password_file} "
                   "has no SCRAM entries (`culex passwd --scram`): every SCRAM login will fail",
                   file=sys.stderr)
+    for warning in config.warnings:
+        print(f"culex: warning: {warning}", file=sys.stderr)
     print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s){enhanced}, "
           f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability})")
+    return 0
+
+
+def convert_config(path: Path) -> int:
+    """Print the culex.toml that a mosquitto.conf amounts to. The files it names are not
+    checked: a configuration is often converted on another machine than the one it runs on."""
+    try:
+        conf = read_mosquitto_conf(path)
+    except MosquittoConfError as exc:
+        print(f"culex: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write(dumps(conf, str(path)))
     return 0
 
 
@@ -92,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_passwd(args)
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "convert-config":
+        return convert_config(args.file)
     try:
         config = apply_overrides(load_config(args.config), args)
         check_exposure(config, str(args.config or "command line"))
@@ -99,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"culex: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.logging.level, config.logging.format)
+    for warning in config.warnings:
+        logging.getLogger("culex").warning("%s", warning)
     return run(config)
 
 

@@ -18,6 +18,8 @@ from .auth.scram import METHOD as SCRAM_SHA_256
 from .core.limits import Limits
 from .core.options import Mqtt5Options
 from .core.retained import MAX_WORKERS
+from .mosquitto.conf import read_mosquitto_conf
+from .mosquitto.model import MosquittoConfError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -154,6 +156,9 @@ class Config:
     sys_interval: float = 10.0
     # Worker processes, one event loop (one core) each; 0 = one per CPU this process may use.
     workers: int = 1
+    # What loading noticed but accepted (a mosquitto.conf key without effect in Culex), logged
+    # once at start-up.
+    warnings: tuple[str, ...] = ()
 
     def worker_count(self) -> int:
         return self.workers or len(os.sched_getaffinity(0))
@@ -275,8 +280,11 @@ def anonymous_allowed(config: Config) -> bool:
 
 
 def load_config(path: Path | None) -> Config:
+    """culex.toml, or Mosquitto's format when the file name ends in `.conf`."""
     if path is None:
         return Config()
+    if path.suffix == ".conf":
+        return load_mosquitto_config(path)
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -287,3 +295,20 @@ def load_config(path: Path | None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     return parse_config(data, str(path))
+
+
+def load_mosquitto_config(path: Path) -> Config:
+    """A mosquitto.conf, read into culex.toml's shape; each value passes the same checks as
+    in TOML, first alone with the line it came from, then all together."""
+    try:
+        conf = read_mosquitto_conf(path)
+    except MosquittoConfError as exc:
+        raise ConfigError(str(exc)) from None
+    if conf.refusals:
+        more = len(conf.refusals) - 1
+        raise ConfigError(f"{conf.refusals[0]}" + (
+            f" (and {more} more: `culex convert-config {path}` lists them)" if more else ""))
+    for data, source in conf.checks():
+        parse_config(data, source)
+    config = parse_config(conf.data, str(path))
+    return dataclasses.replace(config, warnings=tuple(str(note) for note in conf.warnings))

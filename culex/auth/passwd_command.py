@@ -3,6 +3,8 @@
     culex passwd [-c] [--scheme S] [--scram [--scram-iterations N]] [--password-stdin] FILE USER
                                    add USER or change its password
     culex passwd -D FILE USER      delete USER
+    culex passwd --rehash [--scheme S] [--password-stdin] FILE USER
+                                   hash USER's current password again with Culex's scheme
 
 `--scram` also stores SCRAM-SHA-256 credentials, so the user can log in with MQTT 5 enhanced
 authentication (method "SCRAM-SHA-256") as well as with a CONNECT password. Without it a changed
@@ -12,6 +14,11 @@ password drops any SCRAM entry the user had: it was made from the old password.
 exist, so a typo in the path cannot silently start a new, nearly empty file. The password is
 read twice from the terminal with echo off, or once from a line of standard input with
 `--password-stdin` for scripts (never from argv: it would show in `ps` and shell history).
+
+`--rehash` is for files written by mosquitto_passwd, whose hashes are cheap to guess (one
+SHA-512, or PBKDF2 with 101 iterations): given the user's current password (checked against the
+stored hash first, so a typo cannot lock the user out), it stores a fresh hash of the same
+password. The broker logs at start-up and on reload which users still have weak hashes.
 
 Exit codes: 0 done, 1 one-line error on stderr (no traceback); 2 is argparse's own code for
 unusable options, as for every culex subcommand.
@@ -48,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read the password from one line of standard input")
     parser.add_argument("--scheme", choices=SCHEMES, default=SCRYPT,
                         help="password hash for new or changed users (default: %(default)s)")
+    parser.add_argument("--rehash", action="store_true",
+                        help="hash USER's current password again with --scheme; the password "
+                        "given must be the current one")
     parser.add_argument("--scram", action="store_true",
                         help="also store SCRAM-SHA-256 credentials (MQTT 5 enhanced "
                         "authentication)")
@@ -75,6 +85,8 @@ def _run(args: argparse.Namespace) -> None:
     user: str = args.user
     if args.delete and (args.create or args.password_stdin):
         raise PasswdError("-D cannot be combined with -c or --password-stdin")
+    if args.rehash and (args.delete or args.create or args.scram):
+        raise PasswdError("--rehash cannot be combined with -D, -c or --scram")
     if args.scram_iterations is not None and not args.scram:
         raise PasswdError("--scram-iterations needs --scram")
     try:
@@ -94,6 +106,13 @@ def _run(args: argparse.Namespace) -> None:
     if args.delete:
         if not passwords.delete(user):
             raise PasswdError(f"user {user!r} not found in {path}")
+    elif args.rehash:
+        if user not in passwords:
+            raise PasswdError(f"user {user!r} not found in {path}")
+        password = _read_stdin() if args.password_stdin else _prompt(confirm=False)
+        if not passwords.rehash(user, password, params_for_scheme(args.scheme)):
+            raise PasswdError(f"that is not the current password of {user!r}; {path} "
+                              "unchanged")
     else:
         password = _read_stdin() if args.password_stdin else _prompt()
         try:
@@ -118,10 +137,10 @@ def _read_stdin() -> bytes:
     return password
 
 
-def _prompt() -> bytes:
+def _prompt(confirm: bool = True) -> bytes:
     try:
         first = getpass.getpass("Password: ")
-        second = getpass.getpass("Reenter password: ")
+        second = getpass.getpass("Reenter password: ") if confirm else first
     except EOFError:
         raise PasswdError("no password given") from None
     if first != second:

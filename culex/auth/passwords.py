@@ -68,6 +68,14 @@ MAX_KEY_BYTES = 64
 MIN_SCRAM_ITERATIONS = 4096
 DEFAULT_SCRAM_ITERATIONS = 600_000
 SCRAM_KEY_BYTES = 32  # SHA-256 output: StoredKey and ServerKey
+# mosquitto_passwd's hashes: "$6$" (salted SHA-512) and "$7$" (PBKDF2-SHA512); Mosquitto
+# accepts exactly these sizes (src/security_default.c), and so does Culex.
+MOSQUITTO_SHA512 = "6"
+MOSQUITTO_PBKDF2 = "7"
+MOSQUITTO_SALT_BYTES = 12
+MOSQUITTO_KEY_BYTES = 64
+# Below this many PBKDF2 iterations (Culex's default for pbkdf2-sha512), a hash counts as weak.
+WEAK_PBKDF2_ITERATIONS = 210_000
 
 
 class PasswordFileError(FileProblem):
@@ -110,7 +118,25 @@ class Pbkdf2Params:
         return None
 
 
-HashParams = ScryptParams | Pbkdf2Params
+@dataclass(frozen=True, slots=True)
+class MosquittoPbkdf2Params(Pbkdf2Params):
+    """mosquitto_passwd's default, `$7$iterations$salt$hash`: the same PBKDF2-HMAC-SHA512 as
+    Culex's pbkdf2-sha512, written in Mosquitto's form. mosquitto_passwd uses 101 iterations
+    unless given `-I`, which makes a guess cheap: `culex passwd --rehash` replaces it."""
+
+    iterations: int = 101
+
+
+@dataclass(frozen=True, slots=True)
+class MosquittoSha512Params:
+    """`mosquitto_passwd -H sha512` (Mosquitto 1.6 and earlier), `$6$salt$hash`: one SHA-512
+    of the password followed by the salt. A guess costs one hash: weak by any standard."""
+
+    def problem(self) -> str | None:
+        return None
+
+
+HashParams = ScryptParams | Pbkdf2Params | MosquittoSha512Params
 
 DEFAULT_PARAMS: HashParams = ScryptParams()
 
@@ -160,7 +186,10 @@ class PasswordHash:
 
     @classmethod
     def parse(cls, text: str) -> PasswordHash:
-        """Parse `$scheme$params$salt$key`; ValueError says which part is wrong."""
+        """Parse `$scheme$params$salt$key`, or mosquitto_passwd's `$6$salt$hash` and
+        `$7$iterations$salt$hash`; ValueError says which part is wrong."""
+        if text.startswith((f"${MOSQUITTO_SHA512}$", f"${MOSQUITTO_PBKDF2}$")):
+            return cls._parse_mosquitto(text)
         parts = text.split("$")
         if len(parts) != 5 or parts[0]:
             raise ValueError("hash is not of the form $scheme$params$salt$key")
@@ -178,7 +207,8 @@ class PasswordHash:
         elif scheme == PBKDF2_SHA512:
             params = Pbkdf2Params(_int(param_text, "pbkdf2 iterations"))
         else:
-            raise ValueError(f"unknown hash scheme {scheme!r} (expected {' or '.join(SCHEMES)})")
+            raise ValueError(f"unknown hash scheme {scheme!r} (expected {' or '.join(SCHEMES)}, "
+                             "or mosquitto_passwd's $6$ or $7$)")
         problem = params.problem()
         if problem:
             raise ValueError(problem)
@@ -190,13 +220,48 @@ class PasswordHash:
             raise ValueError(f"hash is {len(key)} bytes, need {MIN_KEY_BYTES}..{MAX_KEY_BYTES}")
         return cls(params, salt, key)
 
-    def encode(self) -> str:
-        if isinstance(self.params, ScryptParams):
-            p = self.params
-            head = f"${SCRYPT}$n={p.n},r={p.r},p={p.p}"
+    @classmethod
+    def _parse_mosquitto(cls, text: str) -> PasswordHash:
+        parts = text.split("$")
+        params: HashParams
+        if parts[1] == MOSQUITTO_SHA512 and len(parts) == 4:
+            params = MosquittoSha512Params()
+        elif parts[1] == MOSQUITTO_PBKDF2 and len(parts) == 5:
+            params = MosquittoPbkdf2Params(_int(parts.pop(2), "$7$ iterations"))
         else:
-            head = f"${PBKDF2_SHA512}${self.params.iterations}"
+            raise ValueError("mosquitto_passwd hash is not $6$salt$hash or "
+                             "$7$iterations$salt$hash")
+        problem = params.problem()
+        if problem:
+            raise ValueError(problem)
+        salt, key = _unb64(parts[2], "salt"), _unb64(parts[3], "hash")
+        if len(salt) != MOSQUITTO_SALT_BYTES or len(key) != MOSQUITTO_KEY_BYTES:
+            raise ValueError(f"mosquitto_passwd hash needs a {MOSQUITTO_SALT_BYTES}-byte salt "
+                             f"and a {MOSQUITTO_KEY_BYTES}-byte hash, not {len(salt)} and "
+                             f"{len(key)}")
+        return cls(params, salt, key)
+
+    def encode(self) -> str:
+        p = self.params
+        if isinstance(p, ScryptParams):
+            head = f"${SCRYPT}$n={p.n},r={p.r},p={p.p}"
+        elif isinstance(p, MosquittoSha512Params):
+            head = f"${MOSQUITTO_SHA512}"
+        elif isinstance(p, MosquittoPbkdf2Params):
+            head = f"${MOSQUITTO_PBKDF2}${p.iterations}"
+        else:
+            head = f"${PBKDF2_SHA512}${p.iterations}"
         return f"{head}${_b64(self.salt)}${_b64(self.key)}"
+
+    def weakness(self) -> str | None:
+        """Why this hash is cheap to guess, or None: Mosquitto's $6$, and PBKDF2 with fewer
+        iterations than Culex's default (mosquitto_passwd's $7$ has 101)."""
+        p = self.params
+        if isinstance(p, MosquittoSha512Params):
+            return "one salted SHA-512 ($6$)"
+        if isinstance(p, Pbkdf2Params) and p.iterations < WEAK_PBKDF2_ITERATIONS:
+            return f"PBKDF2-SHA512 with {p.iterations} iterations"
+        return None
 
     def matches(self, password: bytes) -> bool:
         # compare_digest: the time taken must not depend on how many leading bytes match.
@@ -208,6 +273,11 @@ def _derive(params: HashParams, salt: bytes, password: bytes, length: int) -> by
     if isinstance(params, ScryptParams):
         return hashlib.scrypt(password, salt=salt, n=params.n, r=params.r, p=params.p,
                               maxmem=params.memory() + 65536, dklen=length)
+    if isinstance(params, MosquittoSha512Params):
+        # Mosquitto hashes the password up to its first NUL byte (strlen); the hash of a
+        # password with a NUL could never have been written by mosquitto_passwd, so Culex
+        # hashes all the bytes and such a password simply does not match.
+        return hashlib.sha512(password + salt).digest()
     return hashlib.pbkdf2_hmac("sha512", password, salt, params.iterations, length)
 
 
@@ -403,6 +473,21 @@ class PasswordFile:
             self._dummy_hash().matches(password)
             return False
         return stored.matches(password)
+
+    def weak_users(self) -> list[tuple[str, str]]:
+        """(user, why) for each user whose hash is cheap to guess, in file order."""
+        return [(user, why) for user, stored in self._hashes.items()
+                if (why := stored.weakness()) is not None]
+
+    def rehash(self, username: str, password: bytes, params: HashParams = DEFAULT_PARAMS) -> bool:
+        """Hash the user's current password afresh with `params` (their SCRAM entry, made from
+        the same password, stays); False, and nothing changed, when `password` is not theirs."""
+        stored = self._hashes.get(username)
+        if stored is None or not stored.matches(password):
+            return False
+        self._hashes[username] = PasswordHash.create(password, params)
+        self._dummy = None
+        return True
 
     def set(self, username: str, password: bytes, params: HashParams = DEFAULT_PARAMS,
             scram_iterations: int | None = None) -> None:

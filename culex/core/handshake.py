@@ -210,7 +210,8 @@ def _connack(connection: Connection, session_present: bool) -> bytes:
     if connection.v5:
         return encode_connack5(session_present, ReasonCode.SUCCESS,
                                connection.connack_properties)
-    return encode_connack(session_present, 0)
+    # MQTT 3.1 has no Session Present flag: its acknowledge-flags byte is reserved (0).
+    return encode_connack(session_present and connection.protocol_level != 3, 0)
 
 
 def _check_will(connection: Connection, packet: Connect | Connect5) -> None:

@@ -89,7 +89,8 @@ def run_worker(config: Config, plan: WorkerPlan | None) -> int:
 async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
     loop = asyncio.get_running_loop()
     storage = open_storage(config, loop)
-    security = Security(config.auth, anonymous_allowed(config), loop)
+    security = Security(config.auth, anonymous_allowed(config), loop,
+                        reports=plan is None or plan.index == 0)
     host = LoopHost(loop)
     peers_ready = asyncio.Event()
     peer_lost = asyncio.Event()

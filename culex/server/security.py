@@ -94,11 +94,15 @@ class Security:
     """The broker's authenticator, and the owner of the files it reloads."""
 
     def __init__(self, config: AuthConfig, allow_anonymous: bool,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 loop: asyncio.AbstractEventLoop, *, reports: bool = True) -> None:
         self.config = config
         self.allow_anonymous = allow_anonymous
         self.loop = loop
+        # Whether this process logs what concerns the files as a whole (weak hashes): with
+        # worker processes, only worker 0 does, so the log says it once.
+        self.reports = reports
         self.passwords, self.acl = load_files(config)
+        self._report_weak_hashes()
         # One secret for the life of the process: an unknown user's fake salt stays the same
         # across reloads, as a real user's does.
         self._fake_scram = scram.FakeCredentials(scram_iterations(self.passwords))
@@ -170,11 +174,22 @@ class Security:
             if listener.cafile:
                 context.load_verify_locations(listener.cafile)
         self.passwords = passwords
+        self._report_weak_hashes()
         self._fake_scram.iterations = scram_iterations(passwords)
         self.acl = acl
         broker.set_acl(acl)
         log.info("reloaded: password file %s, ACL %s, %d TLS listener(s)",
                  self.config.password_file or "-", self.config.acl_file or "-", len(tls))
+
+    def _report_weak_hashes(self) -> None:
+        """One line naming the users whose hashes are cheap to guess (mosquitto_passwd's)."""
+        weak = self.passwords.weak_users() if self.passwords is not None else []
+        if weak and self.reports:
+            users = ", ".join(f"{user} ({why})" for user, why in weak)
+            log.warning("password file %s: %d user(s) with weak password hashes: %s; "
+                        "`culex passwd --rehash %s USER` replaces each with the user's "
+                        "password", self.config.password_file, len(weak), users,
+                        self.config.password_file)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

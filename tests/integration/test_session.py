@@ -13,6 +13,7 @@ from tests.integration.clients import (
     PUBREC,
     PUBREL,
     RAW_PROTOCOLS,
+    V31,
     V311,
     Clients,
     PahoClient,
@@ -46,6 +47,26 @@ def test_session_present_1_on_persistent_reconnect(clients: Clients, how: str) -
         client.close()
     again = clients.raw()
     assert again.connect("sp-again", clean=False).raw == SP1
+
+
+@pytest.mark.parametrize("how", ["disconnect", "socket-close", "takeover"])
+def test_mqtt31_resumed_session_connack_is_20_02_00_00(clients: Clients, how: str) -> None:
+    """MQTT 3.1 has no Session Present flag: the byte is reserved, so a 3.1 client resuming
+    its kept session gets exactly 20 02 00 00 (Mosquitto's broker suite found 20 02 01 00)."""
+    client = clients.raw()
+    assert client.connect("sp-31", clean=False, protocol=V31).raw == SP0
+    if how == "disconnect":
+        client.disconnect()
+    elif how == "socket-close":
+        client.close()
+    again = clients.raw()
+    assert again.connect("sp-31", clean=False, protocol=V31).raw == SP0
+    if how == "takeover":
+        client.wait_closed()
+    # The session was kept (3.1.1 on the same id says so), only the 3.1 flag byte is 0.
+    again.disconnect()
+    check = clients.raw()
+    assert check.connect("sp-31", clean=False).raw == SP1
 
 
 def test_session_present_1_on_takeover_of_persistent_session(clients: Clients) -> None:

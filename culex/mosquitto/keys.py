@@ -1,0 +1,190 @@
+"""Every `mosquitto.conf` key Culex knows, and what becomes of it.
+
+Four fates, and nothing is ignored in silence:
+
+- MAPPED: the value becomes a `culex.toml` value (`culex` says which). Some are mapped only for
+  the values Culex can honour; the text says which, and any other value is refused.
+- WARNED: the key only tunes Mosquitto's own machinery (its autosave timer, libwebsockets, its
+  log timestamps, ...); it is accepted and logged once at start-up, with the reason.
+- REFUSED: Culex cannot do what the key asks; loading stops with the file, line and key.
+- BRIDGE: a bridge section's keys, refused until Culex has bridges.
+
+The table in README.md ("Coming from Mosquitto") is this catalogue in prose; a unit test checks
+that the two name the same keys.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Fate(enum.Enum):
+    MAPPED = "mapped"
+    WARNED = "warned"
+    REFUSED = "refused"
+    BRIDGE = "bridge"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    fate: Fate
+    # MAPPED: the culex.toml key(s) and any condition; otherwise the reason, as printed.
+    culex: str
+
+
+BRIDGES_NOT_SUPPORTED = "bridges are not supported yet"
+
+# Mosquitto's authentication and authorization plugins, and their options (prefix keys).
+PLUGIN_PREFIXES = ("auth_opt_", "plugin_opt_")
+PLUGINS_NOT_SUPPORTED = ("plugins are not supported (Culex's own dynamic-security API comes "
+                         "later); use password_file and acl_file")
+
+_M, _W, _R = Fate.MAPPED, Fate.WARNED, Fate.REFUSED
+
+CATALOGUE: dict[str, Key] = {
+    # Listeners.
+    "listener": Key(_M, "[[listeners]] port and host; without an address, two listeners "
+                        "(0.0.0.0 and ::); port 0 with a path: unix"),
+    "port": Key(_M, "[[listeners]] port of the default listener"),
+    "bind_address": Key(_M, "[[listeners]] host of the default listener"),
+    "socket_domain": Key(_M, "[[listeners]] host: ipv4 gives 0.0.0.0, ipv6 gives :: (or checks "
+                             "the listener's address)"),
+    "protocol": Key(_M, "mqtt: nothing to set; websockets: [[listeners]] protocol = "
+                        "\"websocket\""),
+    "max_connections": Key(_M, "[[listeners]] max_connections (0 or negative: -1)"),
+    "max_qos": Key(_M, "[limits] max_qos, when every listener has the same"),
+    "maximum_qos": Key(_M, "[limits] max_qos (an older name of max_qos)"),
+    "max_topic_alias": Key(_M, "[limits] max_topic_alias, when every listener has the same"),
+    "bind_interface": Key(_R, "binding to an interface is not supported: give the interface's "
+                              "address to `listener`"),
+    "mount_point": Key(_R, "mount points are not supported"),
+    "http_dir": Key(_R, "Culex serves no HTTP files"),
+    "use_username_as_clientid": Key(_R, "replacing the client id by the user name is not "
+                                        "supported"),
+    "websockets_log_level": Key(_W, "libwebsockets' own logging; Culex does not use "
+                                    "libwebsockets"),
+    "websockets_headers_size": Key(_W, "a libwebsockets buffer size; Culex does not use "
+                                       "libwebsockets"),
+    # TLS.
+    "cafile": Key(_M, "[[listeners]] cafile"),
+    "certfile": Key(_M, "[[listeners]] certfile"),
+    "keyfile": Key(_M, "[[listeners]] keyfile"),
+    "ciphers": Key(_M, "[[listeners]] ciphers"),
+    "require_certificate": Key(_M, "[[listeners]] require_certificate"),
+    "use_identity_as_username": Key(_M, "[[listeners]] use_identity_as_username"),
+    "tls_version": Key(_M, "[[listeners]] min_tls_version: tlsv1.2 gives \"1.2\", tlsv1.3 "
+                           "\"1.3\"; tlsv1.1 is refused (Culex needs TLS 1.2 or later)"),
+    "tls_keyform": Key(_M, "pem only, the default (nothing to set); engine is refused"),
+    "capath": Key(_R, "Culex takes one CA bundle: concatenate the certificates into one file "
+                      "and name it with cafile"),
+    "ciphers_tls1.3": Key(_R, "Python's ssl module cannot restrict TLS 1.3 cipher suites"),
+    "crlfile": Key(_R, "certificate revocation lists are not supported"),
+    "dhparamfile": Key(_W, "Culex's TLS uses ECDHE key exchange, which needs no DH "
+                           "parameters"),
+    "psk_hint": Key(_R, "TLS-PSK is not supported"),
+    "psk_file": Key(_R, "TLS-PSK is not supported"),
+    "tls_engine": Key(_R, "OpenSSL engines are not supported"),
+    "tls_engine_kpass_sha1": Key(_R, "OpenSSL engines are not supported"),
+    "use_subject_as_username": Key(_R, "only the certificate's CN can be the user name "
+                                       "(use_identity_as_username)"),
+    # Authentication and access control.
+    "allow_anonymous": Key(_M, "[auth] allow_anonymous, always written out: Mosquitto 2's "
+                               "default is false once a listener is configured"),
+    "password_file": Key(_M, "[auth] password_file; mosquitto_passwd's $6$ and $7$ hashes "
+                             "verify"),
+    "acl_file": Key(_M, "[auth] acl_file (the same format)"),
+    "per_listener_settings": Key(_M, "false: nothing to set; true: only when every listener "
+                                     "ends up with the same authentication settings (Culex's "
+                                     "are global)"),
+    "allow_zero_length_clientid": Key(_M, "true only, Culex's behaviour (nothing to set); "
+                                          "false is refused"),
+    "auto_id_prefix": Key(_W, "Culex names the client ids it assigns culex-..."),
+    "check_retain_source": Key(_M, "false only, Culex's behaviour (nothing to set); true is "
+                                   "refused: Culex checks the subscriber's read access to a "
+                                   "retained message, not its publisher's current write "
+                                   "access"),
+    "clientid_prefixes": Key(_R, "client id prefixes are not supported; use an ACL"),
+    "auth_plugin": Key(_R, PLUGINS_NOT_SUPPORTED),
+    "plugin": Key(_R, PLUGINS_NOT_SUPPORTED),
+    "auth_opt_*": Key(_R, PLUGINS_NOT_SUPPORTED),
+    "plugin_opt_*": Key(_R, PLUGINS_NOT_SUPPORTED),
+    "auth_plugin_deny_special_chars": Key(_R, PLUGINS_NOT_SUPPORTED),
+    # Limits and message handling.
+    "max_inflight_messages": Key(_M, "[limits] max_inflight_messages (0: 65535)"),
+    "max_inflight_bytes": Key(_M, "0 only, Culex's behaviour (nothing to set); a byte bound on "
+                                  "messages in flight is refused"),
+    "max_queued_messages": Key(_M, "[limits] max_queued_messages; 0 (unbounded) is refused: "
+                                   "Culex bounds every queue"),
+    "max_queued_bytes": Key(_M, "[limits] max_queued_bytes (0: unbounded, as in Mosquitto)"),
+    "max_packet_size": Key(_M, "[limits] max_packet_size"),
+    "max_keepalive": Key(_M, "[limits] max_keepalive (0: 65535)"),
+    "message_size_limit": Key(_R, "Culex has no payload limit that keeps the connection open; "
+                                  "use max_packet_size, as Mosquitto recommends (a larger "
+                                  "packet closes the connection)"),
+    "memory_limit": Key(_R, "Culex has no global heap limit; it bounds each client instead "
+                            "(max_queued_messages, max_queued_bytes, max_write_buffer)"),
+    "retain_available": Key(_M, "true only, Culex's behaviour (nothing to set); false is "
+                                "refused"),
+    "queue_qos0_messages": Key(_M, "false only, Culex's behaviour (nothing to set); true is "
+                                   "refused: Culex does not queue QoS 0 messages for offline "
+                                   "clients"),
+    "upgrade_outgoing_qos": Key(_M, "false only, the spec's behaviour (nothing to set); true "
+                                    "is refused"),
+    "allow_duplicate_messages": Key(_W, "deprecated in Mosquitto; Culex delivers a message "
+                                        "once per client, as MQTT requires"),
+    "persistent_client_expiration": Key(_R, "persistent sessions of MQTT 3.1/3.1.1 clients do "
+                                            "not expire in Culex (MQTT 5 clients set a Session "
+                                            "Expiry Interval)"),
+    "retry_interval": Key(_W, "removed in Mosquitto 2; clients' unacknowledged messages are "
+                              "sent again when they reconnect"),
+    "set_tcp_nodelay": Key(_W, "Culex always sets TCP_NODELAY"),
+    "sys_interval": Key(_M, "sys_interval"),
+    # Persistence.
+    "persistence": Key(_M, "[storage] durability: true gives \"sync\" (every acknowledged "
+                           "message is on disk), false or absent \"none\""),
+    "retained_persistence": Key(_M, "[storage] durability (an older name of persistence)"),
+    "persistence_location": Key(_M, "[storage] path: the directory of Culex's SQLite file"),
+    "persistence_file": Key(_M, "[storage] path: its file name (default culex.db; Culex cannot "
+                                "read Mosquitto's mosquitto.db)"),
+    "autosave_interval": Key(_W, "Culex commits each message before it acknowledges it "
+                                 "(durability \"sync\"): there is nothing to save later"),
+    "autosave_on_changes": Key(_W, "Culex commits each message before it acknowledges it "
+                                   "(durability \"sync\"): there is nothing to save later"),
+    # Logging.
+    "log_dest": Key(_M, "stderr: nothing to set; stdout is accepted with a warning (Culex logs "
+                        "to standard error); file, syslog, topic, dlt and none are refused"),
+    "log_type": Key(_M, "[logging] level: the most verbose type listed (debug; information or "
+                        "notice: info; warning; error); subscribe, unsubscribe, websockets and "
+                        "internal add nothing (warned)"),
+    "log_facility": Key(_W, "a syslog facility; Culex does not log to syslog"),
+    "log_timestamp": Key(_W, "Culex's text log lines always start with a timestamp"),
+    "log_timestamp_format": Key(_W, "Culex's text log lines always start with a timestamp"),
+    "connection_messages": Key(_W, "Culex logs connections at debug level and refusals at "
+                                   "warning level"),
+    # The process.
+    "include_dir": Key(_M, "read: its *.conf files, in Mosquitto's order"),
+    "pid_file": Key(_W, "Culex writes no pid file; a service manager tracks its process"),
+    "user": Key(_W, "Culex does not change user: start it as the user it should run as"),
+}
+
+BRIDGE_KEYS = (
+    "address", "addresses", "bridge_alpn", "bridge_attempt_unsubscribe", "bridge_bind_address",
+    "bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_identity", "bridge_insecure",
+    "bridge_keyfile", "bridge_max_packet_size", "bridge_outgoing_retain",
+    "bridge_protocol_version", "bridge_psk", "bridge_require_ocsp", "bridge_tls_version",
+    "cleansession", "clientid", "connection", "idle_timeout", "keepalive_interval",
+    "local_cleansession", "local_clientid", "local_password", "local_username",
+    "notification_topic", "notifications", "notifications_local_only", "password",
+    "remote_clientid", "remote_password", "remote_username", "restart_timeout", "round_robin",
+    "start_type", "threshold", "topic", "try_private", "username",
+)
+CATALOGUE.update({name: Key(Fate.BRIDGE, BRIDGES_NOT_SUPPORTED) for name in BRIDGE_KEYS})
+
+
+def lookup(name: str) -> Key | None:
+    """The catalogue entry of a key as written in a file (prefix keys included), or None."""
+    for prefix in PLUGIN_PREFIXES:
+        if name.startswith(prefix):
+            return CATALOGUE[prefix + "*"]
+    return CATALOGUE.get(name)
