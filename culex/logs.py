@@ -55,6 +55,7 @@ class LogFile(logging.StreamHandler[TextIO]):
         previous = self.setStream(stream)  # flushes it, under the handler's lock
         if previous is not None:
             previous.close()
+        log.info("log file %s reopened", self.path)
 
     def close(self) -> None:
         self.acquire()
