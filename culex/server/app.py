@@ -166,6 +166,8 @@ def run(config: Config, checked: CheckedFiles, pid_file: Path | None = None) -> 
     except (ListenError, LockError, PidFileError) as exc:
         fatal(str(exc))
         return 1
+    if started.lock is not None:  # `systemctl status` during a long restore
+        notifier.status(f"restoring the state from {config.storage.path}")
     try:
         if config.worker_count() > 1:
             return run_supervisor(config, started, notifier,

@@ -26,6 +26,7 @@ from culex import __version__
 from tests.conftest import AGAINST, ROOT, BrokerProcess, free_port, render_config
 from tests.integration.clients import PahoClient, wait_until
 from tests.integration.test_auth import make_password_file
+from tests.integration.test_state_lock import resume
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's own service integration")
 
@@ -124,17 +125,13 @@ def test_ready_once_every_worker_serves_with_its_state_restored(
     ready = notify_socket.wait_for("READY")
     assert ready == {"READY": "1", "STATUS": f"serving on 127.0.0.1:{broker.port}"
                      + (" with 2 workers" if broker_workers == 2 else "")}
+    assert notify_socket.received[0] == {"STATUS": "restoring the state from data/culex.db"}
     # By then every worker has restored its share of the state and serves its sockets.
     text = broker.log_text()
     assert text.count("storage: data/culex.db") == broker_workers, text
     assert text.count(f"listening on 127.0.0.1:{broker.port}") == broker_workers, text
     assert text.count(" serving: ") == 1, text
-    sub = PahoClient(broker, "ready-sub", clean_session=False)
-    try:
-        assert sub.connect().session_present
-        assert sub.get().payload == b"kept"
-    finally:
-        sub.close()
+    assert resume(broker, "ready-sub") == b"kept"
     assert broker.proc is not None
     broker.proc.send_signal(signal.SIGTERM)
     stopping = notify_socket.wait_for("STOPPING")

@@ -220,12 +220,18 @@ def test_a_locked_state_is_left_byte_for_byte_as_it_was(broker_factory: BrokerFa
     finally:
         os.close(lock)
     broker.start()  # the lock is free: the will is published now
-    watch = PahoClient(broker, "locked-watch", clean_session=False)
+    assert resume(broker, "locked-watch") == b"gone"
+
+
+def resume(broker: BrokerProcess, client_id: str) -> bytes:
+    """Resume a persistent session (it must be there) and return the first message queued
+    for it."""
+    client = PahoClient(broker, client_id, clean_session=False)
     try:
-        assert watch.connect().session_present
-        assert watch.get().payload == b"gone"
+        assert client.connect().session_present
+        return client.get().payload
     finally:
-        watch.close()
+        client.close()
 
 
 def test_a_lock_left_by_kill_9_does_not_block_a_restart(broker_factory: BrokerFactory,
