@@ -412,6 +412,10 @@ def test_unit_file_is_hardened(tmp_path: Path) -> None:
         assert f"\n{setting}" in text, setting
 
 
+def test_readme_shows_the_unit_file_as_shipped() -> None:
+    assert UNIT.read_text() in (ROOT / "README.md").read_text()
+
+
 def test_packaged_configuration_is_valid() -> None:
     result = subprocess.run([sys.executable, "-m", "culex", "check-config",
                              str(PACKAGED_CONFIG)],
