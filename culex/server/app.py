@@ -182,9 +182,8 @@ def run(config: Config, checked: CheckedFiles, pid_file: Path | None = None) -> 
         notifier.close()
 
 
-def run_worker(config: Config, listening: list[BoundListener], plan: WorkerPlan, *,
-               auth: AuthFiles) -> int:
-    return run_loop(config, listening, plan, SupervisorChannel(plan), auth)
+def run_worker(config: Config, plan: WorkerPlan, *, auth: AuthFiles) -> int:
+    return run_loop(config, plan.listening, plan, SupervisorChannel(plan), auth)
 
 
 def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | None,

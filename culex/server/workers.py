@@ -115,8 +115,7 @@ class SupervisorChannel:
 
 
 def run_supervisor(config: Config, started: Started, notifier: Notifier,
-                   serve_worker: Callable[[Config, list[BoundListener], WorkerPlan], int]
-                   ) -> int:
+                   serve_worker: Callable[[Config, WorkerPlan], int]) -> int:
     """Fork `config.worker_count()` workers running `serve_worker` and supervise them.
 
     The caller has bound the listeners and locked the state (`startup.start`); the workers
@@ -162,14 +161,14 @@ def run_supervisor(config: Config, started: Started, notifier: Notifier,
     log.info("supervisor %d: %d workers started (pids %s)", supervisor, size,
              ", ".join(str(pid) for pid in children))
     try:
-        return Supervisor(children, status_read, notifier,
-                          (summary(config, started), status(config, started))).run()
+        return Supervisor(children, status_read, notifier, summary(config, started),
+                          status(config, started)).run()
     finally:
         os.close(status_read)
 
 
 def _child(plan: WorkerPlan, plans: list[WorkerPlan], supervisor: int, config: Config,
-           serve_worker: Callable[[Config, list[BoundListener], WorkerPlan], int]) -> int:
+           serve_worker: Callable[[Config, WorkerPlan], int]) -> int:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -181,7 +180,7 @@ def _child(plan: WorkerPlan, plans: list[WorkerPlan], supervisor: int, config: C
                     sock.close()
         setup_logging(config.logging.level, config.logging.format, plan.index,
                       log_file_of(config))
-        return serve_worker(config, plan.listening, plan)
+        return serve_worker(config, plan)
     except BaseException:
         log.exception("worker %d failed", plan.index)
         return 1
@@ -201,12 +200,13 @@ class Supervisor:
     1 so that a service manager restarts the whole."""
 
     def __init__(self, children: dict[int, int], status_read: int, notifier: Notifier,
-                 texts: tuple[str, str]) -> None:
+                 summary: str, status: str) -> None:
         self.children = children
         self.size = len(children)
         self.status_read = status_read
         self.notifier = notifier
-        self.summary, self.status = texts
+        self.summary = summary  # logged, and `status` told the service manager, when ready
+        self.status = status
         self.code = 0
         self.stopping = False
         self.ready: set[int] = set()
