@@ -21,24 +21,25 @@ run: $(STAMP)
 	$(VENV)/bin/culex serve --config culex.toml
 
 # Debian's mosquitto-clients and Node.js (for MQTT.js) are real MQTT peers for the integration
-# tests, the openssl CLI makes the TLS tests' certificates, and Debian's mosquitto brings the
-# broker the compatibility tests compare with (/usr/sbin/mosquitto) and mosquitto_passwd; install
-# them when missing (as root). Without root and without them the tests fail loudly instead of
-# skipping.
+# tests, the openssl CLI makes the TLS tests' certificates, Debian's mosquitto brings the broker
+# the compatibility tests compare with (/usr/sbin/mosquitto) and mosquitto_passwd, and systemd's
+# systemd-analyze checks packaging/culex.service; install them when missing (as root). Without
+# root and without them the tests fail loudly instead of skipping.
 system-deps:
 	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1 \
 			|| ! command -v openssl >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 \
 			|| ! command -v npm >/dev/null 2>&1 || ! command -v mosquitto_passwd >/dev/null 2>&1 \
-			|| ! test -x /usr/sbin/mosquitto; then \
+			|| ! test -x /usr/sbin/mosquitto \
+			|| ! command -v systemd-analyze >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			: "nodejs/npm only when missing: a Node.js from elsewhere may bundle npm"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				mosquitto mosquitto-clients openssl \
+				mosquitto mosquitto-clients openssl systemd \
 				$$(command -v node >/dev/null 2>&1 || echo nodejs) \
 				$$(command -v npm >/dev/null 2>&1 || echo npm); \
 		else \
-			echo "missing: run 'sudo apt-get install mosquitto mosquitto-clients openssl nodejs" \
-				"npm'" >&2; \
+			echo "missing: run 'sudo apt-get install mosquitto mosquitto-clients openssl systemd" \
+				"nodejs npm'" >&2; \
 			exit 1; \
 		fi; \
 	fi

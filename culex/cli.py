@@ -17,13 +17,11 @@ from .config import (
     check_exposure,
     load_config,
 )
-from .logs import setup_logging
+from .logs import log_file_of, setup_logging
 from .mosquitto.conf import read_mosquitto_conf
 from .mosquitto.model import MosquittoConfError
 from .mosquitto.toml import dumps
-from .server.app import run, tls_context
-from .server.security import SecurityError, load_files
-from .server.transport import ListenError
+from .server.app import check_files, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,9 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, help="configuration file: culex.toml, or "
                      "Mosquitto's format when its name ends in .conf")
     run.add_argument("--host", help="listen on this address instead of the configured ones")
-    run.add_argument("--port", type=int, help="listen on this port instead of the configured ones")
+    run.add_argument("--port", type=port_number,
+                     help="listen on this port instead of the configured ones")
     run.add_argument("--log-level", choices=LOG_LEVELS)
     run.add_argument("--log-format", choices=LOG_FORMATS)
+    run.add_argument("--log-file", type=Path,
+                     help="log to this file instead of stderr; SIGUSR1 reopens it (logrotate)")
+    run.add_argument("--pid-file", type=Path,
+                     help="write the broker's pid here once it listens; removed at exit")
     from .bench.command import add_arguments as add_bench_arguments  # noqa: PLC0415
     add_bench_arguments(commands.add_parser("bench", help="load-test an MQTT broker"))
     from .auth.passwd_command import add_arguments as add_passwd_arguments  # noqa: PLC0415
@@ -50,18 +53,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def port_number(text: str) -> int:
+    port = int(text)  # ValueError: argparse says "invalid port_number value"
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     if args.host is not None or args.port is not None:
         first = config.listeners[0]
         listener = dataclasses.replace(first, host=args.host or first.host,
                                        port=args.port if args.port is not None else first.port)
         config = dataclasses.replace(config, listeners=(listener,))
-    if args.log_level or args.log_format:
+    if args.log_level or args.log_format or args.log_file:
         logging_config = dataclasses.replace(
             config.logging, level=args.log_level or config.logging.level,
-            format=args.log_format or config.logging.format)
+            format=args.log_format or config.logging.format,
+            file=str(args.log_file) if args.log_file else config.logging.file)
         config = dataclasses.replace(config, logging=logging_config)
     return config
+
+
+def listeners_source(args: argparse.Namespace, source: str) -> str | None:
+    """The command-line options that replaced the configured listeners, for errors about
+    them; None when the listeners are the configuration's (`source`)."""
+    if args.host is not None and args.port is not None:
+        return f"command line --host {args.host} --port {args.port}"
+    if args.host is not None:
+        return f"command line --host {args.host} (port from {source}: listeners[0])"
+    if args.port is not None:
+        return f"command line --port {args.port} (host from {source}: listeners[0])"
+    return None
 
 
 def check_config(path: Path) -> int:
@@ -69,10 +92,8 @@ def check_config(path: Path) -> int:
     try:
         config = load_config(path)
         check_exposure(config, str(path))
-        passwords, acl = load_files(config.auth)
-        for listener in config.listeners:
-            tls_context(listener)
-    except (ConfigError, SecurityError, ListenError) as exc:
+        passwords, acl = check_files(config).auth
+    except ConfigError as exc:
         print(f"culex: {exc}", file=sys.stderr)
         return 1
     users = len(passwords) if passwords is not None else 0
@@ -116,16 +137,23 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(args.file)
     if args.command == "convert-config":
         return convert_config(args.file)
+    source = str(args.config) if args.config else "the default configuration"
     try:
         config = apply_overrides(load_config(args.config), args)
-        check_exposure(config, str(args.config or "command line"))
+        check_exposure(config, source, listeners_source(args, source))
+        checked = check_files(config)
+        log_file = log_file_of(config)
+        try:
+            setup_logging(config.logging.level, config.logging.format, file=log_file)
+        except OSError as exc:
+            setting = "--log-file" if args.log_file else f"{source}: logging.file"
+            raise ConfigError(f"{setting}: {log_file}: cannot open: {exc.strerror}") from None
     except ConfigError as exc:
         print(f"culex: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(config.logging.level, config.logging.format)
     for warning in config.warnings:
         logging.getLogger("culex").warning("%s", warning)
-    return run(config)
+    return run(config, checked, args.pid_file)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,8 @@ class Listener:
 class LoggingConfig:
     level: str = "info"
     format: str = "text"
+    # A file to log to instead of stderr, reopened on SIGUSR1 (logrotate); empty: stderr.
+    file: str = ""
 
 
 DURABILITY_MODES = ("sync", "batch", "none")
@@ -257,14 +259,19 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
     return Config(**kwargs)
 
 
-def check_exposure(config: Config, source: str) -> None:
-    """Refuse to listen beyond loopback with nobody checked (the Mosquitto 2 rule)."""
-    exposed = [listener for listener in config.listeners if not is_loopback(listener.host)]
+def check_exposure(config: Config, source: str, listeners_from: str | None = None) -> None:
+    """Refuse to listen beyond loopback with nobody checked (the Mosquitto 2 rule).
+
+    `source` names the configuration; `listeners_from` the command-line options that replaced
+    its listeners, if any: the error blames whichever set the exposed listener."""
+    exposed = [(index, listener) for index, listener in enumerate(config.listeners)
+               if not is_loopback(listener.host)]
     if exposed and not anonymous_allowed(config) and not config.auth.password_file \
             and not any(listener.use_identity_as_username for listener in config.listeners):
-        listener = exposed[0]
+        index, listener = exposed[0]
+        where = listeners_from or f"{source}: listeners[{index}]"
         raise ConfigError(
-            f"{source}: listener {listener.host}:{listener.port} is reachable beyond loopback "
+            f"{where}: listener {listener.host}:{listener.port} is reachable beyond loopback "
             "and no authentication is configured: set auth.password_file (see `culex passwd`) "
             "or use_identity_as_username on a TLS listener, or auth.allow_anonymous = true to "
             "accept anyone")

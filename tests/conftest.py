@@ -108,6 +108,9 @@ class BrokerProcess:
         self.settings = {"workers": workers, **settings} if workers != 1 else settings
         self.proc: subprocess.Popen[bytes] | None = None
         self.killed = False
+        # More `culex serve` options (--pid-file, --log-file) and environment (NOTIFY_SOCKET).
+        self.extra_args: list[str] = []
+        self.env: dict[str, str] = {}
 
     def command(self) -> list[str]:
         if AGAINST == "mosquitto":
@@ -119,7 +122,7 @@ class BrokerProcess:
             sys.executable, "-m", "culex", "serve",
             "--config", str(self.config_path),
             "--host", self.host, "--port", str(self.port),
-            "--log-level", "debug",
+            "--log-level", "debug", *self.extra_args,
         ]
 
     def start(self) -> BrokerProcess:
@@ -137,7 +140,7 @@ class BrokerProcess:
         self.killed = False
         command = self.command()
         log = self.log_path.open("ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         # A session of its own: kill() takes its worker processes too, as a service manager
         # would (they also die with their supervisor, a moment later).
         self.proc = subprocess.Popen(

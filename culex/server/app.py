@@ -1,4 +1,5 @@
-"""Run the broker: event loop, listeners, the per-tick flush, the timer tick and signals."""
+"""Run the broker: start-up (see startup.py), the event loop, listeners and signals. The loop's
+side of the core (one flush per tick, one timer) is `LoopHost` (host.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,29 @@ import logging
 import signal
 import ssl
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from ..config import Config, Listener, anonymous_allowed
+from ..config import Config, ConfigError, Listener, anonymous_allowed
 from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
+from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
 from .host import LoopHost
-from .security import Security, SecurityError
-from .transport import ListenerGate, ListenError, MQTTProtocol, listen_failure
-from .workers import STOP_SIGNALS, Handovers, LinkProtocol, PeerLost, WorkerPlan, run_supervisor
+from .security import AuthFiles, Security, SecurityError, load_files
+from .service import LockError, Notifier, PidFileError, Readiness
+from .startup import LISTEN_BACKLOG, BoundListener, start, status, summary
+from .transport import ListenerGate, ListenError, MQTTProtocol
+from .workers import (
+    FORWARDED_SIGNALS,
+    Handovers,
+    LinkProtocol,
+    PeerLost,
+    SupervisorChannel,
+    WorkerPlan,
+    run_supervisor,
+)
 
 log = logging.getLogger("culex")
 
@@ -63,33 +76,96 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def run(config: Config) -> int:
-    """Serve until SIGTERM/SIGINT: in this process, or in `workers` forked ones."""
-    if config.worker_count() > 1:
-        try:
-            return run_supervisor(config, run_worker)
-        except (ListenError, StorageError) as exc:
-            log.error("%s", exc)
-            return 1
-    return run_worker(config, None)
+@dataclass(frozen=True, slots=True)
+class CheckedFiles:
+    """The files the configuration names, loaded once before anything is bound."""
+
+    contexts: list[ssl.SSLContext | None]  # per listener
+    auth: AuthFiles
 
 
-def run_worker(config: Config, plan: WorkerPlan | None) -> int:
+def check_files(config: Config) -> CheckedFiles:
+    """Start-up step 1 (see startup.py), after the configuration itself: every TLS
+    certificate, the password file and the ACL. A problem is a `ConfigError`."""
+    try:
+        return CheckedFiles([tls_context(listener) for listener in config.listeners],
+                            load_files(config.auth))
+    except (ListenError, SecurityError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+class Standalone:
+    """`Readiness` of a broker without workers: it speaks to the service manager itself."""
+
+    def __init__(self, notifier: Notifier, summary: str, status: str) -> None:
+        self.notifier = notifier
+        self.summary = summary
+        self.status = status
+        self.watchdog_interval = notifier.watchdog_interval
+
+    def ready(self) -> None:
+        log.info("%s", self.summary)
+        self.notifier.ready(self.status)
+
+    def alive(self) -> None:
+        self.notifier.alive()
+
+    def stopping(self) -> None:
+        self.notifier.stopping("stopping")
+
+
+def run(config: Config, checked: CheckedFiles, pid_file: Path | None = None) -> int:
+    """Start (see startup.py), then serve until SIGTERM/SIGINT: in this process, or in
+    `workers` forked ones. 0 after a clean stop; 1 when the start or a worker failed."""
+    # Handled by the event loop (or the supervisor's loop) once it runs; until then they wait,
+    # so a SIGTERM during start-up stops the broker cleanly and a SIGUSR1 does not kill it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+    notifier = Notifier.from_environment()
+    try:
+        started = start(config, checked.contexts, pid_file, raise_open_file_limit())
+    except (ListenError, LockError, PidFileError) as exc:
+        fatal(str(exc))
+        return 1
+    if started.lock is not None:  # `systemctl status` during a long restore
+        notifier.status(f"restoring the state from {config.storage.path}")
+    try:
+        if config.worker_count() > 1:
+            return run_supervisor(config, started, notifier,
+                                  partial(run_worker, auth=checked.auth))
+        readiness = Standalone(notifier, summary(config, started), status(config, started))
+        return run_loop(config, started.listening, None, readiness, checked.auth)
+    except StorageError as exc:  # the supervisor's preparation of the database
+        fatal(str(exc))
+        return 1
+    finally:
+        started.close()
+        notifier.close()
+
+
+def run_worker(config: Config, plan: WorkerPlan, *, auth: AuthFiles) -> int:
+    return run_loop(config, plan.listening, plan, SupervisorChannel(plan), auth)
+
+
+def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | None,
+             readiness: Readiness, auth: AuthFiles) -> int:
     loop = new_event_loop()
     try:
-        loop.run_until_complete(serve(config, plan))
-    except (ListenError, StorageError, SecurityError, PeerLost) as exc:
-        log.error("%s", exc)
+        loop.run_until_complete(serve(config, listening, plan, readiness, auth))
+    except (StorageError, PeerLost) as exc:
+        fatal(str(exc))
         return 1
     finally:
         loop.close()
     return 0
 
 
-async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
+async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan | None,
+                readiness: Readiness, auth: AuthFiles) -> None:
+    """Start-up step 5 (see startup.py): open and restore the state, then serve the bound
+    sockets until a stop signal."""
     loop = asyncio.get_running_loop()
     storage = open_storage(config, loop)
-    security = Security(config.auth, anonymous_allowed(config), loop,
+    security = Security(config.auth, anonymous_allowed(config), loop, auth,
                         reports=plan is None or plan.index == 0)
     host = LoopHost(loop)
     peers_ready = asyncio.Event()
@@ -120,9 +196,8 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
                  config.storage.durability, len(state.sessions), queued, len(state.retained),
                  len(state.wills), time.monotonic() - started)
     broker.set_acl(security.acl)
-    log.info("open-file limit: %d (one per client connection)", raise_open_file_limit())
     files = OpenFileWatch(broker.connections)
-    gates = [ListenerGate(listener) for listener in config.listeners]
+    gates = [ListenerGate(bound.listener) for bound in listening]
     links = broker.links
     if plan is not None and links is not None:
         for index, sock in plan.links.items():
@@ -140,45 +215,43 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
         if not peers_ready.is_set():
             raise PeerLost("another worker stopped during start-up")
     servers: list[asyncio.Server] = []
-    tls: list[tuple[Listener, ssl.SSLContext]] = []
-    for number, (listener, gate) in enumerate(zip(config.listeners, gates, strict=True)):
-        try:
-            context = tls_context(listener)
-            if context is not None:
-                tls.append((listener, context))
+    for bound, gate in zip(listening, gates, strict=True):
+        server = await loop.create_server(
+            lambda gate=gate: MQTTProtocol(broker, loop, gate, files), sock=bound.sock,
+            backlog=LISTEN_BACKLOG, ssl=bound.tls,
             # A stalled handshake holds a socket and some memory: same bound as CONNECT.
-            handshake_timeout = config.limits.connect_timeout if context else None
-            if plan is None:
-                server = await loop.create_server(
-                    lambda gate=gate: MQTTProtocol(broker, loop, gate, files),
-                    listener.host, listener.port, reuse_address=True, backlog=4096,
-                    ssl=context, ssl_handshake_timeout=handshake_timeout)
-            else:  # the supervisor's socket, shared by every worker
-                server = await loop.create_server(
-                    lambda gate=gate: MQTTProtocol(broker, loop, gate, files),
-                    sock=plan.listening[number], ssl=context,
-                    ssl_handshake_timeout=handshake_timeout)
-        except OSError as exc:
-            for opened in servers:
-                opened.close()
-            raise listen_failure(listener, exc) from None
+            ssl_handshake_timeout=config.limits.connect_timeout if bound.tls else None)
         servers.append(server)
-        log.info("listening on %s:%d%s", listener.host, listener.port,
-                 " (TLS)" if context else "")
+        log.info("listening on %s", bound.name)
 
-    host.start_timers()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    tls = [(bound.listener, bound.tls) for bound in listening if bound.tls is not None]
     loop.add_signal_handler(signal.SIGHUP, security.reload, broker, tls)
-    # A worker process starts with them blocked (see workers.py); now they have handlers.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
+    # Blocked since the process started (see run); now they have handlers.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
+    host.start_timers()
+    watchdog: list[asyncio.TimerHandle] = []
+    interval = readiness.watchdog_interval
+    if interval:
+        # From the event loop itself: a loop that stops turning stops the pings.
+        def ping() -> None:
+            readiness.alive()
+            watchdog[0] = loop.call_later(interval, ping)
+
+        watchdog.append(loop.call_later(interval, ping))
+    readiness.ready()
     await stop.wait()
+    readiness.stopping()
     log.info("shutting down: closing %d connections", len(broker.connections))
     host.stop()
     if handovers is not None:
         handovers.close()
+    for timer in watchdog:
+        timer.cancel()
     for server in servers:
         server.close()
     broker.close_all()

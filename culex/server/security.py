@@ -81,7 +81,10 @@ def scram_iterations(passwords: PasswordFile | None) -> int:
     return first.iterations if first is not None else DEFAULT_SCRAM_ITERATIONS
 
 
-def load_files(config: AuthConfig) -> tuple[PasswordFile | None, AclRules | None]:
+AuthFiles = tuple[PasswordFile | None, AclRules | None]
+
+
+def load_files(config: AuthConfig) -> AuthFiles:
     try:
         passwords = PasswordFile.load(config.password_file) if config.password_file else None
         acl = AclRules.load(config.acl_file) if config.acl_file else None
@@ -94,14 +97,16 @@ class Security:
     """The broker's authenticator, and the owner of the files it reloads."""
 
     def __init__(self, config: AuthConfig, allow_anonymous: bool,
-                 loop: asyncio.AbstractEventLoop, *, reports: bool = True) -> None:
+                 loop: asyncio.AbstractEventLoop, files: AuthFiles, *,
+                 reports: bool = True) -> None:
+        """`files`: from `load_files`, called before anything is bound (start-up step 1)."""
         self.config = config
         self.allow_anonymous = allow_anonymous
         self.loop = loop
         # Whether this process logs what concerns the files as a whole (weak hashes): with
         # worker processes, only worker 0 does, so the log says it once.
         self.reports = reports
-        self.passwords, self.acl = load_files(config)
+        self.passwords, self.acl = files
         self._report_weak_hashes()
         # One secret for the life of the process: an unknown user's fake salt stays the same
         # across reloads, as a real user's does.

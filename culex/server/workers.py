@@ -1,13 +1,15 @@
 """Worker processes: the supervisor that forks them, and the links and hand-overs between them.
 
-The supervisor opens the listening sockets and, for every pair of workers, two socket pairs: a
-stream for routing records (culex/core/cluster.py) and a SOCK_SEQPACKET pair that carries a
-client's socket (SCM_RIGHTS) with the bytes already read from it to the worker that owns its
-client id. Then it forks the workers, which all accept on the same listening sockets, and waits:
-signals are passed on, and if one worker dies the others are stopped too (a half broker would
-route to a dead peer), so a service manager restarts the whole. Each worker dies with the
-supervisor (PR_SET_PDEATHSIG), so `kill -9` of the supervisor stops everything at once, like
-the single process it replaces.
+The supervisor is given the bound listening sockets and the state lock (`startup.py`), and
+opens, for every pair of workers, two socket pairs: a stream for routing records
+(culex/core/worker_links.py) and a SOCK_SEQPACKET pair that carries a client's socket
+(SCM_RIGHTS) with the bytes already read from it to the worker that owns its client id. Then
+it forks the workers, which all accept on the same listening sockets, and supervises them
+(`Supervisor`):
+signals are passed on, readiness and the watchdog are reported to the service manager, and if
+one worker dies the others are stopped too (a half broker would route to a dead peer), so a
+service manager restarts the whole. Each worker dies with the supervisor (PR_SET_PDEATHSIG), so
+`kill -9` of the supervisor stops everything at once, like the single process it replaces.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import ctypes
 import json
 import logging
 import os
+import selectors
 import signal
 import socket
 import struct
@@ -29,13 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from ..config import Config, Listener
+from ..config import Config
 from ..core.broker import Broker
 from ..core.worker_links import WorkerLinks, owner_of
 from ..fdlimit import OpenFileWatch
-from ..logs import setup_logging
+from ..logs import log_file_of, reopen_log_files, setup_logging
 from ..storage.sqlite import SqliteStorage
-from .transport import ListenerGate, Moved, MQTTProtocol, Relay, listen_failure
+from .service import Notifier
+from .startup import BoundListener, Started, status, summary
+from .transport import ListenerGate, Moved, MQTTProtocol, Relay
 
 log = logging.getLogger("culex")
 
@@ -44,8 +49,10 @@ log = logging.getLogger("culex")
 MAX_HANDOVER = 128 * 1024
 HANDOVER_LENGTH = struct.Struct(">I")
 PR_SET_PDEATHSIG = 1
-# Passed on to every worker (SIGHUP: reload the password and ACL files).
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+# Passed on to every worker (SIGHUP: reload the password and ACL files; SIGUSR1: reopen the
+# log file). Blocked from the start until an event loop (or the supervisor's loop) handles
+# them: SIGUSR1's default action would kill the process.
+FORWARDED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}
 # After a worker died: how long the others get to stop on SIGTERM before SIGKILL.
 STOP_GRACE_SECONDS = 10.0
 # A link may buffer this much before its publishers are paused (see core/flow.py): as
@@ -62,29 +69,59 @@ class PeerLost(Exception):
 
 @dataclass
 class WorkerPlan:
-    """What one worker is given at fork: its index, the shared listening sockets, and its
-    ends of the links to every other worker."""
+    """What one worker is given at fork: its index, the shared listening sockets, its ends of
+    the links to every other worker, and the pipe on which it tells the supervisor that it
+    serves and, for the watchdog, that its event loop still runs."""
 
     index: int
     size: int
-    listening: list[socket.socket]
+    listening: list[BoundListener]
+    status: int
+    watchdog_interval: float | None
     links: dict[int, socket.socket] = field(default_factory=dict)
     handovers: dict[int, socket.socket] = field(default_factory=dict)
 
 
-def open_listener(listener: Listener) -> socket.socket:
-    try:
-        sock = socket.create_server((listener.host, listener.port), backlog=4096,
-                                    family=socket.AF_INET6 if ":" in listener.host
-                                    else socket.AF_INET)
-    except OSError as exc:
-        raise listen_failure(listener, exc) from None
-    sock.setblocking(False)
-    return sock
+# A worker's message to the supervisor: a kind and the worker's index. Three bytes, written in
+# one write(), which a pipe keeps whole (PIPE_BUF).
+STATUS_MESSAGE = struct.Struct(">cH")
+STATUS_READY = b"R"
+STATUS_ALIVE = b"W"
 
 
-def run_supervisor(config: Config, serve_worker: Callable[[Config, WorkerPlan], int]) -> int:
-    """Fork `config.worker_count()` workers running `serve_worker` and wait for them."""
+class SupervisorChannel:
+    """The worker's side of the status pipe: `Readiness` for a worker (the supervisor alone
+    speaks to systemd, once every worker has spoken to it)."""
+
+    def __init__(self, plan: WorkerPlan) -> None:
+        self._fd = plan.status
+        self._index = plan.index
+        # The supervisor pings the service manager every interval, if every worker pinged it
+        # since: a worker pings twice per interval so that one always falls in between.
+        self.watchdog_interval = (plan.watchdog_interval / 2 if plan.watchdog_interval
+                                  else None)
+        os.set_blocking(self._fd, False)  # a stuck supervisor must not stall a worker
+
+    def _send(self, kind: bytes) -> None:
+        with contextlib.suppress(OSError):  # full (the supervisor is stuck) or gone: it knows
+            os.write(self._fd, STATUS_MESSAGE.pack(kind, self._index))
+
+    def ready(self) -> None:
+        self._send(STATUS_READY)
+
+    def alive(self) -> None:
+        self._send(STATUS_ALIVE)
+
+    def stopping(self) -> None:
+        """The supervisor tells the service manager itself."""
+
+
+def run_supervisor(config: Config, started: Started, notifier: Notifier,
+                   serve_worker: Callable[[Config, WorkerPlan], int]) -> int:
+    """Fork `config.worker_count()` workers running `serve_worker` and supervise them.
+
+    The caller has bound the listeners and locked the state (`startup.start`); the workers
+    inherit both, so the lock is held until the last of them has gone."""
     size = config.worker_count()
     if config.storage.durability != "none":
         # Before any worker opens the file: migrations, and the clean-up that only a process
@@ -94,8 +131,9 @@ def run_supervisor(config: Config, serve_worker: Callable[[Config, WorkerPlan], 
                                 call_soon_threadsafe=lambda *args: None)
         storage.prepare(lambda key: owner_of(key, size))
         storage.close()
-    listening = [open_listener(listener) for listener in config.listeners]
-    plans = [WorkerPlan(index, size, listening) for index in range(size)]
+    status_read, status_write = os.pipe()
+    plans = [WorkerPlan(index, size, started.listening, status_write,
+                        notifier.watchdog_interval) for index in range(size)]
     for first in range(size):
         for second in range(first + 1, size):
             a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -106,23 +144,29 @@ def run_supervisor(config: Config, serve_worker: Callable[[Config, WorkerPlan], 
             plans[first].handovers[second], plans[second].handovers[first] = a, b
     supervisor = os.getpid()
     children: dict[int, int] = {}
-    # Until a worker's event loop handles them (`serve` unblocks them), stop signals wait: a
-    # SIGTERM during start-up then stops it cleanly instead of killing it. The supervisor
-    # unblocks them once its own handlers are in place, so none is lost either.
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # Until a worker's event loop handles them (`serve` unblocks them), the forwarded signals
+    # wait: a SIGTERM during start-up then stops it cleanly instead of killing it. The
+    # supervisor unblocks them once its own handlers are in place, so none is lost either.
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
     for plan in plans:
         pid = os.fork()
         if pid == 0:
+            os.close(status_read)
             os._exit(_child(plan, plans, supervisor, config, serve_worker))
         children[pid] = plan.index
     for plan in plans:
         for sock in (*plan.links.values(), *plan.handovers.values()):
             sock.close()
-    for sock in listening:
-        sock.close()
+    os.close(status_write)
+    for bound in started.listening:
+        bound.sock.close()  # the workers' now: the port is free once they have all gone
     log.info("supervisor %d: %d workers started (pids %s)", supervisor, size,
              ", ".join(str(pid) for pid in children))
-    return _wait(children)
+    try:
+        return Supervisor(children, status_read, notifier, summary(config, started),
+                          status(config, started)).run()
+    finally:
+        os.close(status_read)
 
 
 def _child(plan: WorkerPlan, plans: list[WorkerPlan], supervisor: int, config: Config,
@@ -136,7 +180,8 @@ def _child(plan: WorkerPlan, plans: list[WorkerPlan], supervisor: int, config: C
             if other is not plan:
                 for sock in (*other.links.values(), *other.handovers.values()):
                     sock.close()
-        setup_logging(config.logging.level, config.logging.format, plan.index)
+        setup_logging(config.logging.level, config.logging.format, plan.index,
+                      log_file_of(config))
         return serve_worker(config, plan)
     except BaseException:
         log.exception("worker %d failed", plan.index)
@@ -145,50 +190,154 @@ def _child(plan: WorkerPlan, plans: list[WorkerPlan], supervisor: int, config: C
         sys.stderr.flush()
 
 
-def _wait(children: dict[int, int]) -> int:
-    stopping = False
+class Supervisor:
+    """The supervisor's life after the fork, in one loop over a selector: signals (through
+    `signal.set_wakeup_fd`, so no work runs inside a signal handler), the workers' status
+    messages, and timers. Blocked in `select` while the workers serve.
 
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if signum != signal.SIGHUP:
-            stopping = True
-        for pid in children:
+    Signals are passed on to every worker (SIGUSR1 also reopens the supervisor's own log
+    file). When every worker serves, the service manager is told READY=1, and with a watchdog
+    WATCHDOG=1 every interval in which every worker's event loop has pinged. If a worker dies,
+    the others are stopped (a half broker would route to a dead peer) and the supervisor exits
+    1 so that a service manager restarts the whole."""
+
+    def __init__(self, children: dict[int, int], status_read: int, notifier: Notifier,
+                 summary: str, status: str) -> None:
+        self.children = children
+        self.size = len(children)
+        self.status_read = status_read
+        self.notifier = notifier
+        self.summary = summary  # logged, and `status` told the service manager, when ready
+        self.status = status
+        self.code = 0
+        self.stopping = False
+        self.ready: set[int] = set()
+        self.alive: set[int] = set()
+        self.unanswered_warned = False
+        self._pending = b""
+        self.kill_at: float | None = None
+        self.ping_at: float | None = None
+
+    def run(self) -> int:
+        wake_read, wake_write = socket.socketpair()
+        wake_read.setblocking(False)
+        wake_write.setblocking(False)
+        for signum in (*FORWARDED_SIGNALS, signal.SIGCHLD):
+            signal.signal(signum, _wake_only)
+        previous = signal.set_wakeup_fd(wake_write.fileno(), warn_on_full_buffer=False)
+        selector = selectors.DefaultSelector()
+        selector.register(wake_read, selectors.EVENT_READ)
+        selector.register(self.status_read, selectors.EVENT_READ)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {*FORWARDED_SIGNALS, signal.SIGCHLD})
+        try:
+            self._reap()
+            while self.children:
+                for key, _events in selector.select(self._timeout()):
+                    if key.fileobj is wake_read:
+                        for number in wake_read.recv(256):
+                            self._signal(number)
+                    elif not self._read_status():
+                        selector.unregister(self.status_read)  # every worker has gone
+                self._reap()
+                self._timers()
+        finally:
+            signal.set_wakeup_fd(previous)
+            selector.close()
+            wake_read.close()
+            wake_write.close()
+        return self.code
+
+    def _timeout(self) -> float | None:
+        deadlines = [at for at in (self.kill_at, self.ping_at) if at is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _signal(self, signum: int) -> None:
+        if signum == signal.SIGCHLD:
+            return  # reaped after every wake-up
+        if signum in (signal.SIGINT, signal.SIGTERM) and not self.stopping:
+            self.stopping = True
+            self.ping_at = None
+            self.notifier.stopping("stopping")
+        elif signum == signal.SIGUSR1:
+            reopen_log_files()
+        self._send_all(signum)
+
+    def _send_all(self, signum: int) -> None:
+        for pid in self.children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, forward)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    status = 0
-    kill_at: float | None = None
-    while children:
-        # Blocked in wait() while the workers serve; polled only once a grace period runs.
-        pid, code = os.wait() if kill_at is None else os.waitpid(-1, os.WNOHANG)
-        if not pid:
-            if kill_at is not None and time.monotonic() >= kill_at:
-                # A worker stopped by its peer's death may be waiting, signals blocked, for
-                # that peer to announce itself at start-up: it would never exit by itself.
-                for other in children:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(other, signal.SIGKILL)
-                kill_at = None
-            time.sleep(0.05)
-            continue
-        index = children.pop(pid, None)
-        if index is None:
-            continue
-        exit_code = os.waitstatus_to_exitcode(code)
-        if not stopping:
-            log.error("worker %d (pid %d) exited with %d: stopping the others", index, pid,
-                      exit_code)
-            stopping = True
-            status = 1
-            kill_at = time.monotonic() + STOP_GRACE_SECONDS
-            for other in children:
-                os.kill(other, signal.SIGTERM)
-        elif exit_code:
-            status = 1
-    return status
+    def _read_status(self) -> bool:
+        try:
+            data = os.read(self.status_read, 4096)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        data = self._pending + data
+        whole = len(data) - len(data) % STATUS_MESSAGE.size
+        self._pending = data[whole:]
+        for kind, index in STATUS_MESSAGE.iter_unpack(data[:whole]):
+            if kind == STATUS_READY:
+                self.ready.add(index)
+                if len(self.ready) == self.size and not self.stopping:
+                    log.info("%s", self.summary)
+                    self.notifier.ready(self.status)
+                    if self.notifier.watchdog_interval:
+                        self.ping_at = time.monotonic() + self.notifier.watchdog_interval
+            elif kind == STATUS_ALIVE:
+                self.alive.add(index)
+        return True
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, code = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if not pid:
+                return
+            index = self.children.pop(pid, None)
+            if index is None:
+                continue
+            exit_code = os.waitstatus_to_exitcode(code)
+            if not self.stopping:
+                log.error("worker %d (pid %d) exited with %d: stopping the others", index, pid,
+                          exit_code)
+                self.stopping = True
+                self.ping_at = None
+                self.notifier.stopping(f"worker {index} exited with {exit_code}")
+                self.code = 1
+                self.kill_at = time.monotonic() + STOP_GRACE_SECONDS
+                self._send_all(signal.SIGTERM)
+            elif exit_code:
+                self.code = 1
+
+    def _timers(self) -> None:
+        now = time.monotonic()
+        if self.kill_at is not None and now >= self.kill_at:
+            # A worker stopped by its peer's death may be waiting, signals blocked, for that
+            # peer to announce itself at start-up: it would never exit by itself.
+            self.kill_at = None
+            self._send_all(signal.SIGKILL)
+        interval = self.notifier.watchdog_interval
+        if self.ping_at is not None and interval and now >= self.ping_at:
+            self.ping_at = now + interval
+            silent = sorted(set(self.children.values()) - self.alive)
+            self.alive.clear()
+            if not silent:
+                self.notifier.alive()
+                self.unanswered_warned = False
+            elif not self.unanswered_warned:
+                self.unanswered_warned = True
+                log.warning("watchdog: worker(s) %s did not answer within %g s; the service "
+                            "manager is not told that the broker is alive",
+                            ", ".join(map(str, silent)), interval)
+
+
+def _wake_only(_signum: int, _frame: object) -> None:
+    """A Python-level handler must exist for a signal to reach the wake-up fd instead of its
+    default action; the work is done in the supervisor's loop."""
 
 
 class LinkProtocol(asyncio.Protocol):

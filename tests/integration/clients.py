@@ -800,7 +800,8 @@ class MosquittoSub:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.log: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -861,6 +862,8 @@ class MosquittoSub:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        # The reader sees EOF now; closing the pipe under it would make it raise instead.
+        self._reader.join(DEFAULT_TIMEOUT)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

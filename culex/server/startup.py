@@ -1,0 +1,141 @@
+"""Start-up in the order that lets a failed start change nothing.
+
+1. The configuration is checked (`cli.py`), with the files it names: TLS certificates, the
+   password file and the ACL (`app.check_files`). A problem is a configuration error, exit 2.
+2. Every listening socket is bound (`bind_listeners`, one `open_*` function per kind of
+   listener), all of them or none: if one fails, those already bound are closed.
+3. The state is locked (`service.StateLock`, beside the database), so no other broker is
+   using it.
+4. The pid file is written (`--pid-file`).
+5. Only then is the database opened, migrated and read back (wills of clients that were
+   connected when the broker stopped are published now), and the bound sockets start being
+   served. Clients that connect between 2 and 5 wait in the listen backlog.
+
+Steps 2 to 4 fail with one line and exit code 1, before anything is written to the state: a
+second broker on a busy port, or on a state another broker holds, leaves the database as it
+found it (and a fresh directory without a database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..config import Config, Listener, anonymous_allowed
+from .service import PidFile, StateLock
+from .transport import listen_failure
+
+LISTEN_BACKLOG = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class BoundListener:
+    """A configured listener with its bound, listening socket and its TLS context: what every
+    process that serves it (the single one, or each worker) is given."""
+
+    listener: Listener
+    sock: socket.socket
+    tls: ssl.SSLContext | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.listener.host}:{self.listener.port}{' (TLS)' if self.tls else ''}"
+
+
+def open_tcp_listener(listener: Listener) -> socket.socket:
+    """Bind and listen on a TCP address (IPv4, or IPv6 when the host has a colon)."""
+    try:
+        sock = socket.create_server((listener.host, listener.port), backlog=LISTEN_BACKLOG,
+                                    family=socket.AF_INET6 if ":" in listener.host
+                                    else socket.AF_INET)
+    except OSError as exc:
+        raise listen_failure(listener, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+def bind_listeners(listeners: tuple[Listener, ...],
+                   contexts: list[ssl.SSLContext | None]) -> list[BoundListener]:
+    """Bind every listener, or none: a `ListenError` closes the ones already bound."""
+    bound: list[BoundListener] = []
+    try:
+        for listener, context in zip(listeners, contexts, strict=True):
+            bound.append(BoundListener(listener, open_tcp_listener(listener), context))
+    except BaseException:
+        for opened in bound:
+            opened.sock.close()
+        raise
+    return bound
+
+
+@dataclass
+class Started:
+    """What a successful start holds until the broker stops: the bound sockets, the state
+    lock and the pid file, released in the reverse order."""
+
+    listening: list[BoundListener]
+    lock: StateLock | None = None
+    pid_file: PidFile | None = None
+    open_files: int = 0
+    _closed: bool = field(default=False, repr=False)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.pid_file is not None:
+            self.pid_file.remove()
+        for bound in self.listening:
+            with contextlib.suppress(OSError):
+                bound.sock.close()
+        if self.lock is not None:
+            self.lock.release()
+
+
+def start(config: Config, contexts: list[ssl.SSLContext | None], pid_file: Path | None,
+          open_files: int) -> Started:
+    """Steps 2 to 4 above. Raises `ListenError`, `LockError` or `PidFileError`, having
+    released whatever it had taken."""
+    started = Started(bind_listeners(config.listeners, contexts), open_files=open_files)
+    try:
+        if config.storage.durability != "none":
+            # With "none" there is no file to protect: two such brokers share nothing.
+            started.lock = StateLock.acquire(Path(config.storage.path))
+        if pid_file is not None:
+            started.pid_file = PidFile(pid_file)
+            started.pid_file.write()
+    except BaseException:
+        started.close()
+        raise
+    return started
+
+
+def summary(config: Config, started: Started) -> str:
+    """The one line an operator reads to know what is running: listeners, workers, state,
+    who may connect and what they may do."""
+    listeners = ", ".join(bound.name for bound in started.listening)
+    workers = config.worker_count()
+    settings = config.storage
+    if settings.durability == "none":
+        state = "durability none (memory only)"
+    else:
+        state = f"durability {settings.durability}, state {settings.path} (locked)"
+    auth = config.auth
+    methods = ", ".join(auth.enhanced_methods) or "none"
+    return (f"culex {__version__} serving: listeners {listeners}; "
+            f"{workers} worker{'s' if workers > 1 else ''} (pid {os.getpid()}); {state}; "
+            f"auth: anonymous {'allowed' if anonymous_allowed(config) else 'refused'}, "
+            f"password file {auth.password_file or 'none'}, enhanced methods {methods}; "
+            f"ACL {auth.acl_file or 'off'}; open-file limit {started.open_files}")
+
+
+def status(config: Config, started: Started) -> str:
+    """The short form for `systemctl status` (the notify protocol's STATUS=)."""
+    workers = config.worker_count()
+    listeners = ", ".join(bound.name for bound in started.listening)
+    return f"serving on {listeners}" + (f" with {workers} workers" if workers > 1 else "")
