@@ -7,6 +7,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import ssl
 import time
 from functools import partial
@@ -18,8 +19,9 @@ from ..core.broker import Broker
 from ..core.cluster import Cluster
 from ..fdlimit import raise_open_file_limit
 from ..storage.sqlite import SqliteStorage, StorageError
+from .listeners import ListeningSockets, describe, protocol_factory, start_serving
 from .security import Security, SecurityError
-from .transport import ListenerGate, ListenError, MQTTProtocol, lingering_close, listen_failure
+from .transport import ListenerGate, ListenError, lingering_close, listen_failure
 from .workers import STOP_SIGNALS, Handovers, PeerLink, PeerLost, WorkerPlan, run_supervisor
 
 log = logging.getLogger("culex")
@@ -46,7 +48,7 @@ def tls_context(listener: Listener) -> ssl.SSLContext | None:
         if listener.ciphers:
             context.set_ciphers(listener.ciphers)
     except (ssl.SSLError, OSError) as exc:
-        raise ListenError(f"listener {listener.host}:{listener.port}: cannot load TLS "
+        raise ListenError(f"listener {listener.address}: cannot load TLS "
                           f"certificates: {exc}") from None
     return context
 
@@ -115,18 +117,33 @@ def run(config: Config) -> int:
 
 
 def run_worker(config: Config, plan: WorkerPlan | None) -> int:
+    """Serve in this process: a worker, given the supervisor's sockets, or the only process,
+    which binds its own (and removes its Unix socket files when it stops)."""
     loop = new_event_loop()
+    listening = None
     try:
-        loop.run_until_complete(serve(config, plan))
+        if plan is None:
+            # Bound, the port accepts connections before `serve` has its signal handlers:
+            # a SIGTERM meanwhile waits for them, as in a worker (see workers.py).
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            listening = ListeningSockets(config.listeners)
+            sockets = listening.sockets
+        else:
+            sockets = plan.listening
+        loop.run_until_complete(serve(config, sockets, plan))
     except (ListenError, StorageError, SecurityError, PeerLost) as exc:
         log.error("%s", exc)
         return 1
     finally:
         loop.close()
+        if listening is not None:
+            listening.close()
+            listening.remove_files()
     return 0
 
 
-async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
+async def serve(config: Config, sockets: list[socket.socket],
+                plan: WorkerPlan | None = None) -> None:
     loop = asyncio.get_running_loop()
     storage = open_storage(config, loop)
     broker = Broker(config.limits, sys_interval=config.sys_interval, storage=storage,
@@ -197,36 +214,27 @@ async def serve(config: Config, plan: WorkerPlan | None = None) -> None:
             raise PeerLost("another worker stopped during start-up")
     servers: list[asyncio.Server] = []
     tls: list[tuple[Listener, ssl.SSLContext]] = []
-    for number, (listener, gate) in enumerate(zip(config.listeners, gates, strict=True)):
+    for listener, gate, sock in zip(config.listeners, gates, sockets, strict=True):
         try:
             context = tls_context(listener)
             if context is not None:
                 tls.append((listener, context))
-            # A stalled handshake holds a socket and some memory: same bound as CONNECT.
-            handshake_timeout = config.limits.connect_timeout if context else None
-            if plan is None:
-                server = await loop.create_server(
-                    lambda gate=gate: MQTTProtocol(broker, loop, gate),
-                    listener.host, listener.port, reuse_address=True, backlog=4096,
-                    ssl=context, ssl_handshake_timeout=handshake_timeout)
-            else:  # the supervisor's socket, shared by every worker
-                server = await loop.create_server(
-                    lambda gate=gate: MQTTProtocol(broker, loop, gate),
-                    sock=plan.listening[number], ssl=context,
-                    ssl_handshake_timeout=handshake_timeout)
+            server = await start_serving(loop, listener, sock,
+                                         protocol_factory(broker, loop, gate, context),
+                                         context=context,
+                                         handshake_timeout=config.limits.connect_timeout)
         except OSError as exc:
             for opened in servers:
                 opened.close()
             raise listen_failure(listener, exc) from None
         servers.append(server)
-        log.info("listening on %s:%d%s", listener.host, listener.port,
-                 " (TLS)" if context else "")
+        log.info("listening on %s", describe(listener, sock))
 
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, security.reload, broker, tls)
-    # A worker process starts with them blocked (see workers.py); now they have handlers.
+    # The process starts serving with them blocked (see run_worker); now they have handlers.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     files = OpenFileWatch(broker)

@@ -29,12 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from ..config import Config, Listener
+from ..config import Config
 from ..core.broker import Broker
 from ..core.cluster import Cluster, owner_of
 from ..logs import setup_logging
 from ..storage.sqlite import SqliteStorage
-from .transport import ListenerGate, Moved, MQTTProtocol, Relay, listen_failure
+from .listeners import ListeningSockets
+from .transport import ListenerGate, Moved, MQTTProtocol, Relay
 
 log = logging.getLogger("culex")
 
@@ -71,17 +72,6 @@ class WorkerPlan:
     handovers: dict[int, socket.socket] = field(default_factory=dict)
 
 
-def open_listener(listener: Listener) -> socket.socket:
-    try:
-        sock = socket.create_server((listener.host, listener.port), backlog=4096,
-                                    family=socket.AF_INET6 if ":" in listener.host
-                                    else socket.AF_INET)
-    except OSError as exc:
-        raise listen_failure(listener, exc) from None
-    sock.setblocking(False)
-    return sock
-
-
 def run_supervisor(config: Config, serve_worker: Callable[[Config, WorkerPlan], int]) -> int:
     """Fork `config.worker_count()` workers running `serve_worker` and wait for them."""
     size = config.worker_count()
@@ -93,8 +83,8 @@ def run_supervisor(config: Config, serve_worker: Callable[[Config, WorkerPlan], 
                                 call_soon_threadsafe=lambda *args: None)
         storage.prepare(lambda key: owner_of(key, size))
         storage.close()
-    listening = [open_listener(listener) for listener in config.listeners]
-    plans = [WorkerPlan(index, size, listening) for index in range(size)]
+    listening = ListeningSockets(config.listeners)
+    plans = [WorkerPlan(index, size, listening.sockets) for index in range(size)]
     for first in range(size):
         for second in range(first + 1, size):
             a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -117,11 +107,13 @@ def run_supervisor(config: Config, serve_worker: Callable[[Config, WorkerPlan], 
     for plan in plans:
         for sock in (*plan.links.values(), *plan.handovers.values()):
             sock.close()
-    for sock in listening:
-        sock.close()
+    listening.close()
     log.info("supervisor %d: %d workers started (pids %s)", supervisor, size,
              ", ".join(str(pid) for pid in children))
-    return _wait(children)
+    try:
+        return _wait(children)
+    finally:
+        listening.remove_files()
 
 
 def _child(plan: WorkerPlan, plans: list[WorkerPlan], supervisor: int, config: Config,
@@ -255,8 +247,9 @@ class Handovers:
         header = json.dumps({"peer": peer, "user": certificate_username,
                              "listener": self.gates.index(protocol.gate)}).encode()
         message = HANDOVER_LENGTH.pack(len(header)) + header + data
+        # TLS and WebSocket state lives in this process: such a connection is relayed.
         relayed = transport.get_extra_info("sslcontext") is not None \
-            or len(message) > MAX_HANDOVER
+            or transport.get_extra_info("websocket") is not None or len(message) > MAX_HANDOVER
         if not relayed:
             # Our transport goes now; a duplicate descriptor keeps the socket open until
             # the message carrying it is sent.

@@ -550,6 +550,7 @@ class PahoClient:
         keepalive: int = 60,
         will: Will | None = None,
         will_properties: Any = None,
+        transport: str = "tcp",
     ) -> None:
         self.broker = broker
         self.keepalive = keepalive
@@ -560,6 +561,7 @@ class PahoClient:
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
+            transport=transport,  # "tcp", "websockets" or "unix" (host is then the path)
             **({} if self.v5 else {"clean_session": clean_session}),
         )
         if will is not None:
@@ -895,10 +897,12 @@ class Clients:
         will: Will | None = None,
         will_properties: Any = None,
         connect: bool = True,
+        transport: str = "tcp",
     ) -> PahoClient:
         client = PahoClient(
             self.broker, client_id, protocol=protocol, clean_session=clean_session,
             keepalive=keepalive, will=will, will_properties=will_properties,
+            transport=transport,
         )
         self._owned.append(client)
         if connect:
