@@ -21,19 +21,25 @@ run: $(STAMP)
 	$(VENV)/bin/culex serve --config culex.toml
 
 # Debian's mosquitto-clients and Node.js (for MQTT.js) are real MQTT peers for the integration
-# tests, and the openssl CLI makes the TLS tests' certificates; install them when missing (as
+# tests, and the openssl CLI makes the TLS tests' certificates; HAProxy sends real PROXY protocol
+# headers, and headless Chromium loads the MQTT-over-WebSocket page. Installed when missing (as
 # root). Without root and without them the tests fail loudly instead of skipping.
+SYSTEM_TOOLS := mosquitto_pub mosquitto_sub openssl node npm
 system-deps:
-	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1 \
-			|| ! command -v openssl >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 \
-			|| ! command -v npm >/dev/null 2>&1; then \
+	@missing=""; \
+	for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || missing=1; \
+	test -x /usr/bin/chromium || missing=1; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			: "nodejs/npm only when missing: a Node.js from elsewhere may bundle npm"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				mosquitto-clients openssl $$(command -v node >/dev/null 2>&1 || echo nodejs) \
+				mosquitto-clients openssl haproxy chromium \
+				$$(command -v node >/dev/null 2>&1 || echo nodejs) \
 				$$(command -v npm >/dev/null 2>&1 || echo npm); \
 		else \
-			echo "missing: run 'sudo apt-get install mosquitto-clients openssl nodejs npm'" >&2; \
+			echo "missing: run 'sudo apt-get install mosquitto-clients openssl haproxy" \
+				"chromium nodejs npm'" >&2; \
 			exit 1; \
 		fi; \
 	fi

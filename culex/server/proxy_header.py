@@ -39,6 +39,7 @@ _V2_FAMILIES = {
 # source port, destination port ("1.1.1.1", "::", "0").
 _V1_SHORTEST = {b"TCP4": (7, 7, 1, 1), b"TCP6": (2, 2, 1, 1)}
 _V1_SHORTEST_LINE = len(b"PROXY UNKNOWN\r\n")
+_V1_PROTOCOLS = (*_V1_SHORTEST, b"UNKNOWN")
 
 
 class ProxyHeaderError(Exception):
@@ -95,6 +96,9 @@ class ProxyHeaderReader:
                 if not self.wanted():
                     self.header = _v2(bytes(buffer))
         elif buffer.startswith(V1_PREFIX):
+            protocol, space, _rest = bytes(buffer[len(V1_PREFIX):]).partition(b" ")
+            if space and protocol not in _V1_PROTOCOLS:
+                raise ProxyHeaderError(f"version 1: unknown protocol {protocol[:16]!r}")
             end = buffer.find(b"\n", max(start - 1, 0))
             if end >= 0:
                 self.header = _v1(bytes(buffer[:end + 1]))
@@ -105,8 +109,9 @@ class ProxyHeaderReader:
 
 def _v1_shortest(buffer: bytearray) -> int:
     """The shortest total length a version 1 line starting with `buffer` can have: reading
-    up to it never reads past the line. Also refuses a bad protocol word as soon as it is
-    complete."""
+    up to it never reads past the line."""
+    if buffer.endswith(b"\r"):
+        return len(buffer) + 1  # the LF, if it is well formed
     fields = bytes(buffer[len(V1_PREFIX):]).split(b" ")
     if len(fields) == 1:
         return _V1_SHORTEST_LINE
@@ -115,7 +120,7 @@ def _v1_shortest(buffer: bytearray) -> int:
         return len(buffer) + 1  # anything may follow, up to CRLF
     shortest = _V1_SHORTEST.get(protocol)
     if shortest is None:
-        raise ProxyHeaderError(f"version 1: unknown protocol {protocol[:16]!r}")
+        return len(buffer) + 1  # `feed` refuses it
     given = fields[1:]
     if len(given) > len(shortest):
         return len(buffer) + 1  # too many fields: the CRLF check refuses it
