@@ -564,6 +564,12 @@ class PahoClient:
             transport=transport,  # "tcp", "websockets" or "unix" (host is then the path)
             **({} if self.v5 else {"clean_session": clean_session}),
         )
+        if transport == "websockets":
+            # paho's WebSocket wrapper keeps the frame being sent as shared state: two threads
+            # writing at once (a publish() here while the loop thread acks a message) send one
+            # frame twice and lose the other. So writes are only queued here, and the loop
+            # thread, woken through paho's socket pair, writes them.
+            self.client.on_socket_register_write = lambda *_args: None
         if will is not None:
             self.client.will_set(will.topic, will.payload, will.qos, will.retain,
                                  properties=will_properties)
