@@ -24,11 +24,12 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request
+from websockets.protocol import Protocol as WebSocketProtocolState
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
@@ -227,12 +228,27 @@ def _close_name(code: int) -> str:
         return "unknown"
 
 
-class WebSocketTransport(asyncio.Transport):
-    """What `MQTTProtocol` and the core write to: each write or `writelines` call is one
-    binary frame; closing is the WebSocket close handshake; flow control and everything else
-    is the socket's."""
+class MessageLayer(Protocol):
+    """A WebSocket layer under an MQTT protocol: this server's `WebSocketProtocol`, or the
+    load generator's client one (culex/bench/websocket.py)."""
 
-    def __init__(self, layer: WebSocketProtocol) -> None:
+    transport: asyncio.Transport | None
+    mqtt: Any
+
+    @property
+    def websocket(self) -> WebSocketProtocolState: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class WebSocketTransport(asyncio.Transport):
+    """What the MQTT protocol above a WebSocket writes to: each write or `writelines` call is
+    one binary frame; closing is the WebSocket close handshake; flow control and everything
+    else is the socket's."""
+
+    def __init__(self, layer: MessageLayer) -> None:
         super().__init__()
         self.layer = layer
         assert layer.transport is not None
@@ -262,11 +278,10 @@ class WebSocketTransport(asyncio.Transport):
         return self.socket.get_extra_info(name, default)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
-        assert self.layer.mqtt is not None
-        return self.layer.mqtt
+        return cast(asyncio.BaseProtocol, self.layer.mqtt)
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self.layer.mqtt = cast(MQTTProtocol, protocol)
+        self.layer.mqtt = protocol
 
     def pause_reading(self) -> None:
         self.socket.pause_reading()
