@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,15 @@ def render_config(settings: dict[str, Any]) -> str:
             tables.append(f"[[{name}]]" if isinstance(value, list) else f"[{name}]")
             tables.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
     return "\n".join(top + tables) + "\n"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Another address of a broker (a second listener), as the client helpers see it. For
+    paho's "unix" transport `host` is the socket path (and `port` is ignored)."""
+
+    host: str
+    port: int = 1883
 
 
 class PortTaken(Exception):

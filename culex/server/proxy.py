@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import cast
 
 from .proxy_header import ProxyHeaderError, ProxyHeaderReader
-from .transport import Accepted, ListenerGate, Slot, peer_label, tune_socket
+from .transport import Accepted, ListenerGate, Slot, let_go, peer_label, tune_socket
 
 log = logging.getLogger("culex")
 
@@ -114,10 +114,7 @@ class ProxyHeaderProtocol(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.slot is not None:
-            self.slot.release()
+        let_go(self.timer, self.slot)
 
 
 class PendingTLS(asyncio.Protocol):

@@ -130,6 +130,15 @@ class Slot:
             self.gate.release()
 
 
+def let_go(deadline: asyncio.TimerHandle | None, slot: Slot | None) -> None:
+    """What an outer layer of a connection holds until it ends: a deadline (for its header or
+    handshake) and, until it passes the connection on, its listener slot."""
+    if deadline is not None:
+        deadline.cancel()
+    if slot is not None:
+        slot.release()
+
+
 @dataclass(frozen=True, slots=True)
 class Accepted:
     """What the outer layers of a connection (PROXY header, WebSocket) know by the time

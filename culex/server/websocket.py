@@ -41,6 +41,7 @@ from .transport import (
     ListenerGate,
     MQTTProtocol,
     Slot,
+    let_go,
     lingering_close,
     peer_label,
     tune_socket,
@@ -205,10 +206,7 @@ class WebSocketProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        if self.slot is not None:
-            self.slot.release()
+        let_go(self.timer, self.slot)
         if self.mqtt is not None:
             self.mqtt.connection_lost(exc)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect as websocket_connect
 
-from tests.conftest import BrokerFactory, BrokerProcess, free_port
+from tests.conftest import BrokerFactory, BrokerProcess, Endpoint, free_port
 from tests.integration.clients import CONNACK, RawClient, connect_packet
 from tests.integration.test_tls import tls_listener
 from tests.proxy_table import GOOD, Good
@@ -26,12 +26,6 @@ from tests.proxy_table import GOOD, Good
 PROXY_LISTENER = {"host": "127.0.0.1", "port": 0, "proxy_protocol": True}
 # Client ids that hash to different workers, so that with 2 workers some are handed over.
 CLIENT_IDS = [f"proxied-{number}" for number in range(4)]
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
 
 
 def proxy_broker(broker_factory: BrokerFactory, **listener: object) -> tuple[BrokerProcess,

@@ -9,25 +9,16 @@ import os
 import socket
 import stat
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.conftest import BrokerFactory, BrokerProcess
+from tests.conftest import BrokerFactory, BrokerProcess, Endpoint
 from tests.integration.clients import Clients, MosquittoSub, Will
 
 PROTOCOLS = [pytest.param(mqtt.MQTTv311, id="v311"), pytest.param(mqtt.MQTTv5, id="v5")]
-
-
-@dataclass(frozen=True)
-class UnixEndpoint:
-    """What the client helpers need: for paho's "unix" transport the host is the path."""
-
-    host: str
-    port: int = 1883  # ignored, but paho wants a valid one
 
 
 def unix_broker(broker_factory: BrokerFactory, path: Path, **listener: Any) -> BrokerProcess:
@@ -49,7 +40,7 @@ def test_paho_over_unix_and_tcp_exchange_messages(broker_factory: BrokerFactory,
                                                   sock_path: Path, protocol: int) -> None:
     broker = unix_broker(broker_factory, sock_path)
     assert f"listening on unix:{sock_path}" in broker.wait_for_log(f"unix:{sock_path}")
-    with Clients(UnixEndpoint(str(sock_path))) as local, Clients(broker) as remote:
+    with Clients(Endpoint(str(sock_path))) as local, Clients(broker) as remote:
         watcher = remote.paho("tcp-watcher", protocol=protocol)
         assert watcher.subscribe("unix/#", 2) == [2]
         client = local.paho("unix-client", protocol=protocol, transport="unix", connect=False,
@@ -74,7 +65,7 @@ def test_paho_over_unix_and_tcp_exchange_messages(broker_factory: BrokerFactory,
 
 def test_mosquitto_clients_with_unix(broker_factory: BrokerFactory, sock_path: Path) -> None:
     broker = unix_broker(broker_factory, sock_path)
-    endpoint = UnixEndpoint(str(sock_path))
+    endpoint = Endpoint(str(sock_path))
     for version in ("mqttv311", "mqttv5"):
         sub = MosquittoSub(endpoint, "--unix", str(sock_path), "-t", "m/#", "-q", "1",
                            version=version)
@@ -112,7 +103,7 @@ def test_stale_socket_file_is_replaced(broker_factory: BrokerFactory, sock_path:
     stale.close()
     broker = unix_broker(broker_factory, sock_path)
     broker.wait_for_log("removed a stale socket file")
-    with Clients(UnixEndpoint(str(sock_path))) as local:
+    with Clients(Endpoint(str(sock_path))) as local:
         client = local.paho("after-stale", transport="unix")
         assert client.subscribe("t", 1) == [1]
 

@@ -9,33 +9,22 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import BrokerProcess
+from tests.conftest import BrokerProcess, Endpoint
 from tests.integration.clients import RawClient
 from tests.proxy_table import BAD, GOOD, Bad
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
+from tests.robustness.conftest import module_broker
 
 
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess,
                                                                          Endpoint]]:
-    work: Path = tmp_path_factory.mktemp("bad-proxy-broker")
-    broker = BrokerProcess(work, {"limits": {"connect_timeout": 1}, "listeners": [
-        {}, {"host": "127.0.0.1", "port": 0, "proxy_protocol": True}]}).start()
-    yield broker, Endpoint(*broker.listening_on("PROXY protocol"))
-    code = broker.stop()
-    text = broker.log_text()
-    assert "Traceback" not in text, f"broker logged a traceback:\n{text}"
-    assert code == 0, f"broker exit code {code}:\n{text}"
+    for broker in module_broker(tmp_path_factory, "bad-proxy-broker", {
+            "limits": {"connect_timeout": 1}, "listeners": [
+                {}, {"host": "127.0.0.1", "port": 0, "proxy_protocol": True}]}):
+        yield broker, Endpoint(*broker.listening_on("PROXY protocol"))
 
 
 def closed_by_broker(sock: socket.socket, timeout: float = 5.0) -> bool:

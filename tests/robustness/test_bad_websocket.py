@@ -12,14 +12,13 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from websockets.frames import Frame, Opcode
 
-from tests.conftest import BrokerProcess
+from tests.conftest import BrokerProcess, Endpoint
 from tests.integration.clients import connect_packet, publish_packet, subscribe_packet
+from tests.robustness.conftest import module_broker
 
 MAX_PACKET = 4096
 PINGS = b"\xc0\x00" * (MAX_PACKET // 4 + 1)
@@ -30,26 +29,15 @@ HANDSHAKE = (
 )
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess,
                                                                         Endpoint]]:
-    work: Path = tmp_path_factory.mktemp("bad-websocket-broker")
-    broker = BrokerProcess(work, {
-        "limits": {"connect_timeout": 1, "max_packet_size": MAX_PACKET,
-                   "stalled_reader_timeout": 1, "max_write_buffer": 16384},
-        "storage": {"durability": "none"},
-        "listeners": [{}, {"host": "127.0.0.1", "port": 0, "protocol": "websocket"}]}).start()
-    yield broker, Endpoint(*broker.listening_on("WebSocket"))
-    code = broker.stop()
-    text = broker.log_text()
-    assert "Traceback" not in text, f"broker logged a traceback:\n{text}"
-    assert code == 0, f"broker exit code {code}:\n{text}"
+    for broker in module_broker(tmp_path_factory, "bad-websocket-broker", {
+            "limits": {"connect_timeout": 1, "max_packet_size": MAX_PACKET,
+                       "stalled_reader_timeout": 1, "max_write_buffer": 16384},
+            "storage": {"durability": "none"},
+            "listeners": [{}, {"host": "127.0.0.1", "port": 0, "protocol": "websocket"}]}):
+        yield broker, Endpoint(*broker.listening_on("WebSocket"))
 
 
 class RawWebSocket:
