@@ -22,24 +22,27 @@ run: $(STAMP)
 
 # Debian's mosquitto-clients and Node.js (for MQTT.js) are real MQTT peers for the integration
 # tests, the openssl CLI makes the TLS tests' certificates, Debian's mosquitto brings the broker
-# the compatibility tests compare with (/usr/sbin/mosquitto) and mosquitto_passwd, and systemd's
-# systemd-analyze checks packaging/culex.service; install them when missing (as root). Without
-# root and without them the tests fail loudly instead of skipping.
+# the compatibility tests compare with (/usr/sbin/mosquitto) and mosquitto_passwd, systemd's
+# systemd-analyze checks packaging/culex.service, HAProxy sends real PROXY protocol headers, and
+# headless Chromium loads the MQTT-over-WebSocket page. Installed when missing (as root).
+# Without root and without them the tests fail loudly instead of skipping.
+SYSTEM_TOOLS := mosquitto_pub mosquitto_sub mosquitto_passwd openssl node npm systemd-analyze
 system-deps:
-	@if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1 \
-			|| ! command -v openssl >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1 \
-			|| ! command -v npm >/dev/null 2>&1 || ! command -v mosquitto_passwd >/dev/null 2>&1 \
-			|| ! test -x /usr/sbin/mosquitto \
-			|| ! command -v systemd-analyze >/dev/null 2>&1; then \
+	@missing=""; \
+	for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
+	test -x /usr/sbin/mosquitto || missing=1; \
+	command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || missing=1; \
+	test -x /usr/bin/chromium || missing=1; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
 			: "nodejs/npm only when missing: a Node.js from elsewhere may bundle npm"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				mosquitto mosquitto-clients openssl systemd \
+				mosquitto mosquitto-clients openssl systemd haproxy chromium \
 				$$(command -v node >/dev/null 2>&1 || echo nodejs) \
 				$$(command -v npm >/dev/null 2>&1 || echo npm); \
 		else \
-			echo "missing: run 'sudo apt-get install mosquitto mosquitto-clients openssl systemd" \
-				"nodejs npm'" >&2; \
+			echo "missing: run 'sudo apt-get install mosquitto mosquitto-clients openssl" \
+				"systemd haproxy chromium nodejs npm'" >&2; \
 			exit 1; \
 		fi; \
 	fi

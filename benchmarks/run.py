@@ -7,7 +7,8 @@ port, one broker at a time: Culex (default configuration), Mosquitto with its de
 configuration (Nagle on) and Mosquitto with `set_tcp_nodelay true`. Debian's `mosquitto` is
 installed with apt-get when missing and we are root. Then Culex alone: the cost of each
 durability, and 1 vs 2 worker processes (`--only workers`), where broker and load generator
-(`culex bench`, then benchmarks/cbench) share cores 0 and 1. Raw figures go to
+(`culex bench`, then benchmarks/cbench) share cores 0 and 1. Last, MQTT over WebSocket (`--only
+websocket`): Culex's WebSocket and TCP listeners and aedes's WebSocket listener. Raw figures go to
 benchmarks/results/ (not committed); the summary tables go to BENCHMARKS.md.
 """
 
@@ -130,6 +131,8 @@ class Placement:
 PINNED = Placement("0", "1")
 # Two workers need two cores, and this VM has no third for the clients: everything shares them.
 SHARED = Placement("0,1", "0,1", ("--procs", "2"))
+# A WebSocket listener: the same pinning, `culex bench --ws`.
+OVER_WEBSOCKET = Placement("0", "1", ("--ws",))
 
 
 @dataclass
@@ -407,6 +410,75 @@ def workers_section(brokers: list[Broker], duration: float, command: str) -> lis
         summary="2 workers / 1 worker delivery rate: **{ratio}**")
 
 
+# MQTT over WebSocket (`--only websocket`): ws:// against Culex's own TCP figure and another
+# broker's WebSocket listener in the same run. Debian's Mosquitto is built without WebSocket
+# support (its `protocol websockets` listener fails to open), so the other broker is aedes
+# (Node.js) behind the `ws` package, set up as its documentation does; benchmarks/aedes/ pins
+# both, and `npm ci` installs them when missing.
+AEDES = ROOT / "benchmarks" / "aedes"
+
+WEBSOCKET_SCENARIOS = [
+    Scenario("ws-pubsub", "1 -> 1, QoS 0, 100 B", ("pubsub", "--qos", "0")),
+    Scenario("ws-pubsub-10k", "1 -> 1, QoS 0, 10 KB", ("pubsub", "--payload", "10240")),
+    Scenario("ws-fanout", "1 -> 100 fan-out, QoS 0, 100 B", ("fanout", "--subscribers", "100")),
+]
+# Culex over WebSocket, Culex over TCP (the same broker and configuration), aedes over WebSocket.
+CULEX_WS = 0
+
+
+def ensure_aedes() -> list[str]:
+    """The command that starts aedes (its port appended), after `npm ci` if needed."""
+    node = shutil.which("node")
+    if node is None:
+        sys.exit("benchmarks: node is not installed (apt-get install nodejs npm)")
+    if not (AEDES / "node_modules" / "aedes").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=AEDES,
+                       check=True)
+    return [node, str(AEDES / "server.mjs")]
+
+
+def websocket_brokers(work: Path) -> list[Broker]:
+    """Culex with a TCP and a WebSocket listener (one process, measured through each), and
+    aedes with a WebSocket listener."""
+    directory = work / "culex-websocket"
+    directory.mkdir()
+    tcp, ws = free_port(), free_port()
+    (directory / "culex.toml").write_text(
+        f'[[listeners]]\nhost = "127.0.0.1"\nport = {tcp}\n'
+        f'[[listeners]]\nhost = "127.0.0.1"\nport = {ws}\nprotocol = "websocket"\n'
+        '[storage]\ndurability = "sync"\n')
+    command = [sys.executable, "-m", "culex", "serve", "--config", "culex.toml",
+               "--log-level", "warning"]
+    aedes = work / "aedes"
+    aedes.mkdir()
+    other = free_port()
+    return [Broker("Culex (WebSocket)", command, directory, ws, OVER_WEBSOCKET),
+            Broker("Culex (TCP)", command, directory, tcp),
+            Broker("aedes (WebSocket)", [*ensure_aedes(), str(other)], aedes, other,
+                   OVER_WEBSOCKET)]
+
+
+def websocket_section(brokers: list[Broker], duration: float) -> list[str]:
+    lines = ["## MQTT over WebSocket", "",
+             "One Culex (default configuration, a TCP and a WebSocket listener) measured "
+             "through each listener, and aedes (Node.js, with the `ws` package, pinned in "
+             "benchmarks/aedes/) through its WebSocket listener; Debian's Mosquitto is built "
+             "without WebSocket support. `culex bench --ws` drives the WebSocket listeners "
+             f"(`taskset -c 1 culex bench ARGS --ws --duration {duration:g}`).", ""]
+    for scenario in WEBSOCKET_SCENARIOS:
+        if scenario.name not in brokers[CULEX_WS].results:
+            continue
+        lines += [f"### {scenario.title}", "", "| broker | result |", "|---|---|"]
+        for broker in brokers:
+            lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
+        ws, tcp, other = (figure(broker.results[scenario.name], scenario) for broker in brokers)
+        lines += ["", f"Culex WebSocket / Culex TCP: **{ratio(ws, tcp, scenario)}** (target "
+                  "for 100 B: at least 0.67 x, WebSocket within 1.5 x of TCP); Culex WebSocket "
+                  f"/ aedes WebSocket: **{ratio(ws, other, scenario)}** (target: above 1 x)",
+                  ""]
+    return lines
+
+
 # Everything after this line in BENCHMARKS.md is written by hand and kept across runs.
 ANALYSIS_MARKER = "<!-- analysis: kept by benchmarks/run.py -->"
 
@@ -430,7 +502,8 @@ def broker_tables(brokers: list[Broker], scenarios: list[Scenario], level: str) 
     return lines
 
 
-def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Broker], *,
+def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Broker],
+                 websocket: list[Broker], *,
                  duration: float, path: Path, command: str) -> None:
     lines = [
         "# Benchmarks",
@@ -462,6 +535,8 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
         lines += durability_section(durable, duration)
     if workers:
         lines += workers_section(workers, duration, command)
+    if websocket:
+        lines += websocket_section(websocket, duration)
     kept = path.read_text().partition(ANALYSIS_MARKER)[2] if path.exists() else ""
     path.write_text("\n".join(lines) + "\n" + ANALYSIS_MARKER + kept)
 
@@ -471,13 +546,16 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", nargs="*",
-                        help="scenario names, and `workers` for the worker processes section")
+                        help="scenario names, `workers` for the worker processes section, "
+                        "`websocket` for the MQTT over WebSocket one")
     parser.add_argument("--from-results", action="store_true",
                         help="rewrite the report from benchmarks/results/ without running")
     args = parser.parse_args()
     if args.only:
         SCENARIOS[:] = [s for s in SCENARIOS if s.name in args.only]
         CBENCH_SCENARIOS[:] = [s for s in CBENCH_SCENARIOS if s.name in args.only]
+        if "websocket" not in args.only:
+            WEBSOCKET_SCENARIOS[:] = [s for s in WEBSOCKET_SCENARIOS if s.name in args.only]
     # 10,000 connections need 10,000 descriptors in the broker and in the load generator.
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
@@ -486,11 +564,13 @@ def main() -> None:
         durable = [] if args.only else [culex_broker(Path(work), f"Culex ({mode})", mode)
                                         for mode in DURABILITY_MODES]
         workers = worker_brokers(Path(work)) if not args.only or "workers" in args.only else []
+        websocket = websocket_brokers(Path(work)) if WEBSOCKET_SCENARIOS else []
         needs_cbench = bool(CBENCH_SCENARIOS) or (
             bool(workers) and any(s.generator == "cbench" for s in WORKER_SCENARIOS))
         cbench = build_cbench(Path(work)) if needs_cbench and not args.from_results else None
         for group, scenarios in ((brokers, SCENARIOS + CBENCH_SCENARIOS),
-                                 (durable, DURABILITY_SCENARIOS), (workers, WORKER_SCENARIOS)):
+                                 (durable, DURABILITY_SCENARIOS), (workers, WORKER_SCENARIOS),
+                                 (websocket, WEBSOCKET_SCENARIOS)):
             for broker in group:
                 print(broker.name, flush=True)
                 for scenario in scenarios:
@@ -504,7 +584,7 @@ def main() -> None:
                     finally:
                         stop(broker)
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
-    write_report(brokers, durable, workers, duration=args.duration, path=args.out,
+    write_report(brokers, durable, workers, websocket, duration=args.duration, path=args.out,
                  command=command)
     print(f"wrote {args.out}")
 

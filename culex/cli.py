@@ -64,7 +64,8 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     if args.host is not None or args.port is not None:
         first = config.listeners[0]
         listener = dataclasses.replace(first, host=args.host or first.host,
-                                       port=args.port if args.port is not None else first.port)
+                                       port=args.port if args.port is not None else first.port,
+                                       unix="")
         config = dataclasses.replace(config, listeners=(listener,))
     if args.log_level or args.log_format or args.log_file:
         logging_config = dataclasses.replace(

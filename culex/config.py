@@ -30,6 +30,9 @@ class ConfigError(Exception):
 
 
 TLS_VERSIONS = ("1.2", "1.3")
+PROTOCOLS = ("mqtt", "websocket")
+# sun_path holds 108 bytes with its terminating NUL.
+UNIX_PATH_MAX = 107
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +54,43 @@ class Listener:
     # socket is closed on accept, before it costs a parser or a TLS handshake: this bounds what
     # one exposed port can hold even when [limits] max_connections counts only logged-in clients.
     max_connections: int = -1
+    # "mqtt": MQTT straight over the socket. "websocket": MQTT over WebSocket (RFC 6455, the
+    # `mqtt` subprotocol), as browsers connect; with a certificate, wss.
+    protocol: str = "mqtt"
+    # WebSocket only: the HTTP path of the handshake; any other path gets 404.
+    path: str = "/mqtt"
+    # WebSocket only: the Origin headers accepted (a browser page's scheme://host[:port]);
+    # empty accepts any. A request without Origin is not from a browser and is accepted: the
+    # check stops other sites' pages (cross-site WebSocket hijacking), and any other client
+    # could send whatever Origin it liked.
+    allowed_origins: tuple[str, ...] = ()
+    # Every connection starts with a PROXY protocol v1 or v2 header (HAProxy, nginx, cloud load
+    # balancers): its source address is the client's. Without a valid one it is closed.
+    proxy_protocol: bool = False
+    # A Unix socket path to listen on instead of host and port, created with `mode` (octal).
+    unix: str = ""
+    mode: str = "0660"
 
     @property
     def tls(self) -> bool:
         return bool(self.certfile)
+
+    @property
+    def websocket(self) -> bool:
+        return self.protocol == "websocket"
+
+    @property
+    def local(self) -> bool:
+        """Reachable from this host only: a Unix socket or a loopback address."""
+        return bool(self.unix) or is_loopback(self.host)
+
+    @property
+    def address(self) -> str:
+        """Where it listens, as logs and errors name it."""
+        return f"unix:{self.unix}" if self.unix else f"{self.host}:{self.port}"
+
+    def file_mode(self) -> int:
+        return int(self.mode, 8)
 
     def problems(self) -> list[str]:
         found = []
@@ -77,6 +113,23 @@ class Listener:
             value = getattr(self, name)
             if value and not Path(value).is_file():
                 found.append(f"{name}: {value}: no such file")
+        return found + self._transport_problems()
+
+    def _transport_problems(self) -> list[str]:
+        found = []
+        if self.protocol not in PROTOCOLS:
+            found.append(f"protocol: {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if not self.path.startswith("/"):
+            found.append(f"path: {self.path!r} must start with /")
+        if not self.websocket and (self.path != "/mqtt" or self.allowed_origins):
+            found.append("path/allowed_origins: only for protocol = \"websocket\"")
+        if not (1 <= len(self.mode) <= 4 and set(self.mode) <= set("01234567")
+                and int(self.mode, 8) <= 0o777):
+            found.append(f"mode: {self.mode!r} is not an octal file mode such as \"0660\"")
+        if self.unix and not os.path.isabs(self.unix):
+            found.append(f"unix: {self.unix!r} must be an absolute path")
+        if len(os.fsencode(self.unix)) > UNIX_PATH_MAX:
+            found.append(f"unix: longer than {UNIX_PATH_MAX} bytes (the kernel's limit)")
         return found
 
 
@@ -265,13 +318,13 @@ def check_exposure(config: Config, source: str, listeners_from: str | None = Non
     `source` names the configuration; `listeners_from` the command-line options that replaced
     its listeners, if any: the error blames whichever set the exposed listener."""
     exposed = [(index, listener) for index, listener in enumerate(config.listeners)
-               if not is_loopback(listener.host)]
+               if not listener.local]
     if exposed and not anonymous_allowed(config) and not config.auth.password_file \
             and not any(listener.use_identity_as_username for listener in config.listeners):
         index, listener = exposed[0]
         where = listeners_from or f"{source}: listeners[{index}]"
         raise ConfigError(
-            f"{where}: listener {listener.host}:{listener.port} is reachable beyond loopback "
+            f"{where}: listener {listener.address} is reachable beyond loopback "
             "and no authentication is configured: set auth.password_file (see `culex passwd`) "
             "or use_identity_as_username on a TLS listener, or auth.allow_anonymous = true to "
             "accept anyone")
@@ -282,7 +335,7 @@ def anonymous_allowed(config: Config) -> bool:
     password file is configured."""
     if config.auth.allow_anonymous is not None:
         return config.auth.allow_anonymous
-    return not config.auth.password_file and all(is_loopback(listener.host)
+    return not config.auth.password_file and all(listener.local
                                                  for listener in config.listeners)
 
 

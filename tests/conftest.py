@@ -8,12 +8,14 @@ issue requires (client id, peer, cause) are asserted on, not just assumed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,15 @@ def render_config(settings: dict[str, Any]) -> str:
     return "\n".join(top + tables) + "\n"
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Another address of a broker (a second listener), as the client helpers see it. For
+    paho's "unix" transport `host` is the socket path (and `port` is ignored)."""
+
+    host: str
+    port: int = 1883
+
+
 class PortTaken(Exception):
     pass
 
@@ -117,13 +128,32 @@ class BrokerProcess:
             self.config_path = self.tmp / "mosquitto.conf"
             self.config_path.write_text(mosquitto_config(self.settings, self.port))
             return ["mosquitto", "-c", str(self.config_path)]
-        self.config_path.write_text(render_config(self.settings))
+        settings = self.settings
+        where = ["--host", self.host, "--port", str(self.port)]
+        if "listeners" in settings:
+            # The first listener takes the test's port, and the others stay as configured
+            # (--host/--port would replace them all).
+            first, *others = settings["listeners"]
+            settings = {**settings, "listeners": [
+                {**first, "host": self.host, "port": self.port}, *others]}
+            where = []
+        self.config_path.write_text(render_config(settings))
         return [
             sys.executable, "-m", "culex", "serve",
-            "--config", str(self.config_path),
-            "--host", self.host, "--port", str(self.port),
+            "--config", str(self.config_path), *where,
             "--log-level", "debug", *self.extra_args,
         ]
+
+    def listening_on(self, kind: str) -> tuple[str, int]:
+        """The address of the listener whose start-up log line names `kind` ("WebSocket",
+        "PROXY protocol", ...): with port 0 in its settings, the port it was given."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for found in re.finditer(r"listening on (\S+):(\d+) \(([^)]*)\)", self.log_text()):
+                if kind in found.group(3):
+                    return found.group(1), int(found.group(2))
+            time.sleep(0.05)
+        raise AssertionError(f"no listener of kind {kind!r} in the log:\n{self.log_text()}")
 
     def start(self) -> BrokerProcess:
         for _attempt in range(3):
@@ -151,7 +181,7 @@ class BrokerProcess:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                if "address already in use" in self.log_text().lower():
+                if f":{self.port}: address already in use" in self.log_text().lower():
                     raise PortTaken(self.port)
                 raise RuntimeError(f"broker exited early:\n{self.log_text()}")
             try:

@@ -348,31 +348,6 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-async def open_client(protocol: ClientProtocol, host: str, port: int, connect: bytes,
-                      timeout: float) -> None:
-    """TCP connect, CONNECT, wait for CONNACK 0; every failure becomes a one-line BenchError."""
-    loop = asyncio.get_running_loop()
-    where = f"{host}:{port}"
-    try:
-        await asyncio.wait_for(loop.create_connection(lambda: protocol, host, port), timeout)
-    except TimeoutError:
-        raise BenchError(f"cannot connect to {where}: timed out after {timeout:g} s") from None
-    except socket.gaierror as exc:
-        raise BenchError(f"cannot resolve {host}: {exc.strerror}") from None
-    except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
-        raise BenchError(f"cannot connect to {where}: {reason}") from None
-    protocol.send(connect)
-    try:
-        refusal = await asyncio.wait_for(protocol.connack, timeout)
-    except TimeoutError:
-        protocol.close()
-        raise BenchError(f"no CONNACK from {where} within {timeout:g} s") from None
-    if refusal is not None:
-        protocol.close()
-        raise BenchError(f"broker at {where} refused the connection: {refusal}")
-
-
 class Subscriber(ClientProtocol):
     """Reads stamps, records latency, tracks per-publisher sequence, acks QoS 1/2."""
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from .clients import BenchError
+from .endpoint import Endpoint
 from .plan import SCENARIOS, PlanError, build_plans
 from .wire import STAMP_SIZE
 
@@ -49,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one of: " + ", ".join(SCENARIOS))
     parser.add_argument("--host", default="127.0.0.1", help="broker address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=1883, help="broker port (1883)")
+    parser.add_argument("--unix", metavar="PATH",
+                        help="connect to the broker's Unix socket at PATH instead of host:port")
+    parser.add_argument("--ws", action="store_true",
+                        help="MQTT over WebSocket (ws://HOST:PORT/mqtt, subprotocol mqtt)")
+    parser.add_argument("--ws-path", default="/mqtt", metavar="PATH",
+                        help="the WebSocket listener's HTTP path (/mqtt)")
     parser.add_argument("--qos", type=int, choices=(0, 1, 2), default=0,
                         help="QoS of publishes and subscriptions (0)")
     parser.add_argument("--payload", type=int, metavar="BYTES",
@@ -100,6 +107,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--procs must be between 1 and 256"
     if not 0 < args.port < 65536:
         return "--port must be between 1 and 65535"
+    if not args.ws_path.startswith("/"):
+        return "--ws-path must start with /"
     if args.password is not None and args.username is None and not args.mqtt5:
         return "--password needs --username (MQTT 3.1.1 3.1.2.9; MQTT 5 allows it)"
     return None
@@ -125,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
     except PlanError as exc:
         return fail(str(exc), 2)
     options = Options(
-        host=args.host, port=args.port, qos=args.qos, duration=args.duration,
+        endpoint=Endpoint(args.host, args.port, args.unix,
+                          args.ws_path if args.ws else None),
+        qos=args.qos, duration=args.duration,
         warmup=args.warmup, rate=args.rate, inflight=args.inflight, procs=args.procs,
         drain=args.drain, broker_pid=args.broker_pid, username=args.username,
         password=args.password, persistent=args.persistent, mqtt5=args.mqtt5)

@@ -198,7 +198,9 @@ def result_dict(result: Result) -> dict[str, Any]:
 def write_json(path: Path, scenario: str, options: Options, results: list[Result]) -> None:
     document = {
         "tool": "culex bench", "version": __version__, "scenario": scenario,
-        "options": {"host": options.host, "port": options.port, "qos": options.qos,
+        "options": {"host": options.endpoint.host, "port": options.endpoint.port,
+                    "unix": options.endpoint.unix,
+                    "websocket_path": options.endpoint.websocket_path, "qos": options.qos,
                     "duration": options.duration, "warmup": options.warmup,
                     "rate": options.rate, "inflight": options.inflight,
                     "procs": options.procs, "drain": options.drain,

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .clients import NS, BenchError
+from .endpoint import Endpoint
 from .histogram import Histogram
 from .plan import Plan, split_clients
 from .procstat import ProcessSampler
@@ -49,8 +50,7 @@ START_LEAD_NS = {True: 300_000_000, False: 50_000_000}
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    host: str
-    port: int
+    endpoint: Endpoint
     qos: int
     duration: float
     warmup: float
@@ -190,7 +190,7 @@ class Coordinator:
         idle_offset = 0
         for number, (pubs, subs, idle) in enumerate(split_clients(plan, options.procs)):
             plans.append(WorkerPlan(
-                worker=number, run_id=self.run_id, host=options.host, port=options.port,
+                worker=number, run_id=self.run_id, endpoint=options.endpoint,
                 qos=options.qos, payload=plan.payload, rate=rate, inflight=options.inflight,
                 warmup_ns=int(options.warmup * NS), duration_ns=int(options.duration * NS),
                 total_publishers=publishers, publishers=tuple(pubs), subscribers=tuple(subs),

@@ -33,8 +33,8 @@ from .clients import (
     Publisher,
     Subscriber,
     WorkerState,
-    open_client,
 )
+from .endpoint import Endpoint, open_client
 from .histogram import Histogram
 from .plan import PublisherSpec, SubscriberSpec
 from .procstat import run_queue_wait
@@ -58,8 +58,7 @@ class WorkerPlan:
 
     worker: int
     run_id: str
-    host: str
-    port: int
+    endpoint: Endpoint
     qos: int
     payload: int
     rate: float  # messages per second per publisher, 0 = as fast as flow control allows
@@ -185,7 +184,7 @@ class Worker:
             client = Subscriber(self.state, client_id, spec, plan.total_publishers, plan.qos,
                                 payload=plan.payload, mqtt5=plan.mqtt5)
             self.subscribers.append(client)
-            await open_client(client, plan.host, plan.port,
+            await open_client(client, plan.endpoint,
                               self.connect(client_id, clean_session=not plan.persistent),
                               CONNECT_TIMEOUT)
             frames = subscribe_frames(list(spec.filters), plan.qos, mqtt5=plan.mqtt5)
@@ -195,7 +194,7 @@ class Worker:
             try:
                 await asyncio.wait_for(done, CONNECT_TIMEOUT)
             except TimeoutError:
-                raise BenchError(f"no SUBACK from {plan.host}:{plan.port} within "
+                raise BenchError(f"no SUBACK from {plan.endpoint} within "
                                  f"{CONNECT_TIMEOUT:g} s") from None
 
         return connect_and_subscribe
@@ -214,7 +213,7 @@ class Worker:
             client = Publisher(self.state, client_id, spec, template=template, qos=plan.qos,
                                inflight=plan.inflight, rate=plan.rate, mqtt5=plan.mqtt5)
             self.publishers.append(client)
-            await open_client(client, plan.host, plan.port, self.connect(client_id),
+            await open_client(client, plan.endpoint, self.connect(client_id),
                               CONNECT_TIMEOUT)
 
         return connect
@@ -274,7 +273,7 @@ class Worker:
                 client = IdleClient(self.state, client_id, mqtt5=plan.mqtt5)
                 begun = time.monotonic_ns()
                 try:
-                    await open_client(client, plan.host, plan.port, self.connect(client_id),
+                    await open_client(client, plan.endpoint, self.connect(client_id),
                                       CONNECT_TIMEOUT)
                 except BenchError as exc:
                     self.failed += 1

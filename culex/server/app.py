@@ -18,10 +18,11 @@ from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
 from .host import LoopHost
+from .listeners import describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files
 from .service import LockError, Notifier, PidFileError, Readiness
-from .startup import LISTEN_BACKLOG, BoundListener, start, status, summary
-from .transport import ListenerGate, ListenError, MQTTProtocol
+from .startup import BoundListener, start, status, summary
+from .transport import ListenerGate, ListenError, listen_failure
 from .workers import (
     FORWARDED_SIGNALS,
     Handovers,
@@ -53,7 +54,7 @@ def tls_context(listener: Listener) -> ssl.SSLContext | None:
         if listener.ciphers:
             context.set_ciphers(listener.ciphers)
     except (ssl.SSLError, OSError) as exc:
-        raise ListenError(f"listener {listener.host}:{listener.port}: cannot load TLS "
+        raise ListenError(f"listener {listener.address}: cannot load TLS "
                           f"certificates: {exc}") from None
     return context
 
@@ -197,13 +198,13 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
                  len(state.wills), time.monotonic() - started)
     broker.set_acl(security.acl)
     files = OpenFileWatch(broker.connections)
-    gates = [ListenerGate(bound.listener) for bound in listening]
+    gates = [ListenerGate(bound.listener, files) for bound in listening]
     links = broker.links
     if plan is not None and links is not None:
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
                 partial(LinkProtocol, links, index, loop, lambda: host.stopping), sock)
-        handovers = Handovers(broker, loop, plan, gates, files)
+        handovers = Handovers(broker, loop, plan, gates)
         # Clients only once every worker's restored subscriptions are known here: a message
         # published earlier would miss the offline sessions of the other workers, and its
         # PUBACK would promise what was not done. Until then they wait in the listen backlog.
@@ -216,13 +217,18 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
             raise PeerLost("another worker stopped during start-up")
     servers: list[asyncio.Server] = []
     for bound, gate in zip(listening, gates, strict=True):
-        server = await loop.create_server(
-            lambda gate=gate: MQTTProtocol(broker, loop, gate, files), sock=bound.sock,
-            backlog=LISTEN_BACKLOG, ssl=bound.tls,
-            # A stalled handshake holds a socket and some memory: same bound as CONNECT.
-            ssl_handshake_timeout=config.limits.connect_timeout if bound.tls else None)
+        listener = bound.listener
+        try:
+            server = await start_serving(loop, listener, bound.sock,
+                                         protocol_factory(broker, loop, gate, bound.tls),
+                                         context=bound.tls,
+                                         handshake_timeout=config.limits.connect_timeout)
+        except OSError as exc:
+            for opened in servers:
+                opened.close()
+            raise listen_failure(listener, exc) from None
         servers.append(server)
-        log.info("listening on %s", bound.name)
+        log.info("listening on %s", describe(listener, bound.sock))
 
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

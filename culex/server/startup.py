@@ -2,8 +2,8 @@
 
 1. The configuration is checked (`cli.py`), with the files it names: TLS certificates, the
    password file and the ACL (`app.check_files`). A problem is a configuration error, exit 2.
-2. Every listening socket is bound (`bind_listeners`, one `open_*` function per kind of
-   listener), all of them or none: if one fails, those already bound are closed.
+2. Every listening socket is bound (`listeners.ListeningSockets`: TCP, IPv6, Unix sockets),
+   all of them or none: if one fails, those already bound are closed.
 3. The state is locked (`service.StateLock`, beside the database), so no other broker is
    using it.
 4. The pid file is written (`--pid-file`).
@@ -27,10 +27,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Config, Listener, anonymous_allowed
+from .listeners import ListeningSockets, describe
 from .service import PidFile, StateLock
-from .transport import listen_failure
-
-LISTEN_BACKLOG = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,35 +40,18 @@ class BoundListener:
     sock: socket.socket
     tls: ssl.SSLContext | None
 
-    @property
-    def name(self) -> str:
-        return f"{self.listener.host}:{self.listener.port}{' (TLS)' if self.tls else ''}"
+    # `host:port (kinds)` with the port actually bound: the socket itself is closed in the
+    # supervisor once the workers have it.
+    name: str
 
 
-def open_tcp_listener(listener: Listener) -> socket.socket:
-    """Bind and listen on a TCP address (IPv4, or IPv6 when the host has a colon)."""
-    try:
-        sock = socket.create_server((listener.host, listener.port), backlog=LISTEN_BACKLOG,
-                                    family=socket.AF_INET6 if ":" in listener.host
-                                    else socket.AF_INET)
-    except OSError as exc:
-        raise listen_failure(listener, exc) from None
-    sock.setblocking(False)
-    return sock
-
-
-def bind_listeners(listeners: tuple[Listener, ...],
-                   contexts: list[ssl.SSLContext | None]) -> list[BoundListener]:
+def bind_listeners(listeners: tuple[Listener, ...], contexts: list[ssl.SSLContext | None]
+                   ) -> tuple[ListeningSockets, list[BoundListener]]:
     """Bind every listener, or none: a `ListenError` closes the ones already bound."""
-    bound: list[BoundListener] = []
-    try:
-        for listener, context in zip(listeners, contexts, strict=True):
-            bound.append(BoundListener(listener, open_tcp_listener(listener), context))
-    except BaseException:
-        for opened in bound:
-            opened.sock.close()
-        raise
-    return bound
+    sockets = ListeningSockets(listeners)
+    return sockets, [BoundListener(listener, sock, context, describe(listener, sock))
+                     for listener, sock, context
+                     in zip(listeners, sockets.sockets, contexts, strict=True)]
 
 
 @dataclass
@@ -78,6 +59,7 @@ class Started:
     """What a successful start holds until the broker stops: the bound sockets, the state
     lock and the pid file, released in the reverse order."""
 
+    sockets: ListeningSockets
     listening: list[BoundListener]
     lock: StateLock | None = None
     pid_file: PidFile | None = None
@@ -93,6 +75,7 @@ class Started:
         for bound in self.listening:
             with contextlib.suppress(OSError):
                 bound.sock.close()
+        self.sockets.remove_files()
         if self.lock is not None:
             self.lock.release()
 
@@ -101,7 +84,7 @@ def start(config: Config, contexts: list[ssl.SSLContext | None], pid_file: Path 
           open_files: int) -> Started:
     """Steps 2 to 4 above. Raises `ListenError`, `LockError` or `PidFileError`, having
     released whatever it had taken."""
-    started = Started(bind_listeners(config.listeners, contexts), open_files=open_files)
+    started = Started(*bind_listeners(config.listeners, contexts), open_files=open_files)
     try:
         if config.storage.durability != "none":
             # With "none" there is no file to protect: two such brokers share nothing.

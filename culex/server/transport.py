@@ -38,7 +38,22 @@ class ListenError(Exception):
 
 def listen_failure(listener: Listener, exc: OSError) -> ListenError:
     reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-    return ListenError(f"cannot listen on {listener.host}:{listener.port}: {reason}")
+    return ListenError(f"cannot listen on {listener.address}: {reason}")
+
+
+def peer_label(peername: object, listener: Listener) -> str:
+    """A client's address as logs and $SYS show it: host:port, or the Unix socket it came
+    through (a Unix client has no address of its own)."""
+    if isinstance(peername, tuple):
+        return f"{peername[0]}:{peername[1]}"
+    return str(peername) if peername else listener.address
+
+
+def tune_socket(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        # Latency over packet count: frames are already batched per loop tick.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 # How long a closed connection keeps reading (and discarding) what its client still sends.
@@ -70,84 +85,134 @@ class ListenerGate:
 
     Counted in the transport, not the core: a socket that never sends CONNECT still holds a
     file descriptor and buffers, and this is the bound that covers it. Refusals are logged once
-    per episode (until a slot frees), not once per socket of a flood.
+    per episode (until a slot frees), not once per socket of a flood. Every admission and
+    release also asks the process's `OpenFileWatch` whether descriptors are running out.
     """
 
-    __slots__ = ("listener", "open", "refused")
+    __slots__ = ("files", "listener", "open", "refused")
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, listener: Listener, files: OpenFileWatch | None = None) -> None:
         self.listener = listener
+        self.files = files
         self.open = 0
         self.refused = 0
 
-    def admit(self, peer: object) -> bool:
+    def admit(self, peer: object) -> Slot | None:
         limit = self.listener.max_connections
+        if self.files is not None:
+            self.files.check()
         if limit < 0 or self.open < limit:
             self.open += 1
-            return True
+            return Slot(self)
         self.refused += 1
         if self.refused == 1:
-            log.warning("listener %s:%d: max_connections (%d) reached: closing new connections "
-                        "(first from %s) until one ends", self.listener.host,
-                        self.listener.port, limit, peer)
-        return False
+            log.warning("listener %s: max_connections (%d) reached: closing new connections "
+                        "(first from %s) until one ends", self.listener.address, limit, peer)
+        return None
 
     def release(self) -> None:
         self.open -= 1
+        if self.files is not None:
+            self.files.check()
         if self.refused:
-            log.info("listener %s:%d: accepting connections again (%d refused meanwhile)",
-                     self.listener.host, self.listener.port, self.refused)
+            log.info("listener %s: accepting connections again (%d refused meanwhile)",
+                     self.listener.address, self.refused)
             self.refused = 0
+
+
+class Slot:
+    """One admitted connection's place in its `ListenerGate`. Where layers stack on one
+    socket (PROXY header, TLS, WebSocket, MQTT), each may see the connection end; the first
+    to release the slot frees it."""
+
+    __slots__ = ("gate", "held")
+
+    def __init__(self, gate: ListenerGate) -> None:
+        self.gate = gate
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate.release()
+
+
+def let_go(deadline: asyncio.TimerHandle | None, slot: Slot | None) -> None:
+    """What an outer layer of a connection holds until it ends: a deadline (for its header or
+    handshake) and, until it passes the connection on, its listener slot."""
+    if deadline is not None:
+        deadline.cancel()
+    if slot is not None:
+        slot.release()
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What the outer layers of a connection (PROXY header, WebSocket) know by the time
+    MQTT starts: who the client is, and the slot they admitted it to."""
+
+    peer: str
+    slot: Slot
 
 
 @dataclass(frozen=True, slots=True)
 class Moved:
     """A connection another worker read a CONNECT from, for a client id this worker owns: its
-    client's address, the user name its TLS certificate gave, and the bytes read so far."""
+    peer's address, the user name its TLS certificate gave, and the bytes read so far."""
 
-    address: str
+    peer: str
     certificate_username: str | None
     data: bytes
 
 
 class MQTTProtocol(asyncio.Protocol):
-    __slots__ = ("broker", "connection", "files", "gate", "loop", "moved", "relay", "transport")
+    """MQTT bytes between a transport and the core's `Connection`. The transport is the socket
+    itself (TCP, TLS, Unix) or a layer that unwraps them (WebSocket): the same protocol and
+    the same `Connection` either way."""
 
-    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, gate: ListenerGate,
-                 files: OpenFileWatch, moved: Moved | None = None) -> None:
+    __slots__ = ("accepted", "broker", "connection", "gate", "loop", "moved", "relay", "slot",
+                 "transport")
+
+    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop,
+                 gate: ListenerGate, moved: Moved | None = None,
+                 accepted: Accepted | None = None) -> None:
         self.broker = broker
         self.loop = loop
         self.gate = gate
-        self.files = files
         self.moved = moved
+        # Set when outer layers of this connection admitted it and know its peer.
+        self.accepted = accepted
+        self.slot: Slot | None = None
         self.connection: Connection | None = None
         self.transport: asyncio.Transport | None = None
-        # After a TLS connection moved to another worker: the link its bytes are relayed on.
+        # After a TLS or WebSocket connection moved to another worker: the link its MQTT
+        # bytes are relayed on.
         self.relay: Relay | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        if not self.gate.admit(peer):
-            transport.abort()
-            return
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Latency over packet count: frames are already batched per loop tick.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        accepted = self.accepted
+        if accepted is None:
+            self.slot = self.gate.admit(peer)
+            if self.slot is None:
+                transport.abort()
+                return
+            tune_socket(transport)
+        else:
+            self.slot = accepted.slot
         high = self.broker.limits.max_write_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
-        self.files.check()
         moved = self.moved
         if moved is not None:
             connection = self.connection = self.broker.open_connection(
-                transport, moved.address, self.loop.time())
+                transport, moved.peer, self.loop.time())
             connection.certificate_username = moved.certificate_username
             self.moved = None
             connection.data_received(moved.data, self.loop.time())
             return
-        label = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        label = accepted.peer if accepted is not None else peer_label(peer, self.gate.listener)
         self.connection = self.broker.open_connection(transport, label, self.loop.time())
         if self.gate.listener.use_identity_as_username:
             self.connection.certificate_username = certificate_name(
@@ -166,10 +231,9 @@ class MQTTProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.relay is not None:
             self.relay.close()
-        if self.connection is not None:
-            self.gate.release()
+        if self.connection is not None and self.slot is not None:
+            self.slot.release()
             self.connection.connection_lost(self.loop.time())
-            self.files.check()
 
     def pause_writing(self) -> None:
         if self.relay is not None:
@@ -185,9 +249,9 @@ class MQTTProtocol(asyncio.Protocol):
 
 
 class Relay(asyncio.Protocol):
-    """The local end of a socket pair that carries a moved TLS connection's plaintext to the
-    worker that owns its client: TLS state cannot cross processes, so the bytes do. Flow
-    control is mirrored both ways."""
+    """The local end of a socket pair that carries a moved connection's MQTT bytes to the
+    worker that owns its client, when the state of its transport cannot cross processes (TLS,
+    WebSocket): the bytes do. Flow control is mirrored both ways."""
 
     def __init__(self, client: asyncio.Transport) -> None:
         self.client = client

@@ -35,7 +35,6 @@ from typing import cast
 from ..config import Config
 from ..core.broker import Broker
 from ..core.worker_links import WorkerLinks, owner_of
-from ..fdlimit import OpenFileWatch
 from ..logs import log_file_of, reopen_log_files, setup_logging
 from ..storage.sqlite import SqliteStorage
 from .service import Notifier
@@ -377,16 +376,15 @@ class Handovers:
     cannot move (TLS state, or more bytes read than one hand-over message holds)."""
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, plan: WorkerPlan,
-                 gates: list[ListenerGate], files: OpenFileWatch) -> None:
+                 gates: list[ListenerGate]) -> None:
         self.broker = broker
         self.loop = loop
         self.plan = plan
         self.gates = gates
-        self.files = files
         # Sockets being wrapped in transports: held here (the loop keeps only weak references
         # to tasks), and their failures logged.
         self._starting: set[asyncio.Task[object]] = set()
-        # Per worker: hand-overs (message, descriptor, address) its socket had no room for yet.
+        # Per worker: hand-overs (message, descriptor, peer) its socket had no room for yet.
         self._waiting: dict[int, deque[tuple[bytes, int, str]]] = {}
         for index, sock in plan.handovers.items():
             sock.setblocking(False)
@@ -396,37 +394,38 @@ class Handovers:
         for worker, sock in self.plan.handovers.items():
             self.loop.remove_reader(sock.fileno())
             self.loop.remove_writer(sock.fileno())
-            for _message, fd, _address in self._waiting.pop(worker, ()):
+            for _message, fd, _peer in self._waiting.pop(worker, ()):
                 os.close(fd)
 
-    def send(self, worker: int, sink: object, data: bytes, address: str,
+    def send(self, worker: int, sink: object, data: bytes, peer: str,
              certificate_username: str | None) -> None:
         transport = cast(asyncio.Transport, sink)
         protocol = cast(MQTTProtocol, transport.get_protocol())
-        header = json.dumps({"address": address, "user": certificate_username,
+        header = json.dumps({"peer": peer, "user": certificate_username,
                              "listener": self.gates.index(protocol.gate)}).encode()
         message = HANDOVER_LENGTH.pack(len(header)) + header + data
+        # TLS and WebSocket state lives in this process: such a connection is relayed.
         relayed = transport.get_extra_info("sslcontext") is not None \
-            or len(message) > MAX_HANDOVER
+            or transport.get_extra_info("websocket") is not None or len(message) > MAX_HANDOVER
         if not relayed:
             # Our transport goes now; a duplicate descriptor keeps the socket open until
             # the message carrying it is sent.
             self._queue(worker, message, os.dup(transport.get_extra_info("socket").fileno()),
-                        address)
+                        peer)
             transport.abort()
             return
         # The bytes read so far go first on the relay, not in the message.
         local, remote = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._queue(worker, HANDOVER_LENGTH.pack(len(header)) + header, remote.detach(), address)
+        self._queue(worker, HANDOVER_LENGTH.pack(len(header)) + header, remote.detach(), peer)
         relay = protocol.relay = Relay(transport)
         relay.write(data)
-        self._start(self.loop.connect_accepted_socket(lambda: relay, local), address)
+        self._start(self.loop.connect_accepted_socket(lambda: relay, local), peer)
 
-    def _queue(self, worker: int, message: bytes, fd: int, address: str) -> None:
+    def _queue(self, worker: int, message: bytes, fd: int, peer: str) -> None:
         """Send hand-overs in order; when the owner's socket is full (a connection storm),
         they wait for it to drain instead of failing."""
         waiting = self._waiting.setdefault(worker, deque())
-        waiting.append((message, fd, address))
+        waiting.append((message, fd, peer))
         if len(waiting) == 1:
             self._send_waiting(worker)
 
@@ -434,7 +433,7 @@ class Handovers:
         waiting = self._waiting[worker]
         sock = self.plan.handovers[worker]
         while waiting:
-            message, fd, address = waiting[0]
+            message, fd, peer = waiting[0]
             try:
                 socket.send_fds(sock, [message], [fd])
             except BlockingIOError:
@@ -442,7 +441,7 @@ class Handovers:
                 return
             except OSError as exc:
                 log.error("client %s: cannot hand the connection to worker %d (%s); closing it",
-                          address, worker, exc)
+                          peer, worker, exc)
             os.close(fd)
             waiting.popleft()
         self.loop.remove_writer(sock.fileno())
@@ -461,21 +460,20 @@ class Handovers:
             return
         length = HANDOVER_LENGTH.unpack_from(message)[0]
         header = json.loads(message[4:4 + length])
-        moved = Moved(header["address"], header["user"], message[4 + length:])
+        moved = Moved(header["peer"], header["user"], message[4 + length:])
         client = socket.socket(fileno=fds[0])
         gate = self.gates[header["listener"]]
         self._start(self.loop.connect_accepted_socket(
-            lambda: MQTTProtocol(self.broker, self.loop, gate, self.files, moved), client),
-            moved.address)
+            lambda: MQTTProtocol(self.broker, self.loop, gate, moved), client), moved.peer)
 
-    def _start(self, opening: Coroutine[object, object, object], address: str) -> None:
+    def _start(self, opening: Coroutine[object, object, object], peer: str) -> None:
         task: asyncio.Task[object] = self.loop.create_task(opening)
         self._starting.add(task)
 
         def started(task: asyncio.Task[object]) -> None:
             self._starting.discard(task)
             if not task.cancelled() and task.exception() is not None:
-                log.error("client %s: its connection could not be taken over: %s", address,
+                log.error("client %s: its connection could not be taken over: %s", peer,
                           task.exception())
 
         task.add_done_callback(started)

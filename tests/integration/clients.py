@@ -550,6 +550,7 @@ class PahoClient:
         keepalive: int = 60,
         will: Will | None = None,
         will_properties: Any = None,
+        transport: str = "tcp",
     ) -> None:
         self.broker = broker
         self.keepalive = keepalive
@@ -560,8 +561,15 @@ class PahoClient:
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=protocol,
+            transport=transport,  # "tcp", "websockets" or "unix" (host is then the path)
             **({} if self.v5 else {"clean_session": clean_session}),
         )
+        if transport == "websockets":
+            # paho's WebSocket wrapper keeps the frame being sent as shared state: two threads
+            # writing at once (a publish() here while the loop thread acks a message) send one
+            # frame twice and lose the other. So writes are only queued here, and the loop
+            # thread, woken through paho's socket pair, writes them.
+            self.client.on_socket_register_write = lambda *_args: None
         if will is not None:
             self.client.will_set(will.topic, will.payload, will.qos, will.retain,
                                  properties=will_properties)
@@ -898,10 +906,12 @@ class Clients:
         will: Will | None = None,
         will_properties: Any = None,
         connect: bool = True,
+        transport: str = "tcp",
     ) -> PahoClient:
         client = PahoClient(
             self.broker, client_id, protocol=protocol, clean_session=clean_session,
             keepalive=keepalive, will=will, will_properties=will_properties,
+            transport=transport,
         )
         self._owned.append(client)
         if connect:

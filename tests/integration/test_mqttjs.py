@@ -51,8 +51,10 @@ def node() -> str:
 
 def run(node: str, broker: BrokerProcess, scenario: str, protocol: int) -> dict[str, Any]:
     """Run one scenario; return what it observed (without its scenario and protocol keys)."""
-    command = [node, str(SCRIPT), "--host", broker.host, "--port", str(broker.port),
-               "--protocol", str(protocol), scenario]
+    # A broker reached another way (MQTT over WebSocket, test_websocket.py) says how.
+    where = broker.mqttjs_args() if hasattr(broker, "mqttjs_args") \
+        else ["--host", broker.host, "--port", str(broker.port)]
+    command = [node, str(SCRIPT), *where, "--protocol", str(protocol), scenario]
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, cwd=MQTTJS,
                           check=False)
     assert done.returncode == 0, (

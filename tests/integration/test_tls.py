@@ -14,26 +14,6 @@ import pytest
 from tests.conftest import BrokerFactory, BrokerProcess
 
 
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA, a server certificate for 127.0.0.1/localhost, and a client certificate (CN=alice)."""
-    root = tmp_path_factory.mktemp("pki")
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Test CA",
-            "-keyout", "ca.key", "-out", "ca.crt", cwd=root)
-    (root / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    for name, subject in (("server", "/CN=localhost"), ("client", "/CN=alice")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", subject,
-                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=root)
-        extra = ["-extfile", "server.ext"] if name == "server" else []
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *extra, cwd=root)
-    return root
-
-
 def tls_listener(pki: Path, **extra: object) -> dict[str, object]:
     return {"host": "127.0.0.1", "port": 1883, "certfile": str(pki / "server.crt"),
             "keyfile": str(pki / "server.key"), **extra}

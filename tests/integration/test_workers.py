@@ -21,7 +21,7 @@ from culex.core.worker_links import owner_of
 from tests.conftest import AGAINST, BrokerFactory, BrokerProcess
 from tests.integration.clients import CONNACK, Clients, Will, connect_packet
 from tests.integration.test_bench import run_scenario
-from tests.integration.test_tls import pki, tls_listener  # noqa: F401 - pki is a fixture
+from tests.integration.test_tls import tls_listener
 
 pytestmark = pytest.mark.skipif(AGAINST != "culex", reason="Culex's worker processes")
 
@@ -73,7 +73,7 @@ def test_messages_cross_between_workers_both_ways(broker_factory: BrokerFactory,
 
 
 def test_a_tls_connection_is_relayed_to_the_worker_that_owns_it(
-        broker_factory: BrokerFactory, pki: Path) -> None:  # noqa: F811
+        broker_factory: BrokerFactory, pki: Path) -> None:
     broker = two_workers(broker_factory, listeners=[tls_listener(pki)])
     context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
     clients = []

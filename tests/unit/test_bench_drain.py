@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from culex.bench.endpoint import Endpoint
 from culex.bench.plan import build_plans
 from culex.bench.runner import NS, Coordinator, Options
 from culex.bench.worker import Snapshot
@@ -21,8 +22,8 @@ class Trickle(Coordinator):
     def __init__(self, per_second: float, stop_after: int, drain: float) -> None:
         [plan] = build_plans("pubsub", "t", payload=None, publishers=None, subscribers=None,
                              clients=None)
-        options = Options(host="127.0.0.1", port=1, qos=0, duration=0.1, warmup=0.0, rate=0.0,
-                          inflight=1, procs=1, drain=drain)
+        options = Options(endpoint=Endpoint("127.0.0.1", 1), qos=0, duration=0.1, warmup=0.0,
+                          rate=0.0, inflight=1, procs=1, drain=drain)
         super().__init__(plan, options, "t", lambda line: None)
         self.per_second = per_second
         self.stop_after = stop_after

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from culex.config import Config, ConfigError, Listener, load_config, parse_config
+from culex.config import (
+    Config,
+    ConfigError,
+    Listener,
+    anonymous_allowed,
+    check_exposure,
+    load_config,
+    parse_config,
+)
 from culex.core.limits import Limits
 from culex.core.options import Mqtt5Options
 
@@ -61,6 +69,20 @@ def test_full_config() -> None:
     ({"listeners": [{"port": 99999}]}, "listeners[0].port: 99999 is not a TCP port"),
     ({"listeners": [{"port": "1883"}]}, "listeners[0].port: expected int"),
     ({"listeners": [{"max_connections": 0}]}, "listeners[0].max_connections: must be -1"),
+    ({"listeners": [{"protocol": "ws"}]}, "listeners[0].protocol: 'ws' is not one of mqtt"),
+    ({"listeners": [{"protocol": "websocket", "path": "mqtt"}]},
+     "listeners[0].path: 'mqtt' must start with /"),
+    ({"listeners": [{"path": "/ws"}]}, "listeners[0].path/allowed_origins: only for protocol"),
+    ({"listeners": [{"allowed_origins": ["https://a"]}]}, "path/allowed_origins: only for"),
+    ({"listeners": [{"protocol": "websocket", "allowed_origins": "https://a"}]},
+     "listeners[0].allowed_origins: expected an array of strings"),
+    ({"listeners": [{"proxy_protocol": "yes"}]}, "listeners[0].proxy_protocol: expected bool"),
+    ({"listeners": [{"unix": "culex.sock"}]}, "unix: 'culex.sock' must be an absolute path"),
+    ({"listeners": [{"unix": "/" + "x" * 107}]}, "unix: longer than 107 bytes"),
+    ({"listeners": [{"unix": "/run/c.sock", "mode": "0999"}]}, "mode: '0999' is not an octal"),
+    ({"listeners": [{"unix": "/run/c.sock", "mode": "7777"}]}, "mode: '7777' is not an octal"),
+    ({"listeners": [{"unix": "/run/c.sock", "mode": ""}]}, "mode: '' is not an octal"),
+    ({"listeners": [{"unix": "/run/c.sock", "mode": 660}]}, "listeners[0].mode: expected str"),
     ({"sys_interval": -1}, "sys_interval: must be 0 (off) or positive"),
     ({"limits": 3}, "limits: expected a table"),
     ({"limits": {"max_topic_alias": 65536}}, "max_topic_alias must be between 0 and 65535"),
@@ -98,3 +120,25 @@ def test_enhanced_methods(tmp_path: Path) -> None:
             parse_config({"auth": {"password_file": str(passwords),
                                    "enhanced_methods": methods}}, "x.toml")
         assert message in str(caught.value)
+
+
+def test_listener_kinds() -> None:
+    config = parse_config({"listeners": [
+        {"port": 8083, "protocol": "websocket", "path": "/ws",
+         "allowed_origins": ["https://app.example"], "proxy_protocol": True},
+        {"unix": "/run/culex/culex.sock", "mode": "0600"},
+    ]}, "x.toml")
+    websocket, unix = config.listeners
+    assert websocket.websocket and websocket.proxy_protocol and websocket.path == "/ws"
+    assert websocket.allowed_origins == ("https://app.example",)
+    assert websocket.address == "127.0.0.1:8083"
+    assert (unix.address, unix.file_mode(), unix.local) == ("unix:/run/culex/culex.sock",
+                                                            0o600, True)
+    assert Listener().path == "/mqtt" and Listener().mode == "0660"
+    assert not Listener().websocket and not Listener().proxy_protocol
+
+
+def test_a_unix_listener_is_not_exposed() -> None:
+    config = parse_config({"listeners": [{"unix": "/run/c.sock", "host": "0.0.0.0"}]}, "x.toml")
+    check_exposure(config, "x.toml")  # a Unix socket is reached from this host only
+    assert anonymous_allowed(config)

@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 // MQTT.js as a real peer of the broker: `node scenario.js --host H --port P [--protocol 4|5] NAME`
+// (or `--url ws://H:P/mqtt` / `--url wss://... --ca CA.crt` for MQTT over WebSocket)
 // runs one scenario and prints one JSON line of what it observed; tests/integration/test_mqttjs.py
 // asserts it. Any error, unexpected close or the 10 s bound exits non-zero (with the cause on
 // stderr). Payloads are reported as hex so that binary and empty ones compare exactly.
 'use strict'
 
+const fs = require('fs')
 const mqtt = require('mqtt')
 
 const SCENARIO_TIMEOUT_MS = 10000
@@ -12,12 +14,14 @@ const SCENARIO_TIMEOUT_MS = 10000
 const QUIET_MS = 300
 
 function parseArgs(argv) {
-  const args = { host: '127.0.0.1', port: 1883, protocol: 4, scenario: null }
+  const args = { host: '127.0.0.1', port: 1883, url: null, ca: null, protocol: 4, scenario: null }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     if (arg === '--host') args.host = argv[++i]
     else if (arg === '--port') args.port = Number(argv[++i])
     else if (arg === '--protocol') args.protocol = Number(argv[++i])
+    else if (arg === '--url') args.url = argv[++i]
+    else if (arg === '--ca') args.ca = argv[++i]
     else if (arg.startsWith('--')) throw new Error(`unknown option ${arg}`)
     else if (args.scenario === null) args.scenario = arg
     else throw new Error(`unexpected argument ${arg}`)
@@ -53,9 +57,9 @@ function requireV5() {
 // unless the scenario expects it.
 function connect(clientId, options = {}) {
   return new Promise((resolve, reject) => {
-    const client = mqtt.connect({
-      host: ARGS.host,
-      port: ARGS.port,
+    const client = mqtt.connect(...(ARGS.url ? [ARGS.url] : []), {
+      ...(ARGS.url ? {} : { host: ARGS.host, port: ARGS.port }),
+      ...(ARGS.ca ? { ca: fs.readFileSync(ARGS.ca) } : {}),
       protocolVersion: ARGS.protocol,
       clientId,
       clean: true,
