@@ -30,7 +30,6 @@ from .clients import (
     BenchError,
     ClientProtocol,
     IdleClient,
-    Publisher,
     Subscriber,
     WorkerState,
 )
@@ -38,6 +37,7 @@ from .endpoint import Endpoint, open_client
 from .histogram import Histogram
 from .plan import PublisherSpec, SubscriberSpec
 from .procstat import run_queue_wait
+from .publisher import Publisher
 from .wire import PINGREQ_FRAME, PublishTemplate, connect_frame, subscribe_frames
 
 # Connections being opened at once per process. Unbounded (or above the broker's listen

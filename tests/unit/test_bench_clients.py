@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from culex.bench.clients import Publisher, Subscriber, WorkerState
+from culex.bench.clients import Subscriber, WorkerState
 from culex.bench.plan import PublisherSpec, SubscriberSpec
+from culex.bench.publisher import Publisher
 from culex.bench.wire import STAMP, PublishTemplate, subscribe_frames
 from culex.protocol.packets import PacketType
 from culex.protocol.packets5 import Publish5

@@ -1,4 +1,4 @@
-"""The shape of the code, checked: imports point one way, and layers stay apart.
+"""The shape of the code, checked: imports point one way, layers stay apart, modules stay small.
 
 Every `import` of a culex module counts, wherever it is written (also under `TYPE_CHECKING` and
 inside functions): a cycle through a type annotation is still two modules that cannot be
@@ -13,6 +13,8 @@ from pathlib import Path
 import culex
 
 PACKAGE = Path(culex.__file__).parent
+# Longer than this, a module is a room too big to find one's way in (ARCHITECTURE.md).
+MAX_MODULE_LINES = 600
 
 
 def module_name(path: Path) -> str:
@@ -137,3 +139,8 @@ def test_the_core_knows_nothing_of_the_server_and_reads_no_clock() -> None:
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
                 top_level.add(node.module.split(".")[0])
         assert not top_level & io, f"{name} imports {sorted(top_level & io)}"
+
+
+def test_no_module_is_over_the_size_a_reader_can_hold() -> None:
+    long = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    assert {name: lines for name, lines in long.items() if lines > MAX_MODULE_LINES} == {}
