@@ -30,9 +30,11 @@ from .access import AuthInProgress
 from .context import CoreServices
 from .message import Message
 from .ports import Sink
+from .rate import PublishRate
 from .session import Session
 from .states import Event, State, next_state
 from .stats import TOO_LARGE
+from .topic_aliases import TopicAliases
 
 log = logging.getLogger("culex")
 
@@ -52,9 +54,9 @@ Handler = Callable[["Connection", int, bytes, int], None]
 class Connection:
     __slots__ = (
         "_deferred",
-        "_output",
         "acl",
         "address",
+        "aliases",
         "auth_exchange",
         "auth_method",
         "awaiting_workers",
@@ -77,10 +79,8 @@ class Connection:
         "paused_since",
         "problem_information",
         "protocol_level",
-        "publish_byte_tokens",
-        "publish_tokens",
         "publishes_sent",
-        "rate_paused_until",
+        "rate",
         "reader",
         "reading",
         "receive_maximum",
@@ -90,10 +90,6 @@ class Connection:
         "state",
         "throttled_by",
         "tick_bytes",
-        "tokens_at",
-        "topic_alias_max_out",
-        "topic_aliases_in",
-        "topic_aliases_out",
         "username",
         "v5",
         "will",
@@ -104,7 +100,6 @@ class Connection:
     def __init__(self, core: CoreServices, sink: Sink, address: str, now: float,
                  handlers: dict[int, Handler]) -> None:
         self.core = core
-        self._output = core.output
         self.sink = sink
         # The client's address ("ip:port", or what a PROXY header said), for logs and $SYS.
         self.address = address
@@ -125,12 +120,9 @@ class Connection:
         self.receive_maximum = limits.max_inflight_messages
         # The client's MQTT 5 Maximum Packet Size (0: none, as for every 3.1.1 client).
         self.max_packet_out = 0
-        # MQTT 5 Topic Aliases, per connection only [MQTT-3.3.2-7]: the client's (alias ->
-        # topic name, its bytes), made on its first aliased PUBLISH; and ours towards it (topic
-        # bytes -> alias, up to the client's Topic Alias Maximum; see aliases.py).
-        self.topic_aliases_in: dict[int, tuple[str, bytes]] | None = None
-        self.topic_aliases_out: dict[bytes, int] = {}
-        self.topic_alias_max_out = 0
+        # MQTT 5 Topic Aliases both ways (aliasing.py), made when the client first uses them
+        # or allows ours.
+        self.aliases: TopicAliases | None = None
         # False when an MQTT 5 CONNECT said Request Problem Information 0 (see handshake.py).
         self.problem_information = True
         self.keepalive = 0
@@ -144,12 +136,14 @@ class Connection:
         self.auth_method: str | None = None
         self.auth_exchange: AuthInProgress | None = None
         # Packets read but not handled yet: behind a CONNECT being authenticated, or behind
-        # the PUBLISH that filled a subscriber.
-        self._deferred: list[Frame] = []
+        # the PUBLISH that filled a subscriber. Like the outbox, None rather than an empty
+        # list when there are none: most connections are idle, and each empty list costs.
+        self._deferred: list[Frame] | None = None
         self.will: Message | None = None
         # The will's MQTT 5 Will Delay Interval in seconds (0: published on close).
         self.will_delay = 0
-        self.outbox: list[bytes] = []
+        # This tick's frames, until the flush hands them to the sink.
+        self.outbox: list[bytes] | None = None
         self.flush_pending = False
         self.close_after_flush = False
         self.sink_gone = False
@@ -166,11 +160,9 @@ class Connection:
         self.link_sends = 0
         # Bytes read since this connection was last given a new fair share (see FAIR_SHARE).
         self.tick_bytes = 0
-        # max_publish_rate token bucket, and when reading resumes after going over it.
-        self.publish_tokens = limits.max_publish_rate
-        self.publish_byte_tokens = limits.max_publish_bytes_rate
-        self.tokens_at = now
-        self.rate_paused_until = 0.0
+        # The max_publish_rate / max_publish_bytes_rate buckets, when either is set.
+        self.rate = (PublishRate(limits, now) if limits.max_publish_rate
+                     or limits.max_publish_bytes_rate else None)
         # Per-connection counters, folded into `Stats` on close: a local increment is cheaper
         # on the hot path than reaching through to a shared object.
         self.packets_sent = 0
@@ -197,7 +189,7 @@ class Connection:
         self.tick_bytes += len(data)
         if self.tick_bytes >= FAIR_SHARE:
             self.update_reading()
-            self._output.read_next_tick(self)
+            core.output.read_next_tick(self)
         reader = self.reader
         frames = reader.feed(data)
         stats.packets_received += len(frames)
@@ -205,9 +197,8 @@ class Connection:
             self._deferred += frames
         elif self._process(frames) and reader.error is not None and not self._deferred:
             self.protocol_violation(reader.error)
-        limits = core.limits
-        if limits.max_publish_rate or limits.max_publish_bytes_rate:
-            self._charge_publishes(frames, now)
+        if self.rate is not None:
+            self._charge_publishes(self.rate, frames, now)
 
     def _process(self, frames: list[Frame]) -> bool:
         """Dispatch frames in order; False once the connection closed.
@@ -237,10 +228,10 @@ class Connection:
                     if self.state is State.MOVING:
                         return self._hand_over(frames)
                     if self.state is State.AUTHENTICATING:
-                        self._deferred += frames[position + 1:]
+                        self._defer(frames[position + 1:])
                         break
                 if self.throttled_by:
-                    self._deferred += frames[position + 1:]
+                    self._defer(frames[position + 1:])
                     break
         except UnacceptableProtocol as exc:
             self.v5 = self.v5 or exc.mqtt5  # answer in the form the client reads
@@ -251,10 +242,17 @@ class Connection:
             return False
         return True
 
+    def _defer(self, frames: list[Frame]) -> None:
+        if frames:
+            if self._deferred is None:
+                self._deferred = frames
+            else:
+                self._deferred += frames
+
     def process_deferred(self) -> None:
         """Handle the packets that arrived while a check ran, now that it has answered, or
         that waited for a full subscriber, now that it has drained."""
-        deferred, self._deferred = self._deferred, []
+        deferred, self._deferred = self._deferred, None
         if deferred and self._process(deferred) and self.reader.error is not None \
                 and not self._deferred:
             self.protocol_violation(self.reader.error)
@@ -286,7 +284,7 @@ class Connection:
         # a reconnect must still be able to cancel it [MQTT-3.1.3-9].
         self.core.clock.now = now
         self.sink_gone = True
-        self.outbox = []
+        self.outbox = None
         if self.state is not State.CLOSED:
             if self.state is State.CONNECTED:
                 log.info("client %s (%s) connection lost", self.client_id, self.address)
@@ -303,20 +301,28 @@ class Connection:
     # -- output --------------------------------------------------------------------------------
 
     def send(self, frame: bytes) -> None:
-        self.outbox.append(frame)
+        outbox = self.outbox
+        if outbox is None:
+            self.outbox = [frame]
+        else:
+            outbox.append(frame)
         self.packets_sent += 1
         if not self.flush_pending:
             self.flush_pending = True
-            self._output.mark_ready(self)
+            self.core.output.mark_ready(self)
 
     def send_publish(self, frames: list[bytes]) -> None:
         """One PUBLISH in pieces (shared head, packet id, shared payload)."""
-        self.outbox += frames
+        outbox = self.outbox
+        if outbox is None:
+            self.outbox = frames[:]
+        else:
+            outbox += frames
         self.packets_sent += 1
         self.publishes_sent += 1
         if not self.flush_pending:
             self.flush_pending = True
-            self._output.mark_ready(self)
+            self.core.output.mark_ready(self)
 
     def send_pubrel(self, packet_id: int) -> None:
         self.send(bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
@@ -406,11 +412,11 @@ class Connection:
         """Hand the outbox to the sink in one call; close the sink if a close was requested."""
         self.flush_pending = False
         if self.sink_gone:
-            self.outbox = []
+            self.outbox = None
             return
         outbox = self.outbox
         if outbox:
-            self.outbox = []
+            self.outbox = None
             self.bytes_sent += sum(map(len, outbox))
             self.sink.writelines(outbox)
         if self.close_after_flush:
@@ -437,7 +443,8 @@ class Connection:
         subscriber (back-pressure), the publish rate, this tick's fair share used up, or
         acks waiting for the other workers."""
         wanted = not (self.state is State.AUTHENTICATING or self.throttled_by
-                      or self.rate_paused_until or self.tick_bytes >= FAIR_SHARE
+                      or (self.rate is not None and self.rate.paused_until)
+                      or self.tick_bytes >= FAIR_SHARE
                       or self.sink_gone or self.awaiting_workers is not None)
         if wanted and self._deferred and self.state is State.CONNECTED:
             self.core.flow.resume_deferred(self)  # the packets already read first
@@ -453,31 +460,15 @@ class Connection:
         self.tick_bytes = 0
         self.update_reading()
 
-    def _charge_publishes(self, frames: list[Frame], now: float) -> None:
-        """Token buckets for max_publish_rate and max_publish_bytes_rate (burst: one second's
-        worth of each): over either, stop reading until both have refilled, instead of
-        disconnecting."""
+    def _charge_publishes(self, rate: PublishRate, frames: list[Frame], now: float) -> None:
+        """Over the publish rate: stop reading until the buckets have refilled."""
         publishes = [frame for first, frame, _offset in frames
                      if first >> 4 == PacketType.PUBLISH]
-        limits = self.core.limits
-        elapsed = now - self.tokens_at
-        self.tokens_at = now
-        wait = 0.0
-        rate = limits.max_publish_rate
-        if rate:
-            tokens = min(rate, self.publish_tokens + elapsed * rate) - len(publishes)
-            self.publish_tokens = tokens
-            wait = -tokens / rate
-        byte_rate = limits.max_publish_bytes_rate
-        if byte_rate:
-            tokens = (min(byte_rate, self.publish_byte_tokens + elapsed * byte_rate)
-                      - sum(map(len, publishes)))
-            self.publish_byte_tokens = tokens
-            wait = max(wait, -tokens / byte_rate)
-        if wait > 0 and not self.rate_paused_until and not self.closed:
-            self.rate_paused_until = now + wait
+        wait = rate.charge(self.core.limits, len(publishes), sum(map(len, publishes)), now)
+        if wait > 0 and not rate.paused_until and not self.closed:
+            rate.paused_until = now + wait
             self.update_reading()
-            self.core.deadlines.schedule(self, self.rate_paused_until)
+            self.core.deadlines.schedule(self, rate.paused_until)
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -490,16 +481,17 @@ class Connection:
             return self.opened_at + self.core.limits.connect_timeout
         if self.state is not State.CONNECTED:
             return None
-        if self.rate_paused_until:
-            return self.rate_paused_until
+        if self.rate is not None and self.rate.paused_until:
+            return self.rate.paused_until
         return self.last_activity + self.keepalive * 1.5 if self.keepalive else None
 
     def on_deadline(self, now: float) -> float | None:
         """A deadline passed: resume after a rate pause, or close on a timeout. Returns the
         next deadline."""
-        if self.rate_paused_until:
-            if now >= self.rate_paused_until:
-                self.rate_paused_until = 0.0
+        rate = self.rate
+        if rate is not None and rate.paused_until:
+            if now >= rate.paused_until:
+                rate.paused_until = 0.0
                 self.last_activity = now  # we were not reading: no silence to hold against it
                 self.update_reading()
         elif self.throttled_by:
@@ -541,7 +533,7 @@ class Connection:
         self.close_after_flush = True
         if not self.flush_pending:
             self.flush_pending = True
-            self._output.mark_ready(self)
+            self.core.output.mark_ready(self)
         core = self.core
         core.sessions.connections.discard(self)
         core.flow.release_publishers(self)

@@ -19,7 +19,7 @@ from ..protocol.reasons import ReasonCode, reason_name
 from ..protocol.topics import SHARE_PREFIX
 from ..protocol.v5 import decode_packet_v5, encode_ack5, encode_suback5, encode_unsuback5
 from . import enhanced_auth
-from .aliases import aliased_topic, protocol_error
+from .aliasing import aliased_topic, protocol_error
 from .connection import Connection, Handler
 from .handlers import V311_HANDLERS, may_publish, subscribe_filter
 from .message import QOS0_PLAIN, Message

@@ -30,7 +30,7 @@ from ..protocol.topics import check_topic_name
 from ..protocol.v5 import decode_connect_any, encode_connack5
 from . import enhanced_auth
 from .access import AuthRequest, AuthStep, Outcome
-from .aliases import use_topic_aliases
+from .aliasing import use_topic_aliases
 from .connection import Connection, Handler
 from .handlers import V311_HANDLERS
 from .handlers5 import V5_HANDLERS

@@ -40,11 +40,11 @@ def restore(persistence: Persistence, manager: SessionManager, router: Router,
             entry.released = item.released
             entry.message.store_refs += 1
             if item.packet_id:
-                session.inflight[item.packet_id] = entry
+                session.send_window()[item.packet_id] = entry
             else:
-                session.queue.append(entry)
-                session.queued_bytes += len(entry.message.payload)
-        session.awaiting_release = stored.awaiting_release
+                session.enqueue(entry)
+        if stored.awaiting_release:
+            session.awaiting_release = stored.awaiting_release
         session.username = stored.username
         session.owner_known = stored.owner_known
         manager.sessions.put(session)

@@ -351,8 +351,7 @@ class Router:
             elif self.links is not None and self.links.hand_to_group(message, key):
                 pass  # a worker where the group has members takes it
             elif not ending:
-                session.queue.append(entry)  # nobody to take it now: it waits for its owner
-                session.queued_bytes += len(message.payload)
+                session.enqueue(entry)  # nobody to take it now: it waits for its owner
                 continue
             else:
                 self._stats.drop(NO_MEMBER)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from types import MappingProxyType
 
 from ..auth.acl import Access, ClientAcl
 from .message import Message
@@ -18,6 +19,12 @@ from .outgoing import Outgoing
 from .persistence import Persistence
 from .ports import ClientLink
 from .timers import Clock
+
+# The value of an empty `Session.awaiting_release`, shared: `frozenset()` is no singleton, and
+# an empty set costs 216 bytes per session.
+NO_PACKET_IDS: frozenset[int] = frozenset()
+# Likewise the value of an empty in-flight window (64 bytes per session as an empty dict).
+NO_ENTRIES: MappingProxyType[int, Outgoing] = MappingProxyType({})
 
 NEVER_EXPIRES = 0xFFFFFFFF
 """Session Expiry Interval meaning "never" (§3.1.2.11.2)."""
@@ -88,12 +95,16 @@ class Session:
         self.username: str | None = None
         self.owner_known = True
         self.subscriptions: dict[str, int] = {}
-        self.inflight: dict[int, Outgoing] = {}
-        self.queue: deque[Outgoing] = deque()
+        # Packet id -> what is in flight under it; NO_ENTRIES (read-only) while empty.
+        self.inflight: dict[int, Outgoing] | MappingProxyType[int, Outgoing] = NO_ENTRIES
+        # The queue, and the inbound QoS 2 ids below, are empty shared values (an empty tuple,
+        # the empty frozenset) until something is put in them: an empty deque costs 624
+        # bytes and an empty set 216, and most sessions never hold anything there.
+        self.queue: deque[Outgoing] | tuple[()] = ()
         # Inbound QoS 2 ids PUBREC'd and not yet released. The message was routed on arrival,
         # so a retransmission with one of these ids is acknowledged again but not routed again
         # (exactly once, MQTT-4.3.3-2). Bounded by the 16-bit id space.
-        self.awaiting_release: set[int] = set()
+        self.awaiting_release: set[int] | frozenset[int] = NO_PACKET_IDS
         # True while the queue is full, so the overflow is logged once per episode, not per drop.
         self.overflowing = False
         # NO_PRESSURE, PUBLISHERS_PAUSED or GAVE_UP (nothing is paused for it again until its
@@ -107,6 +118,13 @@ class Session:
 
     def __repr__(self) -> str:
         return f"Session({self.client_id!r})"
+
+    def send_window(self) -> dict[int, Outgoing]:
+        """The in-flight window as a dict that may be written (made on first use)."""
+        inflight = self.inflight
+        if isinstance(inflight, MappingProxyType):
+            inflight = self.inflight = {}
+        return inflight
 
     def allocate_packet_id(self) -> int:
         """Next id in 1..65535 not in flight [MQTT-2.3.1-2]; the window keeps this loop short."""
@@ -125,7 +143,7 @@ class Session:
         if (connection is not None and not self.queue
                 and len(self.inflight) < self.max_inflight):
             packet_id = self.allocate_packet_id()
-            self.inflight[packet_id] = entry
+            self.send_window()[packet_id] = entry
             if self.persistence is not None:
                 self.persistence.queued(self.client_id, entry, packet_id)
             self._transmit(connection, entry, packet_id)
@@ -134,11 +152,18 @@ class Session:
         if len(self.queue) >= self.max_queued or (
                 self.max_queued_bytes and self.queued_bytes + size > self.max_queued_bytes):
             return False
-        self.queue.append(entry)
-        self.queued_bytes += size
+        self.enqueue(entry)
         if self.persistence is not None:
             self.persistence.queued(self.client_id, entry)
         return True
+
+    def enqueue(self, entry: Outgoing) -> None:
+        """Put an entry at the end of the queue (no bound checked: see `deliver`)."""
+        queue = self.queue
+        if isinstance(queue, tuple):
+            queue = self.queue = deque()
+        queue.append(entry)
+        self.queued_bytes += len(entry.message.payload)
 
     def _transmit(self, connection: ClientLink, entry: Outgoing, packet_id: int,
                   dup: bool = False) -> None:
@@ -152,7 +177,7 @@ class Session:
                                          retain=entry.retain, dup=dup)
             if connection.too_large(frames):
                 # Never sent, and treated as if delivered and acknowledged [MQTT-3.1.2-25].
-                del self.inflight[packet_id]
+                del self.send_window()[packet_id]
                 if self.persistence is not None:
                     self.persistence.done(self.client_id, entry)
                 return
@@ -173,6 +198,7 @@ class Session:
         queue = self.queue
         now = self.clock.now
         while queue and len(self.inflight) < self.max_inflight:
+            assert not isinstance(queue, tuple)  # a non-empty queue is a deque
             entry = queue.popleft()
             self.queued_bytes -= len(entry.message.payload)
             if entry.message.expired(now):
@@ -183,10 +209,12 @@ class Session:
             if not self._may_read(entry):
                 continue
             packet_id = self.allocate_packet_id()
-            self.inflight[packet_id] = entry
+            self.send_window()[packet_id] = entry
             if self.persistence is not None:
                 self.persistence.sent(self.client_id, entry, packet_id)
             self._transmit(connection, entry, packet_id)
+        if not queue:
+            self.queue = ()
         if self.overflowing and len(queue) < self.max_queued:
             self.overflowing = False
         if self.pressure and self.drained():
@@ -212,7 +240,7 @@ class Session:
             elif self._may_read(entry):
                 self._transmit(connection, entry, packet_id, dup=True)
             else:
-                del self.inflight[packet_id]
+                del self.send_window()[packet_id]
         self.pump()
 
     def _may_read(self, entry: Outgoing) -> bool:
@@ -231,7 +259,7 @@ class Session:
         entry = self.inflight.get(packet_id)
         if entry is None or entry.qos != qos or (qos == 2 and not entry.released):
             return False
-        del self.inflight[packet_id]
+        del self.send_window()[packet_id]
         if self.persistence is not None:
             self.persistence.done(self.client_id, entry)
         if self.queue or self.overflowing or self.pressure:  # else nothing waits for the slot
@@ -251,18 +279,25 @@ class Session:
 
     def inbound_received(self, packet_id: int) -> bool:
         """An inbound QoS 2 PUBLISH: True the first time its id is seen (route it)."""
-        if packet_id in self.awaiting_release:
+        awaiting = self.awaiting_release
+        if packet_id in awaiting:
             return False
-        self.awaiting_release.add(packet_id)
+        if isinstance(awaiting, frozenset):
+            awaiting = self.awaiting_release = set()
+        awaiting.add(packet_id)
         if self.persistence is not None:
             self.persistence.inbound_received(self.client_id, packet_id)
         return True
 
     def inbound_released(self, packet_id: int) -> bool:
         """PUBREL for an inbound QoS 2 message; False when its id was not awaiting one."""
-        if packet_id not in self.awaiting_release:
+        awaiting = self.awaiting_release
+        if packet_id not in awaiting:
             return False
-        self.awaiting_release.discard(packet_id)
+        assert isinstance(awaiting, set)  # it holds the id
+        awaiting.discard(packet_id)
+        if not awaiting:
+            self.awaiting_release = NO_PACKET_IDS
         if self.persistence is not None:
             self.persistence.inbound_released(self.client_id, packet_id)
         return True
@@ -276,11 +311,12 @@ class Session:
         if with_inflight:  # first: they were sent before anything queued
             for packet_id, entry in list(self.inflight.items()):
                 if entry.group is not None and not entry.released:
-                    del self.inflight[packet_id]
+                    del self.send_window()[packet_id]
                     taken.append(entry)
         queued = [entry for entry in self.queue if entry.group is not None]
         if queued:
-            self.queue = deque(entry for entry in self.queue if entry.group is None)
+            kept = deque(entry for entry in self.queue if entry.group is None)
+            self.queue = kept if kept else ()
             self.queued_bytes -= sum(len(entry.message.payload) for entry in queued)
         return taken + queued
 
@@ -290,8 +326,8 @@ class Session:
         if persistence is None:
             return
         persistence.session_ended(self.client_id, [*self.inflight.values(), *self.queue])
-        self.inflight.clear()
-        self.queue.clear()
+        self.inflight = NO_ENTRIES
+        self.queue = ()
         self.queued_bytes = 0
 
 

@@ -32,16 +32,18 @@ class FrameReader:
         # The first framing error, kept rather than raised so that the frames that preceded it in
         # the same read are still handled; the connection closes once they are.
         self.error: MalformedPacket | ProtocolError | None = None
-        self._pending = bytearray()
+        # A trailing partial packet; None (not an empty buffer) when there is none, which is
+        # nearly always between reads: an idle connection holds no buffer at all.
+        self._pending: bytearray | None = None
 
     @property
     def buffered(self) -> int:
-        return len(self._pending)
+        return len(self._pending) if self._pending is not None else 0
 
     def take_pending(self) -> bytes:
         """The trailing partial packet, given up (the connection moves to another worker)."""
-        pending = bytes(self._pending)
-        self._pending.clear()
+        pending = bytes(self._pending or b"")
+        self._pending = None
         return pending
 
     def feed(self, data: bytes) -> list[Frame]:
@@ -60,8 +62,8 @@ class FrameReader:
         # broker's CPU (py-spy) when relaying 10 KB messages.
         view: bytes | bytearray | memoryview = data
         taken = 0
-        if pending:
-            taken = self._lacking(data)
+        if pending is not None:
+            taken = self._lacking(pending, data)
             pending += data if taken == len(data) else memoryview(data)[:taken]
             view = pending
         try:
@@ -106,22 +108,32 @@ class FrameReader:
                     pos = end
                 if view is not pending:
                     break
-                del pending[:pos]
+                assert pending is not None
                 if taken == len(data):
+                    del pending[:pos]
+                    if not pending:
+                        self._pending = None
                     return frames
+                # The pending packet was completed with exactly the bytes it lacked: it is
+                # gone whole, and the rest of the read is framed where it lies.
+                assert pos == len(pending)
+                pending = self._pending = None
                 view = memoryview(data)[taken:]
         except (MalformedPacket, ProtocolError) as exc:
             self.error = exc
-            pending.clear()
+            self._pending = None
             return frames
         if pos < size:
-            pending += view[pos:]
+            if pending is None:
+                self._pending = bytearray(view[pos:])
+            else:
+                pending += view[pos:]
         return frames
 
-    def _lacking(self, data: bytes) -> int:
-        """How many bytes of `data` complete the pending packet (all of them when its fixed
+    @staticmethod
+    def _lacking(pending: bytearray, data: bytes) -> int:
+        """How many bytes of `data` complete the `pending` packet (all of them when its fixed
         header is still unreadable or malformed: framing them then tells)."""
-        pending = self._pending
         head = bytes(pending[:5]) + data[:4]
         length = 0
         for index in range(1, min(len(head), 5)):

@@ -50,9 +50,14 @@ def peer_label(peername: object, listener: Listener) -> str:
 
 
 def tune_socket(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY: latency over packet count, since frames are already batched per loop tick.
+    uvloop sets it on every TCP transport itself; asyncio's own loop (the fallback without
+    uvloop) does not on accepted sockets. Asking uvloop for the socket would make a wrapper
+    object per connection (72 bytes each, kept), so it is asked only on the fallback."""
+    if type(asyncio.get_running_loop()).__module__.startswith("uvloop"):
+        return
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        # Latency over packet count: frames are already batched per loop tick.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
@@ -98,17 +103,23 @@ class ListenerGate:
         self.refused = 0
 
     def admit(self, peer: object) -> Slot | None:
+        """A slot for a connection that several layers may end (see `Slot`), or None."""
+        return Slot(self) if self.enter(peer) else None
+
+    def enter(self, peer: object) -> bool:
+        """Count a new connection in, or say no (logged once per episode). A connection
+        admitted this way calls `release` exactly once itself."""
         limit = self.listener.max_connections
         if self.files is not None:
             self.files.check()
         if limit < 0 or self.open < limit:
             self.open += 1
-            return Slot(self)
+            return True
         self.refused += 1
         if self.refused == 1:
             log.warning("listener %s: max_connections (%d) reached: closing new connections "
                         "(first from %s) until one ends", self.listener.address, limit, peer)
-        return None
+        return False
 
     def release(self) -> None:
         self.open -= 1
@@ -182,7 +193,9 @@ class MQTTProtocol(asyncio.Protocol):
         self.moved = moved
         # Set when outer layers of this connection admitted it and know its peer.
         self.accepted = accepted
-        self.slot: Slot | None = None
+        # What to release when the connection ends: the gate itself for a plain socket (no
+        # object per connection), or the slot the outer layers admitted it with.
+        self.slot: Slot | ListenerGate | None = None
         self.connection: Connection | None = None
         self.transport: asyncio.Transport | None = None
         # After a TLS or WebSocket connection moved to another worker: the link its MQTT
@@ -195,10 +208,10 @@ class MQTTProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         accepted = self.accepted
         if accepted is None:
-            self.slot = self.gate.admit(peer)
-            if self.slot is None:
+            if not self.gate.enter(peer):
                 transport.abort()
                 return
+            self.slot = self.gate
             tune_socket(transport)
         else:
             self.slot = accepted.slot

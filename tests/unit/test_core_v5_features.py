@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from culex.core.aliases import AliasingConnection
+from culex.core.aliasing import AliasingConnection
 from culex.core.connection import Connection
 from culex.core.limits import Limits
 from culex.core.options import Mqtt5Options

@@ -230,8 +230,8 @@ def msg(payload: bytes, qos: int = 1) -> Message:
 class TestSessionClass:
     def test_packet_ids_wrap_and_skip_ids_in_flight(self) -> None:
         session = Session("s", False, 10, 10)
-        session.inflight[1] = object()  # type: ignore[assignment]
-        session.inflight[2] = object()  # type: ignore[assignment]
+        session.send_window()[1] = object()  # type: ignore[assignment]
+        session.send_window()[2] = object()  # type: ignore[assignment]
         assert session.allocate_packet_id() == 3
         session._next_packet_id = 65535
         assert session.allocate_packet_id() == 65535

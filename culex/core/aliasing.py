@@ -15,6 +15,7 @@ from ..protocol.publish import topic_span
 from ..protocol.reasons import ReasonCode
 from ..protocol.v5 import publish_head_v5
 from .connection import Connection
+from .topic_aliases import TopicAliases
 
 _TOPIC_ALIAS_ID = bytes((PropertyId.TOPIC_ALIAS,))
 
@@ -34,9 +35,9 @@ def aliased_topic(connection: Connection, alias: int, topic: str) -> tuple[str, 
         raise protocol_error(f"Topic Alias {alias} outside 1..{maximum}",
                              "MQTT-3.3.2-8" if not alias else "MQTT-3.3.2-9",
                              ReasonCode.TOPIC_ALIAS_INVALID)
-    aliases = connection.topic_aliases_in
+    aliases = connection.aliases
     if not topic:
-        known = aliases.get(alias) if aliases is not None else None
+        known = aliases.inbound.get(alias) if aliases is not None else None
         if known is None:
             raise protocol_error(f"Topic Alias {alias} used before a topic was set for it",
                                  "§3.3.2.3.4", ReasonCode.PROTOCOL_ERROR)
@@ -44,8 +45,8 @@ def aliased_topic(connection: Connection, alias: int, topic: str) -> tuple[str, 
     topic_bytes = topic.encode()
     name = connection.core.router.topic_name(topic_bytes)  # an invalid topic defines nothing
     if aliases is None:
-        aliases = connection.topic_aliases_in = {}
-    aliases[alias] = known = (name, topic_bytes)
+        aliases = connection.aliases = TopicAliases()
+    aliases.inbound[alias] = known = (name, topic_bytes)
     return known
 
 
@@ -53,7 +54,10 @@ def use_topic_aliases(connection: Connection, maximum: int) -> None:
     """The client accepts up to `maximum` Topic Aliases from us: from now on the connection
     is an `AliasingConnection`. A class of its own, not a flag tested per delivery, so that
     every other connection's `send_publish` is exactly the shared-frame fast path."""
-    connection.topic_alias_max_out = maximum
+    if connection.aliases is None:
+        connection.aliases = TopicAliases(maximum)
+    else:
+        connection.aliases.maximum_out = maximum
     connection.__class__ = AliasingConnection
 
 
@@ -77,9 +81,11 @@ class AliasingConnection(Connection):
         first = head[0]
         start, stop = topic_span(head)
         topic = head[start:stop]
-        aliases = self.topic_aliases_out
+        table = self.aliases
+        assert table is not None  # made by use_topic_aliases
+        aliases = table.outbound
         alias = aliases.get(topic)
-        if alias is None and len(aliases) >= self.topic_alias_max_out:
+        if alias is None and len(aliases) >= table.maximum_out:
             Connection.send_publish(self, frames)  # a full table keeps what it has
             return
         packet_id = b""
