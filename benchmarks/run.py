@@ -142,6 +142,11 @@ class Broker:
     cwd: Path
     port: int
     placement: Placement = PINNED
+    # "culex", "baseline" (Culex from another tree, --baseline) or "other" (what Culex is
+    # compared with: Mosquitto, aedes).
+    kind: str = "culex"
+    # Extra environment: PYTHONPATH for a baseline tree.
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -165,8 +170,8 @@ def ensure_mosquitto() -> str:
     return "/usr/sbin/mosquitto"
 
 
-def culex_broker(work: Path, name: str, durability: str, workers: int | None = None,
-                 placement: Placement = PINNED) -> Broker:
+def culex_broker(work: Path, name: str, durability: str, workers: int | None = None, *,
+                 placement: Placement = PINNED, baseline: Path | None = None) -> Broker:
     directory = work / name.replace(" ", "-").replace("(", "").replace(")", "").lower()
     directory.mkdir()
     port = free_port()
@@ -174,18 +179,27 @@ def culex_broker(work: Path, name: str, durability: str, workers: int | None = N
     (directory / "culex.toml").write_text(f'{top}[storage]\ndurability = "{durability}"\n')
     return Broker(name, [sys.executable, "-m", "culex", "serve", "--config", "culex.toml",
                          "--port", str(port), "--log-level", "warning"], directory, port,
-                  placement)
+                  placement, kind="culex" if baseline is None else "baseline",
+                  env={} if baseline is None else {"PYTHONPATH": str(baseline)})
 
 
 def worker_brokers(work: Path) -> list[Broker]:
     """Culex with 1 and 2 workers; durability "none" so storage does not dominate."""
     return [culex_broker(work, f"Culex ({count} worker{'s' if count > 1 else ''})", "none",
-                         count, SHARED) for count in WORKER_COUNTS]
+                         count, placement=SHARED) for count in WORKER_COUNTS]
 
 
-def make_brokers(work: Path) -> list[Broker]:
+def baseline_name(tree: Path) -> str:
+    revision = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+    return f"Culex at {revision or tree}"
+
+
+def make_brokers(work: Path, baseline: Path | None = None) -> list[Broker]:
     mosquitto = ensure_mosquitto()
     brokers = [culex_broker(work, "Culex", "sync")]
+    if baseline is not None:
+        brokers.append(culex_broker(work, baseline_name(baseline), "sync", baseline=baseline))
     for name, extra in (("Mosquitto (default)", ""),
                         ("Mosquitto (TCP_NODELAY)", "set_tcp_nodelay true\n")):
         directory = work / name.split()[1].strip("()").lower()
@@ -194,14 +208,16 @@ def make_brokers(work: Path) -> list[Broker]:
         (directory / "mosquitto.conf").write_text(
             f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
             f"{extra}")
-        brokers.append(Broker(name, [mosquitto, "-c", "mosquitto.conf"], directory, port))
+        brokers.append(Broker(name, [mosquitto, "-c", "mosquitto.conf"], directory, port,
+                              kind="other"))
     return brokers
 
 
 def start(broker: Broker) -> None:
     broker.proc = subprocess.Popen(["taskset", "-c", broker.placement.cores, *broker.command],
                                    cwd=broker.cwd, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+                                   stderr=subprocess.DEVNULL,
+                                   env={**os.environ, **broker.env} if broker.env else None)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -455,7 +471,7 @@ def websocket_brokers(work: Path) -> list[Broker]:
     return [Broker("Culex (WebSocket)", command, directory, ws, OVER_WEBSOCKET),
             Broker("Culex (TCP)", command, directory, tcp),
             Broker("aedes (WebSocket)", [*ensure_aedes(), str(other)], aedes, other,
-                   OVER_WEBSOCKET)]
+                   OVER_WEBSOCKET, kind="other")]
 
 
 def websocket_section(brokers: list[Broker], duration: float) -> list[str]:
@@ -493,12 +509,17 @@ def broker_tables(brokers: list[Broker], scenarios: list[Scenario], level: str) 
         lines += [f"{level} {scenario.title}", "", "| broker | result |", "|---|---|"]
         for broker in brokers:
             lines.append(f"| {broker.name} | {cell(broker.results[scenario.name], scenario)} |")
-        others = [figure(b.results[scenario.name], scenario) for b in brokers[1:]]
+        others = [figure(b.results[scenario.name], scenario) for b in brokers
+                  if b.kind == "other"]
         valid = [value for value in others if value]
         best = (min(valid) if scenario.figure in ("p99", "rss") else max(valid)) \
             if valid else None
         mine = figure(culex.results[scenario.name], scenario)
-        lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**", ""]
+        lines += ["", f"Culex vs the better Mosquitto: **{ratio(mine, best, scenario)}**"]
+        for baseline in (b for b in brokers if b.kind == "baseline"):
+            before = figure(baseline.results[scenario.name], scenario)
+            lines.append(f"Culex vs {baseline.name}: {ratio(mine, before, scenario)}")
+        lines.append("")
     return lines
 
 
@@ -550,6 +571,9 @@ def main() -> None:
                         "`websocket` for the MQTT over WebSocket one")
     parser.add_argument("--from-results", action="store_true",
                         help="rewrite the report from benchmarks/results/ without running")
+    parser.add_argument("--baseline", type=Path, metavar="TREE",
+                        help="also run Culex from another checkout (a git worktree of an "
+                        "earlier commit) in the same run, as a row beside this one")
     args = parser.parse_args()
     if args.only:
         SCENARIOS[:] = [s for s in SCENARIOS if s.name in args.only]
@@ -560,7 +584,8 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     with tempfile.TemporaryDirectory(prefix="culex-bench-") as work:
-        brokers = make_brokers(Path(work)) if SCENARIOS or CBENCH_SCENARIOS else []
+        brokers = (make_brokers(Path(work), args.baseline) if SCENARIOS or CBENCH_SCENARIOS
+                   else [])
         durable = [] if args.only else [culex_broker(Path(work), f"Culex ({mode})", mode)
                                         for mode in DURABILITY_MODES]
         workers = worker_brokers(Path(work)) if not args.only or "workers" in args.only else []

@@ -179,10 +179,12 @@ class Broker:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """End of a loop tick: handle input held back for targets that drained, write every
-        connection that queued output, one `writelines` each (and each worker link), then
-        commit what the tick changed (`durability = "sync"`)."""
+    def flush(self, *, end_of_tick: bool = True) -> bool:
+        """Handle input held back for targets that drained, write every connection that queued
+        output, one `writelines` each (and each worker link), commit what was changed
+        (`durability = "sync"`), and at the `end_of_tick` give every reader that used its share
+        of the tick a new one. The host may flush before the tick ends (a read alone in its
+        poll); the fair shares then wait for the tick's end, and True says some reader does."""
         if self.flow.resuming:
             self.flow.resume_waiting()
         output = self.output
@@ -193,15 +195,18 @@ class Broker:
                 writer.flush()
         if self.links is not None:
             self.links.flush()
-        if output.fair_paused:
-            paused, output.fair_paused = output.fair_paused, []
-            for reader in paused:
-                reader.renew_fair_share()
         gate = self.gate
         if gate.durable:
             gate.commit()
         elif self.persistence is not None:
             gate.batch_due()
+        if output.fair_paused:
+            if not end_of_tick:
+                return True
+            paused, output.fair_paused = output.fair_paused, []
+            for reader in paused:
+                reader.renew_fair_share()
+        return False
 
     def next_deadline(self) -> float | None:
         """When `tick` must next run: the earliest deadline of any part, or None."""

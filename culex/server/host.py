@@ -1,10 +1,20 @@
 """The event loop's side of the core's `Host` port: wake-ups, timers, closes, the wall clock.
 
-One flush per loop tick: the first `wake()` of a tick schedules `Broker.flush` with
-`call_soon`, so every frame the tick queued leaves in one write per connection. One timer for
-the whole core: the core says when it next needs to run (a `set_timer` call when a deadline
-earlier than the armed one appears, `next_deadline()` after each run), as aioquic's shell does;
-nothing polls.
+Writes are batched per loop tick: the first `wake()` of a tick schedules `Broker.flush` with
+`call_soon`, so every frame the tick queued leaves in one write per connection. Except when a
+read is alone in its tick: then waiting for the tick's end buys no batching and costs a whole
+loop iteration, so the read's output is written at once, at the end of that read (`read`).
+uvloop gives every callback of one poll the same `loop.time()` (libuv updates its clock once
+per poll, to the millisecond), so a read whose time differs from the previous read's is the
+first of its poll: that one is written at once, and the others of the same poll (or of the
+same millisecond) wait for the batched flush as before. At 1,000 or 10,000 messages a second,
+most messages arrive alone and leave without the extra iteration (measured: broker CPU per
+unbatched message -15% to -45%, round trip -5% to -45%, on a loaded 2-core machine); flat
+out, a poll's first read costs at most one extra write per connection.
+
+One timer for the whole core: the core says when it next needs to run (a `set_timer` call
+when a deadline earlier than the armed one appears, `next_deadline()` after each run), as
+aioquic's shell does; nothing polls.
 """
 
 from __future__ import annotations
@@ -14,8 +24,31 @@ import time
 from typing import cast
 
 from ..core.broker import Broker
+from ..core.connection import Connection
 from ..core.ports import Sink
-from .transport import lingering_close
+
+# How long a closed connection keeps reading (and discarding) what its client still sends.
+LINGER_SECONDS = 2.0
+
+
+def lingering_close(transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    """Close after our last frames without turning the close into a reset.
+
+    Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, and a
+    client that pipelined packets behind the one we refused (a burst of QoS 2 PUBLISHes past
+    our Receive Maximum, say) then gets ECONNRESET on its next send, possibly before it has read
+    our DISCONNECT and its reason. So: send FIN after the buffered frames, keep reading and
+    discarding (the Connection is closed and ignores input) until the client closes too or
+    LINGER_SECONDS pass. TLS transports cannot half-close; they close at once.
+    """
+    if transport.is_closing():
+        return
+    if not transport.can_write_eof():
+        transport.close()
+        return
+    transport.write_eof()
+    transport.resume_reading()  # it may have been paused (back-pressure, rate limit)
+    loop.call_later(LINGER_SECONDS, transport.close)
 
 
 class LoopHost:
@@ -23,6 +56,11 @@ class LoopHost:
         self.loop = loop
         self._broker: Broker | None = None
         self._flush_scheduled = False
+        # `loop.time()` of the last read, and whether one is being handled that will write
+        # its output itself when it ends (and whether it has any).
+        self._read_at = -1.0
+        self._in_read = False
+        self._flush_due = False
         self._timer: asyncio.TimerHandle | None = None
         self._armed_at: float | None = None
         # Timers run only once the broker serves: restore and the links between workers come
@@ -44,7 +82,9 @@ class LoopHost:
     # -- the Host port -------------------------------------------------------------------------
 
     def wake(self) -> None:
-        if not self._flush_scheduled:
+        if self._in_read:
+            self._flush_due = True
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
@@ -63,6 +103,28 @@ class LoopHost:
         return time.time()
 
     # -- the loop's side -----------------------------------------------------------------------
+
+    def read(self, connection: Connection, data: bytes) -> None:
+        """Hand a read to its connection; write what it produced at once when it is the first
+        read of its poll (see the module docstring)."""
+        now = self.loop.time()
+        if now == self._read_at or self._flush_scheduled or self.stopping:
+            connection.data_received(data, now)
+            return
+        self._read_at = now
+        self._in_read = True
+        try:
+            connection.data_received(data, now)
+        finally:
+            self._in_read = False
+        if self._flush_due:
+            self._flush_due = False
+            broker = self._broker
+            assert broker is not None
+            # Everything the tick's flush does but give readers a new fair share: that waits
+            # for the tick's end, or a flooding socket would be read again within this poll.
+            if broker.flush(end_of_tick=False):
+                self.wake()
 
     def _flush(self) -> None:
         self._flush_scheduled = False

@@ -17,6 +17,7 @@ from ..config import Listener
 from ..core.broker import Broker
 from ..core.connection import Connection
 from ..fdlimit import OpenFileWatch
+from .host import LoopHost
 
 log = logging.getLogger("culex")
 
@@ -59,30 +60,6 @@ def tune_socket(transport: asyncio.BaseTransport) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-# How long a closed connection keeps reading (and discarding) what its client still sends.
-LINGER_SECONDS = 2.0
-
-
-def lingering_close(transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-    """Close after our last frames without turning the close into a reset.
-
-    Closing a socket whose receive buffer holds unread bytes makes the kernel send RST, and a
-    client that pipelined packets behind the one we refused (a burst of QoS 2 PUBLISHes past
-    our Receive Maximum, say) then gets ECONNRESET on its next send, possibly before it has read
-    our DISCONNECT and its reason. So: send FIN after the buffered frames, keep reading and
-    discarding (the Connection is closed and ignores input) until the client closes too or
-    LINGER_SECONDS pass. TLS transports cannot half-close; they close at once.
-    """
-    if transport.is_closing():
-        return
-    if not transport.can_write_eof():
-        transport.close()
-        return
-    transport.write_eof()
-    transport.resume_reading()  # it may have been paused (back-pressure, rate limit)
-    loop.call_later(LINGER_SECONDS, transport.close)
 
 
 class ListenerGate:
@@ -181,14 +158,16 @@ class MQTTProtocol(asyncio.Protocol):
     itself (TCP, TLS, Unix) or a layer that unwraps them (WebSocket): the same protocol and
     the same `Connection` either way."""
 
-    __slots__ = ("accepted", "broker", "connection", "gate", "loop", "moved", "relay", "slot",
+    __slots__ = ("accepted", "broker", "connection", "gate", "host", "moved", "relay", "slot",
                  "transport")
 
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop,
                  gate: ListenerGate, moved: Moved | None = None,
                  accepted: Accepted | None = None) -> None:
         self.broker = broker
-        self.loop = loop
+        host = broker.host
+        assert isinstance(host, LoopHost)  # a broker the server runs has the loop's host
+        self.host = host
         self.gate = gate
         self.moved = moved
         # Set when outer layers of this connection admitted it and know its peer.
@@ -220,13 +199,13 @@ class MQTTProtocol(asyncio.Protocol):
         moved = self.moved
         if moved is not None:
             connection = self.connection = self.broker.open_connection(
-                transport, moved.peer, self.loop.time())
+                transport, moved.peer, self.host.loop.time())
             connection.certificate_username = moved.certificate_username
             self.moved = None
-            connection.data_received(moved.data, self.loop.time())
+            connection.data_received(moved.data, self.host.loop.time())
             return
         label = accepted.peer if accepted is not None else peer_label(peer, self.gate.listener)
-        self.connection = self.broker.open_connection(transport, label, self.loop.time())
+        self.connection = self.broker.open_connection(transport, label, self.host.loop.time())
         if self.gate.listener.use_identity_as_username:
             self.connection.certificate_username = certificate_name(
                 transport.get_extra_info("peercert"))
@@ -236,7 +215,7 @@ class MQTTProtocol(asyncio.Protocol):
             self.relay.write(data)
             return
         assert self.connection is not None
-        self.connection.data_received(data, self.loop.time())
+        self.host.read(self.connection, data)
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost follows
@@ -246,13 +225,13 @@ class MQTTProtocol(asyncio.Protocol):
             self.relay.close()
         if self.connection is not None and self.slot is not None:
             self.slot.release()
-            self.connection.connection_lost(self.loop.time())
+            self.connection.connection_lost(self.host.loop.time())
 
     def pause_writing(self) -> None:
         if self.relay is not None:
             self.relay.pause_reading()
         elif self.connection is not None:
-            self.connection.pause_writing(self.loop.time())
+            self.connection.pause_writing(self.host.loop.time())
 
     def resume_writing(self) -> None:
         if self.relay is not None:

@@ -35,14 +35,13 @@ from websockets.server import ServerProtocol
 from websockets.typing import Origin, Subprotocol
 
 from ..core.broker import Broker
+from .host import LINGER_SECONDS, lingering_close
 from .transport import (
-    LINGER_SECONDS,
     Accepted,
     ListenerGate,
     MQTTProtocol,
     Slot,
     let_go,
-    lingering_close,
     peer_label,
     tune_socket,
 )
