@@ -21,7 +21,7 @@ from ..protocol.v5 import decode_packet_v5, encode_ack5, encode_suback5, encode_
 from . import enhanced_auth
 from .aliases import aliased_topic, protocol_error
 from .connection import Connection, Handler
-from .handlers import V311_HANDLERS, may_publish, subscribe_filter
+from .handlers import V311_HANDLERS, may_publish, oversized, subscribe_filter
 from .message import QOS0_PLAIN, Message
 from .session import Session
 from .states import State
@@ -89,7 +89,11 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
         # More unreleased QoS 2 messages than the Receive Maximum we announced.
         raise protocol_error(f"more than {limits.receive_maximum} QoS 2 messages awaiting "
                              "PUBREL", "MQTT-3.3.4-7", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
-    if not may_publish(connection, topic):
+    if limits.message_size_limit and len(packet.payload) > limits.message_size_limit:
+        oversized(connection, topic, len(packet.payload))
+        # Mosquitto's documented code: 0x95 Packet too large is not one a PUBACK may carry.
+        reason = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+    elif not may_publish(connection, topic):
         reason = ReasonCode.NOT_AUTHORIZED
     elif bad_format:
         reason = ReasonCode.PAYLOAD_FORMAT_INVALID
@@ -128,6 +132,9 @@ def _forward_plain(connection: Connection, frame: bytes, pos: int) -> bool:
     topic = core.router.topic_names.get(frame[pos + 2:stop])
     if topic is None:
         return False
+    limit = core.limits.message_size_limit
+    if limit and len(frame) - stop - 1 > limit:
+        return False  # the full path drops it and says why
     core.stats.publishes_received += 1
     if (topic[0] != "$" and connection.acl is None) or may_publish(connection, topic):
         core.router.forward(topic, frame, connection)
@@ -141,6 +148,8 @@ _PUBLISH_PROBLEMS: Final[dict[int, str]] = {
     ReasonCode.PAYLOAD_FORMAT_INVALID: "payload is not UTF-8, as its Payload Format "
                                        "Indicator says",
     ReasonCode.QUOTA_EXCEEDED: "a subscriber's queue is full",
+    ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR: "payload larger than the broker's "
+                                              "message_size_limit",
 }
 
 

@@ -78,6 +78,13 @@ def handle_connect(connection: Connection, first: int, frame: bytes, offset: int
                           f"will QoS {connection.will.qos} above Maximum QoS {max_qos}",
                           v5_code=ReasonCode.QOS_NOT_SUPPORTED)
         return
+    will, limit = connection.will, core.limits.message_size_limit
+    if will is not None and limit and len(will.payload) > limit:
+        # As Mosquitto: a will that could never be published is refused at CONNECT.
+        connection.refuse(ConnackCode.NOT_AUTHORIZED, f"will payload of {len(will.payload)} "
+                          f"bytes over message_size_limit ({limit})",
+                          v5_code=ReasonCode.PACKET_TOO_LARGE)
+        return
     refusal = _connect_refusal(connection, packet)
     if refusal is not None:
         connection.refuse(*refusal)

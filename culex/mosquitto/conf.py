@@ -290,12 +290,25 @@ class Reader(State):
             put(conf, "storage.path", path, source[1])
 
     def _build_logging(self, conf: MosquittoConf) -> None:
+        files = [(dest[len("file"):].strip(" \t"), where) for dest, where in self.log_dests
+                 if words(dest)[0] == "file"]
+        for path, where in files:
+            if not path:
+                raise MosquittoConfError(f"{where}: empty log_dest file value")
+            if "logging.file" in conf.origins:
+                first = conf.origins["logging.file"]
+                raise MosquittoConfError(f"{where}: duplicate log_dest file (first at "
+                                         f"{first.file}:{first.line}), as Mosquitto refuses")
+            put(conf, "logging.file", path, where)
         for dest, where in self.log_dests:
-            if dest == "stdout":
+            if dest in ("stdout", "stderr") and files:
+                self.warn(where, dest, f"log_dest {dest}", "Culex logs to one destination: "
+                          f"the file {files[0][0]}")
+            elif dest == "stdout":
                 self.warn(where, dest, "log_dest stdout", "Culex logs to standard error")
-            elif dest != "stderr":
-                self.refuse(where, dest, "not supported: Culex logs to standard error (under "
-                            "systemd, the journal keeps it)")
+            elif dest != "stderr" and not dest.startswith("file"):
+                self.refuse(where, dest, "not supported: Culex logs to standard error or to "
+                            "a file (under systemd, the journal keeps standard error)")
         levels = []
         for kind, where in self.log_types:
             if kind == "none":

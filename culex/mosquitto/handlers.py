@@ -226,6 +226,7 @@ HANDLERS: dict[str, Handler] = {
     "max_queued_messages": _max_queued_messages,
     "max_queued_bytes": _global_int("limits.max_queued_bytes", 0, 2**63 - 1),
     "max_packet_size": _global_int("limits.max_packet_size", 20, 268_435_460),
+    "message_size_limit": _global_int("limits.message_size_limit", 0, 268_435_455),
     "max_keepalive": _global_int("limits.max_keepalive", 0, 65535, 65535),
     "sys_interval": _global_int("sys_interval", 0, 65535),
     "persistence": _persistence,

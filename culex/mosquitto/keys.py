@@ -119,9 +119,9 @@ CATALOGUE: dict[str, Key] = {
     "max_queued_bytes": Key(_M, "[limits] max_queued_bytes (0: unbounded, as in Mosquitto)"),
     "max_packet_size": Key(_M, "[limits] max_packet_size"),
     "max_keepalive": Key(_M, "[limits] max_keepalive (0: 65535)"),
-    "message_size_limit": Key(_R, "Culex has no payload limit that keeps the connection open; "
-                                  "use max_packet_size, as Mosquitto recommends (a larger "
-                                  "packet closes the connection)"),
+    "message_size_limit": Key(_M, "[limits] message_size_limit: a larger PUBLISH payload is "
+                                  "dropped, QoS 1/2 acknowledged (MQTT 5: 0x83), a larger will "
+                                  "refused"),
     "memory_limit": Key(_R, "Culex has no global heap limit; it bounds each client instead "
                             "(max_queued_messages, max_queued_bytes, max_write_buffer)"),
     "retain_available": Key(_M, "true only, Culex's behaviour (nothing to set); false is "
@@ -152,8 +152,9 @@ CATALOGUE: dict[str, Key] = {
     "autosave_on_changes": Key(_W, "Culex commits each message before it acknowledges it "
                                    "(durability \"sync\"): there is nothing to save later"),
     # Logging.
-    "log_dest": Key(_M, "stderr: nothing to set; stdout is accepted with a warning (Culex logs "
-                        "to standard error); file, syslog, topic, dlt and none are refused"),
+    "log_dest": Key(_M, "file PATH: [logging] file; stderr: nothing to set; stdout is "
+                        "accepted with a warning (Culex logs to standard error); syslog, topic, "
+                        "dlt and none are refused"),
     "log_type": Key(_M, "[logging] level: the most verbose type listed (debug; information or "
                         "notice: info; warning; error); subscribe, unsubscribe, websockets and "
                         "internal add nothing (warned)"),
