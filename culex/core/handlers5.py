@@ -21,7 +21,8 @@ from ..protocol.v5 import decode_packet_v5, encode_ack5, encode_suback5, encode_
 from . import enhanced_auth
 from .aliases import aliased_topic, protocol_error
 from .connection import Connection, Handler
-from .handlers import V311_HANDLERS, may_publish, oversized, subscribe_filter
+from .control import CONTROL_PREFIX, control_publish
+from .handlers import V311_HANDLERS, may_publish, may_unsubscribe, oversized, subscribe_filter
 from .message import QOS0_PLAIN, Message
 from .session import Session
 from .states import State
@@ -93,6 +94,12 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
         oversized(connection, topic, len(packet.payload))
         # Mosquitto's documented code: 0x95 Packet too large is not one a PUBACK may carry.
         reason = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+    elif topic[0] == "$" and topic.startswith(CONTROL_PREFIX):
+        # Taken once: a QoS 2 retransmission finds its id still awaiting PUBREL.
+        if qos != 2 or session.inbound_received(packet_id):
+            reason = control_publish(connection, topic, packet.payload)
+            if reason and qos == 2:
+                session.inbound_released(packet_id)  # a failed PUBREC ends the exchange
     elif not may_publish(connection, topic):
         reason = ReasonCode.NOT_AUTHORIZED
     elif bad_format:
@@ -200,7 +207,9 @@ def handle_unsubscribe(connection: Connection, first: int, frame: bytes, pos: in
     router = connection.core.router
     codes: list[int] = []
     for topic_filter in packet.filters:
-        if topic_filter not in session.subscriptions:
+        if not may_unsubscribe(connection, topic_filter):
+            codes.append(ReasonCode.NOT_AUTHORIZED)
+        elif topic_filter not in session.subscriptions:
             codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
         else:
             router.unsubscribe(session, topic_filter)
