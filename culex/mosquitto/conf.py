@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .handlers import HANDLERS
-from .keys import BRIDGES_NOT_SUPPORTED, Fate, lookup
+from .keys import BRIDGES_NOT_SUPPORTED, Fate, entry_name, lookup
 from .model import (
     ListenerDraft,
     MosquittoConf,
@@ -95,7 +95,7 @@ class Reader(State):
         elif where.key == "listener":
             return self.listener(where, value)
         else:
-            handler = HANDLERS[where.key]
+            handler = HANDLERS[entry_name(where.key)]
             if not value:
                 raise MosquittoConfError(f"{where}: empty value")
             handler(self, where, value, current)
@@ -229,12 +229,15 @@ class Reader(State):
         if self.per_listener is not None and self.per_listener[0] and drafts:
             security = self._common(drafts, "security", {"allow_anonymous": False})
         auth: dict[str, Any] = {}
-        for name in ("password_file", "acl_file"):
+        for name in ("password_file", "acl_file", "dynamic_security"):
             if name in security:
                 value, where = security[name]
                 auth[name] = value
                 conf.origins[f"auth.{name}"] = where
         conf.data["auth"] = auth
+        if self.plugin is not None and self.plugin[0] and "dynamic_security" not in auth:
+            self.warn(self.plugin[1], "", "plugin", "without plugin_opt_config_file Mosquitto "
+                      "does not activate the dynamic-security plugin either")
         if "allow_anonymous" in security:
             value, where = security["allow_anonymous"]
             if self.local_only and not value:

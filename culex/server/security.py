@@ -173,7 +173,15 @@ class Security:
     def _submit(self, work: Callable[[], T], done: Callable[[T], None]) -> None:
         """Run `work` on the pool and hand its result to `done` on the event loop."""
         def finished(future: Future[T]) -> None:
-            self.loop.call_soon_threadsafe(done, future.result())
+            if future.cancelled():
+                return  # shutting down (`close`)
+            result = future.result()
+            try:
+                self.loop.call_soon_threadsafe(done, result)
+            except RuntimeError:
+                if not self.loop.is_closed():
+                    raise
+                # Shutting down: the loop has gone, and nobody waits for this answer.
 
         self._pool.submit(work).add_done_callback(finished)
 
