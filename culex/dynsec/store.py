@@ -94,8 +94,8 @@ class _Reader:
 
     def name(self, obj: JSON, key: str, where: str) -> str:
         value = field(obj, key)
-        if not is_text(value) or not value:
-            raise self.fail(where, f"{key}: expected a non-empty string of valid UTF-8")
+        if not is_text(value):
+            raise self.fail(where, f"{key}: expected a string of valid UTF-8")
         return str(value)
 
     def text(self, obj: JSON, key: str, where: str) -> str | None:
