@@ -14,17 +14,6 @@ from .request import Command, Handler
 from .store import client_document, field, is_text
 
 
-def _client(command: Command) -> Client | None:
-    """The client a command names ("username"), or None after answering why not."""
-    username = command.name_arg("username", "Username")
-    if username is None:
-        return None
-    client = command.state.clients.get(username)
-    if client is None:
-        command.fail("Client not found")
-    return client
-
-
 def _clientid(command: Command, label: str) -> tuple[bool, str | None]:
     """An optional "clientid" ("" or absent: none): (checked, the client id); `checked` is
     False after answering an error."""
@@ -74,7 +63,7 @@ def create_client(command: Command) -> None:
 
 
 def delete_client(command: Command) -> None:
-    client = _client(command)
+    client = command.one(command.clients())
     if client is not None:
         command.state.delete_client(client.username)
         command.kick(client.username)
@@ -82,14 +71,14 @@ def delete_client(command: Command) -> None:
 
 
 def enable_client(command: Command) -> None:
-    client = _client(command)
+    client = command.one(command.clients())
     if client is not None:
         client.disabled = False
         command.ok(change=f"username={client.username}")
 
 
 def disable_client(command: Command) -> None:
-    client = _client(command)
+    client = command.one(command.clients())
     if client is not None:
         client.disabled = True
         command.kick(client.username)
@@ -133,22 +122,15 @@ def set_client_password(command: Command) -> None:
 
 
 def modify_client(command: Command) -> None:
-    """Every change or none (Mosquitto 2.0.15 and later): all arguments are checked first."""
-    client = _client(command)
-    if client is None:
+    found = command.modification(command.clients(), "groups", "groupname", command.state.groups)
+    if found is None:
         return
-    checked, roles = command.roles_arg()
-    if not checked:
-        return
-    checked, memberships = command.members_arg("groups", "groupname", command.state.groups)
-    if not checked:
-        return
-    state = command.state
+    client, roles, memberships = found
     if memberships is not None:
-        for group in state.groups.values():
+        for group in command.state.groups.values():
             group.clients.pop(client.username, None)
         for name, priority in memberships.items():
-            state.groups[name].clients[client.username] = priority
+            command.state.groups[name].clients[client.username] = priority
     password, clientid = field(command.obj, "password"), field(command.obj, "clientid")
     if isinstance(password, str) and password:  # an empty one is ignored, as in Mosquitto
         client.password = command.request.hashed(password)
@@ -156,47 +138,12 @@ def modify_client(command: Command) -> None:
     if isinstance(clientid, str):
         client.clientid = clientid or None
         command.kick(client.username)
-    command.set_texts(client)
-    if roles is not None:
-        client.roles = roles
+    command.modify(client, roles)
     command.ok(change=f"username={client.username}")
 
 
-def add_client_role(command: Command) -> None:
-    username = command.name_arg("username", "Username")
-    rolename = command.name_arg("rolename", "Role name") if username is not None else None
-    if username is None or rolename is None:
-        return
-    client = command.state.clients.get(username)
-    if client is None:
-        command.fail("Client not found")
-    elif rolename not in command.state.roles:
-        command.fail("Role not found")
-    elif rolename in client.roles:
-        command.fail("Client is already in this role")
-    else:
-        client.roles[rolename] = command.priority()
-        command.ok(change=f"username={username} rolename={rolename} "
-                   f"priority={client.roles[rolename]}")
-
-
-def remove_client_role(command: Command) -> None:
-    username = command.name_arg("username", "Username")
-    rolename = command.name_arg("rolename", "Role name") if username is not None else None
-    if username is None or rolename is None:
-        return
-    client = command.state.clients.get(username)
-    if client is None:
-        command.fail("Client not found")
-    elif rolename not in command.state.roles:
-        command.fail("Role not found")
-    else:
-        client.roles.pop(rolename, None)
-        command.ok(change=f"username={username} rolename={rolename}")
-
-
 def get_client(command: Command) -> None:
-    client = _client(command)
+    client = command.one(command.clients())
     if client is not None:
         command.ok({"client": client_document(command.state, client, stored=False)})
 
@@ -215,8 +162,6 @@ HANDLERS: dict[str, Handler] = {
     "setClientId": set_client_id,
     "setClientPassword": set_client_password,
     "modifyClient": modify_client,
-    "addClientRole": add_client_role,
-    "removeClientRole": remove_client_role,
     "getClient": get_client,
     "listClients": list_clients,
 }

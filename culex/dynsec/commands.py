@@ -6,7 +6,7 @@ response and the others go on; a `correlationData` that is not a string stops th
 as it stops Mosquitto's loop.
 
 The general commands live here: setDefaultACLAccess, getDefaultACLAccess. The others are in
-clients.py, groups.py and roles.py.
+clients.py, groups.py, roles.py and references.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from . import clients, groups, roles
+from . import clients, groups, references, roles
 from .model import DEFAULT_ACCESS_TYPES, DynsecState, Password, canonical
 from .request import Command, Handler, Request
 from .store import JSON, field
@@ -65,6 +65,7 @@ HANDLERS: dict[str, Handler] = {
     **clients.HANDLERS,
     **groups.HANDLERS,
     **roles.HANDLERS,
+    **references.HANDLERS,
 }
 NAMES = tuple(HANDLERS)
 

@@ -12,33 +12,16 @@ from .request import Command, Handler
 from .store import group_document
 
 
-def _group(command: Command) -> Group | None:
-    """The group a command names ("groupname"), or None after answering why not."""
-    name = command.name_arg("groupname", "Group name")
-    if name is None:
-        return None
-    group = command.state.groups.get(name)
-    if group is None:
-        command.fail("Group not found")
-    return group
-
-
 def create_group(command: Command) -> None:
-    name = command.name_arg("groupname", "Group name")
-    texts = command.texts() if name is not None else None
-    if name is None or texts is None:
-        return
-    if name in command.state.groups:
-        command.fail("Group already exists")
-        return
-    checked, roles = command.roles_arg()
-    if checked:
-        command.state.groups[name] = Group(name, *texts, roles=roles or {})
-        command.ok(change=f"groupname={name}")
+    new = command.new(command.groups(), "Group already exists")
+    checked, roles = command.roles_arg() if new is not None else (False, None)
+    if new is not None and checked:
+        command.state.groups[new[0]] = Group(*new, roles=roles or {})
+        command.ok(change=f"groupname={new[0]}")
 
 
 def delete_group(command: Command) -> None:
-    group = _group(command)
+    group = command.one(command.groups())
     if group is None:
         return
     if group.name == command.state.anonymous_group:
@@ -49,100 +32,19 @@ def delete_group(command: Command) -> None:
 
 
 def modify_group(command: Command) -> None:
-    """Every change or none (Mosquitto 2.0.15 and later): all arguments are checked first."""
-    group = _group(command)
-    if group is None:
+    found = command.modification(command.groups(), "clients", "username",
+                                 command.state.clients)
+    if found is None:
         return
-    checked, roles = command.roles_arg()
-    if not checked:
-        return
-    checked, clients = command.members_arg("clients", "username", command.state.clients)
-    if not checked:
-        return
+    group, roles, clients = found
     if clients is not None:
         group.clients = clients
-    command.set_texts(group)
-    if roles is not None:
-        group.roles = roles
+    command.modify(group, roles)
     command.ok(change=f"groupname={group.name}")
 
 
-def _member(command: Command) -> tuple[str, Group] | None:
-    """The "username" and "groupname" of addGroupClient and removeGroupClient, both existing;
-    None after answering why not (the client is looked up first, as in Mosquitto)."""
-    username = command.name_arg("username", "Username")
-    groupname = command.name_arg("groupname", "Group name") if username is not None else None
-    if username is None or groupname is None:
-        return None
-    group = command.state.groups.get(groupname)
-    if username not in command.state.clients:
-        command.fail("Client not found")
-    elif group is None:
-        command.fail("Group not found")
-    else:
-        return username, group
-    return None
-
-
-def add_group_client(command: Command) -> None:
-    member = _member(command)
-    if member is None:
-        return
-    username, group = member
-    if username in group.clients:
-        command.fail("Client is already in this group")
-        return
-    group.clients[username] = command.priority()
-    command.ok(change=f"groupname={group.name} username={username} "
-               f"priority={group.clients[username]}")
-
-
-def remove_group_client(command: Command) -> None:
-    member = _member(command)
-    if member is not None:
-        username, group = member
-        group.clients.pop(username, None)
-        command.ok(change=f"groupname={group.name} username={username}")
-
-
-def _group_and_role(command: Command) -> tuple[Group, str] | None:
-    groupname = command.name_arg("groupname", "Group name")
-    rolename = command.name_arg("rolename", "Role name") if groupname is not None else None
-    if groupname is None or rolename is None:
-        return None
-    group = command.state.groups.get(groupname)
-    if group is None:
-        command.fail("Group not found")
-    elif rolename not in command.state.roles:
-        command.fail("Role not found")
-    else:
-        return group, rolename
-    return None
-
-
-def add_group_role(command: Command) -> None:
-    found = _group_and_role(command)
-    if found is None:
-        return
-    group, rolename = found
-    if rolename in group.roles:
-        command.fail("Group is already in this role")
-        return
-    group.roles[rolename] = command.priority()
-    command.ok(change=f"groupname={group.name} rolename={rolename} "
-               f"priority={group.roles[rolename]}")
-
-
-def remove_group_role(command: Command) -> None:
-    found = _group_and_role(command)
-    if found is not None:
-        group, rolename = found
-        group.roles.pop(rolename, None)
-        command.ok(change=f"groupname={group.name} rolename={rolename}")
-
-
 def get_group(command: Command) -> None:
-    group = _group(command)
+    group = command.one(command.groups())
     if group is not None:
         command.ok({"group": group_document(group, stored=False)})
 
@@ -153,7 +55,7 @@ def list_groups(command: Command) -> None:
 
 
 def set_anonymous_group(command: Command) -> None:
-    group = _group(command)
+    group = command.one(command.groups())
     if group is not None:
         command.state.anonymous_group = group.name
         command.ok(change=f"groupname={group.name}")
@@ -167,10 +69,6 @@ HANDLERS: dict[str, Handler] = {
     "createGroup": create_group,
     "deleteGroup": delete_group,
     "modifyGroup": modify_group,
-    "addGroupClient": add_group_client,
-    "removeGroupClient": remove_group_client,
-    "addGroupRole": add_group_role,
-    "removeGroupRole": remove_group_role,
     "getGroup": get_group,
     "listGroups": list_groups,
     "setAnonymousGroup": set_anonymous_group,

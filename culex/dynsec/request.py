@@ -13,12 +13,17 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from .model import NO_PRIORITY, DynsecState, Password
+from .model import NO_PRIORITY, Client, DynsecState, Group, Password, Role
 from .store import JSON, field, integer, is_text
 
 log = logging.getLogger("culex")
 
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
+# A name a command gives, and where it must be found: its key ("username"), its label in
+# "... not valid UTF-8" ("Username"), the table, and the error when it is not there.
+Ref = tuple[str, str, dict[str, T], str]
 
 
 class Request:
@@ -97,6 +102,57 @@ class Command:
             return None
         return value
 
+    def clients(self) -> Ref[Client]:
+        return "username", "Username", self.state.clients, "Client not found"
+
+    def groups(self) -> Ref[Group]:
+        return "groupname", "Group name", self.state.groups, "Group not found"
+
+    def roles(self, missing: str = "Role not found") -> Ref[Role]:
+        return "rolename", "Role name", self.state.roles, missing
+
+    def one(self, ref: Ref[T]) -> T | None:
+        """What the command names, or None after answering why not."""
+        key, label, table, missing = ref
+        name = self.name_arg(key, label)
+        if name is None:
+            return None
+        found = table.get(name)
+        if found is None:
+            self.fail(missing)
+        return found
+
+    def two(self, first: Ref[A], second: Ref[B]) -> tuple[A, B, str] | None:
+        """The two things a command names, and "key=name key=name" for the log; both names
+        are read before either is looked up, so that the errors come in Mosquitto's
+        order."""
+        names = []
+        for key, label, _table, _missing in (first, second):
+            name = self.name_arg(key, label)
+            if name is None:
+                return None
+            names.append(name)
+        if names[0] not in first[2]:
+            self.fail(first[3])
+        elif names[1] not in second[2]:
+            self.fail(second[3])
+        else:
+            return (first[2][names[0]], second[2][names[1]],
+                    f"{first[0]}={names[0]} {second[0]}={names[1]}")
+        return None
+
+    def new(self, ref: Ref[T], exists: str) -> tuple[str, str | None, str | None] | None:
+        """createGroup, createRole: a name not taken yet, and the optional texts."""
+        key, label, table, _missing = ref
+        name = self.name_arg(key, label)
+        texts = self.texts() if name is not None else None
+        if name is None or texts is None:
+            return None
+        if name in table:
+            self.fail(exists)
+            return None
+        return name, *texts
+
     def text_arg(self, key: str, label: str | None = None) -> tuple[bool, str | None]:
         """An optional string: (present, value). A value that is not a string answers
         "Invalid/missing <label or key>" and gives (True, None)."""
@@ -160,9 +216,29 @@ class Command:
             refs[name] = self.priority(item)
         return True, refs
 
-    def set_texts(self, target: object) -> None:
-        """modify commands: a "textname" or "textdescription" that is a string replaces the
-        old one (anything else is ignored, as in Mosquitto)."""
+    def modification(self, ref: Ref[T], key: str, name_key: str, known: dict[str, Any]
+                     ) -> tuple[T, dict[str, int] | None, dict[str, int] | None] | None:
+        """modifyClient's and modifyGroup's target, its new "roles" and new members (`key`:
+        "groups", "clients"), None where not given; everything is checked before anything
+        changes (Mosquitto 2.0.15 and later). None after answering why not."""
+        target = self.one(ref)
+        if target is None:
+            return None
+        checked, roles = self.roles_arg()
+        if not checked:
+            return None
+        checked, members = self.members_arg(key, name_key, known)
+        return (target, roles, members) if checked else None
+
+    def modify(self, target: Client | Group, roles: dict[str, int] | None) -> None:
+        """The rest of modifyClient and modifyGroup: the texts, and the roles when given."""
+        self.modify_texts(target)
+        if roles is not None:
+            target.roles = roles
+
+    def modify_texts(self, target: Client | Group | Role) -> None:
+        """A "textname" or "textdescription" that is a string replaces the old one (anything
+        else is ignored, as in Mosquitto)."""
         for key in ("textname", "textdescription"):
             value = field(self.obj, key)
             if isinstance(value, str):

@@ -14,16 +14,6 @@ from .request import Command, Handler
 from .store import field, integer, is_text, role_document
 
 
-def _role(command: Command, missing: str = "Role not found") -> Role | None:
-    name = command.name_arg("rolename", "Role name")
-    if name is None:
-        return None
-    role = command.state.roles.get(name)
-    if role is None:
-        command.fail(missing)
-    return role
-
-
 def _acl_type(command: Command, value: object) -> str | None:
     if not isinstance(value, str):
         command.fail("Invalid/missing acltype")
@@ -72,28 +62,24 @@ def _acl(obj: dict[str, object], topic: str) -> Acl:
 
 
 def create_role(command: Command) -> None:
-    name = command.name_arg("rolename", "Role name")
-    texts = command.texts() if name is not None else None
-    if name is None or texts is None:
+    new = command.new(command.roles(), "Role already exists")
+    if new is None:
         return
-    if name in command.state.roles:
-        command.fail("Role already exists")
-        return
-    role = Role(name, *texts)
+    role = Role(*new)
     if _acls(command, role):
-        command.state.roles[name] = role
-        command.ok(change=f"rolename={name}")
+        command.state.roles[role.name] = role
+        command.ok(change=f"rolename={role.name}")
 
 
 def delete_role(command: Command) -> None:
-    role = _role(command)
+    role = command.one(command.roles())
     if role is not None:
         command.state.delete_role(role.name)
         command.ok(change=f"rolename={role.name}")
 
 
 def modify_role(command: Command) -> None:
-    role = _role(command, "Role does not exist")
+    role = command.one(command.roles("Role does not exist"))
     if role is None:
         return
     if isinstance(field(command.obj, "acls"), list):
@@ -101,16 +87,26 @@ def modify_role(command: Command) -> None:
         if not _acls(command, replaced):
             return
         role.acls = replaced.acls
-    command.set_texts(role)
+    command.modify_texts(role)
     command.ok(change=f"rolename={role.name}")
 
 
-def add_role_acl(command: Command) -> None:
-    role = _role(command)
+def _acl_args(command: Command) -> tuple[Role, str, str] | None:
+    """addRoleACL's and removeRoleACL's role, ACL type and topic; None after answering why
+    one cannot be used."""
+    role = command.one(command.roles())
     kind = _acl_type(command, field(command.obj, "acltype")) if role is not None else None
     topic = _acl_topic(command, field(command.obj, "topic")) if kind is not None else None
     if role is None or kind is None or topic is None:
+        return None
+    return role, kind, topic
+
+
+def add_role_acl(command: Command) -> None:
+    found = _acl_args(command)
+    if found is None:
         return
+    role, kind, topic = found
     if role.find(kind, topic) is not None:
         command.fail("ACL with this topic already exists")
         return
@@ -121,11 +117,10 @@ def add_role_acl(command: Command) -> None:
 
 
 def remove_role_acl(command: Command) -> None:
-    role = _role(command)
-    kind = _acl_type(command, field(command.obj, "acltype")) if role is not None else None
-    topic = _acl_topic(command, field(command.obj, "topic")) if kind is not None else None
-    if role is None or kind is None or topic is None:
+    found = _acl_args(command)
+    if found is None:
         return
+    role, kind, topic = found
     acl = role.find(kind, topic)
     if acl is None:
         command.fail("ACL not found")
@@ -135,7 +130,7 @@ def remove_role_acl(command: Command) -> None:
 
 
 def get_role(command: Command) -> None:
-    role = _role(command)
+    role = command.one(command.roles())
     if role is not None:
         command.ok({"role": role_document(role)})
 
