@@ -17,7 +17,6 @@ from tests.integration.clients import Broker, Clients, PahoClient
 ADMIN, ADMIN_PASSWORD = "admin", "admin pw:1"
 REQUEST_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = REQUEST_TOPIC + "/response"
-PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 # mosquitto_ctrl waits 10 s for its answer.
 ANSWER_TIMEOUT = 9.5
 # Printed by mosquitto_ctrl before every command sent without TLS.
@@ -31,6 +30,14 @@ def mosquitto_ctrl() -> str:
     assert tool is not None, "mosquitto_ctrl is missing: `make system-deps` installs " \
                              "mosquitto-clients"
     return tool
+
+
+def plugin() -> str:
+    """Debian's build of Mosquitto's dynamic-security plugin (in the mosquitto package)."""
+    found = sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so"))
+    assert found, "mosquitto_dynamic_security.so is missing: `make system-deps` installs " \
+                  "mosquitto"
+    return str(found[0])
 
 
 def dynsec_init(path: Path) -> Path:

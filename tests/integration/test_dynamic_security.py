@@ -163,6 +163,10 @@ def test_changes_are_written_atomically_and_survive_a_restart(broker_factory: Br
     role = next(role for role in saved["roles"] if role["rolename"] == "carol-role")
     assert role["acls"] == [{"acltype": "publishClientSend", "topic": "carol/#", "priority": 7,
                              "allow": True}]
+    weak = ("1 client(s) with weak password hashes (PBKDF2-SHA512): admin (101 iterations); "
+            "a password set over the API (`mosquitto_ctrl dynsec setClientPassword`) gets "
+            f"{ITERATIONS} iterations")
+    assert broker.log_text().count(weak) == 1  # once at start-up, whatever the workers
     assert broker.stop() == 0
     broker.port = free_port()  # not the one just freed, which a test running beside may take
     broker.start()

@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.integration.clients import Clients
-from tests.integration.dynsec_tools import PLUGIN, Ctrl, Output, dynsec_init, login
+from tests.integration.dynsec_tools import Ctrl, Output, dynsec_init, login, plugin
 from tests.integration.test_mosquitto_compat import PROGRAMS, ConfBroker, Start, start
 
 __all__ = ["start"]  # the fixture, used by name
@@ -81,8 +81,8 @@ SCRIPT = [
 def conf(path: Path) -> str:
     # `user root`: Mosquitto run as root otherwise becomes user mosquitto, who cannot write
     # the test's private directory (Culex accepts the key with a warning).
-    return (f"listener {{port}} 127.0.0.1\nplugin {PLUGIN}\nplugin_opt_config_file {path}\n"
-            "user root\n")
+    return (f"listener {{port}} 127.0.0.1\nplugin {plugin()}\n"
+            f"plugin_opt_config_file {path}\nuser root\n")
 
 
 Run = Callable[[str], tuple[ConfBroker, Ctrl]]
