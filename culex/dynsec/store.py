@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 from typing import Any
 
@@ -65,14 +66,16 @@ def is_text(value: object) -> bool:
     return True
 
 
+INT_MIN, INT_MAX = -2**31, 2**31 - 1
+
+
 def integer(value: object) -> int | None:
-    """A JSON number as cJSON's valueint reads it; None for anything else (true is no
-    number here, though Python's bool is an int)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A JSON number in a command, as cJSON's valueint reads it: truncated, and held to a C
+    int; None for anything else (true is no number here, though Python's bool is an int)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         return None
-    if isinstance(value, float) and not value.is_integer():
-        return None
-    return int(value)
+    return max(INT_MIN, min(INT_MAX, int(value) if abs(value) < 2**63 else
+                            (INT_MAX if value > 0 else INT_MIN)))
 
 
 class _Reader:
@@ -108,10 +111,10 @@ class _Reader:
         value = field(obj, key)
         if value is None:
             return default
-        number = integer(value)
-        if number is None or not -2**31 <= number < 2**31:
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not INT_MIN <= value <= INT_MAX or not float(value).is_integer():
             raise self.fail(where, f"{key}: expected a whole number, got {value!r}")
-        return number
+        return int(value)
 
     def flag(self, obj: JSON, key: str, where: str) -> bool:
         value = field(obj, key)

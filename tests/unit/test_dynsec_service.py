@@ -123,6 +123,20 @@ def test_lists_page_as_mosquitto_pages_them(setup: Setup) -> None:
     assert {answer["data"]["totalCount"] for answer in answers} == {3}
 
 
+def test_numbers_are_read_as_cjson_reads_them(setup: Setup) -> None:
+    """Truncated and held to a C int, so that the file always reads back."""
+    setup.send({"command": "createRole", "rolename": "r"},
+               {"command": "createGroup", "groupname": "g"},
+               {"command": "addGroupRole", "groupname": "g", "rolename": "r",
+                "priority": 1e300},
+               {"command": "addRoleACL", "rolename": "r", "acltype": "publishClientSend",
+                "topic": "a", "priority": -2.7, "allow": "yes"})
+    state = parse(setup.path.read_bytes(), "saved")
+    assert state.groups["g"].roles == {"r": 2**31 - 1}
+    acl = state.roles["r"].acls["publishClientSend"][0]
+    assert (acl.priority, acl.allow) == (-2, False)
+
+
 def test_modify_commands_change_everything_or_nothing(setup: Setup) -> None:
     setup.send({"command": "createClient", "username": "u", "password": "pw"},
                {"command": "createGroup", "groupname": "g"})

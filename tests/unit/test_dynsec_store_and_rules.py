@@ -46,6 +46,8 @@ def document(**parts: Any) -> bytes:
     (document(roles=[{"rolename": "r", "acls": [{"acltype": "publishClientSend",
                                                  "topic": "a", "priority": 1.5}]}]),
      "priority: expected a whole number"),
+    (b'{"roles": [{"rolename": "r", "acls": [{"acltype": "publishClientSend", "topic": "a",'
+     b' "priority": 1' + b"0" * 400 + b"}]}]}", "priority: expected a whole number"),
     (document(groups=[{"groupname": "g", "clients": [{"username": "x"}]}]),
      "groups[0]: clients[0]: username 'x' does not exist"),
     (document(anonymousGroup="g"), "anonymousGroup: 'g' is not a group"),
