@@ -71,12 +71,15 @@ NAMES = tuple(HANDLERS)
 
 
 def parse(payload: bytes) -> Any:
-    """The request's JSON tree, or None when the payload is not JSON (nested too deep for the
-    parser counts as not JSON: a hostile payload must get an answer, not a traceback)."""
+    """The request's JSON tree, or None when the payload is not JSON: nested too deep for the
+    parser, or with a \\u escape of half a surrogate pair (no text can hold it; cJSON refuses
+    it too) counts as not JSON. A hostile payload must get an answer, not a traceback."""
     try:
-        return json.loads(payload)
-    except (ValueError, RecursionError):
+        tree = json.loads(payload)
+        json.dumps(tree, ensure_ascii=False).encode()
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
         return None
+    return tree
 
 
 def _commands(tree: Any) -> list[Any] | None:

@@ -148,10 +148,13 @@ def parse(data: bytes, source: str) -> DynsecState:
         return DynsecState()  # Mosquitto starts an empty file with nothing in it
     try:
         tree = json.loads(data)
+        json.dumps(tree, ensure_ascii=False).encode()  # no half surrogate pair, as \ud800
     except UnicodeDecodeError:
         raise DynsecFileError(source, 0, "not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise DynsecFileError(source, exc.lineno, f"not valid JSON: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:  # a number of 4300+ digits, deep nesting
+        raise DynsecFileError(source, 0, f"not usable JSON: {exc}") from None
     if not isinstance(tree, dict):
         raise DynsecFileError(source, 0, "expected a JSON object")
     reader = _Reader(source)

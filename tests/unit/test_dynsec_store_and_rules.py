@@ -25,6 +25,10 @@ def document(**parts: Any) -> bytes:
 @pytest.mark.parametrize(("data", "problem"), [
     (b'{"clients": [\n{"username": }]}', "f.json:2: not valid JSON"),
     (b"[]", "f.json: expected a JSON object"),
+    (b"[" * 100_000, "f.json: not usable JSON: maximum recursion depth"),
+    (b'{"clients": [{"username": "a", "textname": "\\ud800"}]}',
+     "f.json: not usable JSON: 'utf-8' codec can't encode character '\\ud800'"),
+    (b'{"x": 1' + b"0" * 5000 + b"}", "f.json: not usable JSON: Exceeds the limit"),
     (document(clients={}), "clients: expected an array of objects"),
     (document(clients=[{"username": "a"}, {"username": "a"}]), "client 'a' is there twice"),
     (document(clients=[{"username": 3}]), "clients[0]: username: expected a string"),
