@@ -191,7 +191,6 @@ class AuthConfig:
                          "entries are made by `culex passwd --scram`)")
         return found
 
-
     def _dynamic_security_problems(self) -> list[str]:
         path = self.dynamic_security
         if not path:
