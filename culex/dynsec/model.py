@@ -66,10 +66,12 @@ class Password:
     iterations: int
 
     @classmethod
-    def create(cls, password: str, iterations: int = ITERATIONS) -> Password:
-        """A new salted hash; slow on purpose (call it off the event loop)."""
+    def create(cls, password: str, iterations: int | None = None) -> Password:
+        """A new salted hash (`iterations`: ITERATIONS unless given); slow on purpose, so
+        called off the event loop."""
         salt = secrets.token_bytes(SALT_BYTES)
-        return cls(derive(password.encode(), salt, iterations), salt, iterations)
+        count = ITERATIONS if iterations is None else iterations
+        return cls(derive(password.encode(), salt, count), salt, count)
 
     def verify(self, password: bytes) -> bool:
         """Constant-time comparison; a password with a NUL byte never matches (Mosquitto would

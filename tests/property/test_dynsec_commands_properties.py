@@ -15,7 +15,7 @@ from culex.dynsec.commands import NAMES, process
 from culex.dynsec.model import ACL_TYPES, DEFAULT_ACCESS_TYPES, Password
 from culex.dynsec.store import dumps, parse
 
-SETTINGS = settings(max_examples=100, deadline=None)
+SETTINGS = settings(max_examples=60, deadline=None)
 
 # Few names, so that commands meet the things earlier ones made; odd ones half the time.
 names = st.one_of(st.sampled_from(["a", "b"]),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from culex.core.access import AuthRequest
-from culex.dynsec import service
+from culex.dynsec import model, service
 from culex.dynsec.service import RESPONSE_TOPIC, DynamicSecurity
 from culex.dynsec.store import dumps, parse
 from culex.protocol.packets import Publish
@@ -84,7 +84,9 @@ class Setup:
 
 
 @pytest.fixture
-def setup(tmp_path: Path) -> Setup:
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
+    # What is tested here is when hashes are made and checked, not how costly they are.
+    monkeypatch.setattr(model, "ITERATIONS", 1000)
     return Setup(tmp_path)
 
 
