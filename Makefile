@@ -21,16 +21,18 @@ run: $(STAMP)
 	$(VENV)/bin/culex serve --config culex.toml
 
 # Debian's mosquitto-clients and Node.js (for MQTT.js) are real MQTT peers for the integration
-# tests, the openssl CLI makes the TLS tests' certificates, Debian's mosquitto brings the broker
-# the compatibility tests compare with (/usr/sbin/mosquitto) and mosquitto_passwd, systemd's
+# tests (mosquitto_ctrl drives dynamic security), the openssl CLI makes the TLS tests'
+# certificates, Debian's mosquitto brings the broker the compatibility tests compare with
+# (/usr/sbin/mosquitto, its dynamic-security plugin) and mosquitto_passwd, systemd's
 # systemd-analyze checks packaging/culex.service, HAProxy sends real PROXY protocol headers, and
 # headless Chromium loads the MQTT-over-WebSocket page. Installed when missing (as root).
 # Without root and without them the tests fail loudly instead of skipping.
-SYSTEM_TOOLS := mosquitto_pub mosquitto_sub mosquitto_passwd openssl node npm systemd-analyze
+SYSTEM_TOOLS := mosquitto_pub mosquitto_sub mosquitto_passwd mosquitto_ctrl openssl node npm systemd-analyze
 system-deps:
 	@missing=""; \
 	for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
 	test -x /usr/sbin/mosquitto || missing=1; \
+	ls /usr/lib/*/mosquitto_dynamic_security.so >/dev/null 2>&1 || missing=1; \
 	command -v haproxy >/dev/null 2>&1 || test -x /usr/sbin/haproxy || missing=1; \
 	test -x /usr/bin/chromium || missing=1; \
 	if [ -n "$$missing" ]; then \

@@ -93,10 +93,11 @@ def check_config(path: Path) -> int:
     try:
         config = load_config(path)
         check_exposure(config, str(path))
-        passwords, acl = check_files(config).auth
+        files = check_files(config).auth
     except ConfigError as exc:
         print(f"culex: {exc}", file=sys.stderr)
         return 1
+    passwords, acl = files.passwords, files.acl
     users = len(passwords) if passwords is not None else 0
     methods = config.auth.enhanced_methods
     enhanced = ""
@@ -109,6 +110,12 @@ def check_config(path: Path) -> int:
                   file=sys.stderr)
     for warning in config.warnings:
         print(f"culex: warning: {warning}", file=sys.stderr)
+    if files.dynamic_security is not None:
+        state = files.dynamic_security[1]
+        print(f"{path}: OK ({len(config.listeners)} listener(s), dynamic security: "
+              f"{len(state.clients)} client(s), {len(state.groups)} group(s), "
+              f"{len(state.roles)} role(s), durability {config.storage.durability})")
+        return 0
     print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s){enhanced}, "
           f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability})")
     return 0

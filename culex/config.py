@@ -168,9 +168,14 @@ class AuthConfig:
     # Authentication Method gets CONNACK 0x8C. "SCRAM-SHA-256" checks the password file's SCRAM
     # entries (`culex passwd --scram`), so it needs password_file.
     enhanced_methods: tuple[str, ...] = ()
+    # Mosquitto's dynamic-security JSON file (`mosquitto_ctrl dynsec init FILE admin` makes
+    # one): its clients, groups and roles say who may connect and what they may do, and
+    # `$CONTROL/dynamic-security/v1` changes them at run time. It replaces password_file and
+    # acl_file, so it goes with neither.
+    dynamic_security: str = ""
 
     def problems(self) -> list[str]:
-        found = []
+        found = self._dynamic_security_problems()
         for name in ("password_file", "acl_file"):
             value = getattr(self, name)
             if value and not Path(value).is_file():
@@ -185,6 +190,25 @@ class AuthConfig:
             found.append(f"enhanced_methods: {SCRAM_SHA_256} needs password_file (its SCRAM "
                          "entries are made by `culex passwd --scram`)")
         return found
+
+    def _dynamic_security_problems(self) -> list[str]:
+        path = self.dynamic_security
+        if not path:
+            return []
+        if self.password_file or self.acl_file:
+            return ["dynamic_security: cannot be combined with password_file or acl_file: its "
+                    "file holds the clients, their passwords and their access (create the "
+                    "users there with `mosquitto_ctrl dynsec createClient`)"]
+        if self.enhanced_methods:
+            return ["enhanced_methods: not available with dynamic_security (its clients have "
+                    "PBKDF2-SHA512 hashes, not SCRAM credentials)"]
+        if not Path(path).is_file():
+            return [f"dynamic_security: {path}: no such file (`mosquitto_ctrl dynsec init "
+                    f"{path} admin` creates one with an admin client)"]
+        if not os.access(Path(path).parent, os.W_OK):
+            return [f"dynamic_security: {path}: its directory is not writable, so no change "
+                    "could be saved"]
+        return []
 
 
 ENHANCED_METHODS = (SCRAM_SHA_256,)
@@ -320,6 +344,7 @@ def check_exposure(config: Config, source: str, listeners_from: str | None = Non
     exposed = [(index, listener) for index, listener in enumerate(config.listeners)
                if not listener.local]
     if exposed and not anonymous_allowed(config) and not config.auth.password_file \
+            and not config.auth.dynamic_security \
             and not any(listener.use_identity_as_username for listener in config.listeners):
         index, listener = exposed[0]
         where = listeners_from or f"{source}: listeners[{index}]"
@@ -332,11 +357,11 @@ def check_exposure(config: Config, source: str, listeners_from: str | None = Non
 
 def anonymous_allowed(config: Config) -> bool:
     """The effective allow_anonymous: as set, else only when every listener is loopback and no
-    password file is configured."""
+    password file (or dynamic-security file) is configured."""
     if config.auth.allow_anonymous is not None:
         return config.auth.allow_anonymous
-    return not config.auth.password_file and all(listener.local
-                                                 for listener in config.listeners)
+    return not config.auth.password_file and not config.auth.dynamic_security \
+        and all(listener.local for listener in config.listeners)
 
 
 def load_config(path: Path | None) -> Config:

@@ -8,6 +8,7 @@ issue requires (client id, peer, cause) are asserted on, not just assumed.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -67,10 +68,22 @@ def mosquitto_config(settings: dict[str, Any], port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Test brokers' ports: below the kernel's ephemeral range (32768-60999 here). A port that
+# bind(port 0) hands out is handed out again at once to the next process asking, so on a
+# machine running other suites another broker could take it in the second before ours binds,
+# and the test would talk to the wrong broker.
+PORTS = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    while True:
+        port = random.randint(*PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def _toml_value(value: Any) -> str:

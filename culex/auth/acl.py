@@ -260,10 +260,10 @@ class ClientAcl:
         if access is Access.WRITE and levels[0] == "$SYS":
             return False
         for rule in self._deny:
-            if _matches(rule, levels, dollar_rule=False):
+            if matches(rule, levels, dollar_rule=False):
                 return False
         grants = self._read if access is Access.READ else self._write
-        return any(_matches(rule, levels, dollar_rule=True) for rule in grants)
+        return any(matches(rule, levels, dollar_rule=True) for rule in grants)
 
     def allowed_filter(self, topic_filter: str) -> bool:
         """Whether the client may subscribe to a (valid) topic filter.
@@ -275,9 +275,13 @@ class ClientAcl:
         """
         levels = topic_filter.split("/")
         for rule in self._deny:
-            if _covers(rule, levels, dollar_rule=False):
+            if covers(rule, levels, dollar_rule=False):
                 return False
-        return any(_covers(rule, levels, dollar_rule=True) for rule in self._read)
+        return any(covers(rule, levels, dollar_rule=True) for rule in self._read)
+
+    def allowed_unsubscribe(self, topic_filter: str) -> bool:
+        """Always: an ACL file has no rule for unsubscribing (nor has Mosquitto's)."""
+        return True
 
     def needs_delivery_check(self, topic_filter: str) -> bool:
         """False when `allowed(topic, READ)` is True for every topic the filter can match.
@@ -289,11 +293,12 @@ class ClientAcl:
         levels = topic_filter.split("/")
         if any(_intersects(rule, levels) for rule in self._deny):
             return True
-        return not any(_covers(rule, levels, dollar_rule=True) for rule in self._read)
+        return not any(covers(rule, levels, dollar_rule=True) for rule in self._read)
 
 
-def _matches(rule: Levels, topic: list[str], *, dollar_rule: bool) -> bool:
-    """Whether a filter matches a topic name; `dollar_rule` applies MQTT-4.7.2-1."""
+def matches(rule: Levels, topic: list[str], *, dollar_rule: bool) -> bool:
+    """Whether filter `rule` matches a topic name (split into levels); `dollar_rule` applies
+    MQTT-4.7.2-1: a filter starting with a wildcard does not match a `$` topic."""
     if dollar_rule and topic[0].startswith("$") and rule[0] in ("+", "#"):
         return False
     count = len(topic)
@@ -307,7 +312,7 @@ def _matches(rule: Levels, topic: list[str], *, dollar_rule: bool) -> bool:
     return len(rule) == count
 
 
-def _covers(rule: Levels, wanted: list[str], *, dollar_rule: bool) -> bool:
+def covers(rule: Levels, wanted: list[str], *, dollar_rule: bool) -> bool:
     """Whether every topic matched by filter `wanted` is matched by filter `rule`."""
     if dollar_rule and wanted[0].startswith("$") and rule[0] in ("+", "#"):
         return False

@@ -38,12 +38,10 @@ import hmac
 import os
 import secrets
 import stringprep
-import tempfile
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
-from .files import FileProblem, read_file
+from .files import FileProblem, read_file, write_atomically
 
 SCRYPT = "scrypt"
 PBKDF2_SHA512 = "pbkdf2-sha512"
@@ -527,30 +525,8 @@ class PasswordFile:
         return f":{scram.encode()}" if scram is not None else ""
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically with mode 0600: readers see the old file or the new, never half.
-
-        A temporary file in the same directory (so os.replace is a rename on one filesystem) is
-        written and fsynced, then renamed over the target, then the directory is fsynced so the
-        rename itself survives a crash. Raises OSError; the temporary file is removed on failure.
-        """
-        target = Path(os.fspath(path))
-        directory = target.parent
-        # mkstemp creates the file 0600 before any hash is written to it: no window in which
-        # another local user could open it.
-        fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                         dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as temp:
-                os.fchmod(temp.fileno(), 0o600)
-                temp.write(self.dumps())
-                temp.flush()
-                os.fsync(temp.fileno())
-            os.replace(temp_name, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp_name)
-            raise
-        _fsync_directory(directory)
+        """Write atomically with mode 0600 (see `write_atomically`); raises OSError."""
+        write_atomically(path, self.dumps())
 
     def _dummy_hash(self) -> PasswordHash:
         # Same parameters as the first stored user so an unknown name costs what a known one
@@ -562,16 +538,3 @@ class PasswordFile:
             self._dummy = PasswordHash(params, secrets.token_bytes(SALT_BYTES),
                                        secrets.token_bytes(length))
         return self._dummy
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return  # Not every platform can open a directory; the rename is still atomic.
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -1,4 +1,5 @@
-"""Who may connect: the authenticator interfaces the core asks, asynchronously, at CONNECT.
+"""Who may connect and what they may do: the authenticator interfaces the core asks,
+asynchronously, at CONNECT, and the access rules it asks afterwards.
 
 Checking a password is slow on purpose (scrypt), so the core never waits for it: it hands an
 `AuthRequest` to the authenticator with a callback, stops reading from that connection, and
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from ..auth.acl import AclRules
+from ..auth.acl import Access
 from ..protocol.packets5 import Connect5
 
 
@@ -98,13 +99,52 @@ class EnhancedAuthenticator(Protocol):
         ...
 
 
+# -- authorization ---------------------------------------------------------------------------
+
+class ClientAccess(Protocol):
+    """What one client may do, resolved once per connection (and per session) from the rules
+    in force: an ACL file's `ClientAcl`, or dynamic security's view of the client, which
+    follows its changes at the next check."""
+
+    def allowed(self, topic: str, access: Access) -> bool:
+        """Publish to (WRITE) or receive (READ) this topic name."""
+        ...
+
+    def allowed_filter(self, topic_filter: str) -> bool:
+        """Subscribe to this filter (of a shared subscription, its inner filter)."""
+        ...
+
+    def allowed_unsubscribe(self, topic_filter: str) -> bool:
+        """Unsubscribe from this filter: refused, the subscription stays (MQTT 5: 0x87)."""
+        ...
+
+
+class AccessRules(Protocol):
+    def for_client(self, client_id: str, username: str | None) -> ClientAccess: ...
+
+
+CONTROL_PREFIX = "$CONTROL/"
+
+
+class ControlApi(Protocol):
+    """An API served on `$CONTROL/...` topics (Mosquitto's plugins' request/response style):
+    the core hands it the requests that the client's ACL lets through (see control.py)."""
+
+    def serves(self, topic: str) -> bool: ...
+
+    def request(self, topic: str, payload: bytes, client_id: str,
+                username: str | None) -> None: ...
+
+
 @dataclass(slots=True)
 class AccessPolicy:
     """What the core asks about access: the authenticator at CONNECT (None: anyone may
     connect), the enhanced one for an Authentication Method (None: CONNACK 0x8C for every
-    method), and the ACL (None: anyone may publish and subscribe to anything). The server's
-    reload replaces `acl` (see `Broker.set_acl`)."""
+    method), the ACL (None: anyone may publish and subscribe to anything) and the API served
+    on `$CONTROL` (None: every `$CONTROL` request is dropped). The server's reload replaces
+    `acl` (see `Broker.set_acl`)."""
 
     authenticator: Authenticator | None = None
     enhanced: EnhancedAuthenticator | None = None
-    acl: AclRules | None = None
+    acl: AccessRules | None = None
+    control: ControlApi | None = None

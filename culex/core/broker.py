@@ -23,10 +23,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..auth.acl import AclRules
 from ..protocol.reasons import ReasonCode
 from ..storage.base import LoadedState, Storage
-from .access import AccessPolicy
+from .access import AccessPolicy, AccessRules
 from .commit import CommitGate
 from .connection import Connection
 from .context import CoreServices, Timed
@@ -157,7 +156,7 @@ class Broker:
         self.deadlines.schedule(connection, now + self.limits.connect_timeout)
         return connection
 
-    def set_acl(self, rules: AclRules | None) -> None:
+    def set_acl(self, rules: AccessRules | None) -> None:
         """A new ACL is in force (start-up, reload): what each session may read follows it,
         offline sessions too, so a message queued for one is checked against the rules of
         its owner."""

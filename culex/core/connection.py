@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from ..auth.acl import ClientAcl
 from ..protocol.codec import encode_connack
 from ..protocol.errors import MalformedPacket, MQTTError, ProtocolError, UnacceptableProtocol
 from ..protocol.packets import ConnackCode, PacketType
@@ -26,7 +25,7 @@ from ..protocol.properties import Properties
 from ..protocol.reader import Frame, FrameReader
 from ..protocol.reasons import V5_CONNACK_CODES, ReasonCode, reason_name
 from ..protocol.v5 import encode_connack5, encode_disconnect5
-from .access import AuthInProgress
+from .access import AuthInProgress, ClientAccess
 from .context import CoreServices
 from .message import Message
 from .ports import Sink
@@ -130,7 +129,7 @@ class Connection:
         self.username: str | None = None
         # Set by the transport on TLS listeners that take the user name from the certificate.
         self.certificate_username: str | None = None
-        self.acl: ClientAcl | None = None
+        self.acl: ClientAccess | None = None
         # MQTT 5 enhanced authentication: the CONNECT's Authentication Method (AUTH must repeat
         # it, and only then is AUTH allowed at all), and the exchange in progress, if any.
         self.auth_method: str | None = None

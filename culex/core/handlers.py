@@ -24,6 +24,7 @@ from ..protocol.reasons import ReasonCode
 from ..protocol.topics import SHARE_PREFIX, filter_problem, shared_filter_problem, split_shared
 from ..protocol.v5 import decode_packet_v5, encode_ack5
 from .connection import Connection, Handler
+from .control import CONTROL_PREFIX, control_publish
 from .message import QOS0_PLAIN, Message
 from .states import State
 
@@ -50,9 +51,18 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
     if topic is None:
         topic = router.topic_name(topic_bytes)
     core.stats.publishes_received += 1
+    limit = core.limits.message_size_limit
+    if limit and len(frame) - payload_at > limit:
+        oversized(connection, topic, len(frame) - payload_at)
+        if qos:  # 3.1.1 cannot say why: acknowledged and dropped, as Mosquitto does
+            connection.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
+                                          packet_id & 0xFF)))
+        return
     routed = (topic[0] != "$" and connection.acl is None) or may_publish(connection, topic)
     if qos == 2 and not connection.session.inbound_received(packet_id):  # type: ignore[union-attr]
-        routed = False  # a retransmission: routed when it first arrived
+        routed = False  # a retransmission: routed (or taken) when it first arrived
+    elif not routed and topic.startswith(CONTROL_PREFIX):
+        control_publish(connection, topic, frame[payload_at:])  # 3.1.1 acks it all the same
     if routed:
         if first == QOS0_PLAIN:
             router.forward(topic, frame, connection)
@@ -69,14 +79,25 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
                                       packet_id & 0xFF)))
 
 
+def oversized(connection: Connection, topic: str, size: int) -> None:
+    """A PUBLISH whose payload is over `message_size_limit`: logged; the caller drops it."""
+    log.info("client %s (%s) publish to %r dropped: payload of %d bytes over "
+             "message_size_limit (%d)", connection.client_id, connection.address, topic, size,
+             connection.core.limits.message_size_limit)
+
+
 def may_publish(connection: Connection, topic: str) -> bool:
     """Whether the client may publish to `topic`; a refusal is logged. 3.1.1 cannot say no,
-    so there the message is acknowledged as usual and not routed; MQTT 5 says 0x87."""
-    if topic.startswith("$SYS"):
-        # Clients may not write the broker's own tree (Mosquitto denies it the same way).
-        log.info("client %s (%s) publish to %r dropped: $SYS is read-only",
-                 connection.client_id, connection.address, topic)
-        return False
+    so there the message is acknowledged as usual and not routed; MQTT 5 says 0x87.
+    `$CONTROL` requests are never routed: `control_publish` takes them or says why not."""
+    if topic[0] == "$":
+        if topic.startswith(CONTROL_PREFIX):
+            return False
+        if topic.startswith("$SYS"):
+            # Clients may not write the broker's own tree (Mosquitto denies it the same way).
+            log.info("client %s (%s) publish to %r dropped: $SYS is read-only",
+                     connection.client_id, connection.address, topic)
+            return False
     acl = connection.acl
     if acl is not None and not acl.allowed(topic, Access.WRITE):
         log.info("client %s (%s) publish to %r dropped: denied by the ACL",
@@ -198,8 +219,23 @@ def handle_unsubscribe(connection: Connection, first: int, frame: bytes, pos: in
             # UNSUBACK has no per-filter code in 3.1.1; Mosquitto closes here as well.
             raise ProtocolError(f"UNSUBSCRIBE with invalid filter {topic_filter!r}: {problem}")
     for topic_filter in packet.filters:
-        core.router.unsubscribe(session, topic_filter)
+        if may_unsubscribe(connection, topic_filter):  # 3.1.1 cannot say no: UNSUBACK anyway
+            core.router.unsubscribe(session, topic_filter)
     connection.send(bytes((UNSUBACK, 2, packet.packet_id >> 8, packet.packet_id & 0xFF)))
+
+
+def may_unsubscribe(connection: Connection, topic_filter: str) -> bool:
+    """Whether the ACL lets the client unsubscribe (dynamic security's unsubscribe rules);
+    a refusal is logged and the subscription stays, as in Mosquitto."""
+    acl = connection.acl
+    if acl is None:
+        return True
+    shared = split_shared(topic_filter)
+    if acl.allowed_unsubscribe(topic_filter if shared is None else shared[1]):
+        return True
+    log.info("client %s (%s) unsubscribe from %r refused: denied by the ACL",
+             connection.client_id, connection.address, topic_filter)
+    return False
 
 
 def handle_pingreq(connection: Connection, first: int, frame: bytes, pos: int) -> None:

@@ -21,7 +21,8 @@ from ..protocol.v5 import decode_packet_v5, encode_ack5, encode_suback5, encode_
 from . import enhanced_auth
 from .aliasing import aliased_topic, protocol_error
 from .connection import Connection, Handler
-from .handlers import V311_HANDLERS, may_publish, subscribe_filter
+from .control import CONTROL_PREFIX, control_publish
+from .handlers import V311_HANDLERS, may_publish, may_unsubscribe, oversized, subscribe_filter
 from .message import QOS0_PLAIN, Message
 from .session import Session
 from .states import State
@@ -89,7 +90,17 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
         # More unreleased QoS 2 messages than the Receive Maximum we announced.
         raise protocol_error(f"more than {limits.receive_maximum} QoS 2 messages awaiting "
                              "PUBREL", "MQTT-3.3.4-7", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
-    if not may_publish(connection, topic):
+    if limits.message_size_limit and len(packet.payload) > limits.message_size_limit:
+        oversized(connection, topic, len(packet.payload))
+        # Mosquitto's documented code: 0x95 Packet too large is not one a PUBACK may carry.
+        reason = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+    elif topic[0] == "$" and topic.startswith(CONTROL_PREFIX):
+        # Taken once: a QoS 2 retransmission finds its id still awaiting PUBREL.
+        if qos != 2 or session.inbound_received(packet_id):
+            reason = control_publish(connection, topic, packet.payload)
+            if reason and qos == 2:
+                session.inbound_released(packet_id)  # a failed PUBREC ends the exchange
+    elif not may_publish(connection, topic):
         reason = ReasonCode.NOT_AUTHORIZED
     elif bad_format:
         reason = ReasonCode.PAYLOAD_FORMAT_INVALID
@@ -128,6 +139,9 @@ def _forward_plain(connection: Connection, frame: bytes, pos: int) -> bool:
     topic = core.router.topic_names.get(frame[pos + 2:stop])
     if topic is None:
         return False
+    limit = core.limits.message_size_limit
+    if limit and len(frame) - stop - 1 > limit:
+        return False  # the full path drops it and says why
     core.stats.publishes_received += 1
     if (topic[0] != "$" and connection.acl is None) or may_publish(connection, topic):
         core.router.forward(topic, frame, connection)
@@ -141,6 +155,8 @@ _PUBLISH_PROBLEMS: Final[dict[int, str]] = {
     ReasonCode.PAYLOAD_FORMAT_INVALID: "payload is not UTF-8, as its Payload Format "
                                        "Indicator says",
     ReasonCode.QUOTA_EXCEEDED: "a subscriber's queue is full",
+    ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR: "payload larger than the broker's "
+                                              "message_size_limit",
 }
 
 
@@ -191,7 +207,9 @@ def handle_unsubscribe(connection: Connection, first: int, frame: bytes, pos: in
     router = connection.core.router
     codes: list[int] = []
     for topic_filter in packet.filters:
-        if topic_filter not in session.subscriptions:
+        if not may_unsubscribe(connection, topic_filter):
+            codes.append(ReasonCode.NOT_AUTHORIZED)
+        elif topic_filter not in session.subscriptions:
             codes.append(ReasonCode.NO_SUBSCRIPTION_EXISTED)
         else:
             router.unsubscribe(session, topic_filter)

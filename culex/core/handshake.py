@@ -29,7 +29,7 @@ from ..protocol.reasons import ReasonCode
 from ..protocol.topics import check_topic_name
 from ..protocol.v5 import decode_connect_any, encode_connack5
 from . import enhanced_auth
-from .access import AuthRequest, AuthStep, Outcome
+from .access import CONTROL_PREFIX, AuthRequest, AuthStep, Outcome
 from .aliasing import use_topic_aliases
 from .connection import Connection, Handler
 from .handlers import V311_HANDLERS
@@ -77,6 +77,18 @@ def handle_connect(connection: Connection, first: int, frame: bytes, offset: int
         connection.refuse(ConnackCode.NOT_AUTHORIZED,
                           f"will QoS {connection.will.qos} above Maximum QoS {max_qos}",
                           v5_code=ReasonCode.QOS_NOT_SUPPORTED)
+        return
+    will, limit = connection.will, core.limits.message_size_limit
+    if will is not None and limit and len(will.payload) > limit:
+        # As Mosquitto: a will that could never be published is refused at CONNECT.
+        connection.refuse(ConnackCode.NOT_AUTHORIZED, f"will payload of {len(will.payload)} "
+                          f"bytes over message_size_limit ({limit})",
+                          v5_code=ReasonCode.PACKET_TOO_LARGE)
+        return
+    if will is not None and will.topic.startswith(CONTROL_PREFIX):
+        # A will is routed, and $CONTROL requests never are (control.py).
+        connection.refuse(ConnackCode.NOT_AUTHORIZED, f"will topic {will.topic!r} is a "
+                          "$CONTROL topic")
         return
     refusal = _connect_refusal(connection, packet)
     if refusal is not None:

@@ -15,6 +15,10 @@ class Limits:
     # Largest whole packet accepted, checked from the fixed header before buffering; bounds the
     # memory one connection can make us hold for a partial packet.
     max_packet_size: int = 16 * 1024 * 1024
+    # Largest PUBLISH payload accepted (0: any). A larger one is dropped without closing the
+    # connection, as Mosquitto's message_size_limit does: QoS 1/2 still get their PUBACK/PUBREC
+    # (MQTT 5: reason 0x83), and a CONNECT whose will payload is larger is refused.
+    message_size_limit: int = 0
     # Unacknowledged QoS 1/2 PUBLISHes sent to one client at a time; the rest wait in its queue
     # in order. Keeps a slow client's retransmission set, and our memory per client, small.
     max_inflight_messages: int = 20
@@ -82,6 +86,8 @@ class Limits:
         found = []
         if not 2 <= self.max_packet_size <= 268_435_460:
             found.append("max_packet_size must be between 2 and 268435460")
+        if not 0 <= self.message_size_limit <= 268_435_455:
+            found.append("message_size_limit must be between 0 (no limit) and 268435455")
         if not 1 <= self.max_inflight_messages <= 65535:
             found.append("max_inflight_messages must be between 1 and 65535")
         if not 1 <= self.receive_maximum <= 65535:

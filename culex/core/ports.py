@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ..auth.acl import ClientAcl
+from .access import ClientAccess
 from .message import Message
 from .states import State
 
@@ -90,7 +90,7 @@ class DeliveryTarget(Protocol):
 class ClientLink(Publisher, DeliveryTarget, Protocol):
     address: str
     # What the client may read and write, as the ACL in force says.
-    acl: ClientAcl | None
+    acl: ClientAccess | None
     # What it has sent (folded into `Stats` when it closes).
     bytes_sent: int
     packets_sent: int

@@ -21,6 +21,7 @@ from ..auth.acl import Access
 from ..protocol.publish import qos0_payload_offset, topic_span
 from ..protocol.reasons import ReasonCode
 from ..protocol.topics import split_shared, validate_topic_name
+from .access import CONTROL_PREFIX
 from .flow import FlowControl
 from .limits import Limits
 from .message import Message
@@ -65,6 +66,8 @@ class Router:
         topic = self.topic_names.get(topic_bytes)
         if topic is None:
             topic = validate_topic_name(topic_bytes, self._limits.max_topic_levels)
+            if topic.startswith(CONTROL_PREFIX):
+                return topic  # never cached: it must not take a forwarding shortcut (control.py)
             names = self.topic_names
             if len(names) >= TOPIC_NAME_CACHE_SIZE:
                 names.clear()

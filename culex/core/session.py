@@ -13,7 +13,8 @@ from collections import deque
 from collections.abc import Iterator
 from types import MappingProxyType
 
-from ..auth.acl import Access, ClientAcl
+from ..auth.acl import Access
+from .access import ClientAccess
 from .message import Message
 from .outgoing import Outgoing
 from .persistence import Persistence
@@ -87,7 +88,7 @@ class Session:
         self.connection: ClientLink | None = None
         # What the client may read, from its last CONNECT; None without an ACL file (and for a
         # session restored from storage until its client connects again).
-        self.acl: ClientAcl | None = None
+        self.acl: ClientAccess | None = None
         # The user name of the session's last connection: the ACL of an offline session is
         # resolved with it at start-up and when the ACL file is reloaded. Stored with the
         # session; only sessions stored before schema version 3 have no known owner (and no

@@ -16,8 +16,8 @@ import logging
 import secrets
 from collections.abc import Callable
 
-from ..auth.acl import ClientAcl
 from ..protocol.reasons import ReasonCode
+from .access import ClientAccess
 from .limits import Limits
 from .message import Message
 from .persistence import Persistence
@@ -68,7 +68,7 @@ class SessionManager:
     # -- attaching -----------------------------------------------------------------------------
 
     def attach(self, connection: ClientLink, client_id: str, *, clean_start: bool, expiry: int,
-               v5: bool, username: str | None, acl: ClientAcl | None, max_inflight: int,
+               v5: bool, username: str | None, acl: ClientAccess | None, max_inflight: int,
                will: Message | None) -> tuple[Session, bool]:
         """Give `connection` the session of `client_id`; returns it and whether it existed
         before (CONNACK's Session Present)."""

@@ -61,6 +61,7 @@ COUNTS = 5
 READY = 6
 BARRIER = 7
 BARRIER_ACK = 8
+NOTICE = 10  # for `WorkerLinks.notices`: what a part beyond routing tells the other workers
 BARRIER_BODY = struct.Struct(">Q")
 
 # Every record: the length of what follows the 4 length bytes, then its kind.
@@ -246,6 +247,8 @@ class WorkerLinks:
         # Barrier (the `sends` it covers) -> the workers yet to answer, and what runs then.
         self._unconfirmed: dict[int, tuple[set[int], list[Callable[[], None]]]] = {}
         self._dirty: list[WorkerLink] = []
+        # Who reads NOTICE records (the worker that sent it, the body): dynamic security.
+        self.notices: Callable[[int, bytes], None] | None = None
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -483,6 +486,14 @@ class WorkerLinks:
         self._turns[key] = turn + 1
         return workers[turn % len(workers)]
 
+    def notify(self, body: bytes, to: int | None = None) -> None:
+        """A NOTICE for worker `to`, or every other one; counted in `sends`, so that
+        `when_known` can wait until they have applied it."""
+        data = record(NOTICE, body)
+        for link in self.links.values() if to is None else [self.links[to]]:
+            self._queue(link, data)
+        self.sends += 1
+
     # -- counters ----------------------------------------------------------------------------
 
     def send_counts(self, counts: dict[str, int]) -> None:
@@ -531,6 +542,8 @@ class WorkerLinks:
                 self._gate.when_durable(partial(self._queue, link), record(BARRIER_ACK, body))
             elif kind == BARRIER_ACK:
                 self._confirmed(BARRIER_BODY.unpack(body)[0], link.index)
+            elif kind == NOTICE and self.notices is not None:
+                self.notices(link.index, body)
             elif kind == READY:
                 link.ready = True
                 if sum(other.ready for other in self.links.values()) == self.size - 1:

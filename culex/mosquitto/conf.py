@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .handlers import HANDLERS
-from .keys import BRIDGES_NOT_SUPPORTED, Fate, lookup
+from .keys import BRIDGES_NOT_SUPPORTED, Fate, entry_name, lookup
 from .model import (
     ListenerDraft,
     MosquittoConf,
@@ -95,7 +95,7 @@ class Reader(State):
         elif where.key == "listener":
             return self.listener(where, value)
         else:
-            handler = HANDLERS[where.key]
+            handler = HANDLERS[entry_name(where.key)]
             if not value:
                 raise MosquittoConfError(f"{where}: empty value")
             handler(self, where, value, current)
@@ -229,12 +229,15 @@ class Reader(State):
         if self.per_listener is not None and self.per_listener[0] and drafts:
             security = self._common(drafts, "security", {"allow_anonymous": False})
         auth: dict[str, Any] = {}
-        for name in ("password_file", "acl_file"):
+        for name in ("password_file", "acl_file", "dynamic_security"):
             if name in security:
                 value, where = security[name]
                 auth[name] = value
                 conf.origins[f"auth.{name}"] = where
         conf.data["auth"] = auth
+        if self.plugin is not None and self.plugin[0] and "dynamic_security" not in auth:
+            self.warn(self.plugin[1], "", "plugin", "without plugin_opt_config_file Mosquitto "
+                      "does not activate the dynamic-security plugin either")
         if "allow_anonymous" in security:
             value, where = security["allow_anonymous"]
             if self.local_only and not value:
@@ -290,12 +293,25 @@ class Reader(State):
             put(conf, "storage.path", path, source[1])
 
     def _build_logging(self, conf: MosquittoConf) -> None:
+        files = [(dest[len("file"):].strip(" \t"), where) for dest, where in self.log_dests
+                 if words(dest)[0] == "file"]
+        for path, where in files:
+            if not path:
+                raise MosquittoConfError(f"{where}: empty log_dest file value")
+            if "logging.file" in conf.origins:
+                first = conf.origins["logging.file"]
+                raise MosquittoConfError(f"{where}: duplicate log_dest file (first at "
+                                         f"{first.file}:{first.line}), as Mosquitto refuses")
+            put(conf, "logging.file", path, where)
         for dest, where in self.log_dests:
-            if dest == "stdout":
+            if dest in ("stdout", "stderr") and files:
+                self.warn(where, dest, f"log_dest {dest}", "Culex logs to one destination: "
+                          f"the file {files[0][0]}")
+            elif dest == "stdout":
                 self.warn(where, dest, "log_dest stdout", "Culex logs to standard error")
-            elif dest != "stderr":
-                self.refuse(where, dest, "not supported: Culex logs to standard error (under "
-                            "systemd, the journal keeps it)")
+            elif dest != "stderr" and not dest.startswith("file"):
+                self.refuse(where, dest, "not supported: Culex logs to standard error or to "
+                            "a file (under systemd, the journal keeps standard error)")
         levels = []
         for kind, where in self.log_types:
             if kind == "none":

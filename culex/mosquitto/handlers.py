@@ -6,8 +6,10 @@ line it came from, or records a refusal when Culex can honour only some of its v
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any
 
+from .keys import DYNSEC_PLUGIN
 from .model import (
     OPENS_DEFAULT,
     ListenerDraft,
@@ -126,6 +128,33 @@ def _security(name: str, parse: Callable[[Where, str], Any]) -> Handler:
     return handle
 
 
+def _plugin(state: State, where: Where, value: str, current: ListenerDraft) -> None:
+    state.security_seen = state.security_seen or where
+    dynsec = PurePosixPath(value).name == DYNSEC_PLUGIN
+    if not dynsec:
+        state.refuse(where, value, "not supported: Culex loads no plugins; Mosquitto's "
+                     f"dynamic-security plugin ({DYNSEC_PLUGIN}) is the one built in")
+    elif state.plugin is not None and state.plugin[0]:
+        first = state.plugin[1]
+        raise MosquittoConfError(f"{where}: the dynamic-security plugin is loaded twice (first "
+                                 f"at {first.file}:{first.line})")
+    state.plugin = (dynsec, where)
+
+
+def _plugin_option(state: State, where: Where, value: str, current: ListenerDraft) -> None:
+    """`plugin_opt_NAME VALUE`: an option of the plugin on the latest `plugin` line."""
+    if state.plugin is None:
+        raise MosquittoConfError(f"{where}: a plugin option must come after a `plugin` line, "
+                                 "as Mosquitto requires")
+    if not state.plugin[0]:
+        return  # an option of a refused plugin: the refusal says it all
+    if where.key.split("_opt_", 1)[1] != "config_file":
+        state.warn(where, value, where.key, "the dynamic-security plugin has no such option "
+                   "(Mosquitto ignores it too)")
+        return
+    _dynamic_security(state, where, value, current)
+
+
 def _per_listener_settings(state: State, where: Where, value: str,
                            current: ListenerDraft) -> None:
     enabled = boolean(where, value)
@@ -191,6 +220,8 @@ def _log_type(state: State, where: Where, value: str, current: ListenerDraft) ->
     state.log_types.append((choice(where, value, kinds), where))
 
 
+_dynamic_security = _security("dynamic_security", lambda where, value: value)
+
 HANDLERS: dict[str, Handler] = {
     "port": _port,
     "bind_address": _bind_address,
@@ -211,6 +242,10 @@ HANDLERS: dict[str, Handler] = {
     "allow_anonymous": _security("allow_anonymous", boolean),
     "password_file": _security("password_file", lambda where, value: value),
     "acl_file": _security("acl_file", lambda where, value: value),
+    "plugin": _plugin,
+    "auth_plugin": _plugin,
+    "plugin_opt_*": _plugin_option,
+    "auth_opt_*": _plugin_option,
     "per_listener_settings": _per_listener_settings,
     "allow_zero_length_clientid": _only(True, "Culex assigns an id to a client that sends "
                                         "an empty one with a clean session, as MQTT allows"),
@@ -226,6 +261,7 @@ HANDLERS: dict[str, Handler] = {
     "max_queued_messages": _max_queued_messages,
     "max_queued_bytes": _global_int("limits.max_queued_bytes", 0, 2**63 - 1),
     "max_packet_size": _global_int("limits.max_packet_size", 20, 268_435_460),
+    "message_size_limit": _global_int("limits.message_size_limit", 0, 268_435_455),
     "max_keepalive": _global_int("limits.max_keepalive", 0, 65535, 65535),
     "sys_interval": _global_int("sys_interval", 0, 65535),
     "persistence": _persistence,

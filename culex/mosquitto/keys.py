@@ -35,10 +35,15 @@ class Key:
 
 BRIDGES_NOT_SUPPORTED = "bridges are not supported yet"
 
-# Mosquitto's authentication and authorization plugins, and their options (prefix keys).
+# Mosquitto's authentication and authorization plugins, and their options (prefix keys). Of
+# the plugins, Culex has the dynamic-security one, built in.
 PLUGIN_PREFIXES = ("auth_opt_", "plugin_opt_")
-PLUGINS_NOT_SUPPORTED = ("plugins are not supported (Culex's own dynamic-security API comes "
-                         "later); use password_file and acl_file")
+DYNSEC_PLUGIN = "mosquitto_dynamic_security.so"
+PLUGIN = (f"[auth] dynamic_security, for Mosquitto's dynamic-security plugin ({DYNSEC_PLUGIN}, "
+          "in any directory) with plugin_opt_config_file; any other plugin is refused: Culex "
+          "loads no plugins")
+PLUGIN_OPTION = ("plugin_opt_config_file: [auth] dynamic_security; the dynamic-security "
+                 "plugin has no other option (warned)")
 
 _M, _W, _R = Fate.MAPPED, Fate.WARNED, Fate.REFUSED
 
@@ -105,11 +110,13 @@ CATALOGUE: dict[str, Key] = {
                                    "retained message, not its publisher's current write "
                                    "access"),
     "clientid_prefixes": Key(_R, "client id prefixes are not supported; use an ACL"),
-    "auth_plugin": Key(_R, PLUGINS_NOT_SUPPORTED),
-    "plugin": Key(_R, PLUGINS_NOT_SUPPORTED),
-    "auth_opt_*": Key(_R, PLUGINS_NOT_SUPPORTED),
-    "plugin_opt_*": Key(_R, PLUGINS_NOT_SUPPORTED),
-    "auth_plugin_deny_special_chars": Key(_R, PLUGINS_NOT_SUPPORTED),
+    "auth_plugin": Key(_M, PLUGIN + " (an older name of plugin)"),
+    "plugin": Key(_M, PLUGIN),
+    "auth_opt_*": Key(_M, PLUGIN_OPTION + " (an older name of plugin_opt_*)"),
+    "plugin_opt_*": Key(_M, PLUGIN_OPTION),
+    "auth_plugin_deny_special_chars": Key(_W, "applies to old-style (version 2 to 4) "
+                                              "authentication plugins, which Culex does not "
+                                              "load"),
     # Limits and message handling.
     "max_inflight_messages": Key(_M, "[limits] max_inflight_messages (0: 65535)"),
     "max_inflight_bytes": Key(_M, "0 only, Culex's behaviour (nothing to set); a byte bound on "
@@ -119,9 +126,9 @@ CATALOGUE: dict[str, Key] = {
     "max_queued_bytes": Key(_M, "[limits] max_queued_bytes (0: unbounded, as in Mosquitto)"),
     "max_packet_size": Key(_M, "[limits] max_packet_size"),
     "max_keepalive": Key(_M, "[limits] max_keepalive (0: 65535)"),
-    "message_size_limit": Key(_R, "Culex has no payload limit that keeps the connection open; "
-                                  "use max_packet_size, as Mosquitto recommends (a larger "
-                                  "packet closes the connection)"),
+    "message_size_limit": Key(_M, "[limits] message_size_limit: a larger PUBLISH payload is "
+                                  "dropped, QoS 1/2 acknowledged (MQTT 5: 0x83), a larger will "
+                                  "refused"),
     "memory_limit": Key(_R, "Culex has no global heap limit; it bounds each client instead "
                             "(max_queued_messages, max_queued_bytes, max_write_buffer)"),
     "retain_available": Key(_M, "true only, Culex's behaviour (nothing to set); false is "
@@ -152,8 +159,9 @@ CATALOGUE: dict[str, Key] = {
     "autosave_on_changes": Key(_W, "Culex commits each message before it acknowledges it "
                                    "(durability \"sync\"): there is nothing to save later"),
     # Logging.
-    "log_dest": Key(_M, "stderr: nothing to set; stdout is accepted with a warning (Culex logs "
-                        "to standard error); file, syslog, topic, dlt and none are refused"),
+    "log_dest": Key(_M, "file PATH: [logging] file; stderr: nothing to set; stdout is "
+                        "accepted with a warning (Culex logs to standard error); syslog, topic, "
+                        "dlt and none are refused"),
     "log_type": Key(_M, "[logging] level: the most verbose type listed (debug; information or "
                         "notice: info; warning; error); subscribe, unsubscribe, websockets and "
                         "internal add nothing (warned)"),
@@ -182,9 +190,12 @@ BRIDGE_KEYS = (
 CATALOGUE.update({name: Key(Fate.BRIDGE, BRIDGES_NOT_SUPPORTED) for name in BRIDGE_KEYS})
 
 
+def entry_name(name: str) -> str:
+    """The catalogue's name of a key as written in a file: `plugin_opt_*` for a plugin's
+    option."""
+    return next((prefix + "*" for prefix in PLUGIN_PREFIXES if name.startswith(prefix)), name)
+
+
 def lookup(name: str) -> Key | None:
     """The catalogue entry of a key as written in a file (prefix keys included), or None."""
-    for prefix in PLUGIN_PREFIXES:
-        if name.startswith(prefix):
-            return CATALOGUE[prefix + "*"]
-    return CATALOGUE.get(name)
+    return CATALOGUE.get(entry_name(name))

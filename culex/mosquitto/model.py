@@ -106,6 +106,8 @@ class State:
         self.security_seen: Where | None = None
         self.security: dict[str, Setting] = {}
         self.globals: dict[str, Setting] = {}
+        # The latest `plugin` line: whether it is the dynamic-security plugin, and where.
+        self.plugin: tuple[bool, Where] | None = None
         self.log_dests: list[tuple[str, Where]] = []
         self.log_types: list[tuple[str, Where]] = []
         self.warnings: list[Note] = []

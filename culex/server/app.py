@@ -186,6 +186,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
                     batch_interval=config.storage.batch_interval,
                     access=security.access_policy(), workers=workers)
     host.serve(broker)
+    security.attach(broker)
     if storage is not None:
         started = time.monotonic()
         if plan is None:  # with workers, the supervisor has done it
@@ -196,7 +197,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
                  "messages, %d retained, %d wills in %.3f s", storage.path,
                  config.storage.durability, len(state.sessions), queued, len(state.retained),
                  len(state.wills), time.monotonic() - started)
-    broker.set_acl(security.acl)
+    broker.set_acl(security.rules())
     files = OpenFileWatch(broker.connections)
     gates = [ListenerGate(bound.listener, files) for bound in listening]
     links = broker.links

@@ -16,6 +16,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..auth import scram
@@ -24,6 +25,7 @@ from ..auth.passwords import DEFAULT_SCRAM_ITERATIONS, PasswordFile, PasswordFil
 from ..config import AuthConfig, Listener
 from ..core.access import (
     AccessPolicy,
+    AccessRules,
     AuthDone,
     AuthExchange,
     AuthRequest,
@@ -32,6 +34,10 @@ from ..core.access import (
     StepDone,
 )
 from ..core.broker import Broker
+from ..dynsec import store as dynsec_store
+from ..dynsec.model import ITERATIONS, DynsecState
+from ..dynsec.service import DynamicSecurity
+from ..dynsec.store import DynsecFileError
 from ..protocol.packets import ConnackCode
 from ..protocol.reasons import ReasonCode
 
@@ -81,16 +87,27 @@ def scram_iterations(passwords: PasswordFile | None) -> int:
     return first.iterations if first is not None else DEFAULT_SCRAM_ITERATIONS
 
 
-AuthFiles = tuple[PasswordFile | None, AclRules | None]
+@dataclass(frozen=True, slots=True)
+class AuthFiles:
+    """The files `[auth]` names, read and checked."""
+
+    passwords: PasswordFile | None = None
+    acl: AclRules | None = None
+    # The dynamic-security file's bytes and what they say.
+    dynamic_security: tuple[bytes, DynsecState] | None = None
 
 
 def load_files(config: AuthConfig) -> AuthFiles:
     try:
         passwords = PasswordFile.load(config.password_file) if config.password_file else None
         acl = AclRules.load(config.acl_file) if config.acl_file else None
-    except (PasswordFileError, AclError) as exc:
+        dynamic = None
+        if config.dynamic_security:
+            data = dynsec_store.read(config.dynamic_security)
+            dynamic = data, dynsec_store.parse(data, config.dynamic_security)
+    except (PasswordFileError, AclError, DynsecFileError) as exc:
         raise SecurityError(str(exc)) from None
-    return passwords, acl
+    return AuthFiles(passwords, acl, dynamic)
 
 
 class Security:
@@ -106,17 +123,34 @@ class Security:
         # Whether this process logs what concerns the files as a whole (weak hashes): with
         # worker processes, only worker 0 does, so the log says it once.
         self.reports = reports
-        self.passwords, self.acl = files
+        self.passwords, self.acl = files.passwords, files.acl
         self._report_weak_hashes()
         # One secret for the life of the process: an unknown user's fake salt stays the same
         # across reloads, as a real user's does.
         self._fake_scram = scram.FakeCredentials(scram_iterations(self.passwords))
         self._pool = ThreadPoolExecutor(PASSWORD_CHECK_THREADS,
                                         thread_name_prefix="culex-auth")
+        self.dynamic: DynamicSecurity | None = None
+        if files.dynamic_security is not None:
+            self.dynamic = DynamicSecurity(config.dynamic_security, *files.dynamic_security,
+                                           allow_anonymous=allow_anonymous,
+                                           submit=self._submit)
+            self._report_weak_dynamic_hashes(files.dynamic_security[1])
+
+    def rules(self) -> AccessRules | None:
+        """The access rules in force: dynamic security's, or the ACL file's."""
+        return self.dynamic.rules if self.dynamic is not None else self.acl
+
+    def attach(self, broker: Broker) -> None:
+        """Dynamic security answers and acts through the broker."""
+        if self.dynamic is not None:
+            self.dynamic.attach(broker)
 
     def access_policy(self) -> AccessPolicy:
         """What the broker asks at CONNECT. Only a broker with something to check pays for
         the checks."""
+        if self.dynamic is not None:
+            return AccessPolicy(self.dynamic, None, self.dynamic.rules, self.dynamic)
         authenticator = self if (self.passwords is not None or self.acl is not None
                                  or not self.allow_anonymous) else None
         enhanced = None
@@ -139,7 +173,15 @@ class Security:
     def _submit(self, work: Callable[[], T], done: Callable[[T], None]) -> None:
         """Run `work` on the pool and hand its result to `done` on the event loop."""
         def finished(future: Future[T]) -> None:
-            self.loop.call_soon_threadsafe(done, future.result())
+            if future.cancelled():
+                return  # shutting down (`close`)
+            result = future.result()
+            try:
+                self.loop.call_soon_threadsafe(done, result)
+            except RuntimeError:
+                if not self.loop.is_closed():
+                    raise
+                # Shutting down: the loop has gone, and nobody waits for this answer.
 
         self._pool.submit(work).add_done_callback(finished)
 
@@ -165,7 +207,7 @@ class Security:
         """SIGHUP: re-read the password file, the ACL and certificates; keep the old ones
         if a new one is bad (CVE-2017-7652: a failed reload must not open the broker)."""
         try:
-            passwords, acl = load_files(self.config)
+            files = load_files(self.config)
             for listener, _context in tls:
                 probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 probe.load_cert_chain(listener.certfile, listener.keyfile or None)
@@ -178,13 +220,17 @@ class Security:
             context.load_cert_chain(listener.certfile, listener.keyfile or None)
             if listener.cafile:
                 context.load_verify_locations(listener.cafile)
-        self.passwords = passwords
+        self.passwords = files.passwords
         self._report_weak_hashes()
-        self._fake_scram.iterations = scram_iterations(passwords)
-        self.acl = acl
-        broker.set_acl(acl)
-        log.info("reloaded: password file %s, ACL %s, %d TLS listener(s)",
-                 self.config.password_file or "-", self.config.acl_file or "-", len(tls))
+        self._fake_scram.iterations = scram_iterations(files.passwords)
+        self.acl = files.acl
+        if self.dynamic is not None and files.dynamic_security is not None:
+            self.dynamic.reload(*files.dynamic_security)
+            self._report_weak_dynamic_hashes(files.dynamic_security[1])
+        broker.set_acl(self.rules())
+        log.info("reloaded: password file %s, ACL %s, dynamic security %s, %d TLS "
+                 "listener(s)", self.config.password_file or "-", self.config.acl_file or "-",
+                 self.config.dynamic_security or "-", len(tls))
 
     def _report_weak_hashes(self) -> None:
         """One line naming the users whose hashes are cheap to guess (mosquitto_passwd's)."""
@@ -195,6 +241,16 @@ class Security:
                         "`culex passwd --rehash %s USER` replaces each with the user's "
                         "password", self.config.password_file, len(weak), users,
                         self.config.password_file)
+
+    def _report_weak_dynamic_hashes(self, state: DynsecState) -> None:
+        weak = [f"{client.username} ({client.password.iterations} iterations)"
+                for client in state.sorted_clients()
+                if client.password is not None and client.password.iterations < ITERATIONS]
+        if weak and self.reports:
+            log.warning("dynamic security %s: %d client(s) with weak password hashes "
+                        "(PBKDF2-SHA512): %s; a password set over the API (`mosquitto_ctrl "
+                        "dynsec setClientPassword`) gets %d iterations",
+                        self.config.dynamic_security, len(weak), ", ".join(weak), ITERATIONS)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -110,11 +110,13 @@ def summary(config: Config, started: Started) -> str:
         state = f"durability {settings.durability}, state {settings.path} (locked)"
     auth = config.auth
     methods = ", ".join(auth.enhanced_methods) or "none"
+    access = (f"dynamic security {auth.dynamic_security}" if auth.dynamic_security else
+              f"password file {auth.password_file or 'none'}, enhanced methods {methods}; "
+              f"ACL {auth.acl_file or 'off'}")
     return (f"culex {__version__} serving: listeners {listeners}; "
             f"{workers} worker{'s' if workers > 1 else ''} (pid {os.getpid()}); {state}; "
             f"auth: anonymous {'allowed' if anonymous_allowed(config) else 'refused'}, "
-            f"password file {auth.password_file or 'none'}, enhanced methods {methods}; "
-            f"ACL {auth.acl_file or 'off'}; open-file limit {started.open_files}")
+            f"{access}; open-file limit {started.open_files}")
 
 
 def status(config: Config, started: Started) -> str:

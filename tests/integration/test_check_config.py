@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port, render_config
+from tests.integration.dynsec_tools import dynsec_init
 from tests.integration.test_auth import PASSWORDS, culex, make_password_file
 
 GOOD_ACL = """\
@@ -155,3 +156,16 @@ def test_listener_beyond_loopback_with_anonymous_or_passwords_is_ok(
         result = check(config)
         assert result.returncode == 0, result.stderr
         assert "OK" in result.stdout
+
+
+def test_dynamic_security_file_checked(tmp_path: Path) -> None:
+    path = dynsec_init(tmp_path / "dynsec.json")
+    config = write_config(tmp_path, listeners=[{"host": "0.0.0.0", "port": free_port()}],
+                          auth={"dynamic_security": str(path)})
+    result = check(config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (f"{config}: OK (1 listener(s), dynamic security: 1 "
+                                      "client(s), 0 group(s), 1 role(s), durability sync)")
+    path.write_text('{"clients": [{"username": "a", "roles": [{"rolename": "r"}]}]}')
+    assert one_line_error(check(config)) == (
+        f"culex: {path}: clients[0] (a): roles[0]: rolename 'r' does not exist")

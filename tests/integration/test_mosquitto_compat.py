@@ -17,14 +17,20 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.conftest import BrokerFactory, BrokerProcess
+from tests.conftest import ROOT, BrokerFactory, BrokerProcess
 from tests.integration.clients import (
     CONNACK,
+    PUBACK,
+    PUBREC,
     Clients,
     PahoClient,
     RawClient,
+    Will,
     connect_packet,
+    mqtt_str,
+    packet,
     publish_packet,
+    wait_until,
 )
 from tests.integration.test_auth import culex
 
@@ -219,15 +225,89 @@ def test_warnings_logged_once_at_start(start: Start) -> None:
         in text
 
 
+def v5_connect(broker: BrokerProcess, client_id: str) -> RawClient:
+    """An MQTT 5 connection spoken byte by byte: paho closes the connection on a PUBACK
+    reason code the spec does not allow, which is what Mosquitto sends below."""
+    raw = RawClient(broker)
+    raw.send(packet(0x10, mqtt_str("MQTT") + b"\x05\x02\x00\x3c\x00" + mqtt_str(client_id)))
+    assert raw.expect(CONNACK).body[:2] == b"\x00\x00"
+    return raw
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_message_size_limit_drops_larger_payloads(start: Start, program: str) -> None:
+    """Mosquitto's message_size_limit: a larger payload is dropped and the connection stays;
+    QoS 1 and 2 are acknowledged all the same, and a CONNECT whose will payload is larger is
+    refused. MQTT 5 acks say why: Culex with 0x83 (implementation specific error), as
+    Mosquitto's documentation says; Mosquitto 2.0.11 sends 0x95, which the spec allows in
+    CONNACK and DISCONNECT only."""
+    broker = start(program, "listener {port} 127.0.0.1\nallow_anonymous true\n"
+                            "message_size_limit 100\n")
+    with Clients(broker) as clients:
+        subscriber = clients.subscriber("size/#")
+        v3 = clients.paho()
+        v5 = clients.paho(protocol=mqtt.MQTTv5)
+        raw5 = v5_connect(broker, "size-raw5")
+        for qos in (0, 1, 2):
+            assert v3.publish("size/v3", b"x" * 101, qos=qos) == 0
+            assert v3.publish("size/v3", b"x" * 100, qos=qos) == 0
+            assert v5.publish("size/v5", b"y" * 100, qos=qos) == 0
+        raw5.send(packet(0x30, mqtt_str("size/raw") + b"\x00" + b"z" * 101))
+        for qos, ack in ((1, PUBACK), (2, PUBREC)):
+            raw5.send(packet(0x30 | qos << 1, mqtt_str("size/raw") + bytes((0, qos, 0))
+                             + b"z" * 101))
+            reply = raw5.expect(ack)
+            assert (reply.packet_id, reply.body[2]) == (
+                qos, 0x83 if program == "culex" else 0x95)
+        received = subscriber.get_many(6)
+        assert sorted((m.topic, len(m.payload), m.qos) for m in received) == sorted(
+            (topic, 100, qos) for qos in (0, 1, 2) for topic in ("size/v3", "size/v5"))
+        subscriber.assert_no_message()
+        assert raw5.is_open()
+        big_will = Will("size/will", b"w" * 101)
+        assert clients.paho(will=big_will, connect=False).connect(
+            expect_rc=None).return_code == 5
+        assert clients.paho(protocol=mqtt.MQTTv5, will=big_will, connect=False).connect(
+            expect_rc=None).return_code == 0x95
+
+
+def test_debians_default_configuration_serves(tmp_path: Path) -> None:
+    """/etc/mosquitto/mosquitto.conf as Debian ships it (its paths moved into the test's
+    directory), with a listener in conf.d as its comment invites: Culex logs to its log file,
+    keeps its state in persistence_location, and serves."""
+    text = (ROOT / "tests" / "fixtures" / "mosquitto" / "debian-mosquitto.conf").read_text()
+    for path, moved in (("/run/mosquitto", "run"), ("/var/lib/mosquitto", "lib"),
+                        ("/var/log/mosquitto", "log"), ("/etc/mosquitto/conf.d", "conf.d")):
+        (tmp_path / moved).mkdir()
+        text = text.replace(path, str(tmp_path / moved))
+    broker = ConfBroker(tmp_path, text, "culex")
+    (tmp_path / "conf.d" / "local.conf").write_text(
+        f"listener {broker.port} 127.0.0.1\nallow_anonymous true\n")
+    broker.start()
+    try:
+        with Clients(broker) as clients:
+            subscriber = clients.subscriber("debian/#", 1)
+            clients.paho().publish("debian/conf", b"served", qos=1)
+            assert subscriber.get().payload == b"served"
+        log = tmp_path / "log" / "mosquitto.log"
+        assert wait_until(lambda: "serving: listeners 127.0.0.1" in log.read_text())
+        assert (tmp_path / "lib" / "culex.db").exists()
+        assert "serving" not in broker.log_text()  # the log file has it, not stderr
+    finally:
+        assert broker.stop() == 0
+    assert "accepted without effect: Culex writes no pid file" in log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
 def test_refused_key_stops_the_broker_naming_file_line_and_key(tmp_path: Path) -> None:
     path = tmp_path / "mosquitto.conf"
-    path.write_text("listener 1883 127.0.0.1\nallow_anonymous true\nmessage_size_limit 10\n")
+    path.write_text("listener 1883 127.0.0.1\nallow_anonymous true\nmemory_limit 10\n")
     result = culex("serve", "--config", str(path), timeout=20)
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        f"culex: configuration error: {path}:3: message_size_limit 10: not supported: Culex "
-        "has no payload limit that keeps the connection open; use max_packet_size, as "
-        "Mosquitto recommends (a larger packet closes the connection)")
+        f"culex: configuration error: {path}:3: memory_limit 10: not supported: Culex has no "
+        "global heap limit; it bounds each client instead (max_queued_messages, "
+        "max_queued_bytes, max_write_buffer)")
 
 
 def test_convert_config_and_check_config(tmp_path: Path, auth_files: tuple[Path, Path]) -> None:

@@ -220,7 +220,6 @@ def test_string_given_twice_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("line", "reason"), [
-    ("message_size_limit 1024", "use max_packet_size"),
     ("max_queued_messages 0", "Culex bounds every queue"),
     ("retain_available false", "Culex always supports retained messages"),
     ("queue_qos0_messages true", "does not queue QoS 0"),
@@ -228,8 +227,8 @@ def test_string_given_twice_is_an_error(tmp_path: Path) -> None:
     ("tls_version tlsv1.1", "TLS 1.2 or later"),
     ("capath /etc/ssl/certs", "concatenate the certificates"),
     ("max_inflight_bytes 1000", "by count"),
-    ("plugin /usr/lib/mosquitto_dynamic_security.so", "plugins are not supported"),
-    ("auth_opt_db_host localhost", "plugins are not supported"),
+    ("plugin /usr/lib/mosquitto_go_auth.so", "Culex loads no plugins"),
+    ("auth_plugin /usr/lib/auth-plug.so", "Culex loads no plugins"),
     ("connection bridge-1", "bridges are not supported yet"),
     ("log_dest syslog", "Culex logs to standard error"),
     ("log_type none", "Culex always logs errors"),
@@ -251,6 +250,70 @@ def test_warnings_once_per_key_with_the_first_line(tmp_path: Path) -> None:
         f"{tmp_path}/mosquitto.conf:6: log_type subscribe",
         f"{tmp_path}/mosquitto.conf:8: log_dest stdout"]
     assert "Culex commits each message before it acknowledges it" in config.warnings[0]
+
+
+def test_log_dest_file_is_the_log_file(tmp_path: Path) -> None:
+    config = load(tmp_path, "listener 1884 127.0.0.1\nallow_anonymous true\n"
+                            "log_dest stderr\nlog_dest file  /var/log/my broker.log\n")
+    assert config.logging.file == "/var/log/my broker.log"
+    assert config.warnings == (f"{tmp_path}/mosquitto.conf:3: log_dest stderr: accepted "
+                               "without effect: Culex logs to one destination: the file "
+                               "/var/log/my broker.log",)
+    with pytest.raises(MosquittoConfError, match=r":2: log_dest: duplicate log_dest file "
+                                                 r"\(first at .*:1\)"):
+        read(tmp_path, "log_dest file /a.log\nlog_dest file /b.log\n")
+    with pytest.raises(MosquittoConfError, match=r":1: log_dest: empty log_dest file value"):
+        read(tmp_path, "log_dest file\n")
+
+
+def test_the_dynamic_security_plugin_is_dynamic_security(tmp_path: Path) -> None:
+    (tmp_path / "dynsec.json").write_text("{}")
+    config = load(tmp_path, "listener 1884 127.0.0.1\n"
+                            "plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so\n"
+                            f"plugin_opt_config_file {tmp_path}/dynsec.json\n"
+                            "plugin_opt_verbose true\n")
+    assert config.auth.dynamic_security == f"{tmp_path}/dynsec.json"
+    assert config.auth.allow_anonymous is False
+    assert config.warnings == (f"{tmp_path}/mosquitto.conf:4: plugin_opt_verbose true: "
+                               "accepted without effect: the dynamic-security plugin has no "
+                               "such option (Mosquitto ignores it too)",)
+    # The older names, as Mosquitto 2.0 still reads them.
+    conf = read(tmp_path, "auth_plugin /opt/mosquitto_dynamic_security.so\n"
+                          "auth_opt_config_file /etc/dynsec.json\n")
+    assert conf.data["auth"]["dynamic_security"] == "/etc/dynsec.json"
+    conf = read(tmp_path, "listener 1884\nplugin /opt/mosquitto_dynamic_security.so\n")
+    assert [str(note) for note in conf.warnings] == [
+        f"{tmp_path}/mosquitto.conf:2: plugin: accepted without effect: without "
+        "plugin_opt_config_file Mosquitto does not activate the dynamic-security plugin either"]
+    with pytest.raises(MosquittoConfError, match=r":1: plugin_opt_config_file: a plugin option "
+                                                 r"must come after a `plugin` line"):
+        read(tmp_path, "plugin_opt_config_file /etc/dynsec.json\n")
+    with pytest.raises(MosquittoConfError, match=r":2: plugin: the dynamic-security plugin is "
+                                                 r"loaded twice \(first at .*:1\)"):
+        read(tmp_path, "plugin /a/mosquitto_dynamic_security.so\n"
+                       "plugin /b/mosquitto_dynamic_security.so\n")
+
+
+def test_dynamic_security_goes_with_no_password_or_acl_file(tmp_path: Path) -> None:
+    (tmp_path / "dynsec.json").write_text("{}")
+    (tmp_path / "passwd").write_text("")
+    message = refusal(tmp_path, "listener 1884 127.0.0.1\n"
+                                "plugin /usr/lib/mosquitto_dynamic_security.so\n"
+                                f"plugin_opt_config_file {tmp_path}/dynsec.json\n"
+                                f"password_file {tmp_path}/passwd\n")
+    assert message.endswith("auth.dynamic_security: cannot be combined with password_file or "
+                            "acl_file: its file holds the clients, their passwords and their "
+                            "access (create the users there with `mosquitto_ctrl dynsec "
+                            "createClient`)")
+
+
+def test_message_size_limit_is_a_limit(tmp_path: Path) -> None:
+    config = load(tmp_path, "listener 1884 127.0.0.1\nallow_anonymous true\n"
+                            "message_size_limit 1024\n")
+    assert config.limits.message_size_limit == 1024
+    with pytest.raises(MosquittoConfError, match=r":1: message_size_limit: 268435456 is out "
+                                                 r"of range 0..268435455"):
+        read(tmp_path, "message_size_limit 268435456\n")
 
 
 def test_persistence_maps_to_the_durable_store(tmp_path: Path) -> None:
@@ -322,10 +385,10 @@ def test_fixture_bridge_example_is_refused() -> None:
 
 def test_fixture_manpage_snippets() -> None:
     conf = read_mosquitto_conf(FIXTURES / "manpage-snippets.conf")
-    assert [note.where.key for note in conf.refusals] == ["log_dest",
-                                                          "persistent_client_expiration"]
+    assert [note.where.key for note in conf.refusals] == ["persistent_client_expiration"]
     assert [note.where.key for note in conf.warnings] == ["log_timestamp_format"]
     assert conf.data["listeners"][-1] == {"host": "localhost", "port": 1883}
+    assert conf.data["logging"] == {"file": "/var/log/mosquitto.log"}
 
 
 def test_fixture_authentication_methods_examples() -> None:
@@ -336,7 +399,9 @@ def test_fixture_authentication_methods_examples() -> None:
     assert conf.data["auth"] == {"allow_anonymous": True}
     parse_config(conf.data, "auth-anonymous.conf")
     conf = read_mosquitto_conf(FIXTURES / "auth-plugin.conf")
-    assert [note.where.key for note in conf.refusals] == ["plugin", "plugin_opt_config_file"]
+    assert (conf.refusals, conf.warnings) == ([], [])
+    assert conf.data["auth"] == {"dynamic_security": "/var/lib/mosquitto/dynamic-security.json",
+                                 "allow_anonymous": False}
 
 
 def test_fixture_mosquittos_commented_example_is_local_only() -> None:
@@ -350,8 +415,8 @@ def test_fixture_debians_default_configuration(tmp_path: Path) -> None:
     (tmp_path / "conf.d").mkdir()
     conf = read(tmp_path, text.replace("/etc/mosquitto/conf.d", str(tmp_path / "conf.d")))
     assert [note.where.key for note in conf.warnings] == ["pid_file"]
-    assert [(note.where.key, note.value) for note in conf.refusals] == [
-        ("log_dest", "file /var/log/mosquitto/mosquitto.log")]
+    assert conf.refusals == []
+    assert conf.data["logging"] == {"file": "/var/log/mosquitto/mosquitto.log"}
     assert conf.data["storage"] == {"durability": "sync",
                                     "path": "/var/lib/mosquitto/culex.db"}
 
@@ -371,14 +436,15 @@ def test_converted_toml_reads_back_to_the_same_values(tmp_path: Path) -> None:
     conf = read(tmp_path, "listener 1884\ncertfile /c.pem\nkeyfile /k.pem\n"
                           "allow_anonymous false\npassword_file /p\nmax_keepalive 60\n"
                           "persistence true\nautosave_interval 60\nmessage_size_limit 5\n"
-                          "log_type debug\nsys_interval 5\n")
+                          "log_type debug\nsys_interval 5\nplugin /usr/lib/other.so\n")
     text = dumps(conf, "mosquitto.conf")
     assert tomllib.loads(text) == conf.data
     assert f"{tmp_path}/mosquitto.conf:2: certfile" in text
     comments = [line for line in text.splitlines() if line.startswith("# /")]
     assert len(comments) == 2
     assert "autosave_interval 60: accepted without effect" in comments[0]
-    assert "message_size_limit 5: not supported" in comments[1]
+    assert "plugin /usr/lib/other.so: not supported" in comments[1]
+    assert "message_size_limit = 5" in text
 
 
 # --- the catalogue ---
