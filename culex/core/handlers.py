@@ -26,6 +26,7 @@ from ..protocol.v5 import decode_packet_v5, encode_ack5
 from .connection import Connection, Handler
 from .message import QOS0_PLAIN, Message
 from .states import State
+from .stats import NOT_AUTHORIZED
 
 log = logging.getLogger("culex")
 
@@ -65,6 +66,7 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
                 message.seed_head(first, frame[:topic_end])
             router.publish(message, connection)
     if qos:
+        core.stats.received_by_qos[qos] += 1
         connection.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
                                       packet_id & 0xFF)))
 
@@ -76,11 +78,13 @@ def may_publish(connection: Connection, topic: str) -> bool:
         # Clients may not write the broker's own tree (Mosquitto denies it the same way).
         log.info("client %s (%s) publish to %r dropped: $SYS is read-only",
                  connection.client_id, connection.address, topic)
+        connection.core.stats.drop(NOT_AUTHORIZED)
         return False
     acl = connection.acl
     if acl is not None and not acl.allowed(topic, Access.WRITE):
         log.info("client %s (%s) publish to %r dropped: denied by the ACL",
                  connection.client_id, connection.address, topic)
+        connection.core.stats.drop(NOT_AUTHORIZED)
         return False
     return True
 

@@ -62,6 +62,11 @@ READY = 6
 BARRIER = 7
 BARRIER_ACK = 8
 BARRIER_BODY = struct.Struct(">Q")
+# The admin API's questions to the other workers, their answers, and what a worker reports
+# unasked (a traced client's packets): see worker_queries.py. Never part of routing.
+QUERY = 10
+ANSWER = 11
+NOTICE = 12
 
 # Every record: the length of what follows the 4 length bytes, then its kind.
 RECORD_HEAD = struct.Struct(">IB")
@@ -246,6 +251,8 @@ class WorkerLinks:
         # Barrier (the `sends` it covers) -> the workers yet to answer, and what runs then.
         self._unconfirmed: dict[int, tuple[set[int], list[Callable[[], None]]]] = {}
         self._dirty: list[WorkerLink] = []
+        # Where QUERY, ANSWER and NOTICE records go: (from worker, kind, body).
+        self.on_query: Callable[[int, int, bytes], None] | None = None
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -284,6 +291,14 @@ class WorkerLinks:
     def announce_ready(self) -> None:
         """Our restored sessions' filters are announced: others may publish restored wills."""
         self._broadcast(record(READY, b""))
+
+    def send_to(self, index: int, kind: int, body: bytes) -> bool:
+        """One record for worker `index`; False when there is no link to it (any more)."""
+        link = self.links.get(index)
+        if link is None:
+            return False
+        self._queue(link, record(kind, body))
+        return True
 
     def _queue(self, link: WorkerLink, data: bytes) -> None:
         if not link.outbox:
@@ -516,6 +531,9 @@ class WorkerLinks:
             if kind in (FORWARD, FORWARD_V5):
                 link.v5 = kind == FORWARD_V5
                 deliveries.forwarded(body, link)
+            elif kind >= QUERY:  # answered even while held back: it delivers nothing
+                if self.on_query is not None:
+                    self.on_query(link.index, kind, body)
             elif link.throttled_by:
                 link.deferred = records[position:]
                 return
