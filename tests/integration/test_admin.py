@@ -192,7 +192,7 @@ def test_disconnecting_a_client(broker_factory: BrokerFactory, protocol: int) ->
     with Clients(broker) as clients:
         watcher = clients.subscriber("kicked/will", 1)
         # Ids owned by each worker: whichever holds the connection does the disconnecting.
-        for client_id in ("kick-a", "kick-b", "kick-c"):
+        for client_id in ("kick-a", "kick-d", "kick-h"):
             victim = clients.paho(client_id, protocol=protocol,
                                   will=Will("kicked/will", client_id.encode(), 1))
             answer = admin.call("DELETE", f"/api/v1/clients/{client_id}").json()
@@ -203,7 +203,7 @@ def test_disconnecting_a_client(broker_factory: BrokerFactory, protocol: int) ->
             assert watcher.get().payload == client_id.encode()  # the will, as for any close
             wait_until(lambda cid=client_id: admin.call(  # type: ignore[misc]
                 "GET", f"/api/v1/clients/{cid}", expect=None).status == 404)
-    broker.wait_for_log("client kick-c (127.0.0.1:")
+    broker.wait_for_log("client kick-h (127.0.0.1:")
     assert broker.log_text().count("disconnected by the admin API") == 3
 
 

@@ -4,8 +4,12 @@ observers, what the API changes, and questions between two linked workers."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any
+
+from jsonschema import Draft202012Validator
 
 from culex.core.connection import Connection
 from culex.core.inspect import Inspector
@@ -21,6 +25,8 @@ from culex.protocol.packets import Publish
 from culex.protocol.packets5 import Publish5
 from culex.protocol.properties import Properties
 from culex.protocol.v5 import encode_publish5
+from culex.server.admin.api import routes
+from culex.server.admin.http import OPENAPI
 from tests.unit.core_helpers import Harness
 from tests.unit.test_worker_links import Workers
 
@@ -191,3 +197,16 @@ def test_packets_are_described_without_secrets() -> None:
     assert v5["properties"] == {"correlation_data": "AQ==", "user_properties": [["k", "v"]]}
     assert describe_frame(b"\x30\x01\x00", v5=False, from_client=True)["error"]
     assert payload_fields("é".encode() * 3, 5)["payload"] == "éé"  # a cut character dropped
+
+
+def test_the_openapi_document_covers_every_route_and_no_other() -> None:
+    """The document the tests hold answers to is the API's, route for route."""
+    document = json.loads(OPENAPI.read_text())
+    served = {(route.method.lower(), re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.path))
+              for route in routes(None)}  # type: ignore[arg-type]
+    served |= {("get", "/metrics"), ("get", "/api/v1/openapi.json")}
+    documented = {(method, path) for path, operations in document["paths"].items()
+                  for method in operations if method != "parameters"}
+    assert served == documented
+    for schema in document["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
