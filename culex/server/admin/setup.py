@@ -4,7 +4,8 @@
    that answers for this worker, and with workers the `WorkerQueries` on its links, so that
    no question from worker 0 can arrive before there is someone to answer it;
 2. `serve` (once clients may come): the loop-lag timer, and in the process given the bound
-   admin socket (worker 0, or the single process) the HTTP server;
+   admin socket (worker 0, or the single process) the HTTP server, once the first
+   connection to it comes;
 3. `stop` at shutdown, before the MQTT listeners close: trace streams end first.
 """
 
@@ -43,6 +44,7 @@ class Admin:
         self._token = token
         self._server: Any = None
         self._view: Any = None
+        self._starting: asyncio.Task[None] | None = None
 
     def _notice(self, worker: int, op: str, body: Any) -> None:
         if self._view is not None:
@@ -50,23 +52,38 @@ class Admin:
 
     async def serve(self) -> None:
         self.peer.start()
-        if self._sock is None:
+        sock = self._sock
+        if sock is None:
             return
-        # aiohttp and prometheus-client: only in the process that serves HTTP.
+        host, port = sock.getsockname()[:2]
+        log.info("admin API listening on http://%s/ (/metrics, /api/v1/, the explorer at /)%s",
+                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                 "; bearer token required" if self._token else "")
+        # The HTTP server (aiohttp, prometheus-client: some 14 MB) is started by the first
+        # connection, which waits in the listen backlog meanwhile (~0.3 s, once): until then
+        # the listener costs a socket and this reader.
+        self.peer.loop.add_reader(sock.fileno(), self._first_connection)
+
+    def _first_connection(self) -> None:
+        assert self._sock is not None
+        self.peer.loop.remove_reader(self._sock.fileno())
+        self._starting = self.peer.loop.create_task(self._start_http())
+
+    async def _start_http(self) -> None:
         from .http import start_http  # noqa: PLC0415
         from .view import BrokerView  # noqa: PLC0415
 
+        assert self._sock is not None
         self._view = BrokerView(self.peer, self._queries)
         max_body = self.peer.broker.limits.max_packet_size * 4 // 3 + BODY_OVERHEAD
         self._server = await start_http(self._view, self._sock, self._config.admin,
                                         self._token, max_body)
-        host, port = self._sock.getsockname()[:2]
-        log.info("admin API listening on http://%s/ (/metrics, /api/v1/, the explorer at /)%s",
-                 f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-                 "; bearer token required" if self._token else "")
 
     async def stop(self) -> None:
         self.peer.stop()
+        if self._sock is not None:
+            self.peer.loop.remove_reader(self._sock.fileno())
+        if self._starting is not None:
+            await self._starting
         if self._server is not None:
             await self._server.stop()
-
