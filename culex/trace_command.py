@@ -9,7 +9,7 @@ broker: `--url` (default http://127.0.0.1:18083), or the `[admin]` host and port
 The bearer token comes from `--token-file`, else `$CULEX_ADMIN_TOKEN`, else the config's
 `token_file`. One line per packet:
 
-    10:00:00.123 +0.004s  in  PUBLISH topic="a/b" qos=1 packet_id=3 payload="21.5" (17 B)
+    20:14:07.463 +0.343s  in PUBLISH client_id="c1" topic="a/b" qos=1 packet_id=1 payload="2"
 
 `--json` prints the events as the API gives them, one JSON object per line. Exit codes: 0 when
 the trace's time is up (or on Ctrl-C), 1 when the API cannot be reached or refuses (one line on
