@@ -99,3 +99,25 @@ def test_the_explorer_shows_traces_and_steers_the_broker(
         assert errors == []
     assert all((tmp_path / name).stat().st_size > 0
                for name in ("overview.png", "client.png", "topics.png"))
+
+
+def test_the_explorer_asks_for_the_token(broker_factory: BrokerFactory, browser: Browser,
+                                         tmp_path: Path) -> None:
+    token = "explorer-token-0123456789"
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    broker = broker_factory(admin={**ADMIN, "token_file": str(token_file)})
+    page = browser.new_page()
+    errors = watch_console(page)
+    try:
+        page.goto(admin_url(broker) + "/")
+        expect(page.locator("#token-form")).to_be_visible(timeout=SECONDS)
+        expect(page.locator("#status")).to_have_text("the admin API needs a token")
+        page.fill("#token", token)
+        page.click("#token-form button")
+        expect(page.locator("#token-form")).to_be_hidden(timeout=SECONDS)
+        expect(page.locator("#stat-clients")).to_have_text("0", timeout=SECONDS)
+    finally:
+        page.close()
+    # The browser reports each refused request (401) as a failed resource, and nothing else.
+    assert errors and all("401" in error for error in errors), errors

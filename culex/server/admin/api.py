@@ -25,6 +25,7 @@ from ...protocol.errors import MQTTError
 from ...protocol.properties import Properties
 from ...protocol.reasons import reason_name
 from ...protocol.topics import filter_problem, validate_topic_name
+from .metrics import totals
 from .view import BrokerView
 
 MAX_LIMIT = 1000
@@ -241,8 +242,6 @@ def routes(view: BrokerView) -> list[web.RouteDef]:
                                   "reason": reason_name(reason)})
 
     async def stats(request: web.Request) -> web.Response:
-        from .metrics import totals  # noqa: PLC0415 - prometheus-client, only when asked
-
         return web.json_response(totals(await view.metrics()))
 
     async def trace(request: web.Request) -> web.StreamResponse:
