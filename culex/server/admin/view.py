@@ -35,6 +35,8 @@ ASK_SECONDS = 5.0
 TOPIC_RATES_IDLE_SECONDS = 60.0
 # Trace events waiting for a slow reader: past this, they are dropped and counted.
 TRACE_BACKLOG = 10_000
+# How long a publish or a delete waits for its commit before the request fails.
+DONE_SECONDS = 10.0
 # A trace stream with nothing to say sends a keep-alive this often.
 IDLE_SECONDS = 15.0
 # Retained messages cleared per loop turn when deleting by filter.
@@ -45,7 +47,8 @@ T = TypeVar("T")
 
 
 class WorkerFailed(Exception):
-    """A worker did not answer, or answered with an error: the request fails (HTTP 504)."""
+    """Part of the broker did not answer in time (another worker; a commit), or a worker
+    answered with an error: the request fails (HTTP 504), saying which."""
 
 
 class BrokerView:
@@ -205,9 +208,16 @@ class BrokerView:
         return deleted
 
     async def _done(self) -> None:
+        """Until what was just published is committed and held by the workers it went to;
+        a failing disk (commits held and retried) makes the request fail rather than hang."""
         finished: asyncio.Future[None] = self.loop.create_future()
         when_done(self.broker, partial(_resolve, finished, None))
-        await finished
+        try:
+            async with asyncio.timeout(DONE_SECONDS):
+                await finished
+        except TimeoutError:
+            raise WorkerFailed(f"routed, but not committed within {DONE_SECONDS:g} s (see the "
+                               "log: is storage failing?)") from None
 
     # -- traces ------------------------------------------------------------------------------
 
