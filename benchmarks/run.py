@@ -171,15 +171,23 @@ def ensure_mosquitto() -> str:
 
 
 def culex_broker(work: Path, name: str, durability: str, workers: int | None = None, *,
-                 placement: Placement = PINNED, baseline: Path | None = None) -> Broker:
-    directory = work / name.replace(" ", "-").replace("(", "").replace(")", "").lower()
+                 placement: Placement = PINNED, baseline: Path | None = None,
+                 admin: bool = True) -> Broker:
+    """A Culex as configured by default (the admin listener on, on a free port rather than
+    18083, which a broker started by hand may hold), with `durability` and `workers`; from
+    another tree when `baseline` names one."""
+    directory = work / name.replace(" ", "-").replace("(", "").replace(")", "").replace(
+        ",", "").lower()
     directory.mkdir()
     port = free_port()
     top = f"workers = {workers}\n" if workers is not None else ""  # before any [table]
     (directory / "culex.toml").write_text(f'{top}[storage]\ndurability = "{durability}"\n')
     return Broker(name, [sys.executable, "-m", "culex", "serve", "--config", "culex.toml",
-                         "--port", str(port), "--log-level", "warning"], directory, port,
-                  placement, kind="culex" if baseline is None else "baseline",
+                         "--port", str(port), "--log-level", "warning",
+                         # A baseline tree may predate the admin listener and its option.
+                         *(("--admin", f"127.0.0.1:{free_port()}" if admin else "off")
+                           if baseline is None else ())],
+                  directory, port, placement, kind="culex" if baseline is None else "baseline",
                   env={} if baseline is None else {"PYTHONPATH": str(baseline)})
 
 
@@ -426,6 +434,29 @@ def workers_section(brokers: list[Broker], duration: float, command: str) -> lis
         summary="2 workers / 1 worker delivery rate: **{ratio}**")
 
 
+# The admin listener's cost when nobody calls it (`--only admin`): the same Culex with the
+# listener off and on (its default), in the same run.
+ADMIN_SCENARIOS = [s for s in SCENARIOS if s.name in ("pubsub", "fanout", "pubsub-qos1",
+                                                      "conns-1000")]
+
+
+def admin_brokers(work: Path) -> list[Broker]:
+    return [culex_broker(work, "Culex (admin listener off)", "sync", admin=False),
+            culex_broker(work, "Culex (admin listener on, idle)", "sync")]
+
+
+def admin_section(brokers: list[Broker], duration: float) -> list[str]:
+    return comparison_section(
+        brokers, ADMIN_SCENARIOS, duration, heading="Admin listener, on and idle (Culex only)",
+        intro=["The default configuration with `[admin] host = \"\"` (off) and as it ships "
+               "(on, on loopback), nobody calling it: what remains is an idle HTTP socket, a "
+               "0.5 s event-loop-lag timer and the memory of aiohttp and prometheus-client. "
+               "Nothing is counted per message for it (`--only admin` runs this section "
+               "alone)."],
+        column="broker",
+        summary="on / off: **{ratio}** (delivery rate; for RSS, off / on)")
+
+
 # MQTT over WebSocket (`--only websocket`): ws:// against Culex's own TCP figure and another
 # broker's WebSocket listener in the same run. Debian's Mosquitto is built without WebSocket
 # support (its `protocol websockets` listener fails to open), so the other broker is aedes
@@ -524,7 +555,7 @@ def broker_tables(brokers: list[Broker], scenarios: list[Scenario], level: str) 
 
 
 def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Broker],
-                 websocket: list[Broker], *,
+                 websocket: list[Broker], admin: list[Broker], *,
                  duration: float, path: Path, command: str) -> None:
     lines = [
         "# Benchmarks",
@@ -558,6 +589,8 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
         lines += workers_section(workers, duration, command)
     if websocket:
         lines += websocket_section(websocket, duration)
+    if admin:
+        lines += admin_section(admin, duration)
     kept = path.read_text().partition(ANALYSIS_MARKER)[2] if path.exists() else ""
     path.write_text("\n".join(lines) + "\n" + ANALYSIS_MARKER + kept)
 
@@ -568,7 +601,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", nargs="*",
                         help="scenario names, `workers` for the worker processes section, "
-                        "`websocket` for the MQTT over WebSocket one")
+                        "`websocket` for the MQTT over WebSocket one, `admin` for the admin "
+                        "listener's (on and idle versus off)")
     parser.add_argument("--from-results", action="store_true",
                         help="rewrite the report from benchmarks/results/ without running")
     parser.add_argument("--baseline", type=Path, metavar="TREE",
@@ -590,12 +624,14 @@ def main() -> None:
                                         for mode in DURABILITY_MODES]
         workers = worker_brokers(Path(work)) if not args.only or "workers" in args.only else []
         websocket = websocket_brokers(Path(work)) if WEBSOCKET_SCENARIOS else []
+        admin = admin_brokers(Path(work)) if not args.only or "admin" in args.only else []
         needs_cbench = bool(CBENCH_SCENARIOS) or (
             bool(workers) and any(s.generator == "cbench" for s in WORKER_SCENARIOS))
         cbench = build_cbench(Path(work)) if needs_cbench and not args.from_results else None
         for group, scenarios in ((brokers, SCENARIOS + CBENCH_SCENARIOS),
                                  (durable, DURABILITY_SCENARIOS), (workers, WORKER_SCENARIOS),
-                                 (websocket, WEBSOCKET_SCENARIOS)):
+                                 (websocket, WEBSOCKET_SCENARIOS),
+                                 (admin, ADMIN_SCENARIOS)):
             for broker in group:
                 print(broker.name, flush=True)
                 for scenario in scenarios:
@@ -609,8 +645,8 @@ def main() -> None:
                     finally:
                         stop(broker)
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
-    write_report(brokers, durable, workers, websocket, duration=args.duration, path=args.out,
-                 command=command)
+    write_report(brokers, durable, workers, websocket, admin, duration=args.duration,
+                 path=args.out, command=command)
     print(f"wrote {args.out}")
 
 

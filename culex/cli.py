@@ -1,4 +1,4 @@
-"""Command line: `culex serve`, `culex --version`."""
+"""Command line: `culex serve`, `culex trace`, `culex --version`, and the other subcommands."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="listen on this address instead of the configured ones")
     run.add_argument("--port", type=port_number,
                      help="listen on this port instead of the configured ones")
+    run.add_argument("--admin", metavar="HOST:PORT", type=admin_address,
+                     help='serve the admin API (/metrics, /api/v1/) here instead of [admin] '
+                     'host and port; "off" turns it off')
     run.add_argument("--log-level", choices=LOG_LEVELS)
     run.add_argument("--log-format", choices=LOG_FORMATS)
     run.add_argument("--log-file", type=Path,
@@ -44,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(commands.add_parser("bench", help="load-test an MQTT broker"))
     from .auth.passwd_command import add_arguments as add_passwd_arguments  # noqa: PLC0415
     add_passwd_arguments(commands.add_parser("passwd", help="manage a password file"))
+    from .trace_command import add_arguments as add_trace_arguments  # noqa: PLC0415
+    add_trace_arguments(commands.add_parser(
+        "trace", help="show one client's packets, or the messages on a topic filter, live "
+        "(from a running broker's admin API)"))
     check = commands.add_parser("check-config", help="validate a configuration and the "
                                 "password, ACL and certificate files it names; start nothing")
     check.add_argument("file", type=Path)
@@ -60,6 +67,16 @@ def port_number(text: str) -> int:
     return port
 
 
+def admin_address(text: str) -> tuple[str, int]:
+    """`--admin`: HOST:PORT ([::1]:PORT for IPv6), or "off" (no host)."""
+    if text == "off":
+        return "", 0
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT or off")
+    return host.removeprefix("[").removesuffix("]"), int(port)
+
+
 def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
     if args.host is not None or args.port is not None:
         first = config.listeners[0]
@@ -67,6 +84,10 @@ def apply_overrides(config: Config, args: argparse.Namespace) -> Config:
                                        port=args.port if args.port is not None else first.port,
                                        unix="")
         config = dataclasses.replace(config, listeners=(listener,))
+    if args.admin is not None:
+        host, port = args.admin
+        config = dataclasses.replace(config, admin=dataclasses.replace(config.admin, host=host,
+                                                                       port=port))
     if args.log_level or args.log_format or args.log_file:
         logging_config = dataclasses.replace(
             config.logging, level=args.log_level or config.logging.level,
@@ -141,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "passwd":
         from .auth.passwd_command import run as run_passwd  # noqa: PLC0415
         return run_passwd(args)
+    if args.command == "trace":
+        from .trace_command import run as run_trace  # noqa: PLC0415
+        return run_trace(args)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "convert-config":

@@ -214,6 +214,34 @@ class AuthConfig:
 ENHANCED_METHODS = (SCRAM_SHA_256,)
 
 
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin HTTP listener: /metrics, /api/v1/... and the explorer page (README, "Admin
+    API"). On by default, on loopback only."""
+
+    # "" turns it off.
+    host: str = "127.0.0.1"
+    port: int = 18083
+    # A file holding the bearer token every request must carry; required beyond loopback.
+    token_file: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def problems(self) -> list[str]:
+        found = []
+        if not 0 <= self.port <= 65535:
+            found.append(f"port: {self.port} is not a TCP port")
+        if self.token_file and not Path(self.token_file).is_file():
+            found.append(f"token_file: {self.token_file}: no such file")
+        return found
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -231,6 +259,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     mqtt5: Mqtt5Options = field(default_factory=Mqtt5Options)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     # Seconds between $SYS/broker publications; 0 turns $SYS off.
     sys_interval: float = 10.0
     # Worker processes, one event loop (one core) each; 0 = one per CPU this process may use.
@@ -275,7 +304,7 @@ def _build(cls: Any, table: Any, where: str) -> Any:
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
-    known = {"auth", "listeners", "limits", "logging", "mqtt5", "storage", "sys_interval",
+    known = {"admin", "auth", "listeners", "limits", "logging", "mqtt5", "storage", "sys_interval",
              "workers"}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -323,6 +352,12 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         if problems:
             raise ConfigError(f"{source}: auth.{problems[0]}")
         kwargs["auth"] = auth
+    if "admin" in data:
+        admin = _build(AdminConfig, data["admin"], f"{source}: admin")
+        problems = admin.problems()
+        if problems:
+            raise ConfigError(f"{source}: admin.{problems[0]}")
+        kwargs["admin"] = admin
     if "sys_interval" in data:
         interval = _typed(data["sys_interval"], "float", f"{source}: sys_interval")
         if interval < 0:
@@ -337,7 +372,8 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
 
 
 def check_exposure(config: Config, source: str, listeners_from: str | None = None) -> None:
-    """Refuse to listen beyond loopback with nobody checked (the Mosquitto 2 rule).
+    """Refuse to listen beyond loopback with nobody checked (the Mosquitto 2 rule), for MQTT
+    and for the admin API alike.
 
     `source` names the configuration; `listeners_from` the command-line options that replaced
     its listeners, if any: the error blames whichever set the exposed listener."""
@@ -353,6 +389,12 @@ def check_exposure(config: Config, source: str, listeners_from: str | None = Non
             "and no authentication is configured: set auth.password_file (see `culex passwd`) "
             "or use_identity_as_username on a TLS listener, or auth.allow_anonymous = true to "
             "accept anyone")
+    admin = config.admin
+    if admin.enabled and not is_loopback(admin.host) and not admin.token_file:
+        raise ConfigError(
+            f"{source}: admin.host: the admin listener {admin.address} is reachable beyond "
+            "loopback and no admin.token_file is set: set one (a file holding a bearer token) "
+            'or host = "127.0.0.1"')
 
 
 def anonymous_allowed(config: Config) -> bool:

@@ -95,7 +95,11 @@ def _toml_value(value: Any) -> str:
 
 
 def render_config(settings: dict[str, Any]) -> str:
-    """Render a dict as TOML: dict values become tables, lists of dicts arrays of tables."""
+    """Render a dict as TOML: dict values become tables, lists of dicts arrays of tables.
+
+    Tests run many brokers at once, and the admin listener is on by default on one fixed port:
+    it is off unless the settings have an "admin" table."""
+    settings = {"admin": {"host": ""}, **settings}
     top = [f"{k} = {_toml_value(v)}" for k, v in settings.items()
            if not isinstance(v, dict | list)]
     tables = []

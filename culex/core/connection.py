@@ -71,6 +71,7 @@ class Connection:
         "keepalive",
         "last_activity",
         "link_sends",
+        "listener",
         "max_packet_out",
         "opened_at",
         "outbox",
@@ -102,6 +103,7 @@ class Connection:
         self.sink = sink
         # The client's address ("ip:port", or what a PROXY header said), for logs and $SYS.
         self.address = address
+        self.listener = ""  # the listener it came through, as the admin API names it
         self.opened_at = now
         self.last_activity = now
         limits = core.limits
@@ -402,7 +404,8 @@ class Connection:
         limit = self.max_packet_out
         if not limit or sum(map(len, frames)) <= limit:
             return False
-        self.core.stats.drop(TOO_LARGE)
+        assert self.session is not None  # only a connected client is sent PUBLISHes
+        self.session.count_drop(TOO_LARGE)
         log.debug("client %s: PUBLISH of %d bytes over its Maximum Packet Size %d dropped",
                   self.client_id, sum(map(len, frames)), limit)
         return True

@@ -27,6 +27,7 @@ from .connection import Connection, Handler
 from .control import CONTROL_PREFIX, control_publish
 from .message import QOS0_PLAIN, Message
 from .states import State
+from .stats import NOT_AUTHORIZED
 
 log = logging.getLogger("culex")
 
@@ -75,6 +76,7 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
                 message.seed_head(first, frame[:topic_end])
             router.publish(message, connection)
     if qos:
+        core.stats.received_by_qos[qos] += 1
         connection.acknowledge(bytes((PUBACK if qos == 1 else PUBREC, 2, packet_id >> 8,
                                       packet_id & 0xFF)))
 
@@ -97,11 +99,13 @@ def may_publish(connection: Connection, topic: str) -> bool:
             # Clients may not write the broker's own tree (Mosquitto denies it the same way).
             log.info("client %s (%s) publish to %r dropped: $SYS is read-only",
                      connection.client_id, connection.address, topic)
+            connection.core.stats.drop(NOT_AUTHORIZED)
             return False
     acl = connection.acl
     if acl is not None and not acl.allowed(topic, Access.WRITE):
         log.info("client %s (%s) publish to %r dropped: denied by the ACL",
                  connection.client_id, connection.address, topic)
+        connection.core.stats.drop(NOT_AUTHORIZED)
         return False
     return True
 

@@ -119,6 +119,7 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
         if qos == 2 and reason >= 0x80:
             session.inbound_released(packet_id)  # a failed PUBREC ends the exchange
     if qos:
+        core.stats.received_by_qos[qos] += 1
         connection.acknowledge(encode_ack5(PacketType.PUBACK if qos == 1 else PacketType.PUBREC,
                                            packet_id, reason,
                                            _problem(connection, reason) if reason >= 0x80

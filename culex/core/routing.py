@@ -29,7 +29,7 @@ from .ports import Publisher
 from .retained import RetainedMessages
 from .session import Session
 from .shared import SharedSubscriptions
-from .stats import NO_MEMBER, QUEUE_FULL, STALLED_READER, Stats
+from .stats import NO_MEMBER, NOT_AUTHORIZED, QUEUE_FULL, STALLED_READER, Stats
 from .subscription_value import IDENTIFIER_SHIFT, NO_LOCAL, RETAIN_AS_PUBLISHED, WITH_IDENTIFIER
 from .timers import Clock
 from .trie import SubscriptionTrie
@@ -180,6 +180,8 @@ class Router:
                         reason = ReasonCode.QUOTA_EXCEEDED
                 elif session.queue and origin is not None:
                     self._flow.queue_pressure(session, origin)
+            else:
+                session.count_drop(NOT_AUTHORIZED)
         if at_qos0:
             self._send_qos0(at_qos0, message.topic, message.frame_qos0(), origin, message)
         return reason if shared == ReasonCode.NO_MATCHING_SUBSCRIBERS else max(reason, shared)
@@ -245,9 +247,10 @@ class Router:
             if connection is None:
                 continue  # QoS 0 is not queued for offline clients
             if session.acl is not None and not session.acl.allowed(topic, Access.READ):
+                session.count_drop(NOT_AUTHORIZED)
                 continue
             if connection.write_paused and not self._flow.throttle(origin, session, connection):
-                self._stats.drop(STALLED_READER)
+                session.count_drop(STALLED_READER)
                 continue
             if value > 2 or frame_v5:  # an MQTT 5 subscriber or publisher: not the plain case
                 if value & NO_LOCAL and connection is origin:
@@ -271,7 +274,7 @@ class Router:
             connection.send_publish([frame])
 
     def _queue_overflow(self, session: Session) -> None:
-        self._stats.drop(QUEUE_FULL)
+        session.count_drop(QUEUE_FULL)
         if not session.overflowing:
             session.overflowing = True
             log.warning("client %s: queue full (%d messages), dropping QoS 1/2 messages until "

@@ -10,7 +10,7 @@ inbound QoS 2 messages awaiting PUBREL. Every change to a stored session is repo
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, KeysView
 from types import MappingProxyType
 
 from ..auth.acl import Access
@@ -19,6 +19,7 @@ from .message import Message
 from .outgoing import Outgoing
 from .persistence import Persistence
 from .ports import ClientLink
+from .stats import EXPIRED, NOT_AUTHORIZED, Stats
 from .timers import Clock
 
 # The value of an empty `Session.awaiting_release`, shared: `frozenset()` is no singleton, and
@@ -45,6 +46,7 @@ class Session:
         "client_id",
         "clock",
         "connection",
+        "dropped",
         "expires_at",
         "expiry_interval",
         "inflight",
@@ -57,6 +59,7 @@ class Session:
         "pressure",
         "queue",
         "queued_bytes",
+        "stats",
         "subscriptions",
         "username",
         "v5",
@@ -66,10 +69,13 @@ class Session:
 
     def __init__(self, client_id: str, clean: bool, max_inflight: int, max_queued: int, *,
                  persistence: Persistence | None = None, max_queued_bytes: int = 0,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, stats: Stats | None = None) -> None:
         self.client_id = client_id
         # The broker's clock: when a message waited past its Message Expiry Interval.
         self.clock = clock or Clock()
+        # The broker's counters (QoS 1/2 messages sent, drops), and this session's own drops.
+        self.stats = stats or Stats()
+        self.dropped = 0
         self.clean = clean
         # Seconds the session outlives its connection: 0 for a clean (3.1.1) or expiry-0 (MQTT 5)
         # session, NEVER_EXPIRES for 3.1.1 clean session 0 and MQTT 5 0xFFFFFFFF. While it is
@@ -184,6 +190,7 @@ class Session:
                 return
         else:
             frames = message.frames(entry.qos, packet_id, retain=entry.retain, dup=dup)
+        self.stats.sent_by_qos[entry.qos] += 1
         if entry.qos == 2 and self.persistence is not None:
             # Exactly once across a crash: the subscriber may only see the message once the
             # record that it was sent is on disk, or a restart would send it again as new.
@@ -204,6 +211,7 @@ class Session:
             self.queued_bytes -= len(entry.message.payload)
             if entry.message.expired(now):
                 # Waited past its Message Expiry Interval: never delivered [MQTT-3.3.2-5].
+                self.count_drop(EXPIRED)
                 if self.persistence is not None:
                     self.persistence.done(self.client_id, entry)
                 continue
@@ -251,9 +259,15 @@ class Session:
         acl = self.acl
         if acl is None or acl.allowed(entry.message.topic, Access.READ):
             return True
+        self.count_drop(NOT_AUTHORIZED)
         if self.persistence is not None:
             self.persistence.done(self.client_id, entry)
         return False
+
+    def count_drop(self, reason: str) -> None:
+        """A message for this session not delivered, for `reason` (see stats.py)."""
+        self.dropped += 1
+        self.stats.drop(reason)
 
     def acknowledge(self, packet_id: int, qos: int) -> bool:
         """PUBACK (qos 1) or PUBCOMP (qos 2) completes an outbound message; False if unknown."""
@@ -347,6 +361,15 @@ class SessionTable:
 
     def delete(self, client_id: str) -> None:
         self._sessions.pop(client_id, None)
+
+    def ids(self) -> KeysView[str]:
+        """Every client id, as a live view (the admin API pages through it without a copy);
+        the table must not change while it is iterated."""
+        return self._sessions.keys()
+
+    def connected(self, client_id: str) -> bool:
+        session = self._sessions.get(client_id)
+        return session is not None and session.connection is not None
 
     def __len__(self) -> int:
         return len(self._sessions)

@@ -51,6 +51,9 @@ class SessionManager:
         # Disconnected sessions holding a will until its Will Delay Interval ends
         # (`Session.will_at` says which entry is current).
         self._will_delays: TimerHeap[Session] = TimerHeap(set_timer)
+        # Told of every connection that attaches to its session while someone watches for
+        # one (the admin's packet trace of a client id); None the rest of the time.
+        self.on_attach: Callable[[ClientLink], None] | None = None
 
     def assign_client_id(self) -> str:
         """An id for a client that sent none; with workers, one this worker owns."""
@@ -106,6 +109,8 @@ class SessionManager:
         session.owner_known = True
         session.connection = connection
         self._stats.client_connected()
+        if self.on_attach is not None:
+            self.on_attach(connection)
         return session, existing is not None
 
     def new_session(self, client_id: str, persistent: bool) -> Session:
@@ -113,7 +118,8 @@ class SessionManager:
         return Session(client_id, not persistent, limits.max_inflight_messages,
                        limits.max_queued_messages,
                        persistence=self._persistence if persistent else None,
-                       max_queued_bytes=limits.max_queued_bytes, clock=self._clock)
+                       max_queued_bytes=limits.max_queued_bytes, clock=self._clock,
+                       stats=self._stats)
 
     def set_session_expiry(self, session: Session, expiry: int) -> None:
         """A (new) Session Expiry Interval from CONNECT or DISCONNECT: 0 ends the session with

@@ -16,6 +16,7 @@ STALLED_READER = "stalled_reader"
 TOO_LARGE = "too_large"
 EXPIRED = "expired"
 NO_MEMBER = "no_member"  # a shared group's message found no member to take it
+NOT_AUTHORIZED = "not_authorized"  # the ACL (or $SYS's being read-only) refused it
 
 
 class Stats:
@@ -30,13 +31,19 @@ class Stats:
         "packets_received",
         "publishes_dropped",
         "publishes_received",
+        "received_by_qos",
         "retained_dropped",
+        "sent_by_qos",
     )
 
     def __init__(self) -> None:
         self.bytes_received = 0
         self.packets_received = 0
         self.publishes_received = 0
+        # PUBLISHes received and sent at QoS 1 and 2 (indexed by QoS). QoS 0 is the rest of the
+        # totals, worked out when read: the QoS 0 path pays for no counter of its own.
+        self.received_by_qos = [0, 0, 0]
+        self.sent_by_qos = [0, 0, 0]
         # Messages not delivered to a subscriber, in total ($SYS) and by reason (`drop`).
         self.publishes_dropped = 0
         self.dropped: Counter[str] = Counter()

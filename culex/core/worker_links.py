@@ -19,7 +19,6 @@ logic holds unchanged. What crosses between workers is routing:
 - Shared subscriptions. The publishing worker chooses, per group, one worker among those with
   members (by the group's strategy), and that worker chooses the member.
 - Counters. Workers other than 0 send their $SYS counters to worker 0, which publishes sums.
-
 - Back-pressure. A link is a `Publisher` (a full local subscriber stops this worker reading
   it) and a `DeliveryTarget` (a full link pauses the local publishers feeding it), like a
   client connection; see flow.py.
@@ -61,7 +60,9 @@ COUNTS = 5
 READY = 6
 BARRIER = 7
 BARRIER_ACK = 8
-NOTICE = 10  # for `WorkerLinks.notices`: what a part beyond routing tells the other workers
+# What a part beyond routing tells the other workers (dynamic security's changes, the admin
+# API's questions and answers): a channel byte, then that part's own body. See `serve`.
+SERVICE = 10
 BARRIER_BODY = struct.Struct(">Q")
 
 # Every record: the length of what follows the 4 length bytes, then its kind.
@@ -236,19 +237,18 @@ class WorkerLinks:
         # the newest barrier, `confirmed` by the newest one every worker answered.
         self.sends = 0
         self.route_sends = 0
-        # Whether acks of QoS 1/2 messages also wait for the workers the messages went to.
-        # Only with durability "sync", where an ack says the message is on disk there;
-        # otherwise it says no more than that the message is on its way, which the link's
-        # order keeps. A retained message's ack always waits: after it, a subscriber through
-        # any worker must find the message.
+        # Whether acks of QoS 1/2 messages also wait for the workers the messages went to: only
+        # with durability "sync", where an ack says the message is on disk there (otherwise it
+        # says the message is on its way, which the link's order keeps). A retained message's
+        # ack always waits: after it, a subscriber through any worker must find the message.
         self.acks_wait_for_store = gate.durable
         self._covered = 0
         self._confirmed_sends = 0
         # Barrier (the `sends` it covers) -> the workers yet to answer, and what runs then.
         self._unconfirmed: dict[int, tuple[set[int], list[Callable[[], None]]]] = {}
         self._dirty: list[WorkerLink] = []
-        # Who reads NOTICE records (the worker that sent it, the body): dynamic security.
-        self.notices: Callable[[int, bytes], None] | None = None
+        # SERVICE record handlers by channel: (handler, in order), see `serve`.
+        self._services: dict[int, tuple[Callable[[int, bytes], None], bool]] = {}
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -287,6 +287,38 @@ class WorkerLinks:
     def announce_ready(self) -> None:
         """Our restored sessions' filters are announced: others may publish restored wills."""
         self._broadcast(record(READY, b""))
+
+    # -- services ----------------------------------------------------------------------------
+
+    def serve(self, channel: int, handler: Callable[[int, bytes], None], *,
+              in_order: bool = True) -> None:
+        """Give `handler(worker, body)` the SERVICE records of `channel` from the other workers.
+        In order, they wait like routing records behind a full local subscriber (a change must
+        not overtake what was routed before it); otherwise they are handled once read."""
+        self._services[channel] = (handler, in_order)
+
+    def send_service(self, channel: int, body: bytes, to: int | None = None, *,
+                     counted: bool = False) -> bool:
+        """A SERVICE record of `channel` for worker `to`, or every other one; False when `to`
+        has no link (any more). A `counted` one counts in `sends`: `when_known` waits for it."""
+        data = record(SERVICE, bytes((channel,)) + body)
+        if to is None:
+            self._broadcast(data)
+        else:
+            link = self.links.get(to)
+            if link is None:
+                return False
+            self._queue(link, data)
+        if counted:
+            self.sends += 1
+        return True
+
+    def _serve(self, link: WorkerLink, body: bytes) -> None:
+        if (service := self._services.get(body[0])) is not None:
+            service[0](link.index, body[1:])
+
+    def _in_order(self, body: bytes) -> bool:
+        return (service := self._services.get(body[0])) is None or service[1]
 
     def _queue(self, link: WorkerLink, data: bytes) -> None:
         if not link.outbox:
@@ -486,14 +518,6 @@ class WorkerLinks:
         self._turns[key] = turn + 1
         return workers[turn % len(workers)]
 
-    def notify(self, body: bytes, to: int | None = None) -> None:
-        """A NOTICE for worker `to`, or every other one; counted in `sends`, so that
-        `when_known` can wait until they have applied it."""
-        data = record(NOTICE, body)
-        for link in self.links.values() if to is None else [self.links[to]]:
-            self._queue(link, data)
-        self.sends += 1
-
     # -- counters ----------------------------------------------------------------------------
 
     def send_counts(self, counts: dict[str, int]) -> None:
@@ -516,17 +540,19 @@ class WorkerLinks:
             self._apply(link, link.records(data))
 
     def _apply(self, link: WorkerLink, records: list[tuple[int, bytes]]) -> None:
-        """Apply records in order, and stop where a local subscriber filled up (the link is
-        then `throttled_by` it) and the next record is not a QoS 0 one: the rest waits in
+        """Apply records in order, and stop where a local subscriber filled up (the link is then
+        `throttled_by` it) and the next record is not a QoS 0 one: the rest waits in
         `link.deferred`. A whole read holds thousands of messages; applied at once they would
         overflow a queue, and a QoS 1/2 message the other worker acknowledged must not be
-        dropped. QoS 0 frames go on, into the subscribers' write buffers, as a client's
-        would: stopping for them would cut fan-out batches short."""
+        dropped. QoS 0 frames go on, into the subscribers' write buffers, as a client's would:
+        stopping for them would cut fan-out batches short."""
         deliveries = self._deliveries
         for position, (kind, body) in enumerate(records):
             if kind in (FORWARD, FORWARD_V5):
                 link.v5 = kind == FORWARD_V5
                 deliveries.forwarded(body, link)
+            elif kind == SERVICE and not self._in_order(body):
+                self._serve(link, body)  # handled even while held back: it delivers nothing
             elif link.throttled_by:
                 link.deferred = records[position:]
                 return
@@ -542,8 +568,8 @@ class WorkerLinks:
                 self._gate.when_durable(partial(self._queue, link), record(BARRIER_ACK, body))
             elif kind == BARRIER_ACK:
                 self._confirmed(BARRIER_BODY.unpack(body)[0], link.index)
-            elif kind == NOTICE and self.notices is not None:
-                self.notices(link.index, body)
+            elif kind == SERVICE:
+                self._serve(link, body)
             elif kind == READY:
                 link.ready = True
                 if sum(other.ready for other in self.links.values()) == self.size - 1:

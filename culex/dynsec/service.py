@@ -42,10 +42,12 @@ log = logging.getLogger("culex")
 
 REQUEST_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = REQUEST_TOPIC + "/response"
-# The worker that runs every request, and the NOTICE bodies between workers: a request handed
-# over to it (the requester's length, the requester, the payload), and a change it made (the
-# new file, then the user names to disconnect).
+# The worker that runs every request, and the bodies of the records between workers (on the
+# links' DYNSEC service channel): a request handed over to it (the requester's length, the
+# requester, the payload), and a change it made (the new file, then the user names to
+# disconnect).
 RUNNER = 0
+DYNSEC = 1
 HANDED_OVER = b"R"
 CHANGED = b"C"
 LENGTH = struct.Struct(">I")
@@ -82,7 +84,7 @@ class DynamicSecurity:
         """Serve through this broker: publish answers, disconnect clients, reach workers."""
         self._broker = broker
         if broker.links is not None:
-            broker.links.notices = self._notice
+            broker.links.serve(DYNSEC, self._notice)
 
     def reload(self, saved: bytes, state: DynsecState) -> None:
         """SIGHUP: the file as it is now, and what it says."""
@@ -157,7 +159,8 @@ class DynamicSecurity:
         links = self._broker.links if self._broker is not None else None
         if links is not None and links.index != RUNNER:
             encoded = requester.encode()
-            links.notify(HANDED_OVER + LENGTH.pack(len(encoded)) + encoded + payload, RUNNER)
+            links.send_service(DYNSEC, HANDED_OVER + LENGTH.pack(len(encoded)) + encoded
+                               + payload, RUNNER, counted=True)
             return
         self._queue.append((commands.parse(payload), requester))
         if not self._running:
@@ -202,7 +205,8 @@ class DynamicSecurity:
         links = self._broker.links if self._broker is not None else None
         if links is not None:
             names = "\n".join(sorted(kick)).encode()
-            links.notify(CHANGED + LENGTH.pack(len(data)) + data + names)
+            links.send_service(DYNSEC, CHANGED + LENGTH.pack(len(data)) + data + names,
+                               counted=True)
 
     def _answer(self, request: Request, *, waits: bool) -> None:
         """Publish the answer (once every worker has applied the change it `waits` for), then

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
+from .admin.setup import Admin
+from .admin.token import read_token
 from .host import LoopHost
-from .listeners import describe, protocol_factory, start_serving
+from .listeners import bound_address, describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files
 from .service import LockError, Notifier, PidFileError, Readiness
 from .startup import BoundListener, start, status, summary
@@ -83,6 +86,7 @@ class CheckedFiles:
 
     contexts: list[ssl.SSLContext | None]  # per listener
     auth: AuthFiles
+    admin_token: str | None = None
 
 
 def check_files(config: Config) -> CheckedFiles:
@@ -90,7 +94,7 @@ def check_files(config: Config) -> CheckedFiles:
     certificate, the password file and the ACL. A problem is a `ConfigError`."""
     try:
         return CheckedFiles([tls_context(listener) for listener in config.listeners],
-                            load_files(config.auth))
+                            load_files(config.auth), read_token(config.admin))
     except (ListenError, SecurityError) as exc:
         raise ConfigError(str(exc)) from None
 
@@ -132,9 +136,10 @@ def run(config: Config, checked: CheckedFiles, pid_file: Path | None = None) -> 
     try:
         if config.worker_count() > 1:
             return run_supervisor(config, started, notifier,
-                                  partial(run_worker, auth=checked.auth))
+                                  partial(run_worker, checked=checked))
         readiness = Standalone(notifier, summary(config, started), status(config, started))
-        return run_loop(config, started.listening, None, readiness, checked.auth)
+        return run_loop(config, started.listening, None, readiness, checked,
+                        admin=started.admin)
     except StorageError as exc:  # the supervisor's preparation of the database
         fatal(str(exc))
         return 1
@@ -143,15 +148,21 @@ def run(config: Config, checked: CheckedFiles, pid_file: Path | None = None) -> 
         notifier.close()
 
 
-def run_worker(config: Config, plan: WorkerPlan, *, auth: AuthFiles) -> int:
-    return run_loop(config, plan.listening, plan, SupervisorChannel(plan), auth)
+def run_worker(config: Config, plan: WorkerPlan, *, checked: CheckedFiles) -> int:
+    admin = plan.admin
+    if admin is not None and plan.index:
+        admin.close()  # worker 0's to serve
+        admin = None
+    return run_loop(config, plan.listening, plan, SupervisorChannel(plan), checked, admin=admin)
 
 
 def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | None,
-             readiness: Readiness, auth: AuthFiles) -> int:
+             readiness: Readiness, checked: CheckedFiles, *,
+             admin: socket.socket | None = None) -> int:
     loop = new_event_loop()
     try:
-        loop.run_until_complete(serve(config, listening, plan, readiness, auth))
+        loop.run_until_complete(serve(config, listening, plan, readiness, checked,
+                                      admin_sock=admin))
     except (StorageError, PeerLost) as exc:
         fatal(str(exc))
         return 1
@@ -161,12 +172,14 @@ def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | 
 
 
 async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan | None,
-                readiness: Readiness, auth: AuthFiles) -> None:
+                readiness: Readiness, checked: CheckedFiles, *,
+                admin_sock: socket.socket | None = None) -> None:
     """Start-up step 5 (see startup.py): open and restore the state, then serve the bound
-    sockets until a stop signal."""
+    sockets (and the admin API's, `admin_sock`, in the process that serves it) until a stop
+    signal."""
     loop = asyncio.get_running_loop()
     storage = open_storage(config, loop)
-    security = Security(config.auth, anonymous_allowed(config), loop, auth,
+    security = Security(config.auth, anonymous_allowed(config), loop, checked.auth,
                         reports=plan is None or plan.index == 0)
     host = LoopHost(loop)
     peers_ready = asyncio.Event()
@@ -199,7 +212,11 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
                  len(state.wills), time.monotonic() - started)
     broker.set_acl(security.rules())
     files = OpenFileWatch(broker.connections)
-    gates = [ListenerGate(bound.listener, files) for bound in listening]
+    gates = [ListenerGate(bound.listener, files, bound_address(bound.listener, bound.sock))
+             for bound in listening]
+    admin = None if not config.admin.enabled else Admin(
+        config, broker, loop, index=0 if plan is None else plan.index, storage=storage,
+        gates=gates, sock=admin_sock, token=checked.admin_token)
     links = broker.links
     if plan is not None and links is not None:
         for index, sock in plan.links.items():
@@ -230,6 +247,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
             raise listen_failure(listener, exc) from None
         servers.append(server)
         log.info("listening on %s", describe(listener, bound.sock))
+    if admin is not None:
+        await admin.serve()
 
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -254,6 +273,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     await stop.wait()
     readiness.stopping()
     log.info("shutting down: closing %d connections", len(broker.connections))
+    if admin is not None:
+        await admin.stop()
     host.stop()
     if handovers is not None:
         handovers.close()

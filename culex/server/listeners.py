@@ -164,14 +164,18 @@ async def start_serving(loop: asyncio.AbstractEventLoop, listener: Listener,
                                     ssl_handshake_timeout=timeout)
 
 
-def describe(listener: Listener, sock: socket.socket) -> str:
-    """`host:port (kinds)` for the log line that says a listener is up, with the port
-    actually bound (port 0 picks a free one)."""
+def bound_address(listener: Listener, sock: socket.socket) -> str:
+    """`host:port` with the port actually bound (port 0 picks a free one), or the Unix
+    socket: how logs, metrics and the admin API name a listener."""
     if listener.unix:
-        where = listener.address
-    else:
-        host, port = sock.getsockname()[:2]
-        where = f"{host}:{port}"
+        return listener.address
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def describe(listener: Listener, sock: socket.socket) -> str:
+    """`host:port (kinds)` for the log line that says a listener is up."""
+    where = bound_address(listener, sock)
     kinds = [kind for kind, present in (("WebSocket " + listener.path, listener.websocket),
                                         ("PROXY protocol", listener.proxy_protocol),
                                         ("TLS", listener.tls)) if present]

@@ -2,8 +2,9 @@
 
 1. The configuration is checked (`cli.py`), with the files it names: TLS certificates, the
    password file and the ACL (`app.check_files`). A problem is a configuration error, exit 2.
-2. Every listening socket is bound (`listeners.ListeningSockets`: TCP, IPv6, Unix sockets),
-   all of them or none: if one fails, those already bound are closed.
+2. Every listening socket is bound (`listeners.ListeningSockets`: TCP, IPv6, Unix sockets;
+   then the admin API's, `bind_admin`), all of them or none: if one fails, those already
+   bound are closed.
 3. The state is locked (`service.StateLock`, beside the database), so no other broker is
    using it.
 4. The pid file is written (`--pid-file`).
@@ -19,6 +20,7 @@ found it (and a fresh directory without a database).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import ssl
@@ -26,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..config import Config, Listener, anonymous_allowed
-from .listeners import ListeningSockets, describe
+from ..config import AdminConfig, Config, Listener, anonymous_allowed
+from .listeners import LISTEN_BACKLOG, ListeningSockets, describe
 from .service import PidFile, StateLock
+from .transport import ListenError
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,10 @@ class Started:
     listening: list[BoundListener]
     lock: StateLock | None = None
     pid_file: PidFile | None = None
+    # The admin API's listening socket ([admin]) and its URL, as bound (the socket itself is
+    # closed in the supervisor once the workers have it); None and "off" when it is off.
+    admin: socket.socket | None = None
+    admin_url: str = "off"
     open_files: int = 0
     _closed: bool = field(default=False, repr=False)
 
@@ -72,9 +79,10 @@ class Started:
         self._closed = True
         if self.pid_file is not None:
             self.pid_file.remove()
-        for bound in self.listening:
-            with contextlib.suppress(OSError):
-                bound.sock.close()
+        for sock in [bound.sock for bound in self.listening] + [self.admin]:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
         self.sockets.remove_files()
         if self.lock is not None:
             self.lock.release()
@@ -86,6 +94,11 @@ def start(config: Config, contexts: list[ssl.SSLContext | None], pid_file: Path 
     released whatever it had taken."""
     started = Started(*bind_listeners(config.listeners, contexts), open_files=open_files)
     try:
+        if config.admin.enabled:
+            started.admin = bind_admin(config.admin)
+            host, port = started.admin.getsockname()[:2]
+            started.admin_url = (f"http://[{host}]:{port}/" if ":" in host
+                                 else f"http://{host}:{port}/")
         if config.storage.durability != "none":
             # With "none" there is no file to protect: two such brokers share nothing.
             started.lock = StateLock.acquire(Path(config.storage.path))
@@ -96,6 +109,20 @@ def start(config: Config, contexts: list[ssl.SSLContext | None], pid_file: Path 
         started.close()
         raise
     return started
+
+
+def bind_admin(admin: AdminConfig) -> socket.socket:
+    """The admin API's listening socket; a `ListenError` naming it if it cannot be had."""
+    try:
+        sock = socket.create_server((admin.host, admin.port), backlog=LISTEN_BACKLOG,
+                                    family=socket.AF_INET6 if ":" in admin.host
+                                    else socket.AF_INET)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise ListenError(f"cannot listen on {admin.address} ([admin], the admin API): "
+                          f"{reason}") from None
+    sock.setblocking(False)
+    return sock
 
 
 def summary(config: Config, started: Started) -> str:
@@ -116,7 +143,8 @@ def summary(config: Config, started: Started) -> str:
     return (f"culex {__version__} serving: listeners {listeners}; "
             f"{workers} worker{'s' if workers > 1 else ''} (pid {os.getpid()}); {state}; "
             f"auth: anonymous {'allowed' if anonymous_allowed(config) else 'refused'}, "
-            f"{access}; open-file limit {started.open_files}")
+            f"{access}; admin API {started.admin_url}; "
+            f"open-file limit {started.open_files}")
 
 
 def status(config: Config, started: Started) -> str:

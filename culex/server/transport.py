@@ -71,10 +71,13 @@ class ListenerGate:
     release also asks the process's `OpenFileWatch` whether descriptors are running out.
     """
 
-    __slots__ = ("files", "listener", "open", "refused")
+    __slots__ = ("files", "listener", "name", "open", "refused")
 
-    def __init__(self, listener: Listener, files: OpenFileWatch | None = None) -> None:
+    def __init__(self, listener: Listener, files: OpenFileWatch | None = None,
+                 name: str = "") -> None:
         self.listener = listener
+        # Its bound address (listeners.bound_address): what each connection's `listener` says.
+        self.name = name or listener.address
         self.files = files
         self.open = 0
         self.refused = 0
@@ -201,11 +204,13 @@ class MQTTProtocol(asyncio.Protocol):
             connection = self.connection = self.broker.open_connection(
                 transport, moved.peer, self.host.loop.time())
             connection.certificate_username = moved.certificate_username
+            connection.listener = self.gate.name
             self.moved = None
             connection.data_received(moved.data, self.host.loop.time())
             return
         label = accepted.peer if accepted is not None else peer_label(peer, self.gate.listener)
         self.connection = self.broker.open_connection(transport, label, self.host.loop.time())
+        self.connection.listener = self.gate.name
         if self.gate.listener.use_identity_as_username:
             self.connection.certificate_username = certificate_name(
                 transport.get_extra_info("peercert"))

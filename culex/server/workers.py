@@ -79,6 +79,8 @@ class WorkerPlan:
     watchdog_interval: float | None
     links: dict[int, socket.socket] = field(default_factory=dict)
     handovers: dict[int, socket.socket] = field(default_factory=dict)
+    # The admin API's socket (startup.bind_admin): worker 0 serves it, the others close it.
+    admin: socket.socket | None = None
 
 
 # A worker's message to the supervisor: a kind and the worker's index. Three bytes, written in
@@ -132,7 +134,8 @@ def run_supervisor(config: Config, started: Started, notifier: Notifier,
         storage.close()
     status_read, status_write = os.pipe()
     plans = [WorkerPlan(index, size, started.listening, status_write,
-                        notifier.watchdog_interval) for index in range(size)]
+                        notifier.watchdog_interval, admin=started.admin)
+             for index in range(size)]
     for first in range(size):
         for second in range(first + 1, size):
             a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -159,6 +162,8 @@ def run_supervisor(config: Config, started: Started, notifier: Notifier,
     os.close(status_write)
     for bound in started.listening:
         bound.sock.close()  # the workers' now: the port is free once they have all gone
+    if started.admin is not None:
+        started.admin.close()
     log.info("supervisor %d: %d workers started (pids %s)", supervisor, size,
              ", ".join(str(pid) for pid in children))
     try:

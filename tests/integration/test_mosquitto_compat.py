@@ -73,7 +73,9 @@ class ConfBroker(BrokerProcess):
         if self.program == "mosquitto":
             assert Path(MOSQUITTO).exists(), "no /usr/sbin/mosquitto: `make system-deps`"
             return [MOSQUITTO, "-c", str(self.config_path)]
-        return [sys.executable, "-m", "culex", "serve", "--config", str(self.config_path)]
+        # Brokers run side by side here: none takes the admin API's one default port.
+        return [sys.executable, "-m", "culex", "serve", "--config", str(self.config_path),
+                "--admin", "off"]
 
 
 Start = Callable[[str, str], ConfBroker]

@@ -241,7 +241,7 @@ def test_pid_file_of_a_running_broker_survives_a_refused_start(tmp_path: Path,
 
 def test_pid_file_that_cannot_be_written_stops_the_start(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "culex", "serve", "--port", str(free_port()),
+        [sys.executable, "-m", "culex", "serve", "--port", str(free_port()), "--admin", "off",
          "--pid-file", str(tmp_path / "missing" / "culex.pid")],
         cwd=tmp_path, capture_output=True, text=True, timeout=20, check=False)
     assert result.returncode == 1, result
@@ -360,7 +360,7 @@ def test_one_summary_line_says_what_is_running(tmp_path: Path, broker_workers: i
         f"{broker_workers} worker{plural} (pid {broker.proc.pid}); "
         "durability batch, state data/culex.db (locked); "
         f"auth: anonymous refused, password file {passwords}, enhanced methods SCRAM-SHA-256; "
-        f"ACL {acl}; open-file limit ")
+        f"ACL {acl}; admin API off; open-file limit ")
     assert int(summary.group(2)) > 0
 
 
