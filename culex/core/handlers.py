@@ -26,6 +26,7 @@ from ..protocol.v5 import decode_packet_v5, encode_ack5
 from .connection import Connection, Handler
 from .message import QOS0_PLAIN, Message
 from .states import State
+from .subscription_value import NO_LOCAL, RETAIN_AS_PUBLISHED
 
 log = logging.getLogger("culex")
 
@@ -141,7 +142,10 @@ def handle_pubcomp(connection: Connection, first: int, frame: bytes, pos: int) -
                   packet_id)
 
 
-def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:
+def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int,
+                     options: int = 0) -> None:
+    """`options`: routing flags (subscription_value.py) every subscription of the packet
+    gets; a plain 3.1.1 client has none."""
     connection.require_connected()
     packet = decode_subscribe(first & 0x0F, frame, pos)
     max_qos = connection.core.limits.max_qos
@@ -149,13 +153,21 @@ def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int)
     retained: list[tuple[str, int]] = []
     for topic_filter, requested in packet.topics:
         qos = requested if requested <= max_qos else max_qos  # granting less is allowed
-        if subscribe_filter(connection, topic_filter, qos):
+        if subscribe_filter(connection, topic_filter, qos | options):
             codes.append(SUBACK_FAILURE)
             continue
         codes.append(qos)
         if not topic_filter.startswith(SHARE_PREFIX):  # shared: no retained (§4.8.2)
-            retained.append((topic_filter, qos))
+            retained.append((topic_filter, qos | options))
     connection.send_suback(encode_suback(packet.packet_id, codes), retained)
+
+
+def handle_bridge_subscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:
+    """A SUBSCRIBE from another broker's 3.1/3.1.1 bridge (its CONNECT set the bridge bit of
+    the protocol level): as Mosquitto does, it is never sent what it published itself (or two
+    brokers bridged both ways would send each message back and forth), and it gets RETAIN as
+    published, so a retained message stays retained on its side."""
+    handle_subscribe(connection, first, frame, pos, NO_LOCAL | RETAIN_AS_PUBLISHED)
 
 
 def subscribe_filter(connection: Connection, topic_filter: str, value: int) -> int:
@@ -232,4 +244,11 @@ V311_HANDLERS: Final[dict[int, Handler]] = {
     PacketType.UNSUBSCRIBE: handle_unsubscribe,
     PacketType.PINGREQ: handle_pingreq,
     PacketType.DISCONNECT: handle_disconnect,
+}
+
+# Another broker's 3.1/3.1.1 bridge: the same packets, its subscriptions with the options
+# above.
+V311_BRIDGE_HANDLERS: Final[dict[int, Handler]] = {
+    **V311_HANDLERS,
+    PacketType.SUBSCRIBE: handle_bridge_subscribe,
 }
