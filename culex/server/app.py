@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from ..bridge.bridge import install_bridges
 from ..config import Config, ConfigError, Listener, anonymous_allowed
 from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
+from .bridges import BridgeRunner, BridgeTLSError, bridge_tls_context
 from .host import LoopHost
 from .listeners import describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files
@@ -87,11 +89,14 @@ class CheckedFiles:
 
 def check_files(config: Config) -> CheckedFiles:
     """Start-up step 1 (see startup.py), after the configuration itself: every TLS
-    certificate, the password file and the ACL. A problem is a `ConfigError`."""
+    certificate (the bridges' too), the password file and the ACL. A problem is a
+    `ConfigError`."""
     try:
+        for bridge in config.bridges:
+            bridge_tls_context(bridge)
         return CheckedFiles([tls_context(listener) for listener in config.listeners],
                             load_files(config.auth))
-    except (ListenError, SecurityError) as exc:
+    except (ListenError, SecurityError, BridgeTLSError) as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -200,6 +205,9 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     files = OpenFileWatch(broker.connections)
     gates = [ListenerGate(bound.listener, files) for bound in listening]
     links = broker.links
+    # Before any client (or other worker) can publish: their sessions queue from the start.
+    bridges = [BridgeRunner(bridge, loop) for bridge in install_bridges(
+        broker, config.bridges, (lambda _: True) if links is None else links.owns)]
     if plan is not None and links is not None:
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
@@ -240,6 +248,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     host.start_timers()
+    for runner in bridges:
+        runner.start()
     watchdog: list[asyncio.TimerHandle] = []
     interval = readiness.watchdog_interval
     if interval:
@@ -258,6 +268,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
         handovers.close()
     for timer in watchdog:
         timer.cancel()
+    for runner in bridges:
+        runner.stop()
     for server in servers:
         server.close()
     broker.close_all()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import BrokerProcess
+from tests.integration.bridge_helpers import Mosquittos
 from tests.integration.clients import Clients
 
 
@@ -37,3 +38,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *extra, cwd=root)
     return root
+
+
+@pytest.fixture
+def mosquittos(tmp_path: Path) -> Iterator[Mosquittos]:
+    """Debian's Mosquitto brokers a test starts (the bridges' remotes), stopped at its end."""
+    started = Mosquittos(tmp_path)
+    yield started
+    started.close()
