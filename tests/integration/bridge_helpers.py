@@ -181,11 +181,11 @@ def receive_all(broker: Broker, client_id: str, expected: dict[str, int],
         client.connect(client_id, clean=False)
         while any(len(set(by_topic.get(topic, ()))) < count
                   for topic, count in expected.items()):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            try:
+                reply = client.read_packet(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
                 counts = {topic: len(set(got)) for topic, got in by_topic.items()}
                 pytest.fail(f"received {counts} of {expected} within {timeout} s")
-            reply = client.read_packet(remaining)
             if reply.type == PUBREL:
                 awaiting_release.discard(reply.packet_id)
                 client.send(pubcomp(reply.packet_id))
