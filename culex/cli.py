@@ -109,8 +109,10 @@ def check_config(path: Path) -> int:
                   file=sys.stderr)
     for warning in config.warnings:
         print(f"culex: warning: {warning}", file=sys.stderr)
+    bridges = f", {len(config.bridges)} bridge(s)" if config.bridges else ""
     print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s){enhanced}, "
-          f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability})")
+          f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability}"
+          f"{bridges})")
     return 0
 
 

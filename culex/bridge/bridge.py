@@ -95,13 +95,14 @@ class Bridge:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def open(self, sink: Sink, address: str, now: float, ended: Ended) -> BridgeLink:
+    def open(self, sink: Sink, address: str, now: float, password: bytes | None,
+             ended: Ended) -> BridgeLink:
         """A connection to the remote is up: its link sends CONNECT."""
         settings = self.settings
         v5 = settings.protocol_version == "5"
         client = MqttClient(ClientOptions(
             settings.remote_client_id(), v5, settings.keepalive,
-            username=settings.username or None, password=settings.password(),
+            username=settings.username or None, password=password,
             bridge_bit=self.try_private, max_packet_size=self.broker.limits.max_packet_size))
 
         def closed(error: str, accepted: bool) -> None:

@@ -226,7 +226,9 @@ class BridgeLink:
             # next ids follow it, and SUBACK comes long before they wrap around.
             self.send(client.subscribe(session.allocate_packet_id(), list(incoming.items())))
         session.resume()
-        self.core.deadlines.schedule(self, self._next_deadline() or self.opened_at)
+        deadline = self._next_deadline()
+        if deadline is not None:  # keep-alive may come before the CONNACK deadline would
+            self.core.deadlines.schedule(self, deadline)
 
     def _subscribed(self, packet: Suback | Suback5) -> None:
         codes = packet.return_codes if isinstance(packet, Suback) else packet.reason_codes
@@ -441,8 +443,11 @@ class BridgeLink:
             self.core.flow.release_publishers(self)
 
     def update_reading(self) -> None:
-        wanted = not (self.throttled_by or self.tick_bytes >= FAIR_SHARE
-                      or self.state is State.CLOSED)
+        """Read the remote unless a full subscriber holds it back (back-pressure) or it has
+        used its fair share of this tick."""
+        if self.state is State.CLOSED:
+            return
+        wanted = not (self.throttled_by or self.tick_bytes >= FAIR_SHARE)
         if wanted and self._deferred and self.state is State.CONNECTED:
             self.core.flow.resume_deferred(self)
             return

@@ -167,8 +167,7 @@ class BridgeSettings:
         return [split_address(address, default) for address in self.address]
 
     def password(self) -> bytes | None:
-        """The password file's first line (read when the bridge connects, so a new password
-        needs no restart), or None."""
+        """The password file's first line, or None; raises OSError if it cannot be read."""
         if not self.password_file:
             return None
         text = Path(self.password_file).read_bytes()
@@ -238,7 +237,9 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     """"host:port", "host", "[v6::addr]:port" or "v6::addr" -> (host, port)."""
     host, port = address, default_port
     if address.startswith("["):
-        host, _, rest = address[1:].partition("]")
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket:
+            raise ValueError(f"{address!r} has no closing ']'")
         if rest:
             if not rest.startswith(":"):
                 raise ValueError(f"{address!r} is not host:port")

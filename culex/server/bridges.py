@@ -61,9 +61,10 @@ def describe_tls_failure(exc: ssl.SSLError) -> str:
 class BridgeProtocol(asyncio.Protocol):
     """Bytes between one socket to the remote and the bridge's link."""
 
-    def __init__(self, runner: BridgeRunner, address: str) -> None:
+    def __init__(self, runner: BridgeRunner, address: str, password: bytes | None) -> None:
         self.runner = runner
         self.address = address
+        self.password = password
         self.link: BridgeLink | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -71,7 +72,7 @@ class BridgeProtocol(asyncio.Protocol):
         tune_socket(transport)
         high = self.runner.bridge.broker.limits.max_write_buffer
         transport.set_write_buffer_limits(high=high, low=high // 4)
-        self.link = self.runner.opened(transport, self.address)
+        self.link = self.runner.opened(transport, self.address, self.password)
 
     def data_received(self, data: bytes) -> None:
         assert self.link is not None
@@ -136,9 +137,16 @@ class BridgeRunner:
         settings = self.bridge.settings
         timeout = settings.connect_timeout
         try:
+            # Read at every attempt: a new password needs no restart.
+            password = settings.password()
+        except OSError as exc:
+            self._failed(address, f"cannot read password_file {settings.password_file}: "
+                                  f"{exc.strerror}")
+            return
+        try:
             async with asyncio.timeout(timeout):
                 await self.loop.create_connection(
-                    lambda: BridgeProtocol(self, address), host, port, ssl=self.tls,
+                    lambda: BridgeProtocol(self, address, password), host, port, ssl=self.tls,
                     server_hostname=host if self.tls is not None else None,
                     ssl_handshake_timeout=timeout if self.tls is not None else None)
         except TimeoutError:
@@ -148,9 +156,10 @@ class BridgeRunner:
         except OSError as exc:
             self._failed(address, f"cannot connect: {(exc.strerror or str(exc)).lower()}")
 
-    def opened(self, transport: asyncio.Transport, address: str) -> BridgeLink:
+    def opened(self, transport: asyncio.Transport, address: str,
+               password: bytes | None) -> BridgeLink:
         log.debug("bridge %s: connected to %s, sending CONNECT", self.name, address)
-        return self.bridge.open(transport, address, self.loop.time(),
+        return self.bridge.open(transport, address, self.loop.time(), password,
                                 lambda error, lasted: self._ended(address, error, lasted))
 
     def _ended(self, address: str, error: str, lasted: float | None) -> None:
