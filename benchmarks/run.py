@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bridge_bench
+
 from culex.bench.procstat import ProcessSampler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -503,7 +505,7 @@ def broker_tables(brokers: list[Broker], scenarios: list[Scenario], level: str) 
 
 
 def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Broker],
-                 websocket: list[Broker], *,
+                 websocket: list[Broker], bridges: dict[str, Any], *,
                  duration: float, path: Path, command: str) -> None:
     lines = [
         "# Benchmarks",
@@ -537,6 +539,8 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
         lines += workers_section(workers, duration, command)
     if websocket:
         lines += websocket_section(websocket, duration)
+    if bridges:
+        lines += bridge_bench.section(bridges, cell, ratio, figure, Scenario("bridge", "", ()))
     kept = path.read_text().partition(ANALYSIS_MARKER)[2] if path.exists() else ""
     path.write_text("\n".join(lines) + "\n" + ANALYSIS_MARKER + kept)
 
@@ -547,7 +551,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--only", nargs="*",
                         help="scenario names, `workers` for the worker processes section, "
-                        "`websocket` for the MQTT over WebSocket one")
+                        "`websocket` for the MQTT over WebSocket one, `bridge` for bridges")
     parser.add_argument("--from-results", action="store_true",
                         help="rewrite the report from benchmarks/results/ without running")
     args = parser.parse_args()
@@ -568,6 +572,7 @@ def main() -> None:
         needs_cbench = bool(CBENCH_SCENARIOS) or (
             bool(workers) and any(s.generator == "cbench" for s in WORKER_SCENARIOS))
         cbench = build_cbench(Path(work)) if needs_cbench and not args.from_results else None
+        bridges = bridge_bench.collect(Path(work), args, ensure_mosquitto, RESULTS)
         for group, scenarios in ((brokers, SCENARIOS + CBENCH_SCENARIOS),
                                  (durable, DURABILITY_SCENARIOS), (workers, WORKER_SCENARIOS),
                                  (websocket, WEBSOCKET_SCENARIOS)):
@@ -584,8 +589,8 @@ def main() -> None:
                     finally:
                         stop(broker)
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
-    write_report(brokers, durable, workers, websocket, duration=args.duration, path=args.out,
-                 command=command)
+    write_report(brokers, durable, workers, websocket, bridges, duration=args.duration,
+                 path=args.out, command=command)
     print(f"wrote {args.out}")
 
 

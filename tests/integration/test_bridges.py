@@ -6,6 +6,10 @@ then lives in the worker that owns `$bridge/<name>`)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -207,3 +211,22 @@ def test_bridge_state_in_sys(broker_factory: BrokerFactory, mosquittos: Mosquitt
     assert values["connected"] == "0"
     assert values["backlog/bytes"] == "15"
     assert values.get("last_error")
+
+
+def test_load_through_a_bridge(broker_factory: BrokerFactory, mosquittos: Mosquittos,
+                               tmp_path: Path) -> None:
+    """`culex bench --subscribe-port` (what benchmarks/bridge_bench.py measures with): QoS 1
+    messages published here for a second reach subscribers on the remote, none lost."""
+    remote = mosquittos.start()
+    local = broker_factory(bridges=[bridge_table(
+        "load", remote, [{"pattern": "culex-bench/#", "qos": 1}])])
+    wait_connected(local, "load")
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "culex", "bench", "pubsub", "--qos", "1", "--rate", "2000",
+         "--duration", "1", "--warmup", "0.5", "--port", str(local.port), "--subscribe-port",
+         str(remote.port), "--json", str(out)], capture_output=True, text=True, timeout=60,
+        check=False)
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(out.read_text())["results"]
+    assert row["sent"] > 1000 and row["delivered"] == row["expected"] == row["sent"]
