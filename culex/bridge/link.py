@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable
 
 from ..auth.acl import Access, ClientAcl
-from ..core.bridges import BridgeStatus, bridge_client_id
+from ..core.bridges import BridgeStatus, bridge_client_id, is_bridge_state
 from ..core.context import CoreServices
 from ..core.message import Message
 from ..core.ports import Sink
@@ -346,10 +346,10 @@ class BridgeLink:
                      self.settings.name, packet.topic)
             return ReasonCode.SUCCESS
         topic = entry.to_local(packet.topic)
-        if topic.startswith("$SYS") or (
-                self.acl is not None and not self.acl.allowed(topic, Access.WRITE)):
+        system = topic.startswith("$SYS") and not is_bridge_state(topic)
+        if system or (self.acl is not None and not self.acl.allowed(topic, Access.WRITE)):
             log.info("bridge %s: a message for %r dropped: %s", self.settings.name, topic,
-                     "$SYS is read-only" if topic.startswith("$SYS") else "denied by the ACL")
+                     "$SYS is read-only" if system else "denied by the ACL")
             return ReasonCode.NOT_AUTHORIZED
         if packet.qos == 2 and not session.inbound_received(packet.packet_id):
             return _RETRANSMISSION  # routed when it first came

@@ -23,6 +23,14 @@ def bridge_client_id(name: str) -> str:
     return BRIDGE_CLIENT_PREFIX + name
 
 
+def is_bridge_state(topic: str) -> bool:
+    """`$SYS/broker/connection/<client id>/state`: where another broker's bridge (Mosquitto's,
+    with `notifications true`, its default) publishes whether it is connected, and its will.
+    The one `$SYS` topic clients may write, as in Mosquitto."""
+    return (topic.startswith("$SYS/broker/connection/") and topic.endswith("/state")
+            and topic.count("/") == 4)
+
+
 class BridgeStatus:
     """One bridge's state for observers. The bridge updates it as things happen; the backlog
     is read from its session when asked, so nothing is counted twice."""

@@ -23,6 +23,7 @@ from ..protocol.publish import ack_packet_id, publish_fields
 from ..protocol.reasons import ReasonCode
 from ..protocol.topics import SHARE_PREFIX, filter_problem, shared_filter_problem, split_shared
 from ..protocol.v5 import decode_packet_v5, encode_ack5
+from .bridges import is_bridge_state
 from .connection import Connection, Handler
 from .message import QOS0_PLAIN, Message
 from .states import State
@@ -73,7 +74,7 @@ def handle_publish(connection: Connection, first: int, frame: bytes, pos: int) -
 def may_publish(connection: Connection, topic: str) -> bool:
     """Whether the client may publish to `topic`; a refusal is logged. 3.1.1 cannot say no,
     so there the message is acknowledged as usual and not routed; MQTT 5 says 0x87."""
-    if topic.startswith("$SYS"):
+    if topic.startswith("$SYS") and not is_bridge_state(topic):
         # Clients may not write the broker's own tree (Mosquitto denies it the same way).
         log.info("client %s (%s) publish to %r dropped: $SYS is read-only",
                  connection.client_id, connection.address, topic)

@@ -151,6 +151,11 @@ def test_mosquitto_bridging_into_culex(broker: BrokerProcess, mosquittos: Mosqui
                                                   ("bridged/from-mosquitto", b"M", 1, False)]
         assert sorted(received(mosquitto_sub, 2)) == [
             ("bridged/from-culex", b"C", 1, False), ("bridged/from-mosquitto", b"M", 1, False)]
+        # Mosquitto's bridge notification, retained, as Mosquitto itself would keep it.
+        watcher = here.paho()
+        watcher.subscribe("$SYS/broker/connection/+/state", 1)
+        [state] = received(watcher, 1)
+        assert (state[0].endswith(".to-culex/state"), state[1], state[3]) == (True, b"1", True)
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -87,3 +87,18 @@ def test_bridge_client_ids_are_reserved() -> None:
     assert isinstance(connack, Connack5) and connack.reason_code == 0x85
     assert "reserved" in (connack.properties.reason_string or "")
     assert harness.broker.stats.clients_connected == 0
+
+
+def test_bridge_state_is_the_one_sys_topic_clients_may_write() -> None:
+    """Mosquitto's bridges publish `$SYS/broker/connection/<id>/state` (and make it their
+    will); Mosquitto lets them, so Culex does. The rest of `$SYS` stays read-only."""
+    harness = Harness()
+    watcher = harness.connected("watcher")
+    assert watcher.subscribe(("$SYS/broker/connection/#", 1), ("$SYS/broker/x", 1)) == [1, 1]
+    edge = harness.connected("edge.to-culex")
+    edge.publish("$SYS/broker/connection/edge.to-culex/state", b"1", qos=1, retain=True)
+    edge.publish("$SYS/broker/connection/edge.to-culex/other", b"no", qos=1)
+    edge.publish("$SYS/broker/connection/a/b/state", b"no", qos=1)
+    edge.publish("$SYS/broker/x", b"no", qos=1)
+    assert [(p.topic, p.payload) for p in watcher.publishes()] == [
+        ("$SYS/broker/connection/edge.to-culex/state", b"1")]
