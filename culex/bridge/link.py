@@ -73,7 +73,7 @@ TOPIC_CACHE_SIZE = 10_000
 
 Closed = Callable[[str, bool], None]
 """Told when the link ends: why ("" for our own shutdown), and whether the remote had accepted
-it (CONNACK 0), which ends a run of failures."""
+it (CONNACK 0)."""
 
 
 class BridgeLink:
@@ -120,7 +120,7 @@ class BridgeLink:
         self._waiting: list[bytes] | None = None
         self._barriers = 0
         self._remote_topics: dict[str, str] = {}
-        # A refused message is logged once per connection; the rest are counted.
+        # A refused message is logged once per connection; all are counted (status.refused).
         self._refusals = 0
         core.sessions.connections.add(self)
         core.deadlines.schedule(self, now + settings.connect_timeout)
@@ -291,10 +291,11 @@ class BridgeLink:
         """PUBACK or PUBCOMP: the remote has the message; the session forgets it."""
         session = self.session
         assert session is not None
-        if reason >= 0x80:
-            self._refused(packet_id, reason)
         if session.acknowledge(packet_id, qos):
-            self.status.sent += 1
+            if reason >= 0x80:
+                self._refused(packet_id, reason)
+            else:
+                self.status.sent += 1
         else:
             log.debug("bridge %s: %s for unknown packet id %d ignored", self.settings.name,
                       "PUBACK" if qos == 1 else "PUBCOMP", packet_id)
@@ -317,6 +318,7 @@ class BridgeLink:
 
     def _refused(self, packet_id: int, reason: int) -> None:
         self._refusals += 1
+        self.status.refused += 1
         if self._refusals == 1:
             log.warning("bridge %s: the remote %s refused a message (packet id %d): %#04x "
                         "(%s); it is not sent again (further refusals on this connection are "

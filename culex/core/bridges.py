@@ -36,7 +36,7 @@ class BridgeStatus:
     is read from its session when asked, so nothing is counted twice."""
 
     __slots__ = ("connected", "connected_since", "connections", "last_error", "name",
-                 "received", "remote", "sent", "session")
+                 "received", "refused", "remote", "sent", "session")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -53,6 +53,9 @@ class BridgeStatus:
         # from it and published here.
         self.sent = 0
         self.received = 0
+        # Messages the remote acknowledged with a failure (MQTT 5 reason code 0x80 or more):
+        # done with, not sent again.
+        self.refused = 0
         # The bridge's session, whose queue and window hold what waits for the remote.
         self.session: Session | None = None
 
@@ -81,5 +84,6 @@ class BridgeStatus:
             "backlog/bytes": str(self.backlog_bytes),
             "messages/sent": str(self.sent),
             "messages/received": str(self.received),
+            "messages/refused": str(self.refused),
             "last_error": self.last_error,
         }

@@ -1,11 +1,16 @@
 """Store and forward: what a bridge acknowledged locally reaches the remote, whatever dies.
 
-The remote is away while thousands of QoS 1 and QoS 2 messages are published here and
-acknowledged; then the local broker is killed (`kill -9`) and started again, and the remote
-comes back: every message arrives, in order per publisher, the QoS 2 ones exactly once. Then
-the same with the remote killed in the middle of the drain. The messages are collected by a
-persistent session on the remote that connects only at the end, so what it gets is what the
-remote stored: a message the bridge lost, or sent twice at QoS 2, shows.
+The remote is away while 10,000 messages (5,000 at QoS 1, 5,000 at QoS 2, one publisher
+each) are published here and acknowledged; then the local broker is killed (`kill -9`) and
+started again, and the remote comes back: every message arrives, in order per publisher, the
+QoS 2 ones exactly once. Then the same with the remote killed in the middle of the drain. The
+messages are collected by a persistent session on the remote that connects only at the end, so
+what it gets is what the remote stored: a message the bridge lost, or sent twice at QoS 2,
+shows.
+
+The remote killed in the middle is a Culex (`durability = "sync"`): Mosquitto saves its state
+only now and then, so a `kill -9` loses what it had acknowledged to the bridge since, which no
+bridge can get back. Mosquitto is the remote that is stopped while the local broker dies.
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ def sys_values(broker: BrokerProcess, name: str) -> dict[str, str]:
         watcher = clients.paho()
         watcher.subscribe(f"$SYS/broker/bridges/{name}/#", 0)
         return {m.topic.rsplit(f"{name}/", 1)[1]: m.payload.decode()
-                for m in watcher.drain(7)}
+                for m in watcher.drain(8)}
 
 
 def test_bridge_state_in_sys(broker_factory: BrokerFactory, mosquittos: Mosquittos) -> None:

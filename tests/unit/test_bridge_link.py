@@ -344,3 +344,20 @@ def test_shutdown_says_disconnect() -> None:
     assert [type(p) for p in remote.received()] == [Disconnect5]
     assert remote.sink.closed and remote.ended == [("", 0.0)]
 
+
+
+def test_a_refused_message_is_done_with_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    harness, bridge = setup()
+    publisher = harness.connected("publisher")
+    remote = Remote(harness, bridge)
+    remote.accept()
+    for index in range(2):
+        publisher.publish("sensors/x", str(index).encode(), qos=1)
+    publisher.publish("sensors/q2", b"2", qos=2)
+    first, second, third = publishes(remote.received())
+    remote.send(Puback5(first.packet_id, 0x87))
+    remote.send(Puback5(second.packet_id, 0x97))
+    remote.send(Pubrec5(third.packet_id, 0x87))  # a refused PUBREC ends the QoS 2 flow
+    assert remote.received() == []  # no PUBREL
+    assert (bridge.status.refused, bridge.status.sent, bridge.status.backlog_messages) == (3, 0, 0)
+    assert caplog.text.count("refused a message") == 1
