@@ -120,6 +120,9 @@ class BridgeLink:
         self._waiting: list[bytes] | None = None
         self._barriers = 0
         self._remote_topics: dict[str, str] = {}
+        # How many bytes longer a topic can get on its way out (prefixes).
+        self._growth = max((len(topic.remote_prefix.encode()) - len(topic.local_prefix.encode())
+                            for topic in settings.topics if topic.outgoing), default=0)
         # A refused message is logged once per connection; all are counted (status.refused).
         self._refusals = 0
         core.sessions.connections.add(self)
@@ -212,7 +215,6 @@ class BridgeLink:
             return
         self.state = State.CONNECTED
         session = self.session = self._accepted(self)
-        self._remote_topics.clear()
         if not limits.session_present:
             # The remote kept nothing of ours: the QoS 2 ids it was releasing are gone too.
             for packet_id in list(session.awaiting_release):
@@ -265,6 +267,11 @@ class BridgeLink:
         subscriber's would be [MQTT-3.1.2-25]."""
         limit = self.client.limits.maximum_packet_size
         if not limit or self.state is not State.CONNECTED:
+            return False
+        # The remote's copy differs only by its topic (and one more length byte at most): the
+        # exact size is worked out only for a PUBLISH near the limit.
+        size = sum(map(len, frames))
+        if size + self._growth + 1 <= limit:
             return False
         size = sum(map(len, for_remote(frames, self._remote_topic, v5=self.client.v5,
                                        retain_available=True)))

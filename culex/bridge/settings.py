@@ -252,6 +252,11 @@ def split_address(address: str, default_port: int) -> tuple[str, int]:
     return host, port
 
 
+def join_address(host: str, port: int) -> str:
+    """(host, port) as logs write it: "host:port", "[v6::addr]:port"."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _port(address: str, text: str) -> int:
     if not text.isdigit() or not 0 < int(text) <= 65535:
         raise ValueError(f"{address!r}: {text!r} is not a TCP port")

@@ -23,7 +23,7 @@ from typing import cast
 
 from ..bridge.bridge import Bridge
 from ..bridge.link import BridgeLink
-from ..bridge.settings import BridgeSettings
+from ..bridge.settings import BridgeSettings, join_address
 from .transport import tune_socket
 
 log = logging.getLogger("culex")
@@ -133,7 +133,7 @@ class BridgeRunner:
 
     async def _open(self) -> None:
         host, port = self.endpoints[self.next_address]
-        address = f"{host}:{port}"
+        address = join_address(host, port)
         settings = self.bridge.settings
         timeout = settings.connect_timeout
         try:
@@ -186,8 +186,8 @@ class BridgeRunner:
             return
         self.next_address = (self.next_address + 1) % len(self.endpoints)
         if self.next_address:  # another address to try in this round: at once
-            log.warning("bridge %s: %s: %s; trying %s:%d", self.name, address, error,
-                        *self.endpoints[self.next_address])
+            log.warning("bridge %s: %s: %s; trying %s", self.name, address, error,
+                        join_address(*self.endpoints[self.next_address]))
             self._connect_soon(0.0)
             return
         delay = self._delay()
