@@ -86,6 +86,13 @@ class Bridge:
         for topic_filter, value in wanted.items():
             if session.subscriptions.get(topic_filter) != value:
                 router.subscribe(session, topic_filter, value)
+            if session.acl is not None and not session.acl.allowed_filter(topic_filter):
+                # Messages it may not read are never queued for it: say so once, at start-up,
+                # rather than forward nothing in silence.
+                log.warning("bridge %s: the ACL does not let %s (user %s) read all of %r: "
+                            "what it may not read is not forwarded", settings.name,
+                            self.client_id, settings.local_username or "anonymous",
+                            topic_filter)
         return session
 
     def acl(self) -> ClientAcl | None:

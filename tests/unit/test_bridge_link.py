@@ -196,11 +196,15 @@ def test_incoming_messages_are_published_here_and_acknowledged() -> None:
     assert bridge.status.received == 3
 
 
-def test_the_acl_of_the_local_identity_applies() -> None:
+def test_the_acl_of_the_local_identity_applies(caplog: pytest.LogCaptureFixture) -> None:
     harness, bridge = setup(local_username="bridge-user")
     rules = AclRules.parse("topic read #\nuser bridge-user\ntopic write remote/cmd/allowed\n"
                            "topic read sensors/#\n")
     harness.broker.set_acl(rules)
+    install_bridges(harness.broker, (bridge.settings,), lambda client_id: True)
+    assert "bridge cloud: the ACL does not let $bridge/cloud (user bridge-user) read all of " \
+           "'both/#'" in caplog.text
+    assert "'sensors/#'" not in caplog.text
     subscriber = harness.connected("local")
     subscriber.subscribe(("#", 1))
     remote = Remote(harness, bridge)
