@@ -64,6 +64,7 @@ class Process:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.stop()  # never two of it at once
         with (self.cwd / "broker.log").open("ab") as log:
             self.proc = subprocess.Popen(["taskset", "-c", self.cores, *self.command],
                                          cwd=self.cwd, stdout=log, stderr=log)
@@ -270,7 +271,8 @@ def run(work: Path, mosquitto: str, duration: float, results: Path) -> dict[str,
             remote.stop()
             remote.start()
     finally:
-        remote.stop()
+        for broker in (remote, *locals_):
+            broker.stop()
     (results / "bridge.json").write_text(json.dumps(figures, indent=1))
     return figures
 
