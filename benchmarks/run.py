@@ -31,6 +31,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import bridge_bench
+
 from culex.bench.procstat import ProcessSampler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -554,8 +556,8 @@ def broker_tables(brokers: list[Broker], scenarios: list[Scenario], level: str) 
     return lines
 
 
-def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Broker],
-                 websocket: list[Broker], admin: list[Broker], *,
+def write_report(brokers: list[Broker], *, durable: list[Broker], workers: list[Broker],
+                 websocket: list[Broker], admin: list[Broker], bridges: dict[str, Any],
                  duration: float, path: Path, command: str) -> None:
     lines = [
         "# Benchmarks",
@@ -591,6 +593,8 @@ def write_report(brokers: list[Broker], durable: list[Broker], workers: list[Bro
         lines += websocket_section(websocket, duration)
     if admin:
         lines += admin_section(admin, duration)
+    if bridges:
+        lines += bridge_bench.section(bridges, cell, ratio, figure, Scenario("bridge", "", ()))
     kept = path.read_text().partition(ANALYSIS_MARKER)[2] if path.exists() else ""
     path.write_text("\n".join(lines) + "\n" + ANALYSIS_MARKER + kept)
 
@@ -602,7 +606,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="*",
                         help="scenario names, `workers` for the worker processes section, "
                         "`websocket` for the MQTT over WebSocket one, `admin` for the admin "
-                        "listener's (on and idle versus off)")
+                        "listener's (on and idle versus off), `bridge` for bridges")
     parser.add_argument("--from-results", action="store_true",
                         help="rewrite the report from benchmarks/results/ without running")
     parser.add_argument("--baseline", type=Path, metavar="TREE",
@@ -628,6 +632,7 @@ def main() -> None:
         needs_cbench = bool(CBENCH_SCENARIOS) or (
             bool(workers) and any(s.generator == "cbench" for s in WORKER_SCENARIOS))
         cbench = build_cbench(Path(work)) if needs_cbench and not args.from_results else None
+        bridges = bridge_bench.collect(Path(work), args, ensure_mosquitto, RESULTS)
         for group, scenarios in ((brokers, SCENARIOS + CBENCH_SCENARIOS),
                                  (durable, DURABILITY_SCENARIOS), (workers, WORKER_SCENARIOS),
                                  (websocket, WEBSOCKET_SCENARIOS),
@@ -645,8 +650,8 @@ def main() -> None:
                     finally:
                         stop(broker)
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
-    write_report(brokers, durable, workers, websocket, admin, duration=args.duration,
-                 path=args.out, command=command)
+    write_report(brokers, durable=durable, workers=workers, websocket=websocket, admin=admin,
+                 bridges=bridges, duration=args.duration, path=args.out, command=command)
     print(f"wrote {args.out}")
 
 

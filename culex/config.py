@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth.scram import METHOD as SCRAM_SHA_256
+from .bridge.settings import BridgeSettings, BridgeSettingsError, parse_bridges
 from .core.limits import Limits
 from .core.options import Mqtt5Options
 from .core.retained import MAX_WORKERS
@@ -267,6 +268,8 @@ class Config:
     # What loading noticed but accepted (a mosquitto.conf key without effect in Culex), logged
     # once at start-up.
     warnings: tuple[str, ...] = ()
+    # Store-and-forward links to other brokers (culex/bridge/settings.py).
+    bridges: tuple[BridgeSettings, ...] = ()
 
     def worker_count(self) -> int:
         return self.workers or len(os.sched_getaffinity(0))
@@ -304,8 +307,8 @@ def _build(cls: Any, table: Any, where: str) -> Any:
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
-    known = {"admin", "auth", "listeners", "limits", "logging", "mqtt5", "storage", "sys_interval",
-             "workers"}
+    known = {"admin", "auth", "bridges", "listeners", "limits", "logging", "mqtt5", "storage",
+             "sys_interval", "workers"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key "
@@ -363,6 +366,11 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         if interval < 0:
             raise ConfigError(f"{source}: sys_interval: must be 0 (off) or positive")
         kwargs["sys_interval"] = interval
+    if "bridges" in data:
+        try:
+            kwargs["bridges"] = parse_bridges(data["bridges"], source)
+        except BridgeSettingsError as exc:
+            raise ConfigError(str(exc)) from None
     if "workers" in data:
         workers = _typed(data["workers"], "int", f"{source}: workers")
         if not 0 <= workers <= MAX_WORKERS:

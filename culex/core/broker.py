@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..protocol.reasons import ReasonCode
 from ..storage.base import LoadedState, Storage
 from .access import AccessPolicy, AccessRules
+from .bridges import BridgeStatus
 from .commit import CommitGate
 from .connection import Connection
 from .context import CoreServices, Timed
@@ -121,15 +122,24 @@ class Broker:
             limits, stats, clock, router, persistence,
             owns=(lambda client_id: True) if links is None else links.owns, set_timer=set_timer)
         self.deadlines: Deadlines[Timed] = Deadlines(set_timer)
+        # The bridges this process runs, by name (culex/bridge/ adds them).
+        self.bridges: dict[str, BridgeStatus] = {}
         self.sys = SysTopics(sys_interval, now, stats=stats, router=router,
                              sessions=self.manager.sessions,
-                             connections=self.manager.connections, links=links)
+                             connections=self.manager.connections, links=links,
+                             bridges=self.bridges)
         self._services = CoreServices(
             limits=limits, mqtt5=self.mqtt5, clock=clock, stats=stats, host=host,
             output=self.output, flow=self.flow, gate=self.gate, router=router,
             sessions=self.manager, deadlines=self.deadlines, access=self.access, links=links)
 
     # -- what tests and observers read ---------------------------------------------------------
+
+    @property
+    def services(self) -> CoreServices:
+        """The parts a connection works with; a bridge's link to its remote works with them
+        too (culex/bridge/)."""
+        return self._services
 
     @property
     def sessions(self) -> SessionTable:

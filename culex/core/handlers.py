@@ -23,11 +23,13 @@ from ..protocol.publish import ack_packet_id, publish_fields
 from ..protocol.reasons import ReasonCode
 from ..protocol.topics import SHARE_PREFIX, filter_problem, shared_filter_problem, split_shared
 from ..protocol.v5 import decode_packet_v5, encode_ack5
+from .bridges import is_bridge_state
 from .connection import Connection, Handler
 from .control import CONTROL_PREFIX, control_publish
 from .message import QOS0_PLAIN, Message
 from .states import State
 from .stats import NOT_AUTHORIZED
+from .subscription_value import NO_LOCAL, RETAIN_AS_PUBLISHED
 
 log = logging.getLogger("culex")
 
@@ -95,7 +97,7 @@ def may_publish(connection: Connection, topic: str) -> bool:
     if topic[0] == "$":
         if topic.startswith(CONTROL_PREFIX):
             return False
-        if topic.startswith("$SYS"):
+        if topic.startswith("$SYS") and not is_bridge_state(topic):
             # Clients may not write the broker's own tree (Mosquitto denies it the same way).
             log.info("client %s (%s) publish to %r dropped: $SYS is read-only",
                      connection.client_id, connection.address, topic)
@@ -166,7 +168,10 @@ def handle_pubcomp(connection: Connection, first: int, frame: bytes, pos: int) -
                   packet_id)
 
 
-def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:
+def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int,
+                     options: int = 0) -> None:
+    """`options`: routing flags (subscription_value.py) every subscription of the packet
+    gets; a plain 3.1.1 client has none."""
     connection.require_connected()
     packet = decode_subscribe(first & 0x0F, frame, pos)
     max_qos = connection.core.limits.max_qos
@@ -174,13 +179,21 @@ def handle_subscribe(connection: Connection, first: int, frame: bytes, pos: int)
     retained: list[tuple[str, int]] = []
     for topic_filter, requested in packet.topics:
         qos = requested if requested <= max_qos else max_qos  # granting less is allowed
-        if subscribe_filter(connection, topic_filter, qos):
+        if subscribe_filter(connection, topic_filter, qos | options):
             codes.append(SUBACK_FAILURE)
             continue
         codes.append(qos)
         if not topic_filter.startswith(SHARE_PREFIX):  # shared: no retained (§4.8.2)
-            retained.append((topic_filter, qos))
+            retained.append((topic_filter, qos | options))
     connection.send_suback(encode_suback(packet.packet_id, codes), retained)
+
+
+def handle_bridge_subscribe(connection: Connection, first: int, frame: bytes, pos: int) -> None:
+    """A SUBSCRIBE from another broker's 3.1/3.1.1 bridge (its CONNECT set the bridge bit of
+    the protocol level): as Mosquitto does, it is never sent what it published itself (or two
+    brokers bridged both ways would send each message back and forth), and it gets RETAIN as
+    published, so a retained message stays retained on its side."""
+    handle_subscribe(connection, first, frame, pos, NO_LOCAL | RETAIN_AS_PUBLISHED)
 
 
 def subscribe_filter(connection: Connection, topic_filter: str, value: int) -> int:
@@ -272,4 +285,11 @@ V311_HANDLERS: Final[dict[int, Handler]] = {
     PacketType.UNSUBSCRIBE: handle_unsubscribe,
     PacketType.PINGREQ: handle_pingreq,
     PacketType.DISCONNECT: handle_disconnect,
+}
+
+# Another broker's 3.1/3.1.1 bridge: the same packets, its subscriptions with the options
+# above.
+V311_BRIDGE_HANDLERS: Final[dict[int, Handler]] = {
+    **V311_HANDLERS,
+    PacketType.SUBSCRIBE: handle_bridge_subscribe,
 }

@@ -31,8 +31,9 @@ from ..protocol.v5 import decode_connect_any, encode_connack5
 from . import enhanced_auth
 from .access import CONTROL_PREFIX, AuthRequest, AuthStep, Outcome
 from .aliasing import use_topic_aliases
+from .bridges import BRIDGE_CLIENT_PREFIX
 from .connection import Connection, Handler
-from .handlers import V311_HANDLERS
+from .handlers import V311_BRIDGE_HANDLERS, V311_HANDLERS
 from .handlers5 import V5_HANDLERS
 from .message import Message
 from .session import NEVER_EXPIRES
@@ -51,7 +52,7 @@ def handle_connect(connection: Connection, first: int, frame: bytes, offset: int
         connection.v5 = True
         connection.handlers = V5_HANDLERS
     else:
-        connection.handlers = V311_HANDLERS
+        connection.handlers = V311_BRIDGE_HANDLERS if packet.bridge else V311_HANDLERS
     core = connection.core
     if packet.client_id:
         connection.client_id = packet.client_id
@@ -207,9 +208,11 @@ def _accept(connection: Connection, packet: Connect | Connect5) -> None:
     # Keep-alive counts from acceptance: a slow password check is our time, not silence.
     connection.last_activity = max(connection.last_activity, core.clock.now)
     connection.send(_connack(connection, session_present))
-    log.info("client %s connected from %s (protocol level %d, clean session %d, "
+    bridge = isinstance(packet, Connect) and packet.bridge
+    log.info("client %s connected from %s (protocol level %d%s, clean session %d, "
              "keep-alive %d s, session present %d)", packet.client_id, connection.address,
-             packet.protocol_level, clean_start, packet.keepalive, session_present)
+             packet.protocol_level, ", bridge" if bridge else "", clean_start, packet.keepalive,
+             session_present)
     if session_present:
         session.resume()
     deadline = connection.deadline()
@@ -253,6 +256,10 @@ def _connect_refusal(connection: Connection,
         if not packet.clean_session:
             return (ConnackCode.IDENTIFIER_REJECTED,
                     "empty client id with clean session 0 [MQTT-3.1.3-8]")
+    if packet.client_id.startswith(BRIDGE_CLIENT_PREFIX):
+        return (ConnackCode.IDENTIFIER_REJECTED,
+                f"client ids starting with {BRIDGE_CLIENT_PREFIX!r} are reserved for the "
+                "broker's own bridges")
     if len(packet.client_id.encode()) > limits.max_client_id_length:
         return (ConnackCode.IDENTIFIER_REJECTED,
                 f"client id longer than max_client_id_length ({limits.max_client_id_length})")

@@ -2,8 +2,8 @@
 
     server (asyncio)  ──Sink, Host──▶  core  ◀──Storage (storage/base.py)──  SQLite, memory
                                         │
-        Publisher ──▶ routing ──▶ DeliveryTarget      (a client connection, a worker link;
-                                                        later a bridge or a cluster node)
+        Publisher ──▶ routing ──▶ DeliveryTarget      (a client connection, a worker link,
+                                                        a bridge's link to its remote)
 
 - `Sink`: where one client connection's bytes go (an asyncio transport, a WebSocket adapter,
   a list in tests). The core writes to it once per loop tick at most.

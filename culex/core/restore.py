@@ -15,6 +15,7 @@ from .outgoing import Outgoing
 from .persistence import Persistence, restored_message
 from .routing import Router
 from .sessions import SessionManager
+from .subscription_value import V5_SUBSCRIBER
 from .worker_links import WorkerLinks
 
 
@@ -33,7 +34,7 @@ def restore(persistence: Persistence, manager: SessionManager, router: Router,
         for topic_filter, value in stored.subscriptions.items():
             session.subscriptions[topic_filter] = value
             router.add_to_tries(session, topic_filter, value)
-            session.v5 = value > 2  # MQTT 5 subscriptions are stored with their options
+            session.v5 = value >= V5_SUBSCRIBER  # stored with the subscriber's family
         for item in stored.entries:
             entry = Outgoing(messages[item.message_id], item.qos, item.retain, item.identifiers)
             entry.seq = item.seq

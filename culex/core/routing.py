@@ -9,8 +9,9 @@ subscriptions give each message to one member of each matching group; with worke
 the message also goes to the workers whose filters match (`WorkerLinks`).
 
 A subscription's trie value is an int (subscription_value.py): the granted QoS for a 3.1/3.1.1
-client, options and Subscription Identifiers above the QoS bits for an MQTT 5 one, so routing
-tells the families apart with one comparison (`value > 2`) per delivery.
+client, options and Subscription Identifiers above the QoS bits for an MQTT 5 one (and the
+options of a 3.1/3.1.1 bridge), so routing tells the plain case apart with one comparison
+(`value > 2`) per delivery.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from .retained import RetainedMessages
 from .session import Session
 from .shared import SharedSubscriptions
 from .stats import NO_MEMBER, NOT_AUTHORIZED, QUEUE_FULL, STALLED_READER, Stats
-from .subscription_value import IDENTIFIER_SHIFT, NO_LOCAL, RETAIN_AS_PUBLISHED, WITH_IDENTIFIER
+from .subscription_value import (
+    IDENTIFIER_SHIFT,
+    NO_LOCAL,
+    RETAIN_AS_PUBLISHED,
+    V5_SUBSCRIBER,
+    WITH_IDENTIFIER,
+)
 from .timers import Clock
 from .trie import SubscriptionTrie
 from .worker_links import WorkerLinks
@@ -252,22 +259,23 @@ class Router:
             if connection.write_paused and not self._flow.throttle(origin, session, connection):
                 session.count_drop(STALLED_READER)
                 continue
-            if value > 2 or frame_v5:  # an MQTT 5 subscriber or publisher: not the plain case
+            if value > 2 or frame_v5:  # options, an MQTT 5 subscriber or publisher
                 if value & NO_LOCAL and connection is origin:
                     continue
                 retain = bool(value & RETAIN_AS_PUBLISHED) and message is not None \
                     and message.retain
                 frames = [frame]
-                if (value > 2) is not frame_v5 or retain or value >= WITH_IDENTIFIER:
+                if (value >= V5_SUBSCRIBER) is not frame_v5 or retain \
+                        or value >= WITH_IDENTIFIER:
                     if message is None:
                         message = Message(topic, frame[qos0_payload_offset(frame, frame_v5):])
                     if value >= WITH_IDENTIFIER:
                         frames = message.frames5_ids(0, 0, self._clock.now,
                                                      value >> IDENTIFIER_SHIFT, retain=retain)
-                    elif value > 2:
+                    elif value >= V5_SUBSCRIBER:
                         frames = message.frames5(0, 0, self._clock.now, retain=retain)
                     else:
-                        frames = [message.frame_qos0()]
+                        frames = message.frames(0, 0, retain=retain)
                 if not connection.too_large(frames):
                     connection.send_publish(frames)
                 continue
@@ -277,8 +285,9 @@ class Router:
         session.count_drop(QUEUE_FULL)
         if not session.overflowing:
             session.overflowing = True
-            log.warning("client %s: queue full (%d messages), dropping QoS 1/2 messages until "
-                        "it drains", session.client_id, self._limits.max_queued_messages)
+            log.warning("client %s: queue full (%d messages, %d bytes), dropping QoS 1/2 "
+                        "messages until it drains", session.client_id, len(session.queue),
+                        session.queued_bytes)
 
     # -- shared subscriptions ------------------------------------------------------------------
 

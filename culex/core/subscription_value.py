@@ -8,9 +8,11 @@ For a 3.1/3.1.1 subscriber the value is the granted QoS (0..2). For an MQTT 5 su
     bit  8     V5_SUBSCRIBER, so that every MQTT 5 value is > 2
     bits 9-    Subscription Identifiers, 28 bits each (1..268,435,455 fits, 0 never occurs)
 
-Routing tells the families apart with `value > 2` and identifiers with
-`value >= WITH_IDENTIFIER`, both plain int comparisons: a 3.1.1 subscription and an MQTT 5 one
-without an identifier pay nothing for identifiers. A stored
+A 3.1/3.1.1 subscription carries No Local and Retain As Published too when its client is
+another broker's bridge (handlers.handle_bridge_subscribe), without V5_SUBSCRIBER. Routing tells
+the plain case apart with `value > 2`, the family with `value >= V5_SUBSCRIBER` and identifiers
+with `value >= WITH_IDENTIFIER`, all plain int comparisons: a 3.1.1 subscription and an MQTT 5
+one without an identifier pay nothing for identifiers. A stored
 subscription holds at most one identifier (what one SUBSCRIBE gave it); several appear only in
 a match result, where the trie merges the overlapping subscriptions of one client into one
 delivery that must carry all of their identifiers [MQTT-3.3.4-3, MQTT-3.3.4-4].

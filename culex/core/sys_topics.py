@@ -1,13 +1,15 @@
 """`$SYS/broker/...`: the broker's counters as retained messages, under Mosquitto's names, so
 existing dashboards work. Published every `sys_interval` seconds, each value only when it
 changed; with worker processes worker 0 publishes the sums of every worker's counters (each
-keeps the whole retained store, so the retained count is not summed)."""
+keeps the whole retained store, so the retained count is not summed). The state of each bridge
+(`$SYS/broker/bridges/<name>/...`) is published by the worker that runs it."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from .. import __version__
+from .bridges import BridgeStatus
 from .message import Message
 from .ports import ClientLink
 from .routing import Router
@@ -17,12 +19,12 @@ from .worker_links import WorkerLinks
 
 
 class SysTopics:
-    __slots__ = ("_connections", "_interval", "_last", "_links", "_next", "_router",
-                 "_sessions", "_started_at", "_stats")
+    __slots__ = ("_bridges", "_connections", "_interval", "_last", "_links", "_next",
+                 "_router", "_sessions", "_started_at", "_stats")
 
     def __init__(self, interval: float, now: float, *, stats: Stats, router: Router,
                  sessions: SessionTable, connections: Collection[ClientLink],
-                 links: WorkerLinks | None) -> None:
+                 links: WorkerLinks | None, bridges: Mapping[str, BridgeStatus]) -> None:
         self._interval = interval
         self._started_at = now
         self._next = now
@@ -31,6 +33,7 @@ class SysTopics:
         self._sessions = sessions
         self._connections = connections
         self._links = links
+        self._bridges = bridges
         self._last: dict[str, str] = {}
 
     @property
@@ -43,6 +46,7 @@ class SysTopics:
         self._next = now + self._interval
         if self._links is not None and self._links.index:
             self._links.send_counts(self.counts())  # worker 0 publishes the sums
+            self._publish_changed(self.bridge_values())
         else:
             self.publish(now)
 
@@ -79,11 +83,21 @@ class SysTopics:
                         counts[name] = counts.get(name, 0) + value
         values = {"version": f"culex version {__version__}",
                   "uptime": f"{int(now - self._started_at)} seconds", **counts}
-        return {f"$SYS/broker/{name}": str(value) for name, value in values.items()}
+        return {**{f"$SYS/broker/{name}": str(value) for name, value in values.items()},
+                **self.bridge_values()}
+
+    def bridge_values(self) -> dict[str, str]:
+        """The bridges this process runs, each under $SYS/broker/bridges/<name>/."""
+        return {f"$SYS/broker/bridges/{name}/{key}": value
+                for name, status in self._bridges.items()
+                for key, value in status.values().items()}
 
     def publish(self, now: float) -> None:
         """Publish, retained, the values that changed since the last interval."""
-        for topic, value in self.values(now).items():
+        self._publish_changed(self.values(now))
+
+    def _publish_changed(self, values: dict[str, str]) -> None:
+        for topic, value in values.items():
             if self._last.get(topic) != value:
                 self._last[topic] = value
                 self._router.publish(Message(topic, value.encode(), 0, True))

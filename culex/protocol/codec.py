@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from .errors import MalformedPacket, ProtocolError, UnacceptableProtocol
 from .packets import (
+    BRIDGE_LEVEL_BIT,
     PROTOCOL_LEVELS,
     Connack,
     Connect,
@@ -160,9 +161,11 @@ def decode_connect(flags: int, frame: bytes, pos: int) -> Connect:
     if protocol_name not in PROTOCOL_LEVELS:
         # Not MQTT at all, so no CONNACK: the spec lets the server just disconnect.
         raise ProtocolError(f"unknown protocol name {protocol_name!r}", "MQTT-3.1.2-1")
-    if level not in PROTOCOL_LEVELS[protocol_name]:
+    bridge = bool(level & BRIDGE_LEVEL_BIT)
+    if level & ~BRIDGE_LEVEL_BIT not in PROTOCOL_LEVELS[protocol_name]:
         raise UnacceptableProtocol(f"protocol {protocol_name!r} level {level} not supported",
                                    "MQTT-3.1.2-2")
+    level &= ~BRIDGE_LEVEL_BIT
     connect_flags, keepalive, pos = read_connect_flags(frame, pos, end)
     clean_session = bool(connect_flags & 0x02)
     will_flag = bool(connect_flags & 0x04)
@@ -186,7 +189,7 @@ def decode_connect(flags: int, frame: bytes, pos: int) -> Connect:
         password, pos = read_binary(frame, pos, end, "password")
     check_end(pos, end, "CONNECT")
     return Connect(client_id, protocol_name, level, clean_session, keepalive, will, username,
-                   password)
+                   password, bridge)
 
 
 def decode_connack(flags: int, frame: bytes, pos: int) -> Connack:
@@ -327,7 +330,8 @@ def encode_connect(packet: Connect) -> bytes:
         flags |= 0x40
         payload += encode_binary(packet.password)
     header = (encode_string(packet.protocol_name)
-              + bytes((packet.protocol_level, flags)) + packet.keepalive.to_bytes(2, "big"))
+              + bytes((packet.protocol_level | (BRIDGE_LEVEL_BIT if packet.bridge else 0), flags))
+              + packet.keepalive.to_bytes(2, "big"))
     return frame(0x10, header + payload)
 
 

@@ -45,6 +45,11 @@ SUBACK_FAILURE = 0x80
 # "MQTT" level 4; MQTT 5.0 keeps "MQTT" with level 5.
 PROTOCOL_LEVELS: dict[str, frozenset[int]] = {"MQIsdp": frozenset({3}), "MQTT": frozenset({4})}
 
+# Set in a 3.1/3.1.1 CONNECT's protocol level by a broker's bridge (Mosquitto's `try_private`,
+# also understood by IBM's brokers, RSMB and VerneMQ): the client is another broker, so it is
+# not sent back what it published and gets RETAIN as published (Mosquitto's semantics).
+BRIDGE_LEVEL_BIT = 0x80
+
 
 @dataclass(slots=True)
 class Will:
@@ -64,6 +69,8 @@ class Connect:
     will: Will | None = None
     username: str | None = None
     password: bytes | None = None
+    # The protocol level carried BRIDGE_LEVEL_BIT (`protocol_level` is without it).
+    bridge: bool = False
 
 
 @dataclass(slots=True)

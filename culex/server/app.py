@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from ..bridge.bridge import install_bridges
 from ..config import Config, ConfigError, Listener, anonymous_allowed
 from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
@@ -20,6 +21,7 @@ from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
 from .admin.setup import Admin
 from .admin.token import read_token
+from .bridges import BridgeRunner, BridgeTLSError, bridge_tls_context
 from .host import LoopHost
 from .listeners import bound_address, describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files
@@ -91,11 +93,14 @@ class CheckedFiles:
 
 def check_files(config: Config) -> CheckedFiles:
     """Start-up step 1 (see startup.py), after the configuration itself: every TLS
-    certificate, the password file and the ACL. A problem is a `ConfigError`."""
+    certificate (the bridges' too), the password file and the ACL. A problem is a
+    `ConfigError`."""
     try:
+        for bridge in config.bridges:
+            bridge_tls_context(bridge)
         return CheckedFiles([tls_context(listener) for listener in config.listeners],
                             load_files(config.auth), read_token(config.admin))
-    except (ListenError, SecurityError) as exc:
+    except (ListenError, SecurityError, BridgeTLSError) as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -218,6 +223,9 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
         config, broker, loop, index=0 if plan is None else plan.index, storage=storage,
         gates=gates, sock=admin_sock, token=checked.admin_token)
     links = broker.links
+    # Before any client (or other worker) can publish: their sessions queue from the start.
+    bridges = [BridgeRunner(bridge, loop) for bridge in install_bridges(
+        broker, config.bridges, (lambda _: True) if links is None else links.owns)]
     if plan is not None and links is not None:
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
@@ -260,6 +268,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)
 
     host.start_timers()
+    for runner in bridges:
+        runner.start()
     watchdog: list[asyncio.TimerHandle] = []
     interval = readiness.watchdog_interval
     if interval:
@@ -280,6 +290,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
         handovers.close()
     for timer in watchdog:
         timer.cancel()
+    for runner in bridges:
+        runner.stop()
     for server in servers:
         server.close()
     broker.close_all()

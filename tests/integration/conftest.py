@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import conftest
 from tests.conftest import BrokerProcess
+from tests.integration.bridge_helpers import Mosquittos, low_port
 from tests.integration.clients import Clients
 
 
@@ -37,3 +39,17 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *extra, cwd=root)
     return root
+
+
+@pytest.fixture
+def mosquittos(tmp_path: Path) -> Iterator[Mosquittos]:
+    """Debian's Mosquitto brokers a test starts (the bridges' remotes), stopped at its end."""
+    started = Mosquittos(tmp_path)
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def low_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Brokers this test starts listen below the ephemeral port range (see `low_port`)."""
+    monkeypatch.setattr(conftest, "free_port", low_port)

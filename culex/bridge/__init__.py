@@ -1,0 +1,1 @@
+"""Bridges: store-and-forward links from this broker to other MQTT brokers (see README.md)."""
