@@ -59,6 +59,7 @@ from .wire import (
     PINGRESP,
     PUBACK,
     PUBCOMP,
+    PUBLISH,
     PUBREC,
     PUBREL,
     STAMP,
@@ -87,7 +88,8 @@ class WorkerState:
     stamped inside the measurement window count; warm-up traffic only warms.
     """
 
-    __slots__ = ("bins", "connection_errors", "cpu_at_end", "cpu_at_start", "delivered",
+    __slots__ = ("bins", "broadcast_last_ns", "broadcast_received", "connection_errors",
+                 "cpu_at_end", "cpu_at_start", "delivered",
                  "duplicates", "error_messages", "expected", "max_latency", "measure_end",
                  "measure_start", "open_clients", "out_of_order", "protocol_errors",
                  "received", "scratch", "sent", "sent_bins", "wait_at_end", "wait_at_start",
@@ -116,6 +118,8 @@ class WorkerState:
         self.cpu_at_end = 0.0
         self.wait_at_start = 0.0
         self.wait_at_end = 0.0
+        self.broadcast_received = 0  # `conns --broadcast`: idle clients that got it
+        self.broadcast_last_ns = 0  # when the last of them got it (monotonic, every process)
 
     def bin_counts(self, now: int) -> list[int]:
         """Histogram counts for messages read at `now` (ns)."""
@@ -493,4 +497,33 @@ class Subscriber(ClientProtocol):
 
 
 class IdleClient(ClientProtocol):
-    """Connects and stays: the `conns` scenario measures what a connection costs."""
+    """Connects and stays: the `conns` scenario measures what a connection costs.
+
+    With `broadcast` (the topic of `conns --broadcast`, which it subscribes to at QoS 0) it
+    also takes the run's one broadcast message and notes when it arrived; anything else
+    published to it, or the broadcast twice, is a protocol error.
+    """
+
+    def __init__(self, state: WorkerState, client_id: str, *, broadcast: bytes | None = None,
+                 mqtt5: bool = False) -> None:
+        super().__init__(state, client_id, mqtt5=mqtt5)
+        self.broadcast = broadcast
+        self.got_broadcast = False
+
+    def control(self, first: int, data: bytes, body: int, end: int) -> None:
+        topic = self.broadcast
+        if first & 0xF0 != PUBLISH or topic is None:
+            super().control(first, data, body, end)
+            return
+        length = int.from_bytes(data[body:body + 2])
+        if first & 0x06 or data[body + 2:body + 2 + length] != topic:
+            self.state.error("protocol", f"{self.client_id}: unexpected PUBLISH "
+                             f"(QoS {(first >> 1) & 3}) to "
+                             f"{data[body + 2:body + 2 + length].decode(errors='replace')!r}")
+        elif self.got_broadcast:
+            self.state.error("protocol", f"{self.client_id}: the broadcast arrived twice")
+        else:
+            self.got_broadcast = True
+            state = self.state
+            state.broadcast_received += 1
+            state.broadcast_last_ns = max(state.broadcast_last_ns, time.monotonic_ns())

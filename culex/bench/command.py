@@ -10,14 +10,26 @@ the user for any of these.
 from __future__ import annotations
 
 import argparse
+import resource
 import secrets
 import sys
 from pathlib import Path
 
+from .broadcast import BROADCAST_TIMEOUT
 from .clients import BenchError
-from .endpoint import Endpoint
-from .plan import SCENARIOS, PlanError, build_plans
+from .endpoint import (
+    MAX_SOURCES,
+    Endpoint,
+    ephemeral_ports,
+    is_ipv4_loopback,
+    loopback_sources,
+)
+from .plan import SCENARIOS, Plan, PlanError, build_plans, split_clients
 from .wire import STAMP_SIZE
+
+# Descriptors a load-generator process needs besides its clients: the interpreter, the event
+# loop, the pipe to the coordinator.
+RESERVED_FILES = 64
 
 EPILOG = """scenarios:
 """ + "\n".join(f"  {name:<8} {text}" for name, text in SCENARIOS.items()) + """
@@ -25,6 +37,12 @@ EPILOG = """scenarios:
 conns is usually run with --clients 100, 1000 and 10000; it holds the connections open for
 --duration seconds to let the broker's memory settle. Pin broker and bench to different cores
 (taskset -c 0 broker..., taskset -c 1 culex bench ...) so they do not steal each other's CPU.
+
+100,000 connections on one host: each load-generator process stays under its open-file limit
+(--procs), and each source address under its ephemeral ports (--sources), e.g.
+  culex bench conns --clients 100000 --procs 8 --sources 8 --broadcast
+conns --broadcast fails the run (exit 1) if the broadcast has not reached every client
+--broadcast-timeout seconds after it was published.
 """
 
 
@@ -81,6 +99,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clients", type=int, help="idle connections for conns (1000)")
     parser.add_argument("--procs", type=int, default=1,
                         help="load-generator processes; clients are split between them (1)")
+    parser.add_argument("--sources", type=int, metavar="N",
+                        help="connect from local addresses 127.0.0.1 .. 127.0.0.N, dealt "
+                        "round-robin over the clients: each has its own ephemeral ports "
+                        "(TCP to a broker on an IPv4 loopback address only)")
+    parser.add_argument("--broadcast", action="store_true",
+                        help="conns: every client also subscribes (QoS 0) to one topic; once "
+                        "all are connected one message is published there, and the run reports "
+                        "how many clients got it and when the last did")
+    parser.add_argument("--broadcast-timeout", type=positive_float,
+                        metavar="SECONDS", help="conns --broadcast: the run fails unless every "
+                        "client has the broadcast this long after it was sent "
+                        f"({BROADCAST_TIMEOUT:g})")
     parser.add_argument("--broker-pid", type=int, metavar="PID",
                         help="sample the CPU and RSS of this process and its children (summed) "
                         "from /proc during the run")
@@ -116,7 +146,42 @@ def check(args: argparse.Namespace) -> str | None:
         return "--ws-path must start with /"
     if args.password is not None and args.username is None and not args.mqtt5:
         return "--password needs --username (MQTT 3.1.1 3.1.2.9; MQTT 5 allows it)"
+    if args.broadcast and args.scenario != "conns":
+        return "--broadcast is for the conns scenario"
+    if args.broadcast_timeout is not None and not args.broadcast:
+        return "--broadcast-timeout needs --broadcast"
+    if args.sources is not None:
+        if not 1 <= args.sources <= MAX_SOURCES:
+            return f"--sources must be between 1 and {MAX_SOURCES}"
+        if args.unix:
+            return "--sources binds TCP connections to 127.0.0.x; it does not apply to --unix"
+        if not is_ipv4_loopback(args.host):
+            return ("--sources needs a broker on an IPv4 loopback address (--host 127.x.x.x), "
+                    f"not {args.host}")
     return None
+
+
+def capacity_problem(plans: list[Plan], args: argparse.Namespace) -> str | None:
+    """Connections that this host cannot open as asked: more per load-generator process than
+    its open-file limit, or more per source address than the ephemeral port range."""
+    clients = max(len(plan.publishers) + len(plan.subscribers) + plan.idle_clients
+                  for plan in plans)
+    per_process = max(len(pubs) + len(subs) + idle for plan in plans
+                      for pubs, subs, idle in split_clients(plan, args.procs))
+    hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard_limit != resource.RLIM_INFINITY and per_process + RESERVED_FILES > hard_limit:
+        needed = -(-clients // (hard_limit - RESERVED_FILES))
+        return (f"{per_process:,} connections per load-generator process is more than its "
+                f"open-file limit of {hard_limit:,} allows: use --procs {needed} or more")
+    ports = ephemeral_ports()
+    sources = args.sources or 1
+    if args.unix or ports is None or -(-clients // sources) <= ports:
+        return None
+    needed = -(-clients // ports)
+    remedy = (f"use --sources {needed} or more" if is_ipv4_loopback(args.host)
+              else "use a broker address on this host's loopback with --sources")
+    return (f"{-(-clients // sources):,} connections from one source address need more local "
+            f"ports than net.ipv4.ip_local_port_range has ({ports:,}): {remedy}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -138,6 +203,9 @@ def run(args: argparse.Namespace) -> int:
                             clients=args.clients)
     except PlanError as exc:
         return fail(str(exc), 2)
+    problem = capacity_problem(plans, args)
+    if problem is not None:
+        return fail(problem, 2)
     options = Options(
         endpoint=Endpoint(args.host, args.port, args.unix,
                           args.ws_path if args.ws else None),
@@ -146,7 +214,9 @@ def run(args: argparse.Namespace) -> int:
         qos=args.qos, duration=args.duration,
         warmup=args.warmup, rate=args.rate, inflight=args.inflight, procs=args.procs,
         drain=args.drain, broker_pid=args.broker_pid, username=args.username,
-        password=args.password, persistent=args.persistent, mqtt5=args.mqtt5)
+        password=args.password, persistent=args.persistent, mqtt5=args.mqtt5,
+        sources=loopback_sources(args.sources) if args.sources else (),
+        broadcast=args.broadcast, broadcast_timeout=args.broadcast_timeout or BROADCAST_TIMEOUT)
     try:
         if args.plot is not None:
             report.load_pyplot()  # fail before a ten-second run, not after it
@@ -161,7 +231,13 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     for result in results:
-        if isinstance(result, ConnsResult) and result.failed:
+        if not isinstance(result, ConnsResult):
+            continue
+        if result.failed:
             first = result.error_messages[0] if result.error_messages else "see above"
             return fail(f"{result.failed} of {result.clients} connections failed ({first})", 1)
+        broadcast = result.broadcast
+        if broadcast is not None and not broadcast.complete:
+            return fail(f"the broadcast reached {broadcast.received:,} of {broadcast.expected:,}"
+                        f" clients within {options.broadcast_timeout:g} s", 1)
     return 0

@@ -11,9 +11,10 @@ alone would report an idle broker. The tree is read again at each sample, from t
 in every /proc/N/stat: /proc/PID/task/TID/children would be cheaper but exists only with
 CONFIG_PROC_CHILDREN, which some kernels (this project's benchmark VM among them) lack; the
 scan reads one small file per process on the host (about 20 us each), once a second. A
-descendant that exits between the scan and the read is left out of that sample. The summed
-RSS counts pages shared copy-on-write after a fork once per process, so with workers it
-overstates the memory really used.
+descendant that exits between the scan and the read is left out of that sample. Each sample
+also keeps every process's own RSS (the supervisor's and each worker's), since a sum hides a
+worker that grows alone. The summed RSS counts pages shared copy-on-write after a fork once per
+process, so with workers it overstates the memory really used.
 
 /proc/PID/schedstat adds the time the process was runnable but waiting for a CPU. On a shared
 or oversubscribed machine that is the difference between "the broker is slow" and "the broker
@@ -38,6 +39,7 @@ class ProcSample:
     cpu_seconds: float
     rss_bytes: int
     wait_seconds: float  # runnable, not running (main threads); 0 where schedstat is missing
+    processes: tuple[tuple[int, int], ...] = ()  # (pid, RSS bytes): the root, then descendants
 
 
 class ProcessSampler:
@@ -57,6 +59,7 @@ class ProcessSampler:
         except (OSError, IndexError, ValueError) as exc:
             raise BenchError(f"--broker-pid {self.pid}: cannot read /proc: {exc}") from None
         wait = run_queue_wait(self.pid)
+        processes = [(self.pid, rss_kb * 1024)]
         for pid in descendants(self.pid):
             try:
                 child_ticks, child_rss_kb = read_process(pid)
@@ -65,7 +68,10 @@ class ProcessSampler:
             ticks += child_ticks
             rss_kb += child_rss_kb
             wait += run_queue_wait(pid)
-        return ProcSample(time.monotonic_ns(), ticks / CLOCK_TICKS, rss_kb * 1024, wait)
+            processes.append((pid, child_rss_kb * 1024))
+        processes[1:] = sorted(processes[1:])  # by pid: the order of forking, as a rule
+        return ProcSample(time.monotonic_ns(), ticks / CLOCK_TICKS, rss_kb * 1024, wait,
+                          tuple(processes))
 
     def sample(self) -> ProcSample:
         taken = self.read()

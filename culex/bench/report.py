@@ -67,9 +67,12 @@ def traffic_rows(result: TrafficResult) -> list[tuple[str, str]]:
 
 def conns_rows(result: ConnsResult) -> list[tuple[str, str]]:
     latency = result.connect_latency
+    broadcast = result.broadcast
+    processes = result.broker.processes if result.broker else []
     return [
         ("mqtt", result.protocol),
         ("clients", _int(result.clients)),
+        ("source addresses", str(result.sources) if result.sources else "-"),
         ("connected", _int(result.connected)),
         ("failed", _int(result.failed)),
         ("time to all connected (s)", f"{result.seconds_to_all:.3f}"),
@@ -85,6 +88,11 @@ def conns_rows(result: ConnsResult) -> list[tuple[str, str]]:
         ("broker rss before (MB)", _opt(result.broker_rss_before_mb, 1)),
         ("broker rss connected (MB)", _opt(result.broker.rss_mb if result.broker else None, 1)),
         ("broker rss per connection (KB)", _opt(result.broker_kb_per_connection, 1)),
+        ("broker rss by process (MB)",
+         " ".join(f"{size:.0f}" for _pid, size in processes) if len(processes) > 1 else "-"),
+        ("broadcast received", f"{_int(broadcast.received)} / {_int(broadcast.expected)}"
+         if broadcast else "-"),
+        ("broadcast last arrival (ms)", _opt(broadcast.last_ms if broadcast else None, 1)),
         ("broker cpu while held (%)",
          _opt(result.broker.cpu_percent if result.broker else None)),
         (f"bench cpu connecting (%, {result.procs} proc)", f"{result.bench_cpu_percent:.0f}"),
@@ -147,7 +155,9 @@ def result_dict(result: Result) -> dict[str, Any]:
         broker = {"cpu_percent": round(result.broker.cpu_percent, 1),
                   "cpu_wait_percent": round(result.broker.cpu_wait_percent, 1),
                   "rss_mb": round(result.broker.rss_mb, 2),
-                  "rss_peak_mb": round(result.broker.rss_peak_mb, 2)}
+                  "rss_peak_mb": round(result.broker.rss_peak_mb, 2),
+                  "processes": [{"pid": pid, "rss_mb": round(size, 2)}
+                                for pid, size in result.broker.processes]}
     if isinstance(result, ConnsResult):
         return {
             "label": result.label, "scenario": "conns", "protocol": result.protocol,
@@ -164,6 +174,10 @@ def result_dict(result: Result) -> dict[str, Any]:
             "broker_kb_per_connection": result.broker_kb_per_connection,
             "bench_cpu_percent": round(result.bench_cpu_percent, 1),
             "bench_wait_percent": round(result.bench_wait_percent, 1), "procs": result.procs,
+            "sources": result.sources,
+            "broadcast": None if result.broadcast is None else {
+                "expected": result.broadcast.expected, "received": result.broadcast.received,
+                "last_ms": result.broadcast.last_ms},
             "connect_histogram_us": result.connect_latency.buckets(),
         }
     return {
@@ -205,7 +219,8 @@ def write_json(path: Path, scenario: str, options: Options, results: list[Result
                     "rate": options.rate, "inflight": options.inflight,
                     "procs": options.procs, "drain": options.drain,
                     "broker_pid": options.broker_pid, "persistent": options.persistent,
-                    "mqtt5": options.mqtt5, "protocol": options.protocol},
+                    "mqtt5": options.mqtt5, "protocol": options.protocol,
+                    "sources": list(options.sources), "broadcast": options.broadcast},
         "results": [result_dict(result) for result in results],
     }
     try:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .broadcast import BROADCAST_TIMEOUT, Broadcaster, BroadcastFigures, broadcast_topic
 from .clients import NS, BenchError
 from .endpoint import Endpoint
 from .histogram import Histogram
@@ -43,6 +44,9 @@ DRAIN_POLL_SECONDS = 0.05
 # However steadily messages trickle in after publishing stopped, the drain ends this long after
 # it began: a run ends.
 MAX_DRAIN_SECONDS = 120
+# Every client's connect ends within three CONNECT_TIMEOUTs (TCP, CONNACK, SUBACK): when none
+# has for this long, some are stuck and the run ends rather than waits forever.
+STALLED_CONNECTING_SECONDS = 60
 # Lead time between "start" being sent and the first publish: every process must have the
 # command (a pipe round trip for --procs > 1) before the instant arrives.
 START_LEAD_NS = {True: 300_000_000, False: 50_000_000}
@@ -65,6 +69,9 @@ class Options:
     mqtt5: bool = False
     # Where subscribers connect when not to `endpoint` (a path through two brokers).
     subscriber_endpoint: Endpoint | None = None
+    sources: tuple[str, ...] = ()  # local addresses, dealt round-robin over the clients
+    broadcast: bool = False  # conns: idle clients subscribe to one topic, which gets one message
+    broadcast_timeout: float = BROADCAST_TIMEOUT
 
     @property
     def protocol(self) -> str:
@@ -78,6 +85,8 @@ class BrokerFigures:
     cpu_wait_percent: float  # runnable but waiting for a CPU: starved by something else
     rss_mb: float
     rss_peak_mb: float
+    # (pid, MB) of every process of the broker at the window's end, the given pid first.
+    processes: list[tuple[int, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -155,6 +164,8 @@ class ConnsResult:
     broker_kb_per_connection: float | None
     protocol: str = "3.1.1"
     error_messages: list[str] = field(default_factory=list)
+    broadcast: BroadcastFigures | None = None
+    sources: int = 0
 
 
 Result = TrafficResult | ConnsResult
@@ -198,8 +209,10 @@ class Coordinator:
                 total_publishers=publishers, publishers=tuple(pubs), subscribers=tuple(subs),
                 idle_clients=idle, idle_offset=idle_offset, username=options.username,
                 password=options.password, persistent=options.persistent,
-                mqtt5=options.mqtt5,
-                subscriber_endpoint=options.subscriber_endpoint))
+                mqtt5=options.mqtt5, sources=options.sources,
+                subscriber_endpoint=options.subscriber_endpoint,
+                broadcast_topic=(broadcast_topic(self.run_id) if options.broadcast
+                                 else None)))
             idle_offset += idle
         return plans
 
@@ -318,7 +331,9 @@ class Coordinator:
         if self.sampler is None:
             return None
         cpu, wait, rss, peak = self.sampler.between(start, end)
-        return BrokerFigures(cpu, wait, mb(rss), mb(peak))
+        last = self.sampler.samples[-1].processes if self.sampler.samples else ()
+        return BrokerFigures(cpu, wait, mb(rss), mb(peak),
+                             [(pid, mb(size)) for pid, size in last])
 
     def merge_traffic(self, results: list[WorkerResult], start: int,
                       end: int) -> TrafficResult:
@@ -385,11 +400,19 @@ class Coordinator:
         rss_before = self.sampler.sample().rss_bytes if self.sampler else None
         await all_or_nothing([handle.start(t0) for handle in self.handles])
         tick = t0 + int(PROGRESS_SECONDS * NS)
+        settled, settled_at = 0, time.monotonic_ns()
         while True:
             total = sum_snapshots(await self.snapshots())
             now = time.monotonic_ns()
             if total.connected + total.failed >= plan.idle_clients:
                 break
+            if total.connected + total.failed > settled:
+                settled, settled_at = total.connected + total.failed, now
+            elif now - settled_at > STALLED_CONNECTING_SECONDS * NS:
+                raise BenchError(
+                    f"{plan.idle_clients - settled:,} clients neither connected nor failed in "
+                    f"{STALLED_CONNECTING_SECONDS} s ({settled:,} settled"
+                    + (f"; first error: {total.first_error})" if total.first_error else ")"))
             if now >= tick:
                 if self.sampler:
                     self.sampler.sample()
@@ -402,6 +425,13 @@ class Coordinator:
         if not total.connected:
             raise BenchError(total.first_error or "no connection succeeded")
         seconds_to_all = max(0.0, (total.last_connect_ns - t0) / NS)
+        broadcast = None
+        if options.broadcast:
+            broadcast = await Broadcaster(
+                options.endpoint, self.run_id, options.mqtt5, options.username,
+                options.password, options.sources[0] if options.sources else None,
+                options.broadcast_timeout,
+            ).run(total.connected, self.total_snapshot, self.progress)
         hold_start = time.monotonic_ns()
         connecting = None
         if self.sampler is not None:
@@ -447,7 +477,11 @@ class Coordinator:
             broker_rss_before_mb=mb(rss_before) if rss_before is not None else None,
             broker_cpu_connecting=connecting,
             broker_kb_per_connection=per_connection,
-            error_messages=distinct_messages(results))
+            error_messages=distinct_messages(results), broadcast=broadcast,
+            sources=len(options.sources))
+
+    async def total_snapshot(self) -> Snapshot:
+        return sum_snapshots(await self.snapshots())
 
 
 def distinct_messages(results: Sequence[WorkerResult], limit: int = 5) -> list[str]:
@@ -476,6 +510,8 @@ def sum_snapshots(snaps: Sequence[Snapshot]) -> Snapshot:
         total.failed += snap.failed
         total.last_connect_ns = max(total.last_connect_ns, snap.last_connect_ns)
         total.first_error = total.first_error or snap.first_error
+        total.broadcast_received += snap.broadcast_received
+        total.broadcast_last_ns = max(total.broadcast_last_ns, snap.broadcast_last_ns)
         recent.merge(Histogram.from_sparse(snap.recent, 0))
     total.recent = recent.to_sparse()
     return total

@@ -76,6 +76,14 @@ class WorkerPlan:
     mqtt5: bool = False
     # Where the subscribers connect (`endpoint`, unless two brokers are measured).
     subscriber_endpoint: Endpoint | None = None
+    # Local addresses the clients connect from, dealt round-robin by client number (--sources).
+    sources: tuple[str, ...] = ()
+    broadcast_topic: str | None = None  # conns --broadcast: every idle client subscribes to it
+
+    def source(self, number: int) -> str | None:
+        """The local address of client `number` (publishers first, then subscribers; or the
+        idle clients), or None to let the kernel choose."""
+        return self.sources[number % len(self.sources)] if self.sources else None
 
 
 @dataclass(slots=True)
@@ -95,6 +103,8 @@ class Snapshot:
     last_connect_ns: int = 0
     first_error: str = ""
     recent: dict[int, int] = field(default_factory=dict)  # last full second's latencies
+    broadcast_received: int = 0
+    broadcast_last_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -178,6 +188,25 @@ class Worker:
         await bounded([self._publisher_factory(spec, batch_bytes) for spec in plan.publishers],
                       CONNECT_CONCURRENCY)
 
+    async def subscribe(self, client: ClientProtocol, filters: list[str], qos: int,
+                        endpoint: Endpoint | None = None) -> None:
+        """Subscribe `client` (connected to `endpoint`, by default the plan's) to `filters` and
+        wait for every SUBACK; on failure the client leaves (it is of no use unsubscribed)."""
+        plan = self.plan
+        frames = subscribe_frames(filters, qos, mqtt5=plan.mqtt5)
+        done = client.expect_subacks(len(frames))
+        for frame in frames:
+            client.send(frame)
+        try:
+            await asyncio.wait_for(done, CONNECT_TIMEOUT)
+        except TimeoutError:
+            client.close()
+            raise BenchError(f"no SUBACK from {endpoint or plan.endpoint} within "
+                             f"{CONNECT_TIMEOUT:g} s") from None
+        except BenchError:
+            client.close()
+            raise
+
     def _subscriber_factory(self, spec: SubscriberSpec) -> Callable[[], Awaitable[None]]:
         plan = self.plan
 
@@ -189,16 +218,8 @@ class Worker:
             endpoint = plan.subscriber_endpoint or plan.endpoint
             await open_client(client, endpoint,
                               self.connect(client_id, clean_session=not plan.persistent),
-                              CONNECT_TIMEOUT)
-            frames = subscribe_frames(list(spec.filters), plan.qos, mqtt5=plan.mqtt5)
-            done = client.expect_subacks(len(frames))
-            for frame in frames:
-                client.send(frame)
-            try:
-                await asyncio.wait_for(done, CONNECT_TIMEOUT)
-            except TimeoutError:
-                raise BenchError(f"no SUBACK from {endpoint} within "
-                                 f"{CONNECT_TIMEOUT:g} s") from None
+                              CONNECT_TIMEOUT, plan.source(plan.total_publishers + spec.index))
+            await self.subscribe(client, list(spec.filters), plan.qos, endpoint)
 
         return connect_and_subscribe
 
@@ -217,7 +238,7 @@ class Worker:
                                inflight=plan.inflight, rate=plan.rate, mqtt5=plan.mqtt5)
             self.publishers.append(client)
             await open_client(client, plan.endpoint, self.connect(client_id),
-                              CONNECT_TIMEOUT)
+                              CONNECT_TIMEOUT, plan.source(spec.index))
 
         return connect
 
@@ -270,14 +291,21 @@ class Worker:
         self.state.cpu_at_start = time.process_time()
         self.state.wait_at_start = run_queue_wait()
 
+        broadcast = plan.broadcast_topic
+        broadcast_bytes = broadcast.encode() if broadcast is not None else None
+
         def factory(number: int) -> Callable[[], Awaitable[None]]:
             async def connect() -> None:
                 client_id = f"cb{plan.run_id}c{number}"
-                client = IdleClient(self.state, client_id, mqtt5=plan.mqtt5)
+                client = IdleClient(self.state, client_id, mqtt5=plan.mqtt5,
+                                    broadcast=broadcast_bytes)
                 begun = time.monotonic_ns()
                 try:
                     await open_client(client, plan.endpoint, self.connect(client_id),
-                                      CONNECT_TIMEOUT)
+                                      CONNECT_TIMEOUT, plan.source(number))
+                    if broadcast is not None:
+                        # Connected means subscribed: the broadcast follows the last SUBACK.
+                        await self.subscribe(client, [broadcast], 0)
                 except BenchError as exc:
                     self.failed += 1
                     self.state.error("connection", str(exc))
@@ -297,6 +325,12 @@ class Worker:
         self.state.wait_at_end = run_queue_wait()
 
     def snapshot(self) -> Snapshot:
+        """Counters so far; raises BenchError if opening the idle clients failed outright."""
+        task = self.idle_task
+        if task is not None and task.done() and not task.cancelled() \
+                and task.exception() is not None:
+            raise BenchError(f"load generator process {self.plan.worker} failed while "
+                             f"connecting: {task.exception()!r}")
         state = self.state
         recent: dict[int, int] = {}
         second = (time.monotonic_ns() - state.measure_start) // NS
@@ -309,7 +343,9 @@ class Worker:
             connection_errors=state.connection_errors, protocol_errors=state.protocol_errors,
             open_clients=state.open_clients, connected=self.connected, failed=self.failed,
             last_connect_ns=self.last_connect_ns,
-            first_error=state.error_messages[0] if state.error_messages else "", recent=recent)
+            first_error=state.error_messages[0] if state.error_messages else "", recent=recent,
+            broadcast_received=state.broadcast_received,
+            broadcast_last_ns=state.broadcast_last_ns)
 
     async def finish(self) -> WorkerResult:
         """Stop, say DISCONNECT, close every socket and hand back the figures."""

@@ -157,11 +157,15 @@ async def start_serving(loop: asyncio.AbstractEventLoop, listener: Listener,
         context = None
     # A stalled handshake holds a socket and some memory: same bound as CONNECT.
     timeout = handshake_timeout if context is not None else None
+    # The loop listens again on the bound socket, with its own backlog (asyncio's default is
+    # 100) unless told: a connection storm would overflow that and clients wait for SYN
+    # retransmits.
     if listener.unix:
         return await loop.create_unix_server(factory, sock=sock, ssl=context,
-                                             ssl_handshake_timeout=timeout)
+                                             ssl_handshake_timeout=timeout,
+                                             backlog=LISTEN_BACKLOG)
     return await loop.create_server(factory, sock=sock, ssl=context,
-                                    ssl_handshake_timeout=timeout)
+                                    ssl_handshake_timeout=timeout, backlog=LISTEN_BACKLOG)
 
 
 def bound_address(listener: Listener, sock: socket.socket) -> str:
