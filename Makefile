@@ -24,9 +24,11 @@ run: $(STAMP)
 # tests, the openssl CLI makes the TLS tests' certificates, Debian's mosquitto brings the broker
 # the compatibility tests compare with (/usr/sbin/mosquitto) and mosquitto_passwd, systemd's
 # systemd-analyze checks packaging/culex.service, HAProxy sends real PROXY protocol headers, and
-# headless Chromium loads the MQTT-over-WebSocket page. Installed when missing (as root).
+# headless Chromium loads the MQTT-over-WebSocket page, and redis-server (with redis-cli, which
+# builds a Redis Cluster) is what clustered nodes share. Installed when missing (as root).
 # Without root and without them the tests fail loudly instead of skipping.
-SYSTEM_TOOLS := mosquitto_pub mosquitto_sub mosquitto_passwd openssl node npm systemd-analyze
+SYSTEM_TOOLS := mosquitto_pub mosquitto_sub mosquitto_passwd openssl node npm systemd-analyze \
+	redis-server redis-cli
 system-deps:
 	@missing=""; \
 	for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
@@ -37,12 +39,12 @@ system-deps:
 		if [ "$$(id -u)" = 0 ]; then \
 			: "nodejs/npm only when missing: a Node.js from elsewhere may bundle npm"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				mosquitto mosquitto-clients openssl systemd haproxy chromium \
+				mosquitto mosquitto-clients openssl systemd haproxy chromium redis-server \
 				$$(command -v node >/dev/null 2>&1 || echo nodejs) \
 				$$(command -v npm >/dev/null 2>&1 || echo npm); \
 		else \
 			echo "missing: run 'sudo apt-get install mosquitto mosquitto-clients openssl" \
-				"systemd haproxy chromium nodejs npm'" >&2; \
+				"systemd haproxy chromium redis-server nodejs npm'" >&2; \
 			exit 1; \
 		fi; \
 	fi

@@ -109,8 +109,13 @@ def check_config(path: Path) -> int:
                   file=sys.stderr)
     for warning in config.warnings:
         print(f"culex: warning: {warning}", file=sys.stderr)
+    cluster = config.cluster
+    clustered = "" if cluster is None else (
+        f", cluster node {cluster.node} on {len(cluster.redis)} Redis URL(s), "
+        f"lease {cluster.lease:g} s")
     print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s){enhanced}, "
-          f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability})")
+          f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability}"
+          f"{clustered})")
     return 0
 
 
