@@ -17,6 +17,7 @@ from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
+from .cluster_io import ClusterError, ClusterNode
 from .host import LoopHost
 from .listeners import describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files
@@ -152,7 +153,7 @@ def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | 
     loop = new_event_loop()
     try:
         loop.run_until_complete(serve(config, listening, plan, readiness, auth))
-    except (StorageError, PeerLost) as exc:
+    except (StorageError, PeerLost, ClusterError) as exc:
         fatal(str(exc))
         return 1
     finally:
@@ -181,10 +182,13 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     workers = None if plan is None else WorkerSetup(
         plan.index, plan.size, hand_over=hand_over, all_ready=peers_ready.set,
         link_lost=lambda index: peer_lost.set())
+    # A clustered node takes its lease (and member number) before anything is built on it.
+    cluster = None if config.cluster is None else ClusterNode(config.cluster, loop)
     broker = Broker(config.limits, host=host, sys_interval=config.sys_interval,
                     storage=storage, now=loop.time(), mqtt5=config.mqtt5,
                     batch_interval=config.storage.batch_interval,
-                    access=security.access_policy(), workers=workers)
+                    access=security.access_policy(), workers=workers,
+                    cluster=None if cluster is None else await cluster.join())
     host.serve(broker)
     if storage is not None:
         started = time.monotonic()
@@ -215,6 +219,11 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
             wait.cancel()
         if not peers_ready.is_set():
             raise PeerLost("another worker stopped during start-up")
+    if cluster is not None:
+        # As with workers: clients only once the other nodes' subscriptions are known here.
+        cluster.start(broker)
+        await cluster.wait_ready()
+        broker.publish_restored_wills()
     servers: list[asyncio.Server] = []
     for bound, gate in zip(listening, gates, strict=True):
         listener = bound.listener
@@ -268,6 +277,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     except TimeoutError:
         log.warning("shutdown: some connections did not close within %g s",
                     SHUTDOWN_GRACE_SECONDS)
+    if cluster is not None:
+        await cluster.leave()
     if storage is not None:
         # Connections that closed during the grace period may have queued a flush whose commit
         # would reach the storage after its executor shut down ("cannot schedule new futures

@@ -7,7 +7,7 @@ unless the test killed it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,15 @@ NodeFactory = Callable[..., list[BrokerProcess]]
 
 @pytest.fixture
 def cluster_nodes(tmp_path: Path) -> Iterator[NodeFactory]:
-    """`cluster_nodes(urls, count=3, workers=1, **settings)`: Culex nodes node-a, node-b, ...
-    on the Redis at `urls`, each with its own directory, port and log."""
+    """`cluster_nodes(urls, names=NODE_NAMES, workers=1, **settings)`: Culex nodes (node-a,
+    node-b, node-c by default) on the Redis at `urls`, each with its own directory, port and
+    log, started in order."""
     started: list[BrokerProcess] = []
 
-    def start(urls: list[str], count: int = 3, workers: int = 1, lease: float = TEST_LEASE,
-              **settings: Any) -> list[BrokerProcess]:
+    def start(urls: list[str], names: Sequence[str] = NODE_NAMES, workers: int = 1,
+              lease: float = TEST_LEASE, **settings: Any) -> list[BrokerProcess]:
         nodes = []
-        for name in NODE_NAMES[:count]:
+        for name in names:
             work = tmp_path / name
             work.mkdir(exist_ok=True)
             node_settings = {"sys_interval": 1, **settings,

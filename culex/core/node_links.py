@@ -1,0 +1,93 @@
+"""Cluster nodes: the links to the other Culex nodes sharing a Redis, as this node sees them.
+
+A clustered node speaks to the others exactly as a worker speaks to its sibling workers
+(worker_links.py), with the same records, routes, back-pressure and barriers; only the wire
+differs: each node (a "member") reads one Redis Stream, and the server layer
+(server/cluster_io.py) carries every link's records to the stream of the member it leads to.
+So routing, flow control and the commit gate see one more `WorkerLinks`, and nothing in them
+asks which kind:
+
+- Filters: a node announces its first subscriber to a filter and withdraws the last
+  (ROUTE_ADD / ROUTE_REMOVE), so every node keeps a trie of the others' filters, and a PUBLISH
+  goes to another node only when it has a matching filter, encoded once for all of them.
+- Promises: a SUBACK, and with `durability = "sync"` the PUBACK/PUBREC of a message that went
+  to other nodes, wait for a barrier: every other live node has applied, and committed, what
+  this one sent before it. A node that dies answers nothing; its link is dropped when its lease
+  runs out (the server layer's membership), which releases what waited for it.
+- Joining: a link that comes up is sent every filter of this node, every retained message
+  (each node keeps the whole retained store, stamped so that all copies converge), and READY.
+  A node serves clients once every live node has sent it READY.
+
+What differs from workers: no client id is handed from one node to another (a node serves
+whoever connects to it), and members are numbered cluster-wide (the server layer allocates the
+number in Redis), which is also the low bits of this node's retained stamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .commit import CommitGate
+from .flow import FlowControl
+from .message import Message
+from .ports import LinkDeliveries, Publisher, Sink
+from .retained import MAX_WORKERS, RetainedMessages
+from .timers import Clock
+from .worker_links import READY, WorkerLink, WorkerLinks, record
+
+MAX_MEMBERS = MAX_WORKERS
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSetup:
+    """This process is cluster member `member` (0 .. MAX_MEMBERS - 1); the server's part."""
+
+    member: int
+    # The link to a member closed (it left, or its lease ran out).
+    link_lost: Callable[[int], None]
+
+
+def _no_hand_over(worker: int, sink: Sink, data: bytes, address: str,
+                  username: str | None) -> None:
+    raise AssertionError("a cluster node serves every client id itself")
+
+
+class NodeLinks(WorkerLinks):
+    def __init__(self, member: int, *, deliveries: LinkDeliveries, flow: FlowControl,
+                 gate: CommitGate, clock: Clock, wake: Callable[[], None], strategy: str,
+                 retained: RetainedMessages, on_link_lost: Callable[[int], None]) -> None:
+        super().__init__(member, MAX_MEMBERS, deliveries=deliveries, flow=flow, gate=gate,
+                         clock=clock, wake=wake, strategy=strategy, hand_over=_no_hand_over,
+                         on_all_ready=lambda: None, on_link_lost=on_link_lost)
+        self._retained = retained
+
+    def owns(self, client_id: str) -> bool:
+        return True
+
+    def owner(self, client_id: str) -> int:
+        return self.index
+
+    def attach(self, index: int, sink: Sink, now: float) -> WorkerLink:
+        """A link to member `index` is up: its filters (as for a worker), then every retained
+        message with its stamp, then READY."""
+        link = super().attach(index, sink, now)
+        retained = self._retained
+        stamps = retained.stamps or {}
+        for message in retained.store.match("#"):
+            self._queue(link, self._encode(message, stamps.get(message.topic, 0), None))
+        self._queue(link, record(READY, b""))
+        return link
+
+    def publish(self, message: Message, stamp: int, origin: Publisher | None) -> bool:
+        """As for workers, except `$SYS`: each node publishes its own counters, which must
+        not overwrite another node's."""
+        if message.topic.startswith("$SYS/"):
+            return False
+        return super().publish(message, stamp, origin)
+
+    def ready(self, members: set[int]) -> bool:
+        """Whether each of `members` has sent READY (its filters and retained store are
+        here)."""
+        links = self.links
+        return all(index in links and links[index].ready for index in members)

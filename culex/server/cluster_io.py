@@ -1,0 +1,483 @@
+"""A cluster node's Redis I/O: membership with a lease, and the streams the links run on.
+
+The sans-I/O side is `core/node_links.py` (the links, their records, routes and barriers) and
+`cluster/keys.py` (where things are in Redis). Here:
+
+- Joining: one script allocates this node's member number (once, kept), bumps its epoch (a
+  fencing token), and takes its lease (a key with a TTL). A heartbeat renews the lease every
+  `HEARTBEAT_FRACTION` of it, only while the key is still this process's; a node that finds
+  its lease gone (it was paused past it, or Redis lost it) joins again under a new epoch, and
+  the others drop whatever the old epoch still sends.
+- Membership: at every heartbeat the live members are read (their leases); a new one, or a
+  new epoch of a known one, gets a link (`NodeLinks.attach`: our filters, retained messages,
+  READY), and a member whose lease ran out loses its link (`NodeLinks.detach`: its filters go,
+  and whatever waited for its barrier answer is released).
+- Sending: what a tick queued for a member leaves at the end of the tick as one stream entry
+  (XADD, all members' entries in one pipelined round trip), tagged with our name, epoch, member
+  number and a sequence number. An entry whose XADD fails is sent again (so a receiver drops a
+  sequence number it has seen: the failure may have come after Redis applied it). While a
+  member's entries wait (Redis slow or down) past `HIGH_WATER` bytes, the link counts as full
+  and its publishers are paused, as for a worker link.
+- Receiving: this node's stream is read through a consumer group; each entry's records are
+  applied in order (`WorkerLinks.data_received`), and its id is acknowledged (XACK, then XDEL:
+  the stream keeps only what is not yet applied) once what the records changed is committed.
+  After a restart the entries read but never acknowledged are read again first. A full local
+  subscriber stops the reading (the link's `pause_reading`), as for a worker link.
+- Redis unavailable: logged once, retried with a growing delay (at most `MAX_RETRY`), logged
+  again when it answers. Nothing that waits for a barrier is released meanwhile, so QoS 1/2
+  publishers whose messages crossed nodes get no acknowledgement until it is true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode as RedisClusterNode
+from redis.exceptions import RedisError, ResponseError
+
+from ..cluster import keys
+from ..cluster.keys import Lease
+from ..cluster.settings import ClusterConfig
+from ..core.broker import Broker
+from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
+
+log = logging.getLogger("culex")
+
+# A member's entries waiting to be sent, in bytes, beyond which its link counts as full (as a
+# worker link's socket buffer, workers.LINK_HIGH_WATER).
+HIGH_WATER = 256 * 1024
+# Heartbeats per lease: a lease survives two lost heartbeats.
+HEARTBEAT_FRACTION = 1 / 3
+# The longest wait between two attempts while Redis does not answer.
+MAX_RETRY = 1.0
+# Entries read per XREADGROUP, and how long one waits for new entries.
+READ_COUNT = 512
+READ_BLOCK_MS = 1000
+# How long leaving may take at shutdown (sending what is queued, giving the lease up).
+LEAVE_SECONDS = 2.0
+
+Redis = aioredis.Redis | aioredis.RedisCluster
+# What XREADGROUP answers: [[stream, [(entry id, {field: value})]]] (or nothing).
+Entry = tuple[bytes, dict[bytes, bytes]]
+ReadReply = list[tuple[bytes, list[Entry]]] | None
+
+
+class ClusterError(Exception):
+    """The node cannot join its cluster (Redis unreachable, no member number left)."""
+
+
+async def connect(settings: ClusterConfig) -> Redis:
+    """A client for the configured Redis: a Redis Cluster when several seeds are given or
+    when the one URL's server says it is part of one."""
+    options: dict[str, Any] = {"socket_connect_timeout": settings.lease,
+                               "socket_timeout": max(5.0, settings.lease)}
+    if settings.is_redis_cluster:
+        nodes = [RedisClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379)
+                 for url in settings.redis]
+        client: Redis = aioredis.RedisCluster(startup_nodes=nodes, **options)
+        await client.initialize()
+        return client
+    single = aioredis.Redis.from_url(settings.redis[0], **options)
+    info = await single.info("cluster")
+    if not info.get("cluster_enabled"):
+        return single
+    await single.aclose()
+    client = aioredis.RedisCluster.from_url(settings.redis[0], **options)
+    await client.initialize()
+    return client
+
+
+@dataclass
+class Peer:
+    """Another member as this node knows it."""
+
+    name: str
+    index: int
+    epoch: int
+    # The highest sequence number applied from this epoch (a re-sent entry is dropped).
+    applied: int = 0
+    # Records queued for its stream, and their size.
+    outbox: list[bytes] = field(default_factory=list)
+    queued: int = 0
+
+
+class StreamSink:
+    """The `Sink` of the link to one member: its records go to that member's stream; pausing
+    its reading pauses the reading of this node's own stream."""
+
+    def __init__(self, node: ClusterNode, peer: Peer) -> None:
+        self._node = node
+        self._peer = peer
+
+    def writelines(self, list_of_data: list[bytes]) -> None:
+        self._node.queue(self._peer, list_of_data)
+
+    def close(self) -> None:
+        """Links are dropped by membership, never closed by the core."""
+
+    def pause_reading(self) -> None:
+        self._node.reading_paused(self._peer, True)
+
+    def resume_reading(self) -> None:
+        self._node.reading_paused(self._peer, False)
+
+
+class ClusterNode:
+    def __init__(self, settings: ClusterConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.name = settings.node
+        self.loop = loop
+        self._lease_ms = int(settings.lease * 1000)
+        self._redis: Redis | None = None
+        self._lease = Lease(secrets.token_hex(8), 0, 0)
+        self._links: NodeLinks | None = None
+        self._broker: Broker | None = None
+        self.peers: dict[str, Peer] = {}
+        self._seq = 0
+        self._dirty: list[Peer] = []
+        self._sending: asyncio.Task[None] | None = None
+        self._paused_by: set[str] = set()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._down = False
+        self._stopping = False
+
+    @property
+    def redis(self) -> Redis:
+        assert self._redis is not None
+        return self._redis
+
+    # -- joining and leaving -------------------------------------------------------------------
+
+    async def join(self) -> ClusterSetup:
+        """Connect and take this node's lease; what the broker is built with."""
+        try:
+            self._redis = await connect(self.settings)
+            await self._join()
+        except RedisError as exc:
+            raise ClusterError(f"cluster: cannot join through {', '.join(self.settings.redis)}:"
+                               f" {exc}") from None
+        log.info("cluster: joined as %s (member %d, epoch %d, lease %g s)", self.name,
+                 self._lease.index, self._lease.epoch, self.settings.lease)
+        return ClusterSetup(self._lease.index, self._link_lost)
+
+    async def _join(self) -> None:
+        script = self.redis.register_script(keys.JOIN)
+        index, epoch = await script(
+            keys=[keys.INDEX, keys.NEXT_INDEX, keys.epoch_key(self.name),
+                  keys.member_key(self.name), keys.MEMBERS],
+            args=[self.name, self._lease.instance, self._lease_ms, MAX_MEMBERS])
+        if index < 0:
+            raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
+        self._lease = Lease(self._lease.instance, int(epoch), int(index))
+        self._seq = 0
+
+    def start(self, broker: Broker) -> None:
+        """Serve the links of `broker` (built with `join`'s setup): heartbeats, membership,
+        reading this node's stream."""
+        links = broker.links
+        assert isinstance(links, NodeLinks)
+        self._broker = broker
+        self._links = links
+        self._tasks = [self.loop.create_task(self._heartbeats()),
+                       self.loop.create_task(self._read())]
+
+    async def wait_ready(self) -> None:
+        """Attach every live member and wait until each has sent its filters and retained
+        messages (READY), for at most two leases: a member that does not answer by then is
+        paused or dying, and its lease decides."""
+        alive = await self._retrying(self._alive)
+        self._reconcile(alive)
+        expected = {lease.index for name, lease in alive.items() if name != self.name}
+        links = self._links
+        assert links is not None
+        deadline = self.loop.time() + 2 * self.settings.lease
+        while not links.ready(expected) and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            expected &= {peer.index for peer in self.peers.values()}
+        silent = sorted(name for name, peer in self.peers.items()
+                        if peer.index in expected and not links.ready({peer.index}))
+        if silent:
+            log.warning("cluster: no answer from %s within %g s; serving without their "
+                        "subscriptions until they answer or their lease runs out",
+                        ", ".join(silent), 2 * self.settings.lease)
+        log.info("cluster: %s serves with %d other node(s): %s", self.name, len(self.peers),
+                 ", ".join(sorted(self.peers)) or "none")
+
+    async def leave(self) -> None:
+        """Shutdown: send what is queued, give up the lease (the others drop our links at
+        their next heartbeat), and close."""
+        self._stopping = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # redis-py may turn a cancellation into a connection error; the loops then see
+            # `_stopping` and end.
+            await asyncio.wait(tasks, timeout=LEAVE_SECONDS)
+        with contextlib.suppress(RedisError, TimeoutError):
+            async with asyncio.timeout(LEAVE_SECONDS):
+                if self._sending is not None:
+                    await self._sending
+                leave = self.redis.register_script(keys.LEAVE)
+                await leave(keys=[keys.member_key(self.name)], args=[self._lease.value()])
+                await self.redis.aclose()
+        log.info("cluster: %s left", self.name)
+
+    # -- membership ----------------------------------------------------------------------------
+
+    async def _alive(self) -> dict[str, Lease]:
+        members = cast(set[bytes], await self.redis.smembers(keys.MEMBERS))
+        names = sorted(name.decode() for name in members)
+        if not names:
+            return {}
+        values = cast(list[bytes | None],
+                      await self.redis.mget([keys.member_key(name) for name in names]))
+        return {name: Lease.parse(value) for name, value in zip(names, values, strict=True)
+                if value is not None}
+
+    async def _heartbeats(self) -> None:
+        interval = self.settings.lease * HEARTBEAT_FRACTION
+        while not self._stopping:
+            await asyncio.sleep(min(interval, 0.5))
+            try:
+                beat = self.redis.register_script(keys.HEARTBEAT)
+                if not await beat(keys=[keys.member_key(self.name)],
+                                  args=[self._lease.value(), self._lease_ms]):
+                    log.error("cluster: the lease of %s was lost (paused or cut off past "
+                              "%g s, or Redis lost it); joining again under a new epoch",
+                              self.name, self.settings.lease)
+                    await self._rejoin()
+                alive = await self._alive()
+            except RedisError as exc:
+                self._unavailable(exc)
+                continue
+            self._available()
+            self._reconcile(alive)
+
+    async def _rejoin(self) -> None:
+        """A new epoch: every member drops what the old one sent and links up anew."""
+        await self._join()
+        for name in list(self.peers):
+            self._drop(name)
+
+    def _reconcile(self, alive: dict[str, Lease]) -> None:
+        for name, peer in list(self.peers.items()):
+            lease = alive.get(name)
+            if lease is None or lease.epoch != peer.epoch:
+                self._drop(name)
+        for name, lease in alive.items():
+            if name != self.name and name not in self.peers:
+                self._attach(name, lease.index, lease.epoch)
+
+    def _attach(self, name: str, index: int, epoch: int) -> Peer:
+        links = self._links
+        assert links is not None
+        previous = self.peers.get(name)
+        if previous is not None:
+            self._drop(name)
+        peer = self.peers[name] = Peer(name, index, epoch)
+        links.attach(index, StreamSink(self, peer), self.loop.time())
+        log.info("cluster: linked to %s (member %d, epoch %d)", name, index, epoch)
+        return peer
+
+    def _drop(self, name: str) -> None:
+        peer = self.peers.pop(name)
+        self._paused_by.discard(name)
+        if not self._paused_by:
+            self._resumed.set()
+        if peer in self._dirty:
+            self._dirty.remove(peer)
+        links = self._links
+        assert links is not None
+        links.detach(peer.index)
+
+    def _link_lost(self, index: int) -> None:
+        if not self._stopping:
+            log.info("cluster: link to member %d dropped (it left, or its lease ran out)",
+                     index)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def queue(self, peer: Peer, records: list[bytes]) -> None:
+        """A link's records of this tick; they leave once the tick is over."""
+        if self.peers.get(peer.name) is not peer:
+            return  # dropped since: its member is gone
+        if not peer.outbox:
+            self._dirty.append(peer)
+        peer.outbox += records
+        peer.queued += sum(map(len, records))
+        links = self._links
+        assert links is not None
+        link = links.links.get(peer.index)
+        if link is not None and peer.queued > HIGH_WATER and not link.write_paused:
+            links.pause_writing(peer.index, self.loop.time())
+        if self._sending is None:
+            self._sending = self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Send what is queued, one pipelined round trip per batch, until nothing is."""
+        try:
+            delay = 0.05
+            while self._dirty:
+                batch, self._dirty = self._dirty, []
+                entries = []
+                for peer in batch:
+                    self._seq += 1
+                    entries.append((peer, self._seq, b"".join(peer.outbox), peer.queued))
+                    peer.outbox = []
+                while not self._stopping:
+                    try:
+                        await self._xadd(entries)
+                        break
+                    except RedisError as exc:
+                        self._unavailable(exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, MAX_RETRY)
+                self._available()
+                for peer, _seq, _data, size in entries:
+                    peer.queued -= size
+                    self._drained(peer)
+        finally:
+            self._sending = None
+
+    async def _xadd(self, entries: list[tuple[Peer, int, bytes, int]]) -> None:
+        lease = self._lease
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for peer, seq, data, _size in entries:
+                pipe.xadd(keys.stream_key(peer.name), {
+                    "f": self.name, "e": lease.epoch, "i": lease.index, "s": seq, "r": data})
+            await pipe.execute()
+
+    def _drained(self, peer: Peer) -> None:
+        links = self._links
+        assert links is not None
+        link = links.links.get(peer.index)
+        if link is not None and link.write_paused and peer.queued <= HIGH_WATER // 4:
+            links.resume_writing(peer.index)
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def reading_paused(self, peer: Peer, paused: bool) -> None:
+        if paused:
+            self._paused_by.add(peer.name)
+            self._resumed.clear()
+        else:
+            self._paused_by.discard(peer.name)
+            if not self._paused_by:
+                self._resumed.set()
+
+    async def _read(self) -> None:
+        stream = keys.stream_key(self.name)
+        await self._retrying(self._create_group)
+        position = "0"  # first what was read before a restart and never acknowledged
+        while not self._stopping:
+            await self._resumed.wait()
+            try:
+                reply: ReadReply = await self.redis.xreadgroup(  # type: ignore[assignment]
+                    keys.GROUP, self.name, {stream: position}, count=READ_COUNT,
+                    block=None if position == "0" else READ_BLOCK_MS)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.error("cluster: the stream of %s lost its consumer group (Redis lost its "
+                          "data?); creating it again", self.name)
+                await self._retrying(self._create_group)
+                continue
+            except RedisError as exc:
+                self._unavailable(exc)
+                await asyncio.sleep(MAX_RETRY)
+                continue
+            self._available()
+            entries = reply[0][1] if reply else []
+            if position == "0" and not entries:
+                position = ">"
+                continue
+            if entries:
+                self._apply(entries)
+                if position != ">":
+                    position = entries[-1][0].decode()
+
+    async def _create_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(keys.stream_key(self.name), keys.GROUP, id="0",
+                                           mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _apply(self, entries: list[Entry]) -> None:
+        links = self._links
+        broker = self._broker
+        assert links is not None and broker is not None
+        now = self.loop.time()
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            name = fields[b"f"].decode()
+            epoch = int(fields[b"e"])
+            peer = self.peers.get(name)
+            if peer is None or epoch > peer.epoch:
+                peer = self._attach(name, int(fields[b"i"]), epoch)
+            elif epoch < peer.epoch:
+                continue  # an older incarnation of that member: what it said is void
+            seq = int(fields[b"s"])
+            if seq <= peer.applied:
+                continue  # sent again after a failure that came after Redis had it
+            peer.applied = seq
+            links.data_received(peer.index, fields[b"r"], now)
+        broker.gate.when_durable(self._acknowledge, ids)
+
+    def _acknowledge(self, ids: list[bytes]) -> None:
+        """What the entries changed is committed: they need not be read again."""
+        self._background(self._xack(ids))
+
+    async def _xack(self, ids: list[bytes]) -> None:
+        stream = keys.stream_key(self.name)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, keys.GROUP, *ids)
+                pipe.xdel(stream, *ids)
+                await pipe.execute()
+        except RedisError as exc:
+            # They are read again (and their records dropped by sequence) after a restart.
+            self._unavailable(exc)
+
+    # -- Redis unavailable ---------------------------------------------------------------------
+
+    async def _retrying(self, attempt: Any) -> Any:
+        delay = 0.05
+        while not self._stopping:
+            try:
+                return await attempt()
+            except RedisError as exc:
+                self._unavailable(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY)
+        raise asyncio.CancelledError
+
+    def _unavailable(self, exc: Exception) -> None:
+        if not self._down and not self._stopping:
+            self._down = True
+            log.error("cluster: Redis unavailable (%s); messages to and from other nodes wait, "
+                      "and so do the acknowledgements that depend on them; retrying", exc)
+
+    def _available(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("cluster: Redis answers again; sending what waited")
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
+        self._tasks.append(task)
+        task.add_done_callback(
+            lambda done: self._tasks.remove(done) if done in self._tasks else None)
