@@ -7,7 +7,8 @@ The sans-I/O side is `core/node_links.py` (the links, their records, routes and 
   fencing token), and takes its lease (a key with a TTL). A heartbeat renews the lease every
   `HEARTBEAT_FRACTION` of it, only while the key is still this process's; a node that finds
   its lease gone (it was paused past it, or Redis lost it) joins again under a new epoch, and
-  the others drop whatever the old epoch still sends.
+  the others link to it anew. (What an older epoch wrote to a stream is still applied: it may
+  carry what was acknowledged.)
 - Membership: at every heartbeat the live members are read (their leases); a new one, or a
   new epoch of a known one, gets a link (`NodeLinks.attach`: our filters, retained messages,
   READY), and a member whose lease ran out loses its link (`NodeLinks.detach`: its filters go,
@@ -102,8 +103,6 @@ class Peer:
     name: str
     index: int
     epoch: int
-    # The highest sequence number applied from this epoch (a re-sent entry is dropped).
-    applied: int = 0
     # Records queued for its stream, and their size.
     outbox: list[bytes] = field(default_factory=list)
     queued: int = 0
@@ -141,6 +140,10 @@ class ClusterNode:
         self._links: NodeLinks | None = None
         self._broker: Broker | None = None
         self.peers: dict[str, Peer] = {}
+        # Members gone whose queued records are still being written to their streams.
+        self._leaving: dict[str, Peer] = {}
+        # (member, epoch) -> the highest sequence number applied from it.
+        self._applied: dict[tuple[str, int], int] = {}
         self._seq = 0
         self._dirty: list[Peer] = []
         self._sending: asyncio.Task[None] | None = None
@@ -179,7 +182,6 @@ class ClusterNode:
         if index < 0:
             raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
         self._lease = Lease(self._lease.instance, int(epoch), int(index))
-        self._seq = 0
 
     def start(self, broker: Broker) -> None:
         """Serve the links of `broker` (built with `join`'s setup): heartbeats, membership,
@@ -188,8 +190,8 @@ class ClusterNode:
         assert isinstance(links, NodeLinks)
         self._broker = broker
         self._links = links
-        self._tasks = [self.loop.create_task(self._heartbeats()),
-                       self.loop.create_task(self._read())]
+        for work in (self._heartbeats(), self._read()):
+            self._background(work)
 
     async def wait_ready(self) -> None:
         """Attach every live member and wait until each has sent its filters and retained
@@ -282,21 +284,37 @@ class ClusterNode:
     def _attach(self, name: str, index: int, epoch: int) -> Peer:
         links = self._links
         assert links is not None
-        previous = self.peers.get(name)
-        if previous is not None:
+        if name in self.peers:
             self._drop(name)
         peer = self.peers[name] = Peer(name, index, epoch)
+        leaving = self._leaving.pop(name, None)
+        if leaving is not None:
+            # Its records not yet in the stream go first, to the same stream: nothing that
+            # was promised is dropped between two epochs of one member.
+            if leaving in self._dirty:
+                self._dirty.remove(leaving)
+            peer.outbox, leaving.outbox = leaving.outbox, []
+            peer.queued = sum(map(len, peer.outbox))
+            leaving.queued -= peer.queued
+            if peer.outbox:
+                self._dirty.append(peer)
+            links.detach(leaving.index)
         links.attach(index, StreamSink(self, peer), self.loop.time())
         log.info("cluster: linked to %s (member %d, epoch %d)", name, index, epoch)
         return peer
 
     def _drop(self, name: str) -> None:
+        """The member left, died, or started again. Its link goes (its filters, and the
+        barriers that waited for it), but only once every record already queued for it is in
+        its stream: an acknowledgement released by its going then promises nothing that is
+        not in Redis, where the member (or its next epoch) reads it."""
         peer = self.peers.pop(name)
         self._paused_by.discard(name)
         if not self._paused_by:
             self._resumed.set()
-        if peer in self._dirty:
-            self._dirty.remove(peer)
+        if peer.queued:
+            self._leaving[name] = peer
+            return
         links = self._links
         assert links is not None
         links.detach(peer.index)
@@ -310,7 +328,7 @@ class ClusterNode:
 
     def queue(self, peer: Peer, records: list[bytes]) -> None:
         """A link's records of this tick; they leave once the tick is over."""
-        if self.peers.get(peer.name) is not peer:
+        if self.peers.get(peer.name) is not peer and self._leaving.get(peer.name) is not peer:
             return  # dropped since: its member is gone
         if not peer.outbox:
             self._dirty.append(peer)
@@ -333,7 +351,10 @@ class ClusterNode:
                 entries = []
                 for peer in batch:
                     self._seq += 1
-                    entries.append((peer, self._seq, b"".join(peer.outbox), peer.queued))
+                    data = b"".join(peer.outbox)
+                    # Numbered once: a retry after a rejoin must not renumber, or the entry
+                    # would pass for a new one (the sequence never restarts in a process).
+                    entries.append((peer, self._lease.epoch, self._seq, data))
                     peer.outbox = []
                 while not self._stopping:
                     try:
@@ -344,18 +365,24 @@ class ClusterNode:
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, MAX_RETRY)
                 self._available()
-                for peer, _seq, _data, size in entries:
-                    peer.queued -= size
-                    self._drained(peer)
+                for peer, _epoch, _seq, data in entries:
+                    peer.queued -= len(data)
+                    if self._leaving.get(peer.name) is peer and not peer.queued:
+                        del self._leaving[peer.name]
+                        links = self._links
+                        assert links is not None
+                        links.detach(peer.index)
+                    elif self.peers.get(peer.name) is peer:
+                        self._drained(peer)
         finally:
             self._sending = None
 
-    async def _xadd(self, entries: list[tuple[Peer, int, bytes, int]]) -> None:
-        lease = self._lease
+    async def _xadd(self, entries: list[tuple[Peer, int, int, bytes]]) -> None:
+        index = self._lease.index
         async with self.redis.pipeline(transaction=False) as pipe:
-            for peer, seq, data, _size in entries:
+            for peer, epoch, seq, data in entries:
                 pipe.xadd(keys.stream_key(peer.name), {
-                    "f": self.name, "e": lease.epoch, "i": lease.index, "s": seq, "r": data})
+                    "f": self.name, "e": epoch, "i": index, "s": seq, "r": data})
             await pipe.execute()
 
     def _drained(self, peer: Peer) -> None:
@@ -428,12 +455,13 @@ class ClusterNode:
             peer = self.peers.get(name)
             if peer is None or epoch > peer.epoch:
                 peer = self._attach(name, int(fields[b"i"]), epoch)
-            elif epoch < peer.epoch:
-                continue  # an older incarnation of that member: what it said is void
+            # An older epoch's entries still count: they were written before the member
+            # joined again (Redis lost its lease, or it restarted), and what they carry may
+            # have been acknowledged already.
             seq = int(fields[b"s"])
-            if seq <= peer.applied:
+            if seq <= self._applied.get((name, epoch), 0):
                 continue  # sent again after a failure that came after Redis had it
-            peer.applied = seq
+            self._applied[name, epoch] = seq
             links.data_received(peer.index, fields[b"r"], now)
         broker.gate.when_durable(self._acknowledge, ids)
 
@@ -479,5 +507,10 @@ class ClusterNode:
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)
         self._tasks.append(task)
-        task.add_done_callback(
-            lambda done: self._tasks.remove(done) if done in self._tasks else None)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None and not self._stopping:
+            log.error("cluster: %s failed: %r", task.get_coro(), task.exception())
