@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 MQTTJS := tests/interop/mqttjs
 MQTTJS_STAMP := $(MQTTJS)/node_modules/.installed-$(shell cksum $(MQTTJS)/package-lock.json | cut -d' ' -f1)
 
-.PHONY: run test soak lint clean system-deps
+.PHONY: run test soak lint clean system-deps cluster-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	mkdir -p data
 	$(VENV)/bin/culex serve --config culex.toml
+
+# Three nodes clustered on one Redis behind HAProxy (README.md, "Clustering"); Ctrl-C stops it.
+cluster-demo: $(STAMP) system-deps
+	packaging/cluster-demo.sh
 
 # Debian's mosquitto-clients and Node.js (for MQTT.js) are real MQTT peers for the integration
 # tests, the openssl CLI makes the TLS tests' certificates, Debian's mosquitto brings the broker

@@ -67,10 +67,18 @@ def cluster_nodes(tmp_path: Path) -> Iterator[NodeFactory]:
         return nodes
 
     yield start
-    for node in started:
+    problems = []
+    for node in started:  # every node is stopped, whatever the first one did
         if node.killed:
             continue
-        code = node.stop()
+        try:
+            code = node.stop()
+        except AssertionError as exc:
+            problems.append(str(exc))
+            continue
         text = node.log_text()
-        assert "Traceback" not in text, f"node logged a traceback:\n{text}"
-        assert code == 0, f"node exit code {code}:\n{text}"
+        if "Traceback" in text:
+            problems.append(f"node logged a traceback:\n{text}")
+        elif code != 0:
+            problems.append(f"node exit code {code}:\n{text}")
+    assert not problems, "\n".join(problems)
