@@ -10,7 +10,10 @@ streams, which carry the traffic, spread over the shards.
   token: records of an older incarnation are recognised and dropped;
 - `culex:{culex-meta}:member:<name>` (string with a TTL, the lease): `<instance>:<epoch>:
   <index>`, refreshed by heartbeats only while it is still this process's;
-- `culex:{culex-meta}:members` (set): every name that ever joined (the live ones have a lease);
+- `culex:{culex-meta}:members` (set): every name that joined and was not removed (the live
+  ones have a lease; the others are down, and are still routed to);
+- `culex:{culex-meta}:filters:<name>` (set): that member's topic filters, for the nodes that
+  start while it is down;
 - `culex:{<name>}:in` (stream, consumer group `culex`): the records sent to that member.
 """
 
@@ -31,6 +34,10 @@ def member_key(name: str) -> str:
 
 def epoch_key(name: str) -> str:
     return f"{META}:epoch:{name}"
+
+
+def filters_key(name: str) -> str:
+    return f"{META}:filters:{name}"
 
 
 def stream_key(name: str) -> str:
@@ -61,6 +68,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0
+"""
+
+# KEYS: filters key; ARGV: every filter. The member's whole set at once.
+REPLACE_FILTERS = """
+redis.call('DEL', KEYS[1])
+for i = 1, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return #ARGV
 """
 
 # KEYS: member key; ARGV: this process's value. Leave: the lease goes only if it is ours.

@@ -126,7 +126,8 @@ class Broker:
             self.links = NodeLinks(
                 cluster.member, deliveries=self, flow=self.flow, gate=self.gate, clock=clock,
                 wake=host.wake, strategy=limits.shared_subscription_strategy,
-                retained=self.retained, on_link_lost=cluster.link_lost)
+                retained=self.retained, on_link_lost=cluster.link_lost,
+                routes_changed=cluster.routes_changed)
         self.router = router = Router(limits, stats, clock, flow=self.flow,
                                       retained=self.retained, links=self.links)
         links = self.links

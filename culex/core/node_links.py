@@ -12,8 +12,13 @@ asks which kind:
   goes to another node only when it has a matching filter, encoded once for all of them.
 - Promises: a SUBACK, and with `durability = "sync"` the PUBACK/PUBREC of a message that went
   to other nodes, wait for a barrier: every other live node has applied, and committed, what
-  this one sent before it. A node that dies answers nothing; its link is dropped when its lease
-  runs out (the server layer's membership), which releases what waited for it.
+  this one sent before it.
+- Nodes that are down: a node that dies answers nothing. When its lease runs out its link
+  stays, with its filters, and what matches them still goes to its stream, which it reads when
+  it comes back (its persistent sessions miss nothing); a barrier it cannot answer is released
+  once everything before it is in the stream (`release_barriers`): in Redis, with
+  `appendfsync always`, that is stored. A node's filters are kept in Redis as well
+  (`route_changes`), so a node that starts while another is down routes to it too.
 - Joining: a link that comes up is sent every filter of this node, every retained message
   (each node keeps the whole retained store, stamped so that all copies converge), and READY.
   A node serves clients once every live node has sent it READY.
@@ -44,8 +49,11 @@ class ClusterSetup:
     """This process is cluster member `member` (0 .. MAX_MEMBERS - 1); the server's part."""
 
     member: int
-    # The link to a member closed (it left, or its lease ran out).
+    # The link to a member closed (it started again under a new epoch, or was removed).
     link_lost: Callable[[int], None]
+    # This node's filters changed (`NodeLinks.route_changes` says how): they are kept in Redis
+    # too, for the nodes that start while this one is down.
+    routes_changed: Callable[[], None] = lambda: None
 
 
 def _no_hand_over(worker: int, sink: Sink, data: bytes, address: str,
@@ -56,11 +64,15 @@ def _no_hand_over(worker: int, sink: Sink, data: bytes, address: str,
 class NodeLinks(WorkerLinks):
     def __init__(self, member: int, *, deliveries: LinkDeliveries, flow: FlowControl,
                  gate: CommitGate, clock: Clock, wake: Callable[[], None], strategy: str,
-                 retained: RetainedMessages, on_link_lost: Callable[[int], None]) -> None:
+                 retained: RetainedMessages, on_link_lost: Callable[[int], None],
+                 routes_changed: Callable[[], None]) -> None:
         super().__init__(member, MAX_MEMBERS, deliveries=deliveries, flow=flow, gate=gate,
                          clock=clock, wake=wake, strategy=strategy, hand_over=_no_hand_over,
                          on_all_ready=lambda: None, on_link_lost=on_link_lost)
         self._retained = retained
+        self._routes_changed = routes_changed
+        # (filter, added) in order, since the server layer last took them.
+        self.route_changes: list[tuple[str, bool]] = []
 
     def owns(self, client_id: str) -> bool:
         return True
@@ -78,6 +90,36 @@ class NodeLinks(WorkerLinks):
             self._queue(link, self._encode(message, stamps.get(message.topic, 0), None))
         self._queue(link, record(READY, b""))
         return link
+
+    def subscribed(self, topic_filter: str) -> None:
+        new = topic_filter not in self.local_filters
+        super().subscribed(topic_filter)
+        if new:
+            self._route_changed_here(topic_filter, True)
+
+    def unsubscribed(self, topic_filter: str) -> None:
+        super().unsubscribed(topic_filter)
+        if topic_filter not in self.local_filters:
+            self._route_changed_here(topic_filter, False)
+
+    def _route_changed_here(self, topic_filter: str, added: bool) -> None:
+        if not self.route_changes:
+            self._routes_changed()
+        self.route_changes.append((topic_filter, added))
+
+    def load_routes(self, index: int, filters: list[str]) -> None:
+        """The filters of a member that is down, as Redis keeps them: what matches them is
+        sent to its stream, which it reads when it comes back."""
+        link = self.links[index]
+        for topic_filter in filters:
+            self._route_changed(link, topic_filter, True)
+
+    def release_barriers(self, index: int) -> None:
+        """Member `index` is down and everything sent to it is in its stream (in Redis, with
+        `appendfsync always`): that is as stored as its own commit, so whatever waits for its
+        answer goes on."""
+        for barrier in list(self._unconfirmed):
+            self._confirmed(barrier, index)
 
     def publish(self, message: Message, stamp: int, origin: Publisher | None) -> bool:
         """As for workers, except `$SYS`: each node publishes its own counters, which must

@@ -17,7 +17,8 @@ from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
-from .cluster_io import ClusterError, ClusterNode
+from .cluster_io import ClusterNode
+from .cluster_redis import ClusterError
 from .host import LoopHost
 from .listeners import describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files

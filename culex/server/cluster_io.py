@@ -38,10 +38,7 @@ import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
-from urllib.parse import urlsplit
 
-from redis import asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode as RedisClusterNode
 from redis.exceptions import RedisError, ResponseError
 
 from ..cluster import keys
@@ -49,6 +46,8 @@ from ..cluster.keys import Lease
 from ..cluster.settings import ClusterConfig
 from ..core.broker import Broker
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
+from ..core.worker_links import FORWARD, FORWARD_V5, record, split_records
+from .cluster_redis import MAX_RETRY, ClusterError, Redis, RedisHealth, connect
 
 log = logging.getLogger("culex")
 
@@ -57,43 +56,15 @@ log = logging.getLogger("culex")
 HIGH_WATER = 256 * 1024
 # Heartbeats per lease: a lease survives two lost heartbeats.
 HEARTBEAT_FRACTION = 1 / 3
-# The longest wait between two attempts while Redis does not answer.
-MAX_RETRY = 1.0
 # Entries read per XREADGROUP, and how long one waits for new entries.
 READ_COUNT = 512
 READ_BLOCK_MS = 1000
 # How long leaving may take at shutdown (sending what is queued, giving the lease up).
 LEAVE_SECONDS = 2.0
 
-Redis = aioredis.Redis | aioredis.RedisCluster
 # What XREADGROUP answers: [[stream, [(entry id, {field: value})]]] (or nothing).
 Entry = tuple[bytes, dict[bytes, bytes]]
 ReadReply = list[tuple[bytes, list[Entry]]] | None
-
-
-class ClusterError(Exception):
-    """The node cannot join its cluster (Redis unreachable, no member number left)."""
-
-
-async def connect(settings: ClusterConfig) -> Redis:
-    """A client for the configured Redis: a Redis Cluster when several seeds are given or
-    when the one URL's server says it is part of one."""
-    options: dict[str, Any] = {"socket_connect_timeout": settings.lease,
-                               "socket_timeout": max(5.0, settings.lease)}
-    if settings.is_redis_cluster:
-        nodes = [RedisClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379)
-                 for url in settings.redis]
-        client: Redis = aioredis.RedisCluster(startup_nodes=nodes, **options)
-        await client.initialize()
-        return client
-    single = aioredis.Redis.from_url(settings.redis[0], **options)
-    info = await single.info("cluster")
-    if not info.get("cluster_enabled"):
-        return single
-    await single.aclose()
-    client = aioredis.RedisCluster.from_url(settings.redis[0], **options)
-    await client.initialize()
-    return client
 
 
 @dataclass
@@ -103,9 +74,20 @@ class Peer:
     name: str
     index: int
     epoch: int
+    # False while its lease is gone: it is down, and its stream keeps what it is sent.
+    alive: bool = True
     # Records queued for its stream, and their size.
     outbox: list[bytes] = field(default_factory=list)
     queued: int = 0
+
+
+def without_qos0(chunks: list[bytes]) -> bytes:
+    """The records for a member that is down, less its QoS 0 messages: those are not kept
+    for anyone who is not connected."""
+    found: list[tuple[int, bytes]] = []
+    split_records(b"".join(chunks), found)
+    return b"".join(record(kind, body) for kind, body in found
+                    if kind not in (FORWARD, FORWARD_V5))
 
 
 class StreamSink:
@@ -151,7 +133,7 @@ class ClusterNode:
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._down = False
+        self._health = RedisHealth()
         self._stopping = False
 
     @property
@@ -171,7 +153,7 @@ class ClusterNode:
                                f" {exc}") from None
         log.info("cluster: joined as %s (member %d, epoch %d, lease %g s)", self.name,
                  self._lease.index, self._lease.epoch, self.settings.lease)
-        return ClusterSetup(self._lease.index, self._link_lost)
+        return ClusterSetup(self._lease.index, self._link_lost, self._routes_changed)
 
     async def _join(self) -> None:
         script = self.redis.register_script(keys.JOIN)
@@ -197,8 +179,9 @@ class ClusterNode:
         """Attach every live member and wait until each has sent its filters and retained
         messages (READY), for at most two leases: a member that does not answer by then is
         paused or dying, and its lease decides."""
-        alive = await self._retrying(self._alive)
-        self._reconcile(alive)
+        await self._health.retrying(self._save_filters)
+        alive, down = await self._health.retrying(self._members)
+        self._reconcile(alive, down)
         expected = {lease.index for name, lease in alive.items() if name != self.name}
         links = self._links
         assert links is not None
@@ -212,13 +195,16 @@ class ClusterNode:
             log.warning("cluster: no answer from %s within %g s; serving without their "
                         "subscriptions until they answer or their lease runs out",
                         ", ".join(silent), 2 * self.settings.lease)
-        log.info("cluster: %s serves with %d other node(s): %s", self.name, len(self.peers),
-                 ", ".join(sorted(self.peers)) or "none")
+        up = sorted(name for name, peer in self.peers.items() if peer.alive)
+        log.info("cluster: %s serves with %d other node(s): %s%s", self.name, len(up),
+                 ", ".join(up) or "none",
+                 "".join(f"; {name} is down" for name, peer in sorted(self.peers.items())
+                         if not peer.alive))
 
     async def leave(self) -> None:
         """Shutdown: send what is queued, give up the lease (the others drop our links at
         their next heartbeat), and close."""
-        self._stopping = True
+        self._stopping = self._health.stopping = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -230,6 +216,8 @@ class ClusterNode:
             async with asyncio.timeout(LEAVE_SECONDS):
                 if self._sending is not None:
                     await self._sending
+                # What the others route to while this node is down: its persistent sessions'.
+                await self._save_filters()
                 leave = self.redis.register_script(keys.LEAVE)
                 await leave(keys=[keys.member_key(self.name)], args=[self._lease.value()])
                 await self.redis.aclose()
@@ -237,15 +225,34 @@ class ClusterNode:
 
     # -- membership ----------------------------------------------------------------------------
 
-    async def _alive(self) -> dict[str, Lease]:
+    async def _members(self) -> tuple[dict[str, Lease], dict[str, tuple[int, list[str]]]]:
+        """The live members' leases, and for the members that are down and not known here
+        yet, their number and filters."""
         members = cast(set[bytes], await self.redis.smembers(keys.MEMBERS))
         names = sorted(name.decode() for name in members)
         if not names:
-            return {}
+            return {}, {}
         values = cast(list[bytes | None],
                       await self.redis.mget([keys.member_key(name) for name in names]))
-        return {name: Lease.parse(value) for name, value in zip(names, values, strict=True)
-                if value is not None}
+        alive = {name: Lease.parse(value) for name, value in zip(names, values, strict=True)
+                 if value is not None}
+        down: dict[str, tuple[int, list[str]]] = {}
+        for name in names:
+            if name in alive or name in self.peers or name == self.name:
+                continue
+            index = await self.redis.hget(keys.INDEX, name)
+            filters = cast(set[bytes], await self.redis.smembers(keys.filters_key(name)))
+            if index is not None:
+                down[name] = (int(index), sorted(value.decode() for value in filters))
+        return alive, down
+
+    async def _save_filters(self) -> None:
+        """This node's whole set of filters, in Redis."""
+        links = self._links
+        assert links is not None
+        links.route_changes.clear()  # all of them are in this set
+        save = self.redis.register_script(keys.REPLACE_FILTERS)
+        await save(keys=[keys.filters_key(self.name)], args=list(links.local_filters))
 
     async def _heartbeats(self) -> None:
         interval = self.settings.lease * HEARTBEAT_FRACTION
@@ -259,12 +266,12 @@ class ClusterNode:
                               "%g s, or Redis lost it); joining again under a new epoch",
                               self.name, self.settings.lease)
                     await self._rejoin()
-                alive = await self._alive()
+                alive, down = await self._members()
             except RedisError as exc:
-                self._unavailable(exc)
+                self._health.unavailable(exc)
                 continue
-            self._available()
-            self._reconcile(alive)
+            self._health.available()
+            self._reconcile(alive, down)
 
     async def _rejoin(self) -> None:
         """A new epoch: every member drops what the old one sent and links up anew."""
@@ -272,14 +279,39 @@ class ClusterNode:
         for name in list(self.peers):
             self._drop(name)
 
-    def _reconcile(self, alive: dict[str, Lease]) -> None:
+    def _reconcile(self, alive: dict[str, Lease],
+                   down: dict[str, tuple[int, list[str]]]) -> None:
         for name, peer in list(self.peers.items()):
             lease = alive.get(name)
-            if lease is None or lease.epoch != peer.epoch:
-                self._drop(name)
+            if lease is None:
+                if peer.alive:
+                    self._suspend(peer)
+            elif lease.epoch != peer.epoch:
+                self._attach(name, lease.index, lease.epoch)  # it started again
+            elif not peer.alive:
+                peer.alive = True
+                log.info("cluster: %s answers again", name)
         for name, lease in alive.items():
             if name != self.name and name not in self.peers:
                 self._attach(name, lease.index, lease.epoch)
+        links = self._links
+        assert links is not None
+        for name, (index, filters) in down.items():
+            if name not in self.peers:
+                peer = self._attach(name, index, 0)
+                peer.alive = False
+                links.load_routes(index, filters)
+
+    def _suspend(self, peer: Peer) -> None:
+        """Its lease ran out: it is down (dead, paused, or cut off from Redis). Its link and
+        filters stay; what waits for its answer goes on once its stream has everything."""
+        peer.alive = False
+        log.warning("cluster: %s is down (no heartbeat for %g s); what its subscriptions "
+                    "match waits in its stream", peer.name, self.settings.lease)
+        if not peer.queued:
+            links = self._links
+            assert links is not None
+            links.release_barriers(peer.index)
 
     def _attach(self, name: str, index: int, epoch: int) -> Peer:
         links = self._links
@@ -321,8 +353,11 @@ class ClusterNode:
 
     def _link_lost(self, index: int) -> None:
         if not self._stopping:
-            log.info("cluster: link to member %d dropped (it left, or its lease ran out)",
-                     index)
+            log.info("cluster: link to member %d replaced (it joined again)", index)
+
+    def _routes_changed(self) -> None:
+        if self._sending is None and self._redis is not None:
+            self._sending = self.loop.create_task(self._send())
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -346,41 +381,52 @@ class ClusterNode:
         """Send what is queued, one pipelined round trip per batch, until nothing is."""
         try:
             delay = 0.05
-            while self._dirty:
+            links = self._links
+            assert links is not None
+            while self._dirty or links.route_changes:
                 batch, self._dirty = self._dirty, []
+                routes, links.route_changes = links.route_changes, []
                 entries = []
                 for peer in batch:
                     self._seq += 1
-                    data = b"".join(peer.outbox)
+                    data = b"".join(peer.outbox) if peer.alive else without_qos0(peer.outbox)
                     # Numbered once: a retry after a rejoin must not renumber, or the entry
                     # would pass for a new one (the sequence never restarts in a process).
-                    entries.append((peer, self._lease.epoch, self._seq, data))
+                    entries.append((peer, self._lease.epoch, self._seq, data,
+                                    sum(map(len, peer.outbox))))
                     peer.outbox = []
                 while not self._stopping:
                     try:
-                        await self._xadd(entries)
+                        await self._xadd(entries, routes)
                         break
                     except RedisError as exc:
-                        self._unavailable(exc)
+                        self._health.unavailable(exc)
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, MAX_RETRY)
-                self._available()
-                for peer, _epoch, _seq, data in entries:
-                    peer.queued -= len(data)
+                self._health.available()
+                for peer, _epoch, _seq, _data, size in entries:
+                    peer.queued -= size
                     if self._leaving.get(peer.name) is peer and not peer.queued:
                         del self._leaving[peer.name]
-                        links = self._links
-                        assert links is not None
                         links.detach(peer.index)
                     elif self.peers.get(peer.name) is peer:
                         self._drained(peer)
+                        if not peer.alive and not peer.queued:
+                            links.release_barriers(peer.index)
         finally:
             self._sending = None
 
-    async def _xadd(self, entries: list[tuple[Peer, int, int, bytes]]) -> None:
+    async def _xadd(self, entries: list[tuple[Peer, int, int, bytes, int]],
+                    routes: list[tuple[str, bool]]) -> None:
         index = self._lease.index
+        filters = keys.filters_key(self.name)
         async with self.redis.pipeline(transaction=False) as pipe:
-            for peer, epoch, seq, data in entries:
+            for topic_filter, added in routes:
+                if added:
+                    pipe.sadd(filters, topic_filter)
+                else:
+                    pipe.srem(filters, topic_filter)
+            for peer, epoch, seq, data, _size in entries:
                 pipe.xadd(keys.stream_key(peer.name), {
                     "f": self.name, "e": epoch, "i": index, "s": seq, "r": data})
             await pipe.execute()
@@ -405,7 +451,7 @@ class ClusterNode:
 
     async def _read(self) -> None:
         stream = keys.stream_key(self.name)
-        await self._retrying(self._create_group)
+        await self._health.retrying(self._create_group)
         position = "0"  # first what was read before a restart and never acknowledged
         while not self._stopping:
             await self._resumed.wait()
@@ -418,13 +464,13 @@ class ClusterNode:
                     raise
                 log.error("cluster: the stream of %s lost its consumer group (Redis lost its "
                           "data?); creating it again", self.name)
-                await self._retrying(self._create_group)
+                await self._health.retrying(self._create_group)
                 continue
             except RedisError as exc:
-                self._unavailable(exc)
+                self._health.unavailable(exc)
                 await asyncio.sleep(MAX_RETRY)
                 continue
-            self._available()
+            self._health.available()
             entries = reply[0][1] if reply else []
             if position == "0" and not entries:
                 position = ">"
@@ -478,31 +524,7 @@ class ClusterNode:
                 await pipe.execute()
         except RedisError as exc:
             # They are read again (and their records dropped by sequence) after a restart.
-            self._unavailable(exc)
-
-    # -- Redis unavailable ---------------------------------------------------------------------
-
-    async def _retrying(self, attempt: Any) -> Any:
-        delay = 0.05
-        while not self._stopping:
-            try:
-                return await attempt()
-            except RedisError as exc:
-                self._unavailable(exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY)
-        raise asyncio.CancelledError
-
-    def _unavailable(self, exc: Exception) -> None:
-        if not self._down and not self._stopping:
-            self._down = True
-            log.error("cluster: Redis unavailable (%s); messages to and from other nodes wait, "
-                      "and so do the acknowledgements that depend on them; retrying", exc)
-
-    def _available(self) -> None:
-        if self._down:
-            self._down = False
-            log.warning("cluster: Redis answers again; sending what waited")
+            self._health.unavailable(exc)
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)
