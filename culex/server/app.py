@@ -17,6 +17,7 @@ from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
+from ..storage.stream_cursors import ClusterSqliteStorage
 from .cluster_io import ClusterNode
 from .cluster_redis import ClusterError
 from .host import LoopHost
@@ -66,8 +67,10 @@ def open_storage(config: Config, loop: asyncio.AbstractEventLoop) -> SqliteStora
     if settings.durability == "none":
         log.info("storage: durability none, state is kept in memory only")
         return None
-    return SqliteStorage(Path(settings.path), durable=settings.durability == "sync",
-                         call_soon_threadsafe=loop.call_soon_threadsafe)
+    # A cluster node also commits how far it applied the other nodes' records.
+    kind = SqliteStorage if config.cluster is None else ClusterSqliteStorage
+    return kind(Path(settings.path), durable=settings.durability == "sync",
+                call_soon_threadsafe=loop.call_soon_threadsafe)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -222,7 +225,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
             raise PeerLost("another worker stopped during start-up")
     if cluster is not None:
         # As with workers: clients only once the other nodes' subscriptions are known here.
-        cluster.start(broker)
+        cluster.start(broker, storage if isinstance(storage, ClusterSqliteStorage) else None)
         await cluster.wait_ready()
         broker.publish_restored_wills()
     servers: list[asyncio.Server] = []

@@ -47,6 +47,7 @@ from ..cluster.settings import ClusterConfig
 from ..core.broker import Broker
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import FORWARD, FORWARD_V5, record, split_records
+from ..storage.stream_cursors import ClusterSqliteStorage
 from .cluster_redis import MAX_RETRY, ClusterError, Redis, RedisHealth, connect
 
 log = logging.getLogger("culex")
@@ -121,6 +122,7 @@ class ClusterNode:
         self._lease = Lease(secrets.token_hex(8), 0, 0)
         self._links: NodeLinks | None = None
         self._broker: Broker | None = None
+        self._storage: ClusterSqliteStorage | None = None
         self.peers: dict[str, Peer] = {}
         # Members gone whose queued records are still being written to their streams.
         self._leaving: dict[str, Peer] = {}
@@ -165,13 +167,17 @@ class ClusterNode:
             raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
         self._lease = Lease(self._lease.instance, int(epoch), int(index))
 
-    def start(self, broker: Broker) -> None:
+    def start(self, broker: Broker, storage: ClusterSqliteStorage | None) -> None:
         """Serve the links of `broker` (built with `join`'s setup): heartbeats, membership,
-        reading this node's stream."""
+        reading this node's stream. With `storage`, how far each sender's records are
+        applied is committed with what they changed (see storage/stream_cursors.py)."""
         links = broker.links
         assert isinstance(links, NodeLinks)
         self._broker = broker
         self._links = links
+        self._storage = storage
+        if storage is not None:
+            self._applied = storage.cursors()
         for work in (self._heartbeats(), self._read()):
             self._background(work)
 
@@ -506,9 +512,16 @@ class ClusterNode:
             # have been acknowledged already.
             seq = int(fields[b"s"])
             if seq <= self._applied.get((name, epoch), 0):
-                continue  # sent again after a failure that came after Redis had it
+                continue  # sent again, or applied and committed before a restart
             self._applied[name, epoch] = seq
+            storage = self._storage
+            if storage is None:
+                links.data_received(peer.index, fields[b"r"], now)
+                continue
+            changes = storage.changes
             links.data_received(peer.index, fields[b"r"], now)
+            if storage.changes != changes:  # durable effects: committed with its cursor
+                storage.cursor_saved(name, epoch, seq)
         broker.gate.when_durable(self._acknowledge, ids)
 
     def _acknowledge(self, ids: list[bytes]) -> None:

@@ -1,0 +1,53 @@
+"""SQLite storage for a cluster node: the same database, plus where each of the other nodes'
+streams of records has been applied up to.
+
+A node applies the entries of its Redis stream, commits what they changed, and only then
+acknowledges them (XACK). A crash between the commit and the XACK makes it read them again
+after a restart; the cursor of each sender (its name, epoch and the entry's sequence number),
+committed in the same transaction as what the entry changed, says which of them are already
+applied, so that a QoS 2 message queued for a persistent session is not queued twice.
+
+The table is created when missing, outside the schema versions: a database without it (a node
+that was not clustered before) is read as it is, and a database with it opens in a Culex that
+is not clustered (the table is simply not read).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from .sqlite import SqliteStorage, StorageError
+
+CURSORS = """CREATE TABLE IF NOT EXISTS stream_cursors (
+    sender TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sender, epoch)
+) WITHOUT ROWID"""
+
+
+class ClusterSqliteStorage(SqliteStorage):
+    def _open(self) -> sqlite3.Connection:
+        db = super()._open()
+        try:
+            db.execute(CURSORS)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot add the stream cursors: {exc}") from None
+        # Statements added since the database was opened: whether applying an entry changed
+        # durable state (only then is its cursor worth a row).
+        self.changes = 0
+        return db
+
+    def _add(self, sql: str, *params: Any) -> None:
+        self.changes += 1
+        super()._add(sql, *params)
+
+    def cursors(self) -> dict[tuple[str, int], int]:
+        """(sender, epoch) -> the last sequence number applied and committed."""
+        with self._lock:
+            rows = self._db.execute("SELECT sender, epoch, seq FROM stream_cursors").fetchall()
+        return {(sender, epoch): seq for sender, epoch, seq in rows}
+
+    def cursor_saved(self, sender: str, epoch: int, seq: int) -> None:
+        self._add("INSERT OR REPLACE INTO stream_cursors VALUES (?, ?, ?)", sender, epoch, seq)
