@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.redis_servers import RedisCluster, RedisServer
+from tests.cluster.redis_servers import RedisCluster, RedisServer, quiet_port
 from tests.conftest import BrokerProcess
 
 NODE_NAMES = ("node-a", "node-b", "node-c")
@@ -61,7 +61,9 @@ def cluster_nodes(tmp_path: Path) -> Iterator[NodeFactory]:
             work.mkdir(exist_ok=True)
             node_settings = {"sys_interval": 1, **settings,
                              "cluster": {"redis": urls, "node": name, "lease": lease}}
-            node = BrokerProcess(work, node_settings, workers).start()
+            node = BrokerProcess(work, node_settings, workers)
+            node.port = quiet_port()
+            node.start()
             started.append(node)
             nodes.append(node)
         return nodes

@@ -11,17 +11,35 @@ A missing redis-server fails loudly (`make system-deps` installs it): nothing is
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-from tests.conftest import free_port
+from tests.conftest import PortTaken
 
 START_TIMEOUT = 10.0
+# Listening ports below the kernel's ephemeral range (32768-60999): a cluster test opens many
+# outgoing connections (Redis clients, the Redis Cluster bus), and a port picked from the
+# ephemeral range is often taken by one of them before the server binds it.
+QUIET_PORTS = range(20000, 32000)
+
+
+def quiet_port() -> int:
+    """A free port outside the ephemeral range."""
+    while True:
+        port = random.choice(QUIET_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def redis_binary(name: str) -> str:
@@ -35,10 +53,9 @@ class RedisServer:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
-        self.port = free_port()
-        # The cluster bus port is given explicitly: the default, port + 10000, may be past
-        # 65535 or taken.
-        self.bus_port = free_port() if cluster else 0
+        self.port = quiet_port()
+        # The cluster bus port is given explicitly: the default, port + 10000, may be taken.
+        self.bus_port = quiet_port() if cluster else 0
         self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -61,11 +78,27 @@ class RedisServer:
         return command
 
     def start(self) -> RedisServer:
+        for _attempt in range(3):
+            try:
+                return self._start_once()
+            except PortTaken:
+                # free_port() released the port before redis-server bound it, and a test
+                # running in parallel took it meanwhile: other ports (a restart keeps them).
+                self.port = quiet_port()
+                self.bus_port = quiet_port() if self.cluster else 0
+        raise RuntimeError("redis-server found no free port after 3 attempts")
+
+    def _start_once(self) -> RedisServer:
+        log = self.directory / "redis.log"
+        if log.exists():
+            log.unlink()
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "Address already in use" in self.log_text():
+                    raise PortTaken(self.port)
                 raise RuntimeError(f"redis-server exited early:\n{self.log_text()}")
             try:
                 if self.client().ping():
@@ -113,6 +146,13 @@ class RedisCluster:
         return [server.url for server in self.servers]
 
     def start(self) -> RedisCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()  # none left behind gossiping to ports that later tests use
+            raise
+
+    def _start(self) -> RedisCluster:
         for server in self.servers:
             server.start()
         created = subprocess.run(
