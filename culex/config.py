@@ -317,9 +317,6 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         problems = cluster.problems()
         if problems:
             raise ConfigError(f"{source}: cluster.{problems[0]}")
-        if kwargs.get("workers", 1) != 1:
-            raise ConfigError(f"{source}: workers: a clustered node runs one worker process "
-                              "(workers = 1): run one node per core instead")
         kwargs["cluster"] = cluster
     return Config(**kwargs)
 

@@ -111,23 +111,22 @@ class Broker:
         # Wills loaded at start-up that wait for every worker's routes (see `restore`).
         self._restored_wills: list[tuple[str, Message]] = []
         # The other workers, or the other nodes of a cluster: the same links either way.
-        member = workers.index if workers is not None else (
-            cluster.member if cluster is not None else None)
+        member = cluster.member if cluster is not None else (
+            workers.index if workers is not None else None)
         self.retained = RetainedMessages(limits, stats, persistence, wall_time=host.wall_time,
                                          worker=member)
         self.links: WorkerLinks | None = None
-        if workers is not None:
+        if cluster is not None:
+            self.links = NodeLinks(
+                cluster, deliveries=self, flow=self.flow, gate=self.gate, clock=clock,
+                wake=host.wake, strategy=limits.shared_subscription_strategy,
+                retained=self.retained)
+        elif workers is not None:
             self.links = WorkerLinks(
                 workers.index, workers.size, deliveries=self, flow=self.flow, gate=self.gate,
                 clock=clock, wake=host.wake, strategy=limits.shared_subscription_strategy,
                 hand_over=workers.hand_over, on_all_ready=self._all_workers_ready,
                 on_link_lost=workers.link_lost)
-        elif cluster is not None:
-            self.links = NodeLinks(
-                cluster.member, deliveries=self, flow=self.flow, gate=self.gate, clock=clock,
-                wake=host.wake, strategy=limits.shared_subscription_strategy,
-                retained=self.retained, on_link_lost=cluster.link_lost,
-                routes_changed=cluster.routes_changed)
         self.router = router = Router(limits, stats, clock, flow=self.flow,
                                       retained=self.retained, links=self.links)
         links = self.links
@@ -139,7 +138,8 @@ class Broker:
         self.sys = SysTopics(sys_interval, now, stats=stats, router=router,
                              sessions=self.manager.sessions,
                              connections=self.manager.connections,
-                             links=links if workers is not None else None)
+                             links=links if cluster is None and workers is not None
+                             else None)
         self._services = CoreServices(
             limits=limits, mqtt5=self.mqtt5, clock=clock, stats=stats, host=host,
             output=self.output, flow=self.flow, gate=self.gate, router=router,

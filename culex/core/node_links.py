@@ -25,7 +25,9 @@ asks which kind:
 
 What differs from workers: no client id is handed from one node to another (a node serves
 whoever connects to it), and members are numbered cluster-wide (the server layer allocates the
-number in Redis), which is also the low bits of this node's retained stamps.
+number in Redis), which is also the low bits of this node's retained stamps. A node with
+several worker processes is one member per worker, each with its own stream; within the node,
+client ids are handed to the worker that owns them, as without a cluster.
 """
 
 from __future__ import annotations
@@ -39,14 +41,17 @@ from .message import Message
 from .ports import LinkDeliveries, Publisher, Sink
 from .retained import MAX_WORKERS, RetainedMessages
 from .timers import Clock
-from .worker_links import READY, WorkerLink, WorkerLinks, record
+from .worker_links import READY, HandOver, WorkerLink, WorkerLinks, owner_of, record
 
 MAX_MEMBERS = MAX_WORKERS
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterSetup:
-    """This process is cluster member `member` (0 .. MAX_MEMBERS - 1); the server's part."""
+    """This process is cluster member `member` (0 .. MAX_MEMBERS - 1); the server's part.
+    A node with several worker processes is one member per worker: each reads its own
+    stream, and within the node client ids are still handed to the worker that owns them
+    (`worker` of `workers`, through `hand_over`), as without a cluster."""
 
     member: int
     # The link to a member closed (it started again under a new epoch, or was removed).
@@ -54,31 +59,38 @@ class ClusterSetup:
     # This node's filters changed (`NodeLinks.route_changes` says how): they are kept in Redis
     # too, for the nodes that start while this one is down.
     routes_changed: Callable[[], None] = lambda: None
+    worker: int = 0
+    workers: int = 1
+    hand_over: HandOver | None = None
 
 
 def _no_hand_over(worker: int, sink: Sink, data: bytes, address: str,
                   username: str | None) -> None:
-    raise AssertionError("a cluster node serves every client id itself")
+    raise AssertionError("a node of one worker serves every client id itself")
 
 
 class NodeLinks(WorkerLinks):
-    def __init__(self, member: int, *, deliveries: LinkDeliveries, flow: FlowControl,
+    def __init__(self, setup: ClusterSetup, *, deliveries: LinkDeliveries, flow: FlowControl,
                  gate: CommitGate, clock: Clock, wake: Callable[[], None], strategy: str,
-                 retained: RetainedMessages, on_link_lost: Callable[[int], None],
-                 routes_changed: Callable[[], None]) -> None:
-        super().__init__(member, MAX_MEMBERS, deliveries=deliveries, flow=flow, gate=gate,
-                         clock=clock, wake=wake, strategy=strategy, hand_over=_no_hand_over,
-                         on_all_ready=lambda: None, on_link_lost=on_link_lost)
+                 retained: RetainedMessages) -> None:
+        super().__init__(setup.member, MAX_MEMBERS, deliveries=deliveries, flow=flow,
+                         gate=gate, clock=clock, wake=wake, strategy=strategy,
+                         hand_over=setup.hand_over or _no_hand_over,
+                         on_all_ready=lambda: None, on_link_lost=setup.link_lost)
         self._retained = retained
-        self._routes_changed = routes_changed
+        self._routes_changed = setup.routes_changed
+        self._worker = setup.worker
+        self._workers = setup.workers
         # (filter, added) in order, since the server layer last took them.
         self.route_changes: list[tuple[str, bool]] = []
 
     def owns(self, client_id: str) -> bool:
-        return True
+        """Whether this worker of the node owns `client_id` (every one, with one worker)."""
+        return self._workers == 1 or owner_of(client_id, self._workers) == self._worker
 
     def owner(self, client_id: str) -> int:
-        return self.index
+        """The worker of this node that owns `client_id`, to hand its connection to."""
+        return owner_of(client_id, self._workers)
 
     def attach(self, index: int, sink: Sink, now: float) -> WorkerLink:
         """A link to member `index` is up: its filters (as for a worker), then every retained

@@ -187,12 +187,15 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
         plan.index, plan.size, hand_over=hand_over, all_ready=peers_ready.set,
         link_lost=lambda index: peer_lost.set())
     # A clustered node takes its lease (and member number) before anything is built on it.
-    cluster = None if config.cluster is None else ClusterNode(config.cluster, loop)
+    # (With workers, each is a member of its own, and client ids still go to their worker.)
+    cluster = None if config.cluster is None else ClusterNode(
+        config.cluster, loop, *((0, 1) if plan is None else (plan.index, plan.size)))
     broker = Broker(config.limits, host=host, sys_interval=config.sys_interval,
                     storage=storage, now=loop.time(), mqtt5=config.mqtt5,
                     batch_interval=config.storage.batch_interval,
                     access=security.access_policy(), workers=workers,
-                    cluster=None if cluster is None else await cluster.join())
+                    cluster=None if cluster is None else await cluster.join(
+                        None if plan is None else hand_over))
     host.serve(broker)
     if storage is not None:
         started = time.monotonic()
@@ -208,7 +211,11 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     files = OpenFileWatch(broker.connections)
     gates = [ListenerGate(bound.listener, files) for bound in listening]
     links = broker.links
-    if plan is not None and links is not None:
+    if plan is not None and links is not None and cluster is not None:
+        # The workers of a clustered node route to each other through Redis, as members;
+        # what stays between them is handing connections to the owner of their client id.
+        handovers = Handovers(broker, loop, plan, gates)
+    elif plan is not None and links is not None:
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
                 partial(LinkProtocol, links, index, loop, lambda: host.stopping), sock)

@@ -46,7 +46,7 @@ from ..cluster.keys import Lease
 from ..cluster.settings import ClusterConfig
 from ..core.broker import Broker
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
-from ..core.worker_links import FORWARD, FORWARD_V5, record, split_records
+from ..core.worker_links import FORWARD, FORWARD_V5, HandOver, record, split_records
 from ..storage.stream_cursors import ClusterSqliteStorage
 from .cluster_redis import MAX_RETRY, ClusterError, Redis, RedisHealth, connect
 
@@ -113,9 +113,13 @@ class StreamSink:
 
 
 class ClusterNode:
-    def __init__(self, settings: ClusterConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, settings: ClusterConfig, loop: asyncio.AbstractEventLoop,
+                 worker: int = 0, workers: int = 1) -> None:
         self.settings = settings
-        self.name = settings.node
+        # The member this process is: the node, or one of its workers.
+        self.name = settings.node if workers == 1 else f"{settings.node}/{worker}"
+        self._worker = worker
+        self._workers = workers
         self.loop = loop
         self._lease_ms = int(settings.lease * 1000)
         self._redis: Redis | None = None
@@ -145,8 +149,9 @@ class ClusterNode:
 
     # -- joining and leaving -------------------------------------------------------------------
 
-    async def join(self) -> ClusterSetup:
-        """Connect and take this node's lease; what the broker is built with."""
+    async def join(self, hand_over: HandOver | None = None) -> ClusterSetup:
+        """Connect and take this member's lease; what the broker is built with
+        (`hand_over`: a worker's way to the sibling that owns a client id)."""
         try:
             self._redis = await connect(self.settings)
             await self._join()
@@ -155,7 +160,8 @@ class ClusterNode:
                                f" {exc}") from None
         log.info("cluster: joined as %s (member %d, epoch %d, lease %g s)", self.name,
                  self._lease.index, self._lease.epoch, self.settings.lease)
-        return ClusterSetup(self._lease.index, self._link_lost, self._routes_changed)
+        return ClusterSetup(self._lease.index, self._link_lost, self._routes_changed,
+                            self._worker, self._workers, hand_over)
 
     async def _join(self) -> None:
         script = self.redis.register_script(keys.JOIN)
@@ -177,7 +183,7 @@ class ClusterNode:
         self._links = links
         self._storage = storage
         if storage is not None:
-            self._applied = storage.cursors()
+            self._applied = storage.cursors(self.name)
         for work in (self._heartbeats(), self._read()):
             self._background(work)
 
@@ -202,7 +208,7 @@ class ClusterNode:
                         "subscriptions until they answer or their lease runs out",
                         ", ".join(silent), 2 * self.settings.lease)
         up = sorted(name for name, peer in self.peers.items() if peer.alive)
-        log.info("cluster: %s serves with %d other node(s): %s%s", self.name, len(up),
+        log.info("cluster: %s serves with %d other member(s): %s%s", self.name, len(up),
                  ", ".join(up) or "none",
                  "".join(f"; {name} is down" for name, peer in sorted(self.peers.items())
                          if not peer.alive))
@@ -521,7 +527,7 @@ class ClusterNode:
             changes = storage.changes
             links.data_received(peer.index, fields[b"r"], now)
             if storage.changes != changes:  # durable effects: committed with its cursor
-                storage.cursor_saved(name, epoch, seq)
+                storage.cursor_saved(self.name, name, epoch, seq)
         broker.gate.when_durable(self._acknowledge, ids)
 
     def _acknowledge(self, ids: list[bytes]) -> None:

@@ -19,11 +19,14 @@ from typing import Any
 
 from .sqlite import SqliteStorage, StorageError
 
+# One row per receiving member (the workers of a node share the file, each with its stream)
+# and sender epoch.
 CURSORS = """CREATE TABLE IF NOT EXISTS stream_cursors (
+    receiver TEXT NOT NULL,
     sender TEXT NOT NULL,
     epoch INTEGER NOT NULL,
     seq INTEGER NOT NULL,
-    PRIMARY KEY (sender, epoch)
+    PRIMARY KEY (receiver, sender, epoch)
 ) WITHOUT ROWID"""
 
 
@@ -43,11 +46,13 @@ class ClusterSqliteStorage(SqliteStorage):
         self.changes += 1
         super()._add(sql, *params)
 
-    def cursors(self) -> dict[tuple[str, int], int]:
-        """(sender, epoch) -> the last sequence number applied and committed."""
+    def cursors(self, receiver: str) -> dict[tuple[str, int], int]:
+        """(sender, epoch) -> the last sequence number `receiver` applied and committed."""
         with self._lock:
-            rows = self._db.execute("SELECT sender, epoch, seq FROM stream_cursors").fetchall()
+            rows = self._db.execute("SELECT sender, epoch, seq FROM stream_cursors "
+                                    "WHERE receiver = ?", (receiver,)).fetchall()
         return {(sender, epoch): seq for sender, epoch, seq in rows}
 
-    def cursor_saved(self, sender: str, epoch: int, seq: int) -> None:
-        self._add("INSERT OR REPLACE INTO stream_cursors VALUES (?, ?, ?)", sender, epoch, seq)
+    def cursor_saved(self, receiver: str, sender: str, epoch: int, seq: int) -> None:
+        self._add("INSERT OR REPLACE INTO stream_cursors VALUES (?, ?, ?, ?)", receiver,
+                  sender, epoch, seq)

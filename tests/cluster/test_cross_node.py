@@ -17,9 +17,11 @@ from tests.conftest import BrokerProcess
 from tests.integration.clients import Clients
 
 
-@pytest.fixture
-def nodes(redis_server: RedisServer, cluster_nodes: NodeFactory) -> list[BrokerProcess]:
-    return cluster_nodes([redis_server.url])
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
+          cluster_nodes: NodeFactory) -> list[BrokerProcess]:
+    """Three nodes of one worker each, or of two (each worker a member of its own)."""
+    return cluster_nodes([redis_server.url], workers=request.param)
 
 
 @pytest.fixture

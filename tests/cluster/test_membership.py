@@ -40,7 +40,7 @@ def test_a_late_node_knows_the_others_before_it_serves(redis_cluster_urls: list[
             assert [(m.payload, m.retain) for m in late_sub.drain(1)] == [(b"old news", True)]
             late.paho("late-pub").publish("late/news", b"fresh", 1)
             assert [m.payload for m in subscriber.drain(1)] == [b"fresh"]
-    assert "cluster: node-c serves with 2 other node(s): node-a, node-b" in third.log_text()
+    assert "cluster: node-c serves with 2 other member(s): node-a, node-b" in third.log_text()
 
 
 def test_a_dead_nodes_persistent_sessions_miss_nothing(redis_cluster_urls: list[str],
