@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one of: " + ", ".join(SCENARIOS))
     parser.add_argument("--host", default="127.0.0.1", help="broker address (127.0.0.1)")
     parser.add_argument("--port", type=int, default=1883, help="broker port (1883)")
+    parser.add_argument("--subscriber-port", type=int, metavar="PORT",
+                        help="subscribers connect to this port of --host instead (another "
+                        "node of a cluster: the messages cross nodes)")
     parser.add_argument("--unix", metavar="PATH",
                         help="connect to the broker's Unix socket at PATH instead of host:port")
     parser.add_argument("--ws", action="store_true",
@@ -136,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     options = Options(
         endpoint=Endpoint(args.host, args.port, args.unix,
                           args.ws_path if args.ws else None),
+        subscriber_endpoint=None if args.subscriber_port is None else Endpoint(
+            args.host, args.subscriber_port, None, args.ws_path if args.ws else None),
         qos=args.qos, duration=args.duration,
         warmup=args.warmup, rate=args.rate, inflight=args.inflight, procs=args.procs,
         drain=args.drain, broker_pid=args.broker_pid, username=args.username,

@@ -63,6 +63,8 @@ class Options:
     password: str | None = None
     persistent: bool = False
     mqtt5: bool = False
+    # Where subscribers connect, when not to `endpoint` (another node of a cluster).
+    subscriber_endpoint: Endpoint | None = None
 
     @property
     def protocol(self) -> str:
@@ -196,7 +198,8 @@ class Coordinator:
                 total_publishers=publishers, publishers=tuple(pubs), subscribers=tuple(subs),
                 idle_clients=idle, idle_offset=idle_offset, username=options.username,
                 password=options.password, persistent=options.persistent,
-                mqtt5=options.mqtt5))
+                mqtt5=options.mqtt5,
+                subscriber_endpoint=options.subscriber_endpoint or options.endpoint))
             idle_offset += idle
         return plans
 

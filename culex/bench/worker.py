@@ -74,6 +74,8 @@ class WorkerPlan:
     password: str | None = None
     persistent: bool = False
     mqtt5: bool = False
+    # Where the subscribers connect (`endpoint`, or another node of a cluster).
+    subscriber_endpoint: Endpoint | None = None
 
 
 @dataclass(slots=True)
@@ -184,7 +186,8 @@ class Worker:
             client = Subscriber(self.state, client_id, spec, plan.total_publishers, plan.qos,
                                 payload=plan.payload, mqtt5=plan.mqtt5)
             self.subscribers.append(client)
-            await open_client(client, plan.endpoint,
+            endpoint = plan.subscriber_endpoint or plan.endpoint
+            await open_client(client, endpoint,
                               self.connect(client_id, clean_session=not plan.persistent),
                               CONNECT_TIMEOUT)
             frames = subscribe_frames(list(spec.filters), plan.qos, mqtt5=plan.mqtt5)
@@ -194,7 +197,7 @@ class Worker:
             try:
                 await asyncio.wait_for(done, CONNECT_TIMEOUT)
             except TimeoutError:
-                raise BenchError(f"no SUBACK from {plan.endpoint} within "
+                raise BenchError(f"no SUBACK from {endpoint} within "
                                  f"{CONNECT_TIMEOUT:g} s") from None
 
         return connect_and_subscribe
