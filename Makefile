@@ -68,10 +68,11 @@ lint: $(STAMP)
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 	$(PY) -m pytest -n 3 -p no:cacheprovider tests
 
-# The kill -9 crash test with many more kills than CI's 20 (CULEX_SOAK_KILLS), and its seed.
+# The kill -9 crash tests with many more kills than CI's 20 (CULEX_SOAK_KILLS), and their
+# seed: one broker, and three clustered nodes killed one at a time (CI: 10 kills).
 soak: $(STAMP)
 	CULEX_SOAK_KILLS=$${CULEX_SOAK_KILLS:-200} $(PY) -m pytest -p no:cacheprovider -s \
-		tests/robustness/test_crash.py
+		tests/robustness/test_crash.py tests/cluster/test_chaos.py
 
 # Coverage-guided fuzzing (atheris) of the codec and of whole broker connections, FUZZ_SECONDS
 # each, from a seed corpus built from the golden tables; inputs that crash go to fuzz/crashes/.

@@ -41,9 +41,21 @@ from .message import Message
 from .ports import LinkDeliveries, Publisher, Sink
 from .retained import MAX_WORKERS, RetainedMessages
 from .timers import Clock
-from .worker_links import READY, HandOver, WorkerLink, WorkerLinks, owner_of, record
+from .worker_links import (
+    BARRIER,
+    BARRIER_BODY,
+    READY,
+    ROUTE_ADD,
+    HandOver,
+    WorkerLink,
+    WorkerLinks,
+    owner_of,
+    record,
+)
 
 MAX_MEMBERS = MAX_WORKERS
+# Barrier numbers of one epoch: far more than a member sends in its life.
+EPOCH_SHIFT = 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +74,8 @@ class ClusterSetup:
     worker: int = 0
     workers: int = 1
     hand_over: HandOver | None = None
+    # This member's epoch when it joined (see `NodeLinks.__init__`).
+    epoch: int = 0
 
 
 def _no_hand_over(worker: int, sink: Sink, data: bytes, address: str,
@@ -79,8 +93,16 @@ class NodeLinks(WorkerLinks):
                          on_all_ready=lambda: None, on_link_lost=setup.link_lost)
         self._retained = retained
         self._routes_changed = setup.routes_changed
+        # Member -> filters of its earlier epoch, kept until its new one is READY.
+        self._stale: dict[int, set[str]] = {}
         self._worker = setup.worker
         self._workers = setup.workers
+        # Barriers are numbered by `sends`. An answer to a barrier of an earlier incarnation of
+        # this member may still be on its way (the others read it from their streams after
+        # the restart): counting from the epoch, no number is used twice, and such an answer
+        # confirms nothing now.
+        self.sends = self.route_sends = self._covered = self._confirmed_sends = \
+            setup.epoch << EPOCH_SHIFT
         # (filter, added) in order, since the server layer last took them.
         self.route_changes: list[tuple[str, bool]] = []
 
@@ -93,15 +115,58 @@ class NodeLinks(WorkerLinks):
         return owner_of(client_id, self._workers)
 
     def attach(self, index: int, sink: Sink, now: float) -> WorkerLink:
-        """A link to member `index` is up: its filters (as for a worker), then every retained
+        """A link to member `index` is up: our filters (as for a worker), then every retained
         message with its stamp, then READY."""
         link = super().attach(index, sink, now)
+        self._send_state(link)
+        return link
+
+    def introduce(self, index: int) -> None:
+        """Member `index`, or this one, started again (a new epoch): it has none of what
+        `attach` sent, so it is sent again."""
+        link = self.links[index]
+        for topic_filter in self.local_filters:
+            self._queue(link, record(ROUTE_ADD, topic_filter.encode()))
+        self._send_state(link)
+        # The barriers it has not answered: its earlier epoch may have read one and died
+        # before its answer left. Asked again, the new one answers once it has read what
+        # the stream holds before them, which is what a barrier promises.
+        for barrier, (waiting, _callbacks) in self._unconfirmed.items():
+            if index in waiting:
+                self._queue(link, record(BARRIER, BARRIER_BODY.pack(barrier)))
+
+    def _send_state(self, link: WorkerLink) -> None:
         retained = self._retained
         stamps = retained.stamps or {}
         for message in retained.store.match("#"):
             self._queue(link, self._encode(message, stamps.get(message.topic, 0), None))
         self._queue(link, record(READY, b""))
-        return link
+
+    def renew_routes(self, index: int) -> None:
+        """Member `index` started again. Its link, and what waits for its answer, stay: it
+        reads what its stream holds, barriers included, and answers them. The filters of its
+        earlier epoch stay too until its new one has announced its own (READY, see `settle`):
+        dropped at once, a message published meanwhile would miss its persistent sessions."""
+        link = self.links[index]
+        self._stale[index] = set(link.filters)
+        link.ready = False
+
+    def settle(self, index: int) -> None:
+        """After records from member `index`: once its new epoch has said READY, the filters
+        of its earlier epoch that it did not announce again go."""
+        stale = self._stale.get(index)
+        link = self.links.get(index)
+        if stale is None or link is None or not link.ready:
+            return
+        del self._stale[index]
+        for topic_filter in stale:
+            self._route_changed(link, topic_filter, False)
+
+    def _route_changed(self, link: WorkerLink, topic_filter: str, added: bool) -> None:
+        stale = self._stale.get(link.index)
+        if stale is not None:
+            stale.discard(topic_filter)  # announced (or withdrawn) by its new epoch
+        super()._route_changed(link, topic_filter, added)
 
     def subscribed(self, topic_filter: str) -> None:
         new = topic_filter not in self.local_filters

@@ -211,11 +211,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     files = OpenFileWatch(broker.connections)
     gates = [ListenerGate(bound.listener, files) for bound in listening]
     links = broker.links
-    if plan is not None and links is not None and cluster is not None:
-        # The workers of a clustered node route to each other through Redis, as members;
-        # what stays between them is handing connections to the owner of their client id.
-        handovers = Handovers(broker, loop, plan, gates)
-    elif plan is not None and links is not None:
+    if plan is not None and links is not None and cluster is None:
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
                 partial(LinkProtocol, links, index, loop, lambda: host.stopping), sock)
@@ -235,6 +231,11 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
         cluster.start(broker, storage if isinstance(storage, ClusterSqliteStorage) else None)
         await cluster.wait_ready()
         broker.publish_restored_wills()
+        if plan is not None:
+            # The workers of a clustered node route to each other through Redis, as members;
+            # what stays between them is handing connections to the owner of their client
+            # id, taken from a sibling only from now on (those sent earlier wait).
+            handovers = Handovers(broker, loop, plan, gates)
     servers: list[asyncio.Server] = []
     for bound, gate in zip(listening, gates, strict=True):
         listener = bound.listener

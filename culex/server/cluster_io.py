@@ -36,7 +36,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.exceptions import RedisError, ResponseError
@@ -77,9 +77,30 @@ class Peer:
     epoch: int
     # False while its lease is gone: it is down, and its stream keeps what it is sent.
     alive: bool = True
-    # Records queued for its stream, and their size.
-    outbox: list[bytes] = field(default_factory=list)
+    # Bytes queued for its stream and not yet written there.
     queued: int = 0
+
+
+@dataclass
+class Outgoing:
+    """One stream entry on its way: a link's records of one loop tick."""
+
+    receiver: str
+    epoch: int
+    seq: int
+    records: bytes
+    # Counted against the receiver's queue (0 for an entry sent again after a restart).
+    size: int
+    # In the outbox table until written (it carries more than QoS 0 messages).
+    stored: bool
+
+
+def carries_state(records: bytes) -> bool:
+    """Whether an entry carries more than QoS 0 messages (which nobody must get twice, nor
+    miss, after a crash)."""
+    found: list[tuple[int, bytes]] = []
+    split_records(records, found)
+    return any(kind not in (FORWARD, FORWARD_V5) for kind, _ in found)
 
 
 def without_qos0(chunks: list[bytes]) -> bytes:
@@ -128,12 +149,11 @@ class ClusterNode:
         self._broker: Broker | None = None
         self._storage: ClusterSqliteStorage | None = None
         self.peers: dict[str, Peer] = {}
-        # Members gone whose queued records are still being written to their streams.
-        self._leaving: dict[str, Peer] = {}
+        # Entries released by the commit of the tick that made them, in order.
+        self._ready: list[Outgoing] = []
         # (member, epoch) -> the highest sequence number applied from it.
         self._applied: dict[tuple[str, int], int] = {}
         self._seq = 0
-        self._dirty: list[Peer] = []
         self._sending: asyncio.Task[None] | None = None
         self._paused_by: set[str] = set()
         self._resumed = asyncio.Event()
@@ -161,7 +181,7 @@ class ClusterNode:
         log.info("cluster: joined as %s (member %d, epoch %d, lease %g s)", self.name,
                  self._lease.index, self._lease.epoch, self.settings.lease)
         return ClusterSetup(self._lease.index, self._link_lost, self._routes_changed,
-                            self._worker, self._workers, hand_over)
+                            self._worker, self._workers, hand_over, self._lease.epoch)
 
     async def _join(self) -> None:
         script = self.redis.register_script(keys.JOIN)
@@ -184,8 +204,16 @@ class ClusterNode:
         self._storage = storage
         if storage is not None:
             self._applied = storage.cursors(self.name)
+            # Committed before a crash and never written: first, under their own numbers.
+            self._ready = [Outgoing(receiver, epoch, seq, records, 0, True)
+                           for epoch, seq, receiver, records in storage.outbox(self.name)]
+            self._seq = max((entry.seq for entry in self._ready), default=0)
+            if self._ready:
+                log.info("cluster: sending %d entries committed before the restart",
+                         len(self._ready))
         for work in (self._heartbeats(), self._read()):
             self._background(work)
+        self._wake_sender()
 
     async def wait_ready(self) -> None:
         """Attach every live member and wait until each has sent its filters and retained
@@ -286,10 +314,12 @@ class ClusterNode:
             self._reconcile(alive, down)
 
     async def _rejoin(self) -> None:
-        """A new epoch: every member drops what the old one sent and links up anew."""
+        """A new epoch: every member forgets our filters and gets them again."""
         await self._join()
-        for name in list(self.peers):
-            self._drop(name)
+        links = self._links
+        assert links is not None
+        for peer in self.peers.values():
+            links.introduce(peer.index)
 
     def _reconcile(self, alive: dict[str, Lease],
                    down: dict[str, tuple[int, list[str]]]) -> None:
@@ -298,8 +328,8 @@ class ClusterNode:
             if lease is None:
                 if peer.alive:
                     self._suspend(peer)
-            elif lease.epoch != peer.epoch:
-                self._attach(name, lease.index, lease.epoch)  # it started again
+            elif lease.epoch > peer.epoch:
+                self._refresh(peer, lease.epoch)  # it started again
             elif not peer.alive:
                 peer.alive = True
                 log.info("cluster: %s answers again", name)
@@ -328,108 +358,106 @@ class ClusterNode:
     def _attach(self, name: str, index: int, epoch: int) -> Peer:
         links = self._links
         assert links is not None
-        if name in self.peers:
-            self._drop(name)
         peer = self.peers[name] = Peer(name, index, epoch)
-        leaving = self._leaving.pop(name, None)
-        if leaving is not None:
-            # Its records not yet in the stream go first, to the same stream: nothing that
-            # was promised is dropped between two epochs of one member.
-            if leaving in self._dirty:
-                self._dirty.remove(leaving)
-            peer.outbox, leaving.outbox = leaving.outbox, []
-            peer.queued = sum(map(len, peer.outbox))
-            leaving.queued -= peer.queued
-            if peer.outbox:
-                self._dirty.append(peer)
-            links.detach(leaving.index)
         links.attach(index, StreamSink(self, peer), self.loop.time())
         log.info("cluster: linked to %s (member %d, epoch %d)", name, index, epoch)
         return peer
 
-    def _drop(self, name: str) -> None:
-        """The member left, died, or started again. Its link goes (its filters, and the
-        barriers that waited for it), but only once every record already queued for it is in
-        its stream: an acknowledgement released by its going then promises nothing that is
-        not in Redis, where the member (or its next epoch) reads it."""
-        peer = self.peers.pop(name)
-        self._paused_by.discard(name)
-        if not self._paused_by:
-            self._resumed.set()
-        if peer.queued:
-            self._leaving[name] = peer
-            return
+    def _refresh(self, peer: Peer, epoch: int) -> None:
+        """`peer` started again (or joined again): its link stays, with what waits for its
+        answer (it reads its stream, barriers included, and answers); the filters of its
+        earlier epoch are replaced by those it announces, and it is sent ours again."""
         links = self._links
         assert links is not None
-        links.detach(peer.index)
+        peer.epoch = epoch
+        peer.alive = True
+        links.renew_routes(peer.index)
+        links.introduce(peer.index)
+        log.info("cluster: linked to %s again (member %d, epoch %d)", peer.name, peer.index,
+                 epoch)
 
     def _link_lost(self, index: int) -> None:
         if not self._stopping:
-            log.info("cluster: link to member %d replaced (it joined again)", index)
+            log.info("cluster: link to member %d dropped", index)
 
     def _routes_changed(self) -> None:
-        if self._sending is None and self._redis is not None:
-            self._sending = self.loop.create_task(self._send())
+        self._wake_sender()  # (before `start`, at restore, they are written by `wait_ready`)
 
     # -- sending -------------------------------------------------------------------------------
 
     def queue(self, peer: Peer, records: list[bytes]) -> None:
-        """A link's records of this tick; they leave once the tick is over."""
-        if self.peers.get(peer.name) is not peer and self._leaving.get(peer.name) is not peer:
-            return  # dropped since: its member is gone
-        if not peer.outbox:
-            self._dirty.append(peer)
-        peer.outbox += records
-        peer.queued += sum(map(len, records))
+        """A link's records of this tick: one stream entry, written once the tick's commit
+        is done (with `durability = "sync"`, the records that carry more than QoS 0 are
+        committed in the outbox with it)."""
+        if self.peers.get(peer.name) is not peer:
+            return  # an older object for that member: not linked any more
+        size = sum(map(len, records))
+        self._seq += 1
+        entry = Outgoing(peer.name, self._lease.epoch, self._seq,
+                         b"".join(records) if peer.alive else without_qos0(records), size,
+                         False)
+        peer.queued += size
         links = self._links
-        assert links is not None
+        broker = self._broker
+        assert links is not None and broker is not None
         link = links.links.get(peer.index)
         if link is not None and peer.queued > HIGH_WATER and not link.write_paused:
             links.pause_writing(peer.index, self.loop.time())
-        if self._sending is None:
+        storage = self._storage
+        if storage is not None and storage.durable and carries_state(entry.records):
+            storage.outbox_added(self.name, entry.epoch, entry.seq, peer.name, entry.records)
+            entry.stored = True
+        broker.gate.when_durable(self._release, entry)
+
+    def _release(self, entry: Outgoing) -> None:
+        self._ready.append(entry)
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        links = self._links
+        if self._sending is None and links is not None and (self._ready or links.route_changes):
             self._sending = self.loop.create_task(self._send())
 
     async def _send(self) -> None:
-        """Send what is queued, one pipelined round trip per batch, until nothing is."""
+        """Write what is released, one pipelined round trip per batch, until nothing is."""
         try:
             delay = 0.05
             links = self._links
             assert links is not None
-            while self._dirty or links.route_changes:
-                batch, self._dirty = self._dirty, []
+            while self._ready or links.route_changes:
+                batch, self._ready = self._ready, []
                 routes, links.route_changes = links.route_changes, []
-                entries = []
-                for peer in batch:
-                    self._seq += 1
-                    data = b"".join(peer.outbox) if peer.alive else without_qos0(peer.outbox)
-                    # Numbered once: a retry after a rejoin must not renumber, or the entry
-                    # would pass for a new one (the sequence never restarts in a process).
-                    entries.append((peer, self._lease.epoch, self._seq, data,
-                                    sum(map(len, peer.outbox))))
-                    peer.outbox = []
                 while not self._stopping:
                     try:
-                        await self._xadd(entries, routes)
+                        await self._xadd(batch, routes)
                         break
                     except RedisError as exc:
                         self._health.unavailable(exc)
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, MAX_RETRY)
+                else:
+                    return
                 self._health.available()
-                for peer, _epoch, _seq, _data, size in entries:
-                    peer.queued -= size
-                    if self._leaving.get(peer.name) is peer and not peer.queued:
-                        del self._leaving[peer.name]
-                        links.detach(peer.index)
-                    elif self.peers.get(peer.name) is peer:
-                        self._drained(peer)
-                        if not peer.alive and not peer.queued:
-                            links.release_barriers(peer.index)
+                self._written(batch)
         finally:
             self._sending = None
 
-    async def _xadd(self, entries: list[tuple[Peer, int, int, bytes, int]],
-                    routes: list[tuple[str, bool]]) -> None:
+    def _written(self, batch: list[Outgoing]) -> None:
+        links = self._links
+        assert links is not None
+        storage = self._storage
+        for entry in batch:
+            if entry.stored and storage is not None:
+                storage.outbox_sent(self.name, entry.epoch, entry.seq)
+            peer = self.peers.get(entry.receiver)
+            if peer is None or not entry.size:
+                continue
+            peer.queued -= entry.size
+            self._drained(peer)
+            if not peer.alive and not peer.queued:
+                links.release_barriers(peer.index)
+
+    async def _xadd(self, entries: list[Outgoing], routes: list[tuple[str, bool]]) -> None:
         index = self._lease.index
         filters = keys.filters_key(self.name)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -438,9 +466,10 @@ class ClusterNode:
                     pipe.sadd(filters, topic_filter)
                 else:
                     pipe.srem(filters, topic_filter)
-            for peer, epoch, seq, data, _size in entries:
-                pipe.xadd(keys.stream_key(peer.name), {
-                    "f": self.name, "e": epoch, "i": index, "s": seq, "r": data})
+            for entry in entries:
+                pipe.xadd(keys.stream_key(entry.receiver), {
+                    "f": self.name, "e": entry.epoch, "i": index, "s": entry.seq,
+                    "r": entry.records})
             await pipe.execute()
 
     def _drained(self, peer: Peer) -> None:
@@ -484,8 +513,8 @@ class ClusterNode:
                 continue
             self._health.available()
             entries = reply[0][1] if reply else []
-            if position == "0" and not entries:
-                position = ">"
+            if position != ">" and not entries:
+                position = ">"  # every entry read before a restart is applied: new ones now
                 continue
             if entries:
                 self._apply(entries)
@@ -511,8 +540,10 @@ class ClusterNode:
             name = fields[b"f"].decode()
             epoch = int(fields[b"e"])
             peer = self.peers.get(name)
-            if peer is None or epoch > peer.epoch:
+            if peer is None:
                 peer = self._attach(name, int(fields[b"i"]), epoch)
+            elif epoch > peer.epoch:
+                self._refresh(peer, epoch)
             # An older epoch's entries still count: they were written before the member
             # joined again (Redis lost its lease, or it restarted), and what they carry may
             # have been acknowledged already.
@@ -523,11 +554,12 @@ class ClusterNode:
             storage = self._storage
             if storage is None:
                 links.data_received(peer.index, fields[b"r"], now)
-                continue
-            changes = storage.changes
-            links.data_received(peer.index, fields[b"r"], now)
-            if storage.changes != changes:  # durable effects: committed with its cursor
-                storage.cursor_saved(self.name, name, epoch, seq)
+            else:
+                changes = storage.changes
+                links.data_received(peer.index, fields[b"r"], now)
+                if storage.changes != changes:  # durable effects: committed with its cursor
+                    storage.cursor_saved(self.name, name, epoch, seq)
+            links.settle(peer.index)
         broker.gate.when_durable(self._acknowledge, ids)
 
     def _acknowledge(self, ids: list[bytes]) -> None:

@@ -1,5 +1,5 @@
 """SQLite storage for a cluster node: the same database, plus where each of the other nodes'
-streams of records has been applied up to.
+streams of records has been applied up to, and the records this node has yet to send.
 
 A node applies the entries of its Redis stream, commits what they changed, and only then
 acknowledges them (XACK). A crash between the commit and the XACK makes it read them again
@@ -7,7 +7,12 @@ after a restart; the cursor of each sender (its name, epoch and the entry's sequ
 committed in the same transaction as what the entry changed, says which of them are already
 applied, so that a QoS 2 message queued for a persistent session is not queued twice.
 
-The table is created when missing, outside the schema versions: a database without it (a node
+The other way round, what a node sends to the others leaves only once the tick that made it is
+committed, and it is committed with that tick (`stream_outbox`): a crash before the commit sends
+nothing (the client retransmits, and the message is routed again, once), a crash after it sends
+the records after the restart, under their first numbers (which the receivers recognise).
+
+The tables are created when missing, outside the schema versions: a database without it (a node
 that was not clustered before) is read as it is, and a database with it opens in a Culex that
 is not clustered (the table is simply not read).
 """
@@ -28,6 +33,14 @@ CURSORS = """CREATE TABLE IF NOT EXISTS stream_cursors (
     seq INTEGER NOT NULL,
     PRIMARY KEY (receiver, sender, epoch)
 ) WITHOUT ROWID"""
+OUTBOX = """CREATE TABLE IF NOT EXISTS stream_outbox (
+    sender TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    receiver TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (sender, epoch, seq)
+) WITHOUT ROWID"""
 
 
 class ClusterSqliteStorage(SqliteStorage):
@@ -35,6 +48,7 @@ class ClusterSqliteStorage(SqliteStorage):
         db = super()._open()
         try:
             db.execute(CURSORS)
+            db.execute(OUTBOX)
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot add the stream cursors: {exc}") from None
         # Statements added since the database was opened: whether applying an entry changed
@@ -55,4 +69,20 @@ class ClusterSqliteStorage(SqliteStorage):
 
     def cursor_saved(self, receiver: str, sender: str, epoch: int, seq: int) -> None:
         self._add("INSERT OR REPLACE INTO stream_cursors VALUES (?, ?, ?, ?)", receiver,
+                  sender, epoch, seq)
+
+    def outbox(self, sender: str) -> list[tuple[int, int, str, bytes]]:
+        """What `sender` committed and had not yet sent: (epoch, seq, receiver, records)."""
+        with self._lock:
+            rows = self._db.execute("SELECT epoch, seq, receiver, data FROM stream_outbox "
+                                    "WHERE sender = ? ORDER BY epoch, seq", (sender,)).fetchall()
+        return [(epoch, seq, receiver, bytes(data)) for epoch, seq, receiver, data in rows]
+
+    def outbox_added(self, sender: str, epoch: int, seq: int, receiver: str,
+                     data: bytes) -> None:
+        self._add("INSERT OR REPLACE INTO stream_outbox VALUES (?, ?, ?, ?, ?)", sender, epoch,
+                  seq, receiver, data)
+
+    def outbox_sent(self, sender: str, epoch: int, seq: int) -> None:
+        self._add("DELETE FROM stream_outbox WHERE sender = ? AND epoch = ? AND seq = ?",
                   sender, epoch, seq)

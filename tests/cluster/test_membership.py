@@ -75,4 +75,4 @@ def test_a_dead_nodes_persistent_sessions_miss_nothing(redis_cluster_urls: list[
                 ("life/0", b"before"), ("life/1", b"during 1"), ("life/2", b"during 2"),
                 ("life/3", b"during 3"), ("life/4", b"from a newcomer")]
             back.disconnect()
-    first.wait_for_log("cluster: linked to node-b (member 1, epoch 2)")  # its new epoch
+    first.wait_for_log("cluster: linked to node-b again (member 1, epoch 2)")  # a new epoch
