@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -50,12 +51,10 @@ async def kill_nodes(nodes: list[BrokerProcess], kills: int, rng: random.Random,
     stop.set()
 
 
-@pytest.mark.timeout(120 + 5 * CHAOS_KILLS)
-@pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
-def test_kill9_nodes_one_at_a_time_loses_nothing_acknowledged(
-        redis_server: RedisServer, cluster_nodes: NodeFactory, workers: int) -> None:
-    rng = random.Random(SEED)
-    nodes = cluster_nodes([redis_server.url], workers=workers, limits=LIMITS)
+def run_chaos(nodes: list[BrokerProcess],
+              chaos: Callable[[asyncio.Event, list[str]], Awaitable[None]]) -> None:
+    """QoS 1 and 2 publishers on every node and persistent subscribers on node-b and node-c
+    while `chaos` runs (it sets the event when it is done); then the checks."""
     subscriber_ids = ("chaos-sub-b", "chaos-sub-c")
     homes = {"chaos-sub-b": nodes[1], "chaos-sub-c": nodes[2]}
     for client_id, node in homes.items():
@@ -71,7 +70,7 @@ def test_kill9_nodes_one_at_a_time_loses_nothing_acknowledged(
         reading = [asyncio.create_task(s.run(done)) for s in subscribers]
         await asyncio.sleep(0.3)
         publishing = [asyncio.create_task(p.run(stop)) for p in publishers]
-        await kill_nodes(nodes, CHAOS_KILLS, rng, stop, log)
+        await chaos(stop, log)
         finished, pending = await asyncio.wait(publishing, timeout=60)
         assert not pending, f"publishers still waiting: {[len(p.inflight) for p in publishers]}"
         for task in finished:
@@ -92,3 +91,34 @@ def test_kill9_nodes_one_at_a_time_loses_nothing_acknowledged(
     assert counts["acked"] > 300, f"too little load to mean much: {counts}"
     assert not problems, (f"seed {SEED}:\n" + "\n".join(problems[:30])
                           + (f"\n... {len(problems) - 30} more" if len(problems) > 30 else ""))
+
+
+@pytest.mark.timeout(120 + 5 * CHAOS_KILLS)
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
+def test_kill9_nodes_one_at_a_time_loses_nothing_acknowledged(
+        redis_server: RedisServer, cluster_nodes: NodeFactory, workers: int) -> None:
+    rng = random.Random(SEED)
+    nodes = cluster_nodes([redis_server.url], workers=workers, limits=LIMITS)
+    run_chaos(nodes, lambda stop, log: kill_nodes(nodes, CHAOS_KILLS, rng, stop, log))
+
+
+@pytest.mark.timeout(180)
+def test_redis_killed_and_restarted_mid_run_loses_nothing_acknowledged(
+        redis_server: RedisServer, cluster_nodes: NodeFactory) -> None:
+    """Redis itself is killed (kill -9) and started again from its AOF, three times, under
+    the same load: the nodes hold what depends on it, then go on."""
+    rng = random.Random(SEED)
+    nodes = cluster_nodes([redis_server.url], limits=LIMITS)
+
+    async def restart_redis(stop: asyncio.Event, log: list[str]) -> None:
+        for number in range(3):
+            await asyncio.sleep(rng.uniform(0.5, 1.0))
+            await asyncio.to_thread(redis_server.kill)
+            down = rng.uniform(0.2, 3.0)  # past the lease now and then
+            await asyncio.sleep(down)
+            await asyncio.to_thread(redis_server.start)
+            log.append(f"Redis restart {number + 1}: down {down:.2f} s")
+        await asyncio.sleep(1.0)
+        stop.set()
+
+    run_chaos(nodes, restart_redis)
