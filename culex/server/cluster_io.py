@@ -6,24 +6,29 @@ The sans-I/O side is `core/node_links.py` (the links, their records, routes and 
 - Joining: one script allocates this node's member number (once, kept), bumps its epoch (a
   fencing token), and takes its lease (a key with a TTL). A heartbeat renews the lease every
   `HEARTBEAT_FRACTION` of it, only while the key is still this process's; a node that finds
-  its lease gone (it was paused past it, or Redis lost it) joins again under a new epoch, and
-  the others link to it anew. (What an older epoch wrote to a stream is still applied: it may
-  carry what was acknowledged.)
-- Membership: at every heartbeat the live members are read (their leases); a new one, or a
-  new epoch of a known one, gets a link (`NodeLinks.attach`: our filters, retained messages,
-  READY), and a member whose lease ran out loses its link (`NodeLinks.detach`: its filters go,
-  and whatever waited for its barrier answer is released).
-- Sending: what a tick queued for a member leaves at the end of the tick as one stream entry
-  (XADD, all members' entries in one pipelined round trip), tagged with our name, epoch, member
-  number and a sequence number. An entry whose XADD fails is sent again (so a receiver drops a
-  sequence number it has seen: the failure may have come after Redis applied it). While a
-  member's entries wait (Redis slow or down) past `HIGH_WATER` bytes, the link counts as full
-  and its publishers are paused, as for a worker link.
+  its lease gone (it was paused past it, or Redis lost it) joins again under a new epoch.
+- Membership: at every heartbeat the members are read. A new one gets a link
+  (`NodeLinks.attach`: our filters, retained messages, READY). A new epoch of a known one
+  keeps its link and what waits for its answer: it is sent all that again, barriers it has
+  not answered included, and its earlier filters are replaced by those it announces
+  (`NodeLinks.renew_routes`). A member whose lease ran out is down: its link and filters
+  stay, QoS 0 is no longer sent to it, and what waits for its answer is released once its
+  stream holds everything sent before (`NodeLinks.release_barriers`). Members that are down
+  when this node starts are linked with the filters Redis keeps for them.
+- Sending: what a tick queued for a member is one stream entry, numbered (epoch, sequence)
+  and released once the tick's commit is done; with `durability = "sync"` an entry carrying
+  more than QoS 0 is committed with the tick in the outbox table (storage/stream_cursors.py)
+  and sent again under its number after a crash. Released entries go out in one pipelined
+  XADD round trip; one whose XADD fails is sent again (a receiver drops a number it has
+  applied: the failure may have come after Redis had it). While a member's entries wait past
+  `HIGH_WATER` bytes, its link counts as full and its publishers are paused, as for a worker
+  link.
 - Receiving: this node's stream is read through a consumer group; each entry's records are
-  applied in order (`WorkerLinks.data_received`), and its id is acknowledged (XACK, then XDEL:
-  the stream keeps only what is not yet applied) once what the records changed is committed.
-  After a restart the entries read but never acknowledged are read again first. A full local
-  subscriber stops the reading (the link's `pause_reading`), as for a worker link.
+  applied in order (`WorkerLinks.data_received`), how far each sender's entries are applied is
+  committed with what they changed, and an entry is acknowledged (XACK, then XDEL: the stream
+  keeps only what is not yet applied) after that commit. After a restart the entries read but
+  never acknowledged are read again first. A full local subscriber stops the reading (the
+  link's `pause_reading`), as for a worker link.
 - Redis unavailable: logged once, retried with a growing delay (at most `MAX_RETRY`), logged
   again when it answers. Nothing that waits for a barrier is released meanwhile, so QoS 1/2
   publishers whose messages crossed nodes get no acknowledgement until it is true.
