@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 MQTTJS := tests/interop/mqttjs
 MQTTJS_STAMP := $(MQTTJS)/node_modules/.installed-$(shell cksum $(MQTTJS)/package-lock.json | cut -d' ' -f1)
 
-.PHONY: run test soak lint clean system-deps
+.PHONY: run test soak lint clean system-deps cluster-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,14 +20,20 @@ run: $(STAMP)
 	mkdir -p data
 	$(VENV)/bin/culex serve --config culex.toml
 
+# Three nodes clustered on one Redis behind HAProxy (README.md, "Clustering"); Ctrl-C stops it.
+cluster-demo: $(STAMP) system-deps
+	packaging/cluster-demo.sh
+
 # Debian's mosquitto-clients and Node.js (for MQTT.js) are real MQTT peers for the integration
 # tests (mosquitto_ctrl drives dynamic security), the openssl CLI makes the TLS tests'
 # certificates, Debian's mosquitto brings the broker the compatibility tests compare with
 # (/usr/sbin/mosquitto, its dynamic-security plugin) and mosquitto_passwd, systemd's
 # systemd-analyze checks packaging/culex.service, HAProxy sends real PROXY protocol headers, and
-# headless Chromium loads the MQTT-over-WebSocket page. Installed when missing (as root).
+# headless Chromium loads the MQTT-over-WebSocket page, and redis-server (with redis-cli, which
+# builds a Redis Cluster) is what clustered nodes share. Installed when missing (as root).
 # Without root and without them the tests fail loudly instead of skipping.
-SYSTEM_TOOLS := mosquitto_pub mosquitto_sub mosquitto_passwd mosquitto_ctrl openssl node npm systemd-analyze
+SYSTEM_TOOLS := mosquitto_pub mosquitto_sub mosquitto_passwd mosquitto_ctrl openssl node npm \
+	systemd-analyze redis-server redis-cli
 system-deps:
 	@missing=""; \
 	for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing=1; done; \
@@ -39,12 +45,12 @@ system-deps:
 		if [ "$$(id -u)" = 0 ]; then \
 			: "nodejs/npm only when missing: a Node.js from elsewhere may bundle npm"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-				mosquitto mosquitto-clients openssl systemd haproxy chromium \
+				mosquitto mosquitto-clients openssl systemd haproxy chromium redis-server \
 				$$(command -v node >/dev/null 2>&1 || echo nodejs) \
 				$$(command -v npm >/dev/null 2>&1 || echo npm); \
 		else \
 			echo "missing: run 'sudo apt-get install mosquitto mosquitto-clients openssl" \
-				"systemd haproxy chromium nodejs npm'" >&2; \
+				"systemd haproxy chromium redis-server nodejs npm'" >&2; \
 			exit 1; \
 		fi; \
 	fi
@@ -64,10 +70,11 @@ lint: $(STAMP)
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 	$(PY) -m pytest -n 3 -p no:cacheprovider tests
 
-# The kill -9 crash test with many more kills than CI's 20 (CULEX_SOAK_KILLS), and its seed.
+# The kill -9 crash tests with many more kills than CI's 20 (CULEX_SOAK_KILLS), and their
+# seed: one broker, and three clustered nodes killed one at a time (CI: 10 kills).
 soak: $(STAMP)
 	CULEX_SOAK_KILLS=$${CULEX_SOAK_KILLS:-200} $(PY) -m pytest -p no:cacheprovider -s \
-		tests/robustness/test_crash.py
+		tests/robustness/test_crash.py tests/cluster/test_chaos.py
 
 # Coverage-guided fuzzing (atheris) of the codec and of whole broker connections, FUZZ_SECONDS
 # each, from a seed corpus built from the golden tables; inputs that crash go to fuzz/crashes/.

@@ -8,7 +8,7 @@ protocol): Culex with `durability = "sync"` (every QoS 1 message for the bridge 
 before its PUBACK, as the bridge promises), and Mosquitto with a `connection` section (in
 memory). The local broker runs on core 0; the remote and the load generator share core 1.
 
-- Throughput: `culex bench pubsub --qos 0|1 --subscribe-port REMOTE`, publisher on the local
+- Throughput: `culex bench pubsub --qos 0|1 --subscriber-port REMOTE`, publisher on the local
   broker, subscriber on the remote.
 - Drain: the remote is stopped, 100,000 QoS 1 messages of 100 B are published to the local
   broker and acknowledged, the remote starts again with a subscriber: messages/s from the first
@@ -126,7 +126,7 @@ def throughput(local: Process, remote: Process, qos: int, duration: float,
     out = results / f"bridge-qos{qos}-{local.name.split()[0].lower()}.json"
     command = ["taskset", "-c", "1", sys.executable, "-m", "culex", "bench", "pubsub",
                "--qos", str(qos), "--duration", f"{duration:g}", "--port", str(local.port),
-               "--subscribe-port", str(remote.port), "--json", str(out)]
+               "--subscriber-port", str(remote.port), "--json", str(out)]
     assert local.proc is not None
     command += ["--broker-pid", str(local.proc.pid)]
     print(f"  bridge-qos{qos}  {local.name}", flush=True)
@@ -301,7 +301,7 @@ def section(figures: dict[str, Any], cell: Any, ratio: Any, figure: Any,
              "(a QoS 1 message is committed in the bridge's queue before its PUBACK) against "
              "Mosquitto with a `connection` section (in memory). The local broker runs on "
              "core 0, the remote and the load generator share core 1. Throughput: "
-             "`taskset -c 1 culex bench pubsub --qos N --port LOCAL --subscribe-port REMOTE`. "
+             "`taskset -c 1 culex bench pubsub --qos N --port LOCAL --subscriber-port REMOTE`. "
              f"Drain: the remote stopped, {BACKLOG:,} QoS 1 messages published to the local "
              "broker and acknowledged, the remote started again with a subscriber; the rate is "
              "from the first to the last message it gets. Meanwhile a local client sends a QoS "

@@ -8,7 +8,8 @@ configuration (Nagle on) and Mosquitto with `set_tcp_nodelay true`. Debian's `mo
 installed with apt-get when missing and we are root. Then Culex alone: the cost of each
 durability, and 1 vs 2 worker processes (`--only workers`), where broker and load generator
 (`culex bench`, then benchmarks/cbench) share cores 0 and 1. Last, MQTT over WebSocket (`--only
-websocket`): Culex's WebSocket and TCP listeners and aedes's WebSocket listener. Raw figures go to
+websocket`): Culex's WebSocket and TCP listeners and aedes's WebSocket listener, and two clustered
+nodes on one Redis (`--only cluster`, benchmarks/cluster_nodes.py). Raw figures go to
 benchmarks/results/ (not committed); the summary tables go to BENCHMARKS.md.
 """
 
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import bridge_bench
+from cluster_nodes import cluster_section
 
 from culex.bench.procstat import ProcessSampler
 
@@ -558,6 +560,7 @@ def broker_tables(brokers: list[Broker], scenarios: list[Scenario], level: str) 
 
 def write_report(brokers: list[Broker], *, durable: list[Broker], workers: list[Broker],
                  websocket: list[Broker], admin: list[Broker], bridges: dict[str, Any],
+                 cluster: list[str],
                  duration: float, path: Path, command: str) -> None:
     lines = [
         "# Benchmarks",
@@ -595,6 +598,7 @@ def write_report(brokers: list[Broker], *, durable: list[Broker], workers: list[
         lines += admin_section(admin, duration)
     if bridges:
         lines += bridge_bench.section(bridges, cell, ratio, figure, Scenario("bridge", "", ()))
+    lines += cluster  # benchmarks/cluster_nodes.py
     kept = path.read_text().partition(ANALYSIS_MARKER)[2] if path.exists() else ""
     path.write_text("\n".join(lines) + "\n" + ANALYSIS_MARKER + kept)
 
@@ -606,7 +610,8 @@ def main() -> None:
     parser.add_argument("--only", nargs="*",
                         help="scenario names, `workers` for the worker processes section, "
                         "`websocket` for the MQTT over WebSocket one, `admin` for the admin "
-                        "listener's (on and idle versus off), `bridge` for bridges")
+                        "listener's (on and idle versus off), `bridge` for bridges, `cluster` "
+                        "for two clustered nodes (benchmarks/cluster_nodes.py)")
     parser.add_argument("--from-results", action="store_true",
                         help="rewrite the report from benchmarks/results/ without running")
     parser.add_argument("--baseline", type=Path, metavar="TREE",
@@ -649,9 +654,12 @@ def main() -> None:
                                                                      args.duration, cbench)
                     finally:
                         stop(broker)
+    cluster = cluster_section(args.duration) if not args.only or "cluster" in args.only \
+        else []
     command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
     write_report(brokers, durable=durable, workers=workers, websocket=websocket, admin=admin,
-                 bridges=bridges, duration=args.duration, path=args.out, command=command)
+                 bridges=bridges, cluster=cluster, duration=args.duration, path=args.out,
+                 command=command)
     print(f"wrote {args.out}")
 
 

@@ -132,16 +132,20 @@ def check_config(path: Path) -> int:
     for warning in config.warnings:
         print(f"culex: warning: {warning}", file=sys.stderr)
     bridges = f", {len(config.bridges)} bridge(s)" if config.bridges else ""
+    cluster = config.cluster
+    clustered = "" if cluster is None else (
+        f", cluster node {cluster.node} on {len(cluster.redis)} Redis URL(s), "
+        f"lease {cluster.lease:g} s")
     if files.dynamic_security is not None:
         state = files.dynamic_security[1]
         print(f"{path}: OK ({len(config.listeners)} listener(s), dynamic security: "
               f"{len(state.clients)} client(s), {len(state.groups)} group(s), "
               f"{len(state.roles)} role(s), durability {config.storage.durability}"
-              f"{bridges})")
+              f"{bridges}{clustered})")
         return 0
     print(f"{path}: OK ({len(config.listeners)} listener(s), {users} user(s){enhanced}, "
           f"ACL {'on' if acl is not None else 'off'}, durability {config.storage.durability}"
-          f"{bridges})")
+          f"{bridges}{clustered})")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .auth.scram import METHOD as SCRAM_SHA_256
 from .bridge.settings import BridgeSettings, BridgeSettingsError, parse_bridges
+from .cluster.settings import ClusterConfig
 from .core.limits import Limits
 from .core.options import Mqtt5Options
 from .core.retained import MAX_WORKERS
@@ -265,6 +266,8 @@ class Config:
     sys_interval: float = 10.0
     # Worker processes, one event loop (one core) each; 0 = one per CPU this process may use.
     workers: int = 1
+    # Nodes clustered on Redis (`[cluster]`); None: one node on its own.
+    cluster: ClusterConfig | None = None
     # What loading noticed but accepted (a mosquitto.conf key without effect in Culex), logged
     # once at start-up.
     warnings: tuple[str, ...] = ()
@@ -307,8 +310,8 @@ def _build(cls: Any, table: Any, where: str) -> Any:
 
 
 def parse_config(data: dict[str, Any], source: str) -> Config:
-    known = {"admin", "auth", "bridges", "listeners", "limits", "logging", "mqtt5", "storage",
-             "sys_interval", "workers"}
+    known = {"admin", "auth", "bridges", "cluster", "listeners", "limits", "logging", "mqtt5",
+             "storage", "sys_interval", "workers"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: {unknown[0]}: unknown key "
@@ -376,6 +379,12 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
         if not 0 <= workers <= MAX_WORKERS:
             raise ConfigError(f"{source}: workers: must be 0 (one per CPU) to {MAX_WORKERS}")
         kwargs["workers"] = workers
+    if "cluster" in data:
+        cluster = _build(ClusterConfig, data["cluster"], f"{source}: cluster")
+        problems = cluster.problems()
+        if problems:
+            raise ConfigError(f"{source}: cluster.{problems[0]}")
+        kwargs["cluster"] = cluster
     return Config(**kwargs)
 
 

@@ -67,10 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("scenario", choices=list(SCENARIOS), metavar="SCENARIO",
                         help="one of: " + ", ".join(SCENARIOS))
     parser.add_argument("--host", default="127.0.0.1", help="broker address (127.0.0.1)")
-    parser.add_argument("--subscribe-port", type=int, metavar="PORT",
-                        help="subscribers connect to this port of --host instead: a path "
-                        "through two brokers, such as a bridge")
     parser.add_argument("--port", type=int, default=1883, help="broker port (1883)")
+    parser.add_argument("--subscriber-port", type=int, metavar="PORT",
+                        help="subscribers connect to this port of --host instead: a path "
+                        "through two brokers (a bridge, or two nodes of a cluster)")
     parser.add_argument("--unix", metavar="PATH",
                         help="connect to the broker's Unix socket at PATH instead of host:port")
     parser.add_argument("--ws", action="store_true",
@@ -140,8 +140,8 @@ def check(args: argparse.Namespace) -> str | None:
         return "--procs must be between 1 and 256"
     if not 0 < args.port < 65536:
         return "--port must be between 1 and 65535"
-    if args.subscribe_port is not None and not 0 < args.subscribe_port < 65536:
-        return "--subscribe-port must be between 1 and 65535"
+    if args.subscriber_port is not None and not 0 < args.subscriber_port < 65536:
+        return "--subscriber-port must be between 1 and 65535"
     if not args.ws_path.startswith("/"):
         return "--ws-path must start with /"
     if args.password is not None and args.username is None and not args.mqtt5:
@@ -209,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
     options = Options(
         endpoint=Endpoint(args.host, args.port, args.unix,
                           args.ws_path if args.ws else None),
-        subscriber_endpoint=None if args.subscribe_port is None else Endpoint(
-            args.host, args.subscribe_port, None, args.ws_path if args.ws else None),
+        subscriber_endpoint=None if args.subscriber_port is None else Endpoint(
+            args.host, args.subscriber_port, None, args.ws_path if args.ws else None),
         qos=args.qos, duration=args.duration,
         warmup=args.warmup, rate=args.rate, inflight=args.inflight, procs=args.procs,
         drain=args.drain, broker_pid=args.broker_pid, username=args.username,

@@ -2,8 +2,8 @@
 
 The server owns sockets and the event loop; the broker owns everything else and has none of
 either. What the server gives it is a `Host` (wake, lingering close, one timer, the wall
-clock), a `Storage`, an `AccessPolicy` and, with worker processes, a `WorkerSetup`, all at
-construction. What the server calls:
+clock), a `Storage`, an `AccessPolicy` and, with worker processes, a `WorkerSetup` (or, for
+a node of a cluster, a `ClusterSetup`), all at construction. What the server calls:
 
 - `open_connection(sink, address, now)` for each socket, then the `Connection`'s
   `data_received` / `connection_lost` / `pause_writing` / `resume_writing`;
@@ -14,7 +14,7 @@ construction. What the server calls:
 The parts (each in its own module, each with one job): `Router` (routing.py), `SessionManager`
 (sessions.py), `FlowControl` (flow.py), `CommitGate` (commit.py), `OutputScheduler`
 (output.py), `RetainedMessages` (retained.py), `SysTopics` (sys_topics.py) and, with
-workers, `WorkerLinks` (worker_links.py).
+workers, `WorkerLinks` (worker_links.py), or in a cluster `NodeLinks` (node_links.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .flow import FlowControl
 from .handshake import HANDSHAKE_HANDLERS
 from .limits import Limits
 from .message import Message
+from .node_links import ClusterSetup, NodeLinks
 from .options import Mqtt5Options
 from .output import OutputScheduler
 from .persistence import Persistence
@@ -91,7 +92,8 @@ class Broker:
                  storage: Storage | None = None, now: float = 0.0,
                  mqtt5: Mqtt5Options | None = None, sys_interval: float = 10.0,
                  batch_interval: float = 0.05, access: AccessPolicy | None = None,
-                 workers: WorkerSetup | None = None) -> None:
+                 workers: WorkerSetup | None = None,
+                 cluster: ClusterSetup | None = None) -> None:
         self.limits = limits = limits or Limits()
         self.mqtt5 = mqtt5 or Mqtt5Options()
         self.clock = clock = Clock(now)
@@ -108,13 +110,23 @@ class Broker:
         self._workers = workers
         # Wills loaded at start-up that wait for every worker's routes (see `restore`).
         self._restored_wills: list[tuple[str, Message]] = []
-        self.links = None if workers is None else WorkerLinks(
-            workers.index, workers.size, deliveries=self, flow=self.flow, gate=self.gate,
-            clock=clock, wake=host.wake, strategy=limits.shared_subscription_strategy,
-            hand_over=workers.hand_over, on_all_ready=self._all_workers_ready,
-            on_link_lost=workers.link_lost)
+        # The other workers, or the other nodes of a cluster: the same links either way.
+        member = cluster.member if cluster is not None else (
+            workers.index if workers is not None else None)
         self.retained = RetainedMessages(limits, stats, persistence, wall_time=host.wall_time,
-                                         worker=None if workers is None else workers.index)
+                                         worker=member)
+        self.links: WorkerLinks | None = None
+        if cluster is not None:
+            self.links = NodeLinks(
+                cluster, deliveries=self, flow=self.flow, gate=self.gate, clock=clock,
+                wake=host.wake, strategy=limits.shared_subscription_strategy,
+                retained=self.retained)
+        elif workers is not None:
+            self.links = WorkerLinks(
+                workers.index, workers.size, deliveries=self, flow=self.flow, gate=self.gate,
+                clock=clock, wake=host.wake, strategy=limits.shared_subscription_strategy,
+                hand_over=workers.hand_over, on_all_ready=self._all_workers_ready,
+                on_link_lost=workers.link_lost)
         self.router = router = Router(limits, stats, clock, flow=self.flow,
                                       retained=self.retained, links=self.links)
         links = self.links
@@ -124,10 +136,12 @@ class Broker:
         self.deadlines: Deadlines[Timed] = Deadlines(set_timer)
         # The bridges this process runs, by name (culex/bridge/ adds them).
         self.bridges: dict[str, BridgeStatus] = {}
+        # Workers: worker 0 publishes every worker's sums; a cluster node its own counters.
         self.sys = SysTopics(sys_interval, now, stats=stats, router=router,
                              sessions=self.manager.sessions,
-                             connections=self.manager.connections, links=links,
-                             bridges=self.bridges)
+                             connections=self.manager.connections,
+                             links=links if cluster is None and workers is not None
+                             else None, bridges=self.bridges)
         self._services = CoreServices(
             limits=limits, mqtt5=self.mqtt5, clock=clock, stats=stats, host=host,
             output=self.output, flow=self.flow, gate=self.gate, router=router,
@@ -258,10 +272,15 @@ class Broker:
         return state
 
     def _all_workers_ready(self) -> None:
-        wills, self._restored_wills = self._restored_wills, []
-        self._publish_restored_wills(wills)
+        self.publish_restored_wills()
         assert self._workers is not None
         self._workers.all_ready()
+
+    def publish_restored_wills(self) -> None:
+        """Every other worker or node has announced its subscriptions: the wills held back by
+        `restore` can reach every session now."""
+        wills, self._restored_wills = self._restored_wills, []
+        self._publish_restored_wills(wills)
 
     def _publish_restored_wills(self, wills: list[tuple[str, Message]]) -> None:
         for client_id, will in wills:

@@ -19,9 +19,12 @@ from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
 from ..storage.sqlite import SqliteStorage, StorageError
+from ..storage.stream_cursors import ClusterSqliteStorage
 from .admin.setup import Admin
 from .admin.token import read_token
 from .bridges import BridgeRunner, BridgeTLSError, bridge_tls_context
+from .cluster_io import ClusterNode
+from .cluster_redis import ClusterError
 from .host import LoopHost
 from .listeners import bound_address, describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files
@@ -69,8 +72,10 @@ def open_storage(config: Config, loop: asyncio.AbstractEventLoop) -> SqliteStora
     if settings.durability == "none":
         log.info("storage: durability none, state is kept in memory only")
         return None
-    return SqliteStorage(Path(settings.path), durable=settings.durability == "sync",
-                         call_soon_threadsafe=loop.call_soon_threadsafe)
+    # A cluster node also commits how far it applied the other nodes' records.
+    kind = SqliteStorage if config.cluster is None else ClusterSqliteStorage
+    return kind(Path(settings.path), durable=settings.durability == "sync",
+                call_soon_threadsafe=loop.call_soon_threadsafe)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -168,7 +173,7 @@ def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | 
     try:
         loop.run_until_complete(serve(config, listening, plan, readiness, checked,
                                       admin_sock=admin))
-    except (StorageError, PeerLost) as exc:
+    except (StorageError, PeerLost, ClusterError) as exc:
         fatal(str(exc))
         return 1
     finally:
@@ -199,10 +204,16 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     workers = None if plan is None else WorkerSetup(
         plan.index, plan.size, hand_over=hand_over, all_ready=peers_ready.set,
         link_lost=lambda index: peer_lost.set())
+    # A clustered node takes its lease (and member number) before anything is built on it.
+    # (With workers, each is a member of its own, and client ids still go to their worker.)
+    cluster = None if config.cluster is None else ClusterNode(
+        config.cluster, loop, *((0, 1) if plan is None else (plan.index, plan.size)))
     broker = Broker(config.limits, host=host, sys_interval=config.sys_interval,
                     storage=storage, now=loop.time(), mqtt5=config.mqtt5,
                     batch_interval=config.storage.batch_interval,
-                    access=security.access_policy(), workers=workers)
+                    access=security.access_policy(), workers=workers,
+                    cluster=None if cluster is None else await cluster.join(
+                        None if plan is None else hand_over))
     host.serve(broker)
     security.attach(broker)
     if storage is not None:
@@ -226,7 +237,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     # Before any client (or other worker) can publish: their sessions queue from the start.
     bridges = [BridgeRunner(bridge, loop) for bridge in install_bridges(
         broker, config.bridges, (lambda _: True) if links is None else links.owns)]
-    if plan is not None and links is not None:
+    if plan is not None and links is not None and cluster is None:
         for index, sock in plan.links.items():
             await loop.connect_accepted_socket(
                 partial(LinkProtocol, links, index, loop, lambda: host.stopping), sock)
@@ -241,6 +252,16 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
             wait.cancel()
         if not peers_ready.is_set():
             raise PeerLost("another worker stopped during start-up")
+    if cluster is not None:
+        # As with workers: clients only once the other nodes' subscriptions are known here.
+        cluster.start(broker, storage if isinstance(storage, ClusterSqliteStorage) else None)
+        await cluster.wait_ready()
+        broker.publish_restored_wills()
+        if plan is not None:
+            # The workers of a clustered node route to each other through Redis, as members;
+            # what stays between them is handing connections to the owner of their client
+            # id, taken from a sibling only from now on (those sent earlier wait).
+            handovers = Handovers(broker, loop, plan, gates)
     servers: list[asyncio.Server] = []
     for bound, gate in zip(listening, gates, strict=True):
         listener = bound.listener
@@ -302,6 +323,8 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     except TimeoutError:
         log.warning("shutdown: some connections did not close within %g s",
                     SHUTDOWN_GRACE_SECONDS)
+    if cluster is not None:
+        await cluster.leave()
     if storage is not None:
         # Connections that closed during the grace period may have queued a flush whose commit
         # would reach the storage after its executor shut down ("cannot schedule new futures

@@ -223,7 +223,7 @@ def test_bridge_state_in_sys(broker_factory: BrokerFactory, mosquittos: Mosquitt
 
 def test_load_through_a_bridge(broker_factory: BrokerFactory, mosquittos: Mosquittos,
                                tmp_path: Path) -> None:
-    """`culex bench --subscribe-port` (what benchmarks/bridge_bench.py measures with): QoS 1
+    """`culex bench --subscriber-port` (what benchmarks/bridge_bench.py measures with): QoS 1
     messages published here for a second reach subscribers on the remote, none lost."""
     remote = mosquittos.start()
     local = broker_factory(bridges=[bridge_table(
@@ -232,7 +232,7 @@ def test_load_through_a_bridge(broker_factory: BrokerFactory, mosquittos: Mosqui
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "culex", "bench", "pubsub", "--qos", "1", "--rate", "2000",
-         "--duration", "1", "--warmup", "0.5", "--port", str(local.port), "--subscribe-port",
+         "--duration", "1", "--warmup", "0.5", "--port", str(local.port), "--subscriber-port",
          str(remote.port), "--json", str(out)], capture_output=True, text=True, timeout=60,
         check=False)
     assert done.returncode == 0, done.stderr

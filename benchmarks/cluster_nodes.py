@@ -1,0 +1,272 @@
+"""The cluster section of BENCHMARKS.md (`python benchmarks/run.py --only cluster`, or this
+file alone: `python benchmarks/cluster_nodes.py [--duration 10] [--out FILE]`).
+
+Two Culex nodes (default configuration: durability sync, one worker) clustered on one
+redis-server (`appendonly yes`, `appendfsync always`), all three pinned to core 0, and
+`culex bench` pinned to core 1, as in the other sections. Each scenario runs twice in the same
+run: every client on node A ("same node"), then publishers on node A and subscribers on node B
+(`--subscriber-port`: every message crosses nodes through Redis). The difference is what
+crossing costs: latency added at a fixed rate, and delivery rate (1 -> 1 and fan-out, which
+one node's core carries).
+
+Then the time a dead node's sessions take to be served again: node B holds a persistent
+session with a QoS 1 subscription and is killed (kill -9); node A keeps publishing QoS 1 (its
+PUBACKs wait for node B's lease to run out); node B is started again and the session's client
+reconnects through it. Reported: how long publishing waited (the lease), how long node B took
+to serve again, and how long until the client had every message published meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+LEASE = 5.0
+
+
+@dataclass(frozen=True)
+class CrossScenario:
+    name: str
+    title: str
+    args: tuple[str, ...]
+    figure: str = "delivery_rate"  # or "p99"
+
+
+CLUSTER_SCENARIOS = [
+    CrossScenario("cluster-latency", "10 -> 10 at a fixed 5,000 msg/s, QoS 0 (P50/P99 latency)",
+                  ("pairs", "--publishers", "10", "--rate", "5000"), figure="p99"),
+    CrossScenario("cluster-latency-qos1", "10 -> 10 at a fixed 2,000 msg/s, QoS 1 "
+                  "(P50/P99 latency)", ("pairs", "--publishers", "10", "--rate", "2000",
+                                         "--qos", "1"), figure="p99"),
+    CrossScenario("cluster-pubsub", "1 -> 1, QoS 0, 100 B", ("pubsub", "--qos", "0")),
+    CrossScenario("cluster-pubsub-qos1", "1 -> 1, QoS 1, 100 B", ("pubsub", "--qos", "1")),
+    CrossScenario("cluster-fanout", "1 -> 100 fan-out, QoS 0, 100 B",
+                  ("fanout", "--subscribers", "100")),
+]
+
+
+def free_port() -> int:
+    """A free port below the ephemeral range: the nodes' Redis clients open many outgoing
+    connections, which may take an ephemeral port before the node binds it."""
+    while True:
+        port = random.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def wait_listening(port: int, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not listen on {port}")
+
+
+class Cluster:
+    """redis-server and two Culex nodes, started and stopped together."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.redis_port = free_port()
+        self.ports = {"node-a": free_port(), "node-b": free_port()}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        redis_dir = self.work / "redis"
+        redis_dir.mkdir(exist_ok=True)
+        self.procs["redis"] = subprocess.Popen(
+            ["taskset", "-c", "0", "redis-server", "--port", str(self.redis_port), "--bind",
+             "127.0.0.1", "--dir", str(redis_dir), "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(self.redis_port, "redis-server")
+        for name in self.ports:
+            self.start_node(name)
+
+    def start_node(self, name: str) -> float:
+        """Start a node; the seconds until it listens (it listens once it has joined)."""
+        directory = self.work / name
+        directory.mkdir(exist_ok=True)
+        (directory / "culex.toml").write_text(
+            f'[cluster]\nredis = ["redis://127.0.0.1:{self.redis_port}"]\nnode = "{name}"\n'
+            f"lease = {LEASE}\n")
+        started = time.monotonic()
+        self.procs[name] = subprocess.Popen(
+            ["taskset", "-c", "0", sys.executable, "-m", "culex", "serve", "--config",
+             "culex.toml", "--port", str(self.ports[name]), "--log-level", "warning"],
+            cwd=directory, stdout=subprocess.DEVNULL,
+            stderr=(directory / "culex.log").open("ab"))
+        wait_listening(self.ports[name], name)
+        return time.monotonic() - started
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.procs.values())):
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+
+def bench(cluster: Cluster, scenario: CrossScenario, cross: bool, duration: float
+          ) -> dict[str, Any]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{scenario.name}-{'cross' if cross else 'same'}.json"
+    node_a = cluster.procs["node-a"].pid
+    command = ["taskset", "-c", "1", sys.executable, "-m", "culex", "bench", *scenario.args,
+               "--duration", f"{duration:g}", "--port", str(cluster.ports["node-a"]),
+               "--broker-pid", str(node_a), "--json", str(out)]
+    if cross:
+        command += ["--subscriber-port", str(cluster.ports["node-b"])]
+    print(f"  {scenario.name:22} {'cross-node' if cross else 'same node'}", flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False,
+                            timeout=duration * 4 + 120)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return dict(json.loads(out.read_text())["results"][0])
+
+
+def cell(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"failed: {result['error']}"
+    latency = result.get("latency_us") or {}
+    p50, p99 = latency.get("p50"), latency.get("p99")
+    parts = [f"{result['delivery_rate']:,.0f} msg/s delivered"]
+    if p50 is not None and p99 is not None:
+        parts.append(f"P50 {p50 / 1000:.2f} ms, P99 {p99 / 1000:.2f} ms")
+    if result.get("loss"):
+        parts.append(f"loss {result['loss']}")
+    return "; ".join(parts)
+
+
+def recovery(cluster: Cluster, messages: int = 200) -> dict[str, float]:
+    """kill -9 node B while it holds a persistent session; see the module docstring."""
+    def client(client_id: str, port: int, clean: bool) -> mqtt.Client:
+        made = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                           clean_session=clean)
+        made.connect("127.0.0.1", port)
+        made.loop_start()
+        return made
+
+    received: list[bytes] = []
+    subscriber = client("recovery-sub", cluster.ports["node-b"], False)
+    subscribed = subscriber.subscribe("recovery/#", 1)
+    time.sleep(0.5)
+    subscriber.loop_stop()
+    subscriber.disconnect()
+    del subscribed
+    publisher = client("recovery-pub", cluster.ports["node-a"], True)
+    cluster.kill("node-b")
+    killed = time.monotonic()
+    infos = [publisher.publish(f"recovery/{number}", str(number), 1)
+             for number in range(messages)]
+    infos[-1].wait_for_publish(LEASE * 3)
+    acked = time.monotonic() - killed
+    restart = cluster.start_node("node-b")
+    back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="recovery-sub",
+                       clean_session=False)
+    back.on_message = lambda _c, _u, message: received.append(message.payload)
+    reconnected = time.monotonic()
+    back.connect("127.0.0.1", cluster.ports["node-b"])
+    back.loop_start()
+    deadline = time.monotonic() + 30
+    while len(set(received)) < messages and time.monotonic() < deadline:
+        time.sleep(0.005)
+    served = time.monotonic() - reconnected
+    back.loop_stop()
+    back.disconnect()
+    publisher.loop_stop()
+    publisher.disconnect()
+    return {"acks_waited_s": acked, "restart_s": restart, "all_delivered_s": served,
+            "delivered": float(len(set(received))), "messages": float(messages)}
+
+
+def cluster_section(duration: float) -> list[str]:
+    """Run everything and return the BENCHMARKS.md lines."""
+    if shutil.which("redis-server") is None:
+        sys.exit("benchmarks: redis-server is not installed (make system-deps)")
+    rows: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="culex-cluster-bench-") as work:
+        for scenario in CLUSTER_SCENARIOS:
+            cells = []
+            for cross in (False, True):
+                cluster = Cluster(Path(work) / f"{scenario.name}-{cross}")
+                cluster.work.mkdir()
+                cluster.start()
+                try:
+                    cells.append(cell(bench(cluster, scenario, cross, duration)))
+                finally:
+                    cluster.stop()
+            rows.append(f"| {scenario.title} | {cells[0]} | {cells[1]} |")
+        cluster = Cluster(Path(work) / "recovery")
+        cluster.work.mkdir()
+        cluster.start()
+        try:
+            figures = recovery(cluster)
+        finally:
+            cluster.stop()
+    return [
+        "## Cluster (two nodes on one Redis)", "",
+        "Two Culex nodes (default configuration, `[cluster]` with `lease = 5`) and redis-server "
+        "(`appendonly yes`, `appendfsync always`) share core 0; `culex bench` runs on core 1 "
+        f"for {duration:g} s per run, with every client on node A (same node), then with the "
+        "subscribers on node B (`--subscriber-port`), so that every message crosses nodes "
+        "through Redis. Reproduce with `python benchmarks/run.py --only cluster`.", "",
+        "| scenario | same node | cross-node |", "|---|---|---|", *rows, "",
+        f"A dead node's sessions: node B, holding a persistent session, killed with kill -9; "
+        f"{figures['messages']:.0f} QoS 1 messages published on node A meanwhile were "
+        f"acknowledged after {figures['acks_waited_s']:.2f} s (node B's lease running out); "
+        f"node B started again served after {figures['restart_s']:.2f} s, and the session's "
+        f"client had {figures['delivered']:.0f} of them {figures['all_delivered_s']:.2f} s "
+        "after reconnecting.", ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument("--out", type=Path, help="write the section to this file")
+    args = parser.parse_args()
+    text = "\n".join(cluster_section(args.duration)) + "\n"
+    if args.out is not None:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""`[cluster]`: which Redis the nodes share, this node's name, and its lease.
+
+```toml
+[cluster]
+redis = ["redis://127.0.0.1:6379"]   # one Redis, or several seeds of a Redis Cluster
+node = "node-a"                      # unique, stable name of this node
+lease = 5                            # seconds a node is presumed alive without a heartbeat
+```
+
+Without the table nothing changes: one node, SQLite, no Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# Node names go into Redis keys, stream names and log lines: a short, plain word.
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+URL_SCHEMES = ("redis", "rediss", "unix")
+# Below a second a garbage-collection pause or a busy Redis would pass for a death.
+MIN_LEASE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    redis: tuple[str, ...] = ()
+    node: str = ""
+    lease: float = 5.0
+
+    def problems(self) -> list[str]:
+        found = []
+        if not self.redis:
+            found.append("redis: at least one redis://host:port URL is needed")
+        for url in self.redis:
+            problem = url_problem(url)
+            if problem is not None:
+                found.append(f"redis: {url!r}: {problem}")
+        if len(set(self.redis)) != len(self.redis):
+            found.append("redis: a URL is listed twice")
+        if not NODE_NAME.fullmatch(self.node):
+            found.append(f"node: {self.node!r} must be 1-63 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit (it names Redis keys)")
+        if not MIN_LEASE <= self.lease <= 3600:
+            found.append(f"lease: {self.lease:g} s must be between {MIN_LEASE:g} and 3600")
+        return found
+
+    @property
+    def is_redis_cluster(self) -> bool:
+        """Several seeds mean a Redis Cluster; one URL is asked at connect time."""
+        return len(self.redis) > 1
+
+
+def url_problem(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return str(exc)
+    if parts.scheme not in URL_SCHEMES:
+        return f"the scheme must be one of {', '.join(s + '://' for s in URL_SCHEMES)}"
+    if parts.scheme == "unix":
+        return None if parts.path.startswith("/") else "a unix:// URL needs an absolute path"
+    if not parts.hostname:
+        return "no host"
+    if port is not None and not 0 < port < 65536:
+        return f"port {port} is not a TCP port"
+    return None

@@ -1,0 +1,594 @@
+"""A cluster node's Redis I/O: membership with a lease, and the streams the links run on.
+
+The sans-I/O side is `core/node_links.py` (the links, their records, routes and barriers) and
+`cluster/keys.py` (where things are in Redis). Here:
+
+- Joining: one script allocates this node's member number (once, kept), bumps its epoch (a
+  fencing token), and takes its lease (a key with a TTL). A heartbeat renews the lease every
+  `HEARTBEAT_FRACTION` of it, only while the key is still this process's; a node that finds
+  its lease gone (it was paused past it, or Redis lost it) joins again under a new epoch.
+- Membership: at every heartbeat the members are read. A new one gets a link
+  (`NodeLinks.attach`: our filters, retained messages, READY). A new epoch of a known one
+  keeps its link and what waits for its answer: it is sent all that again, barriers it has
+  not answered included, and its earlier filters are replaced by those it announces
+  (`NodeLinks.renew_routes`). A member whose lease ran out is down: its link and filters
+  stay, QoS 0 is no longer sent to it, and what waits for its answer is released once its
+  stream holds everything sent before (`NodeLinks.release_barriers`). Members that are down
+  when this node starts are linked with the filters Redis keeps for them.
+- Sending: what a tick queued for a member is one stream entry, numbered (epoch, sequence)
+  and released once the tick's commit is done; with `durability = "sync"` an entry carrying
+  more than QoS 0 is committed with the tick in the outbox table (storage/stream_cursors.py)
+  and sent again under its number after a crash. Released entries go out in one pipelined
+  XADD round trip; one whose XADD fails is sent again (a receiver drops a number it has
+  applied: the failure may have come after Redis had it). While a member's entries wait past
+  `HIGH_WATER` bytes, its link counts as full and its publishers are paused, as for a worker
+  link.
+- Receiving: this node's stream is read through a consumer group; each entry's records are
+  applied in order (`WorkerLinks.data_received`), how far each sender's entries are applied is
+  committed with what they changed, and an entry is acknowledged (XACK, then XDEL: the stream
+  keeps only what is not yet applied) after that commit. After a restart the entries read but
+  never acknowledged are read again first. A full local subscriber stops the reading (the
+  link's `pause_reading`), as for a worker link.
+- Redis unavailable: logged once, retried with a growing delay (at most `MAX_RETRY`), logged
+  again when it answers. Nothing that waits for a barrier is released meanwhile, so QoS 1/2
+  publishers whose messages crossed nodes get no acknowledgement until it is true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, cast
+
+from redis.exceptions import RedisError, ResponseError
+
+from ..cluster import keys
+from ..cluster.keys import Lease
+from ..cluster.settings import ClusterConfig
+from ..core.broker import Broker
+from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
+from ..core.worker_links import FORWARD, FORWARD_V5, HandOver, record, split_records
+from ..storage.stream_cursors import ClusterSqliteStorage
+from .cluster_redis import MAX_RETRY, ClusterError, Redis, RedisHealth, connect
+
+log = logging.getLogger("culex")
+
+# A member's entries waiting to be sent, in bytes, beyond which its link counts as full (as a
+# worker link's socket buffer, workers.LINK_HIGH_WATER).
+HIGH_WATER = 256 * 1024
+# Heartbeats per lease: a lease survives two lost heartbeats.
+HEARTBEAT_FRACTION = 1 / 3
+# Entries read per XREADGROUP, and how long one waits for new entries.
+READ_COUNT = 512
+READ_BLOCK_MS = 1000
+# How long leaving may take at shutdown (sending what is queued, giving the lease up).
+LEAVE_SECONDS = 2.0
+
+# What XREADGROUP answers: [[stream, [(entry id, {field: value})]]] (or nothing).
+Entry = tuple[bytes, dict[bytes, bytes]]
+ReadReply = list[tuple[bytes, list[Entry]]] | None
+
+
+@dataclass
+class Peer:
+    """Another member as this node knows it."""
+
+    name: str
+    index: int
+    epoch: int
+    # False while its lease is gone: it is down, and its stream keeps what it is sent.
+    alive: bool = True
+    # Bytes queued for its stream and not yet written there.
+    queued: int = 0
+
+
+@dataclass
+class Outgoing:
+    """One stream entry on its way: a link's records of one loop tick."""
+
+    receiver: str
+    epoch: int
+    seq: int
+    records: bytes
+    # Counted against the receiver's queue (0 for an entry sent again after a restart).
+    size: int
+    # In the outbox table until written (it carries more than QoS 0 messages).
+    stored: bool
+
+
+def carries_state(records: bytes) -> bool:
+    """Whether an entry carries more than QoS 0 messages (which nobody must get twice, nor
+    miss, after a crash)."""
+    found: list[tuple[int, bytes]] = []
+    split_records(records, found)
+    return any(kind not in (FORWARD, FORWARD_V5) for kind, _ in found)
+
+
+def without_qos0(chunks: list[bytes]) -> bytes:
+    """The records for a member that is down, less its QoS 0 messages: those are not kept
+    for anyone who is not connected."""
+    found: list[tuple[int, bytes]] = []
+    split_records(b"".join(chunks), found)
+    return b"".join(record(kind, body) for kind, body in found
+                    if kind not in (FORWARD, FORWARD_V5))
+
+
+class StreamSink:
+    """The `Sink` of the link to one member: its records go to that member's stream; pausing
+    its reading pauses the reading of this node's own stream."""
+
+    def __init__(self, node: ClusterNode, peer: Peer) -> None:
+        self._node = node
+        self._peer = peer
+
+    def writelines(self, list_of_data: list[bytes]) -> None:
+        self._node.queue(self._peer, list_of_data)
+
+    def close(self) -> None:
+        """Links are dropped by membership, never closed by the core."""
+
+    def pause_reading(self) -> None:
+        self._node.reading_paused(self._peer, True)
+
+    def resume_reading(self) -> None:
+        self._node.reading_paused(self._peer, False)
+
+
+class ClusterNode:
+    def __init__(self, settings: ClusterConfig, loop: asyncio.AbstractEventLoop,
+                 worker: int = 0, workers: int = 1) -> None:
+        self.settings = settings
+        # The member this process is: the node, or one of its workers.
+        self.name = settings.node if workers == 1 else f"{settings.node}/{worker}"
+        self._worker = worker
+        self._workers = workers
+        self.loop = loop
+        self._lease_ms = int(settings.lease * 1000)
+        self._redis: Redis | None = None
+        self._lease = Lease(secrets.token_hex(8), 0, 0)
+        self._links: NodeLinks | None = None
+        self._broker: Broker | None = None
+        self._storage: ClusterSqliteStorage | None = None
+        self.peers: dict[str, Peer] = {}
+        # Entries released by the commit of the tick that made them, in order.
+        self._ready: list[Outgoing] = []
+        # (member, epoch) -> the highest sequence number applied from it.
+        self._applied: dict[tuple[str, int], int] = {}
+        self._seq = 0
+        self._sending: asyncio.Task[None] | None = None
+        self._paused_by: set[str] = set()
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._health = RedisHealth()
+        self._stopping = False
+
+    @property
+    def redis(self) -> Redis:
+        assert self._redis is not None
+        return self._redis
+
+    # -- joining and leaving -------------------------------------------------------------------
+
+    async def join(self, hand_over: HandOver | None = None) -> ClusterSetup:
+        """Connect and take this member's lease; what the broker is built with
+        (`hand_over`: a worker's way to the sibling that owns a client id)."""
+        try:
+            self._redis = await connect(self.settings)
+            await self._join()
+        except RedisError as exc:
+            raise ClusterError(f"cluster: cannot join through {', '.join(self.settings.redis)}:"
+                               f" {exc}") from None
+        log.info("cluster: joined as %s (member %d, epoch %d, lease %g s)", self.name,
+                 self._lease.index, self._lease.epoch, self.settings.lease)
+        return ClusterSetup(self._lease.index, self._link_lost, self._routes_changed,
+                            self._worker, self._workers, hand_over, self._lease.epoch)
+
+    async def _join(self) -> None:
+        script = self.redis.register_script(keys.JOIN)
+        index, epoch = await script(
+            keys=[keys.INDEX, keys.NEXT_INDEX, keys.epoch_key(self.name),
+                  keys.member_key(self.name), keys.MEMBERS],
+            args=[self.name, self._lease.instance, self._lease_ms, MAX_MEMBERS])
+        if index < 0:
+            raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
+        self._lease = Lease(self._lease.instance, int(epoch), int(index))
+
+    def start(self, broker: Broker, storage: ClusterSqliteStorage | None) -> None:
+        """Serve the links of `broker` (built with `join`'s setup): heartbeats, membership,
+        reading this node's stream. With `storage`, how far each sender's records are
+        applied is committed with what they changed (see storage/stream_cursors.py)."""
+        links = broker.links
+        assert isinstance(links, NodeLinks)
+        self._broker = broker
+        self._links = links
+        self._storage = storage
+        if storage is not None:
+            self._applied = storage.cursors(self.name)
+            # Committed before a crash and never written: first, under their own numbers.
+            self._ready = [Outgoing(receiver, epoch, seq, records, 0, True)
+                           for epoch, seq, receiver, records in storage.outbox(self.name)]
+            self._seq = max((entry.seq for entry in self._ready), default=0)
+            if self._ready:
+                log.info("cluster: sending %d entries committed before the restart",
+                         len(self._ready))
+        for work in (self._heartbeats(), self._read()):
+            self._background(work)
+        self._wake_sender()
+
+    async def wait_ready(self) -> None:
+        """Attach every live member and wait until each has sent its filters and retained
+        messages (READY), for at most two leases: a member that does not answer by then is
+        paused or dying, and its lease decides."""
+        await self._health.retrying(self._save_filters)
+        alive, down = await self._health.retrying(self._members)
+        self._reconcile(alive, down)
+        expected = {lease.index for name, lease in alive.items() if name != self.name}
+        links = self._links
+        assert links is not None
+        deadline = self.loop.time() + 2 * self.settings.lease
+        while not links.ready(expected) and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+            expected &= {peer.index for peer in self.peers.values()}
+        silent = sorted(name for name, peer in self.peers.items()
+                        if peer.index in expected and not links.ready({peer.index}))
+        if silent:
+            log.warning("cluster: no answer from %s within %g s; serving without their "
+                        "subscriptions until they answer or their lease runs out",
+                        ", ".join(silent), 2 * self.settings.lease)
+        up = sorted(name for name, peer in self.peers.items() if peer.alive)
+        log.info("cluster: %s serves with %d other member(s): %s%s", self.name, len(up),
+                 ", ".join(up) or "none",
+                 "".join(f"; {name} is down" for name, peer in sorted(self.peers.items())
+                         if not peer.alive))
+
+    async def leave(self) -> None:
+        """Shutdown: send what is queued, give up the lease (the others drop our links at
+        their next heartbeat), and close."""
+        self._stopping = self._health.stopping = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            # redis-py may turn a cancellation into a connection error; the loops then see
+            # `_stopping` and end.
+            await asyncio.wait(tasks, timeout=LEAVE_SECONDS)
+        with contextlib.suppress(RedisError, TimeoutError):
+            async with asyncio.timeout(LEAVE_SECONDS):
+                if self._sending is not None:
+                    await self._sending
+                # What the others route to while this node is down: its persistent sessions'.
+                await self._save_filters()
+                leave = self.redis.register_script(keys.LEAVE)
+                await leave(keys=[keys.member_key(self.name)], args=[self._lease.value()])
+                await self.redis.aclose()
+        log.info("cluster: %s left", self.name)
+
+    # -- membership ----------------------------------------------------------------------------
+
+    async def _members(self) -> tuple[dict[str, Lease], dict[str, tuple[int, list[str]]]]:
+        """The live members' leases, and for the members that are down and not known here
+        yet, their number and filters."""
+        members = cast(set[bytes], await self.redis.smembers(keys.MEMBERS))
+        names = sorted(name.decode() for name in members)
+        if not names:
+            return {}, {}
+        values = cast(list[bytes | None],
+                      await self.redis.mget([keys.member_key(name) for name in names]))
+        alive = {name: Lease.parse(value) for name, value in zip(names, values, strict=True)
+                 if value is not None}
+        down: dict[str, tuple[int, list[str]]] = {}
+        for name in names:
+            if name in alive or name in self.peers or name == self.name:
+                continue
+            index = await self.redis.hget(keys.INDEX, name)
+            filters = cast(set[bytes], await self.redis.smembers(keys.filters_key(name)))
+            if index is not None:
+                down[name] = (int(index), sorted(value.decode() for value in filters))
+        return alive, down
+
+    async def _save_filters(self) -> None:
+        """This node's whole set of filters, in Redis."""
+        links = self._links
+        assert links is not None
+        links.route_changes.clear()  # all of them are in this set
+        save = self.redis.register_script(keys.REPLACE_FILTERS)
+        await save(keys=[keys.filters_key(self.name)], args=list(links.local_filters))
+
+    async def _heartbeats(self) -> None:
+        interval = self.settings.lease * HEARTBEAT_FRACTION
+        while not self._stopping:
+            await asyncio.sleep(min(interval, 0.5))
+            try:
+                beat = self.redis.register_script(keys.HEARTBEAT)
+                if not await beat(keys=[keys.member_key(self.name)],
+                                  args=[self._lease.value(), self._lease_ms]):
+                    log.error("cluster: the lease of %s was lost (paused or cut off past "
+                              "%g s, or Redis lost it); joining again under a new epoch",
+                              self.name, self.settings.lease)
+                    await self._rejoin()
+                alive, down = await self._members()
+            except RedisError as exc:
+                self._health.unavailable(exc)
+                continue
+            self._health.available()
+            self._reconcile(alive, down)
+
+    async def _rejoin(self) -> None:
+        """A new epoch: every member forgets our filters and gets them again."""
+        await self._join()
+        links = self._links
+        assert links is not None
+        for peer in self.peers.values():
+            links.introduce(peer.index)
+
+    def _reconcile(self, alive: dict[str, Lease],
+                   down: dict[str, tuple[int, list[str]]]) -> None:
+        for name, peer in list(self.peers.items()):
+            lease = alive.get(name)
+            if lease is None:
+                if peer.alive:
+                    self._suspend(peer)
+            elif lease.epoch > peer.epoch:
+                self._refresh(peer, lease.epoch)  # it started again
+            elif not peer.alive:
+                peer.alive = True
+                log.info("cluster: %s answers again", name)
+        for name, lease in alive.items():
+            if name != self.name and name not in self.peers:
+                self._attach(name, lease.index, lease.epoch)
+        links = self._links
+        assert links is not None
+        for name, (index, filters) in down.items():
+            if name not in self.peers:
+                peer = self._attach(name, index, 0)
+                peer.alive = False
+                links.load_routes(index, filters)
+
+    def _suspend(self, peer: Peer) -> None:
+        """Its lease ran out: it is down (dead, paused, or cut off from Redis). Its link and
+        filters stay; what waits for its answer goes on once its stream has everything."""
+        peer.alive = False
+        log.warning("cluster: %s is down (no heartbeat for %g s); what its subscriptions "
+                    "match waits in its stream", peer.name, self.settings.lease)
+        if not peer.queued:
+            links = self._links
+            assert links is not None
+            links.release_barriers(peer.index)
+
+    def _attach(self, name: str, index: int, epoch: int) -> Peer:
+        links = self._links
+        assert links is not None
+        peer = self.peers[name] = Peer(name, index, epoch)
+        links.attach(index, StreamSink(self, peer), self.loop.time())
+        log.info("cluster: linked to %s (member %d, epoch %d)", name, index, epoch)
+        return peer
+
+    def _refresh(self, peer: Peer, epoch: int) -> None:
+        """`peer` started again (or joined again): its link stays, with what waits for its
+        answer (it reads its stream, barriers included, and answers); the filters of its
+        earlier epoch are replaced by those it announces, and it is sent ours again."""
+        links = self._links
+        assert links is not None
+        peer.epoch = epoch
+        peer.alive = True
+        links.renew_routes(peer.index)
+        links.introduce(peer.index)
+        log.info("cluster: linked to %s again (member %d, epoch %d)", peer.name, peer.index,
+                 epoch)
+
+    def _link_lost(self, index: int) -> None:
+        if not self._stopping:
+            log.info("cluster: link to member %d dropped", index)
+
+    def _routes_changed(self) -> None:
+        self._wake_sender()  # (before `start`, at restore, they are written by `wait_ready`)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def queue(self, peer: Peer, records: list[bytes]) -> None:
+        """A link's records of this tick: one stream entry, written once the tick's commit
+        is done (with `durability = "sync"`, the records that carry more than QoS 0 are
+        committed in the outbox with it)."""
+        if self.peers.get(peer.name) is not peer:
+            return  # an older object for that member: not linked any more
+        size = sum(map(len, records))
+        self._seq += 1
+        entry = Outgoing(peer.name, self._lease.epoch, self._seq,
+                         b"".join(records) if peer.alive else without_qos0(records), size,
+                         False)
+        peer.queued += size
+        links = self._links
+        broker = self._broker
+        assert links is not None and broker is not None
+        link = links.links.get(peer.index)
+        if link is not None and peer.queued > HIGH_WATER and not link.write_paused:
+            links.pause_writing(peer.index, self.loop.time())
+        storage = self._storage
+        if storage is not None and storage.durable and carries_state(entry.records):
+            storage.outbox_added(self.name, entry.epoch, entry.seq, peer.name, entry.records)
+            entry.stored = True
+        broker.gate.when_durable(self._release, entry)
+
+    def _release(self, entry: Outgoing) -> None:
+        self._ready.append(entry)
+        self._wake_sender()
+
+    def _wake_sender(self) -> None:
+        links = self._links
+        if self._sending is None and links is not None and (self._ready or links.route_changes):
+            self._sending = self.loop.create_task(self._send())
+
+    async def _send(self) -> None:
+        """Write what is released, one pipelined round trip per batch, until nothing is."""
+        try:
+            delay = 0.05
+            links = self._links
+            assert links is not None
+            while self._ready or links.route_changes:
+                batch, self._ready = self._ready, []
+                routes, links.route_changes = links.route_changes, []
+                while not self._stopping:
+                    try:
+                        await self._xadd(batch, routes)
+                        break
+                    except RedisError as exc:
+                        self._health.unavailable(exc)
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, MAX_RETRY)
+                else:
+                    return
+                self._health.available()
+                self._written(batch)
+        finally:
+            self._sending = None
+
+    def _written(self, batch: list[Outgoing]) -> None:
+        links = self._links
+        assert links is not None
+        storage = self._storage
+        for entry in batch:
+            if entry.stored and storage is not None:
+                storage.outbox_sent(self.name, entry.epoch, entry.seq)
+            peer = self.peers.get(entry.receiver)
+            if peer is None or not entry.size:
+                continue
+            peer.queued -= entry.size
+            self._drained(peer)
+            if not peer.alive and not peer.queued:
+                links.release_barriers(peer.index)
+
+    async def _xadd(self, entries: list[Outgoing], routes: list[tuple[str, bool]]) -> None:
+        index = self._lease.index
+        filters = keys.filters_key(self.name)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for topic_filter, added in routes:
+                if added:
+                    pipe.sadd(filters, topic_filter)
+                else:
+                    pipe.srem(filters, topic_filter)
+            for entry in entries:
+                pipe.xadd(keys.stream_key(entry.receiver), {
+                    "f": self.name, "e": entry.epoch, "i": index, "s": entry.seq,
+                    "r": entry.records})
+            await pipe.execute()
+
+    def _drained(self, peer: Peer) -> None:
+        links = self._links
+        assert links is not None
+        link = links.links.get(peer.index)
+        if link is not None and link.write_paused and peer.queued <= HIGH_WATER // 4:
+            links.resume_writing(peer.index)
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    def reading_paused(self, peer: Peer, paused: bool) -> None:
+        if paused:
+            self._paused_by.add(peer.name)
+            self._resumed.clear()
+        else:
+            self._paused_by.discard(peer.name)
+            if not self._paused_by:
+                self._resumed.set()
+
+    async def _read(self) -> None:
+        stream = keys.stream_key(self.name)
+        await self._health.retrying(self._create_group)
+        position = "0"  # first what was read before a restart and never acknowledged
+        while not self._stopping:
+            await self._resumed.wait()
+            try:
+                reply: ReadReply = await self.redis.xreadgroup(  # type: ignore[assignment]
+                    keys.GROUP, self.name, {stream: position}, count=READ_COUNT,
+                    block=None if position == "0" else READ_BLOCK_MS)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.error("cluster: the stream of %s lost its consumer group (Redis lost its "
+                          "data?); creating it again", self.name)
+                await self._health.retrying(self._create_group)
+                continue
+            except RedisError as exc:
+                self._health.unavailable(exc)
+                await asyncio.sleep(MAX_RETRY)
+                continue
+            self._health.available()
+            entries = reply[0][1] if reply else []
+            if position != ">" and not entries:
+                position = ">"  # every entry read before a restart is applied: new ones now
+                continue
+            if entries:
+                self._apply(entries)
+                if position != ">":
+                    position = entries[-1][0].decode()
+
+    async def _create_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(keys.stream_key(self.name), keys.GROUP, id="0",
+                                           mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _apply(self, entries: list[Entry]) -> None:
+        links = self._links
+        broker = self._broker
+        assert links is not None and broker is not None
+        now = self.loop.time()
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            name = fields[b"f"].decode()
+            epoch = int(fields[b"e"])
+            peer = self.peers.get(name)
+            if peer is None:
+                peer = self._attach(name, int(fields[b"i"]), epoch)
+            elif epoch > peer.epoch:
+                self._refresh(peer, epoch)
+            # An older epoch's entries still count: they were written before the member
+            # joined again (Redis lost its lease, or it restarted), and what they carry may
+            # have been acknowledged already.
+            seq = int(fields[b"s"])
+            if seq <= self._applied.get((name, epoch), 0):
+                continue  # sent again, or applied and committed before a restart
+            self._applied[name, epoch] = seq
+            storage = self._storage
+            if storage is None:
+                links.data_received(peer.index, fields[b"r"], now)
+            else:
+                changes = storage.changes
+                links.data_received(peer.index, fields[b"r"], now)
+                if storage.changes != changes:  # durable effects: committed with its cursor
+                    storage.cursor_saved(self.name, name, epoch, seq)
+            links.settle(peer.index)
+        broker.gate.when_durable(self._acknowledge, ids)
+
+    def _acknowledge(self, ids: list[bytes]) -> None:
+        """What the entries changed is committed: they need not be read again."""
+        self._background(self._xack(ids))
+
+    async def _xack(self, ids: list[bytes]) -> None:
+        stream = keys.stream_key(self.name)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(stream, keys.GROUP, *ids)
+                pipe.xdel(stream, *ids)
+                await pipe.execute()
+        except RedisError as exc:
+            # They are read again (and their records dropped by sequence) after a restart.
+            self._health.unavailable(exc)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(work)
+        self._tasks.append(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        if task in self._tasks:
+            self._tasks.remove(task)
+        if not task.cancelled() and task.exception() is not None and not self._stopping:
+            log.error("cluster: %s failed: %r", task.get_coro(), task.exception())

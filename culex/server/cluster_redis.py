@@ -1,0 +1,84 @@
+"""A cluster node's connection to Redis, and how it lives with Redis being unavailable.
+
+`connect` makes the client: a Redis Cluster client when several seeds are configured, or when
+the one URL's server says it is part of a Redis Cluster; a plain client otherwise.
+`RedisHealth` is what every Redis call of a node goes through when it fails: the first failure
+is logged once ("unavailable"), attempts are retried with a growing delay (at most
+`MAX_RETRY`), and the first success after failures is logged again ("answers again").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode as RedisClusterNode
+from redis.exceptions import RedisError
+
+from ..cluster.settings import ClusterConfig
+
+log = logging.getLogger("culex")
+
+# The longest wait between two attempts while Redis does not answer.
+MAX_RETRY = 1.0
+
+T = TypeVar("T")
+
+Redis = aioredis.Redis | aioredis.RedisCluster
+class ClusterError(Exception):
+    """The node cannot join its cluster (Redis unreachable, no member number left)."""
+
+
+async def connect(settings: ClusterConfig) -> Redis:
+    """A client for the configured Redis: a Redis Cluster when several seeds are given or
+    when the one URL's server says it is part of one."""
+    options: dict[str, Any] = {"socket_connect_timeout": settings.lease,
+                               "socket_timeout": max(5.0, settings.lease)}
+    if settings.is_redis_cluster:
+        nodes = [RedisClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379)
+                 for url in settings.redis]
+        client: Redis = aioredis.RedisCluster(startup_nodes=nodes, **options)
+        await client.initialize()
+        return client
+    single = aioredis.Redis.from_url(settings.redis[0], **options)
+    info = await single.info("cluster")
+    if not info.get("cluster_enabled"):
+        return single
+    await single.aclose()
+    client = aioredis.RedisCluster.from_url(settings.redis[0], **options)
+    await client.initialize()
+    return client
+
+
+class RedisHealth:
+    def __init__(self) -> None:
+        self.down = False
+        # Shutting down: failures are expected and not logged; retries end.
+        self.stopping = False
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """`attempt()` until it succeeds (or the node stops: CancelledError)."""
+        delay = 0.05
+        while not self.stopping:
+            try:
+                return await attempt()
+            except RedisError as exc:
+                self.unavailable(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY)
+        raise asyncio.CancelledError
+
+    def unavailable(self, exc: Exception) -> None:
+        if not self.down and not self.stopping:
+            self.down = True
+            log.error("cluster: Redis unavailable (%s); messages to and from other nodes wait, "
+                      "and so do the acknowledgements that depend on them; retrying", exc)
+
+    def available(self) -> None:
+        if self.down:
+            self.down = False
+            log.warning("cluster: Redis answers again; sending what waited")

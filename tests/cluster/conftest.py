@@ -1,0 +1,86 @@
+"""Fixtures of the cluster tests: real Redis servers (one instance, or a Redis Cluster of three
+masters) and Culex nodes clustered on them, each node a `culex serve` subprocess.
+
+Every node started must stop cleanly (exit 0 on SIGTERM) without a traceback in its log,
+unless the test killed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.redis_servers import RedisCluster, RedisServer, quiet_port
+from tests.conftest import BrokerProcess
+
+NODE_NAMES = ("node-a", "node-b", "node-c")
+# Short, so the tests that kill or pause a node see it presumed dead quickly.
+TEST_LEASE = 2
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One Redis Cluster per module (creating one takes a second or two), emptied before each
+    test that uses it through `redis_cluster_urls`."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_urls(redis_cluster: RedisCluster) -> list[str]:
+    redis_cluster.flush()
+    return redis_cluster.urls
+
+
+NodeFactory = Callable[..., list[BrokerProcess]]
+
+
+@pytest.fixture
+def cluster_nodes(tmp_path: Path) -> Iterator[NodeFactory]:
+    """`cluster_nodes(urls, names=NODE_NAMES, workers=1, **settings)`: Culex nodes (node-a,
+    node-b, node-c by default) on the Redis at `urls`, each with its own directory, port and
+    log, started in order."""
+    started: list[BrokerProcess] = []
+
+    def start(urls: list[str], names: Sequence[str] = NODE_NAMES, workers: int = 1,
+              lease: float = TEST_LEASE, **settings: Any) -> list[BrokerProcess]:
+        nodes = []
+        for name in names:
+            work = tmp_path / name
+            work.mkdir(exist_ok=True)
+            node_settings = {"sys_interval": 1, **settings,
+                             "cluster": {"redis": urls, "node": name, "lease": lease}}
+            node = BrokerProcess(work, node_settings, workers)
+            node.port = quiet_port()
+            node.start()
+            started.append(node)
+            nodes.append(node)
+        return nodes
+
+    yield start
+    problems = []
+    for node in started:  # every node is stopped, whatever the first one did
+        if node.killed:
+            continue
+        try:
+            code = node.stop()
+        except AssertionError as exc:
+            problems.append(str(exc))
+            continue
+        text = node.log_text()
+        if "Traceback" in text:
+            problems.append(f"node logged a traceback:\n{text}")
+        elif code != 0:
+            problems.append(f"node exit code {code}:\n{text}")
+    assert not problems, "\n".join(problems)

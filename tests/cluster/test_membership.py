@@ -1,0 +1,78 @@
+"""Membership: nodes on a real Redis Cluster of three masters; a node that joins late learns
+the others' subscriptions and retained messages before it serves; a node that stops or dies
+stops being routed to (its lease runs out), and one that comes back is routed to again."""
+
+from __future__ import annotations
+
+from tests.cluster.conftest import NodeFactory
+from tests.integration.clients import Clients
+
+
+def test_three_nodes_on_a_redis_cluster(redis_cluster_urls: list[str],
+                                        cluster_nodes: NodeFactory) -> None:
+    nodes = cluster_nodes(redis_cluster_urls)
+    with Clients(nodes[0]) as first, Clients(nodes[1]) as second, Clients(nodes[2]) as third:
+        subscribers = [clients.paho(f"rc-sub-{index}")
+                       for index, clients in enumerate((first, second, third))]
+        for subscriber in subscribers:
+            subscriber.subscribe("rc/#", 2)
+        third.paho("rc-pub").publish("rc/x", b"across shards", 2)
+        first.paho("rc-retain").publish("rc/kept", b"kept", 1, retain=True)
+        for subscriber in subscribers:
+            got = subscriber.drain(2)
+            assert sorted((m.topic, m.payload) for m in got) == [("rc/kept", b"kept"),
+                                                                 ("rc/x", b"across shards")]
+
+
+def test_a_late_node_knows_the_others_before_it_serves(redis_cluster_urls: list[str],
+                                                       cluster_nodes: NodeFactory) -> None:
+    nodes = cluster_nodes(redis_cluster_urls, names=("node-a", "node-b"))
+    with Clients(nodes[0]) as clients:
+        clients.paho("early-retainer").publish("late/kept", b"old news", 1, retain=True)
+        subscriber = clients.paho("early-sub")
+        subscriber.subscribe("late/#", 1)
+        assert [m.payload for m in subscriber.drain(1)] == [b"old news"]
+        (third,) = cluster_nodes(redis_cluster_urls, names=("node-c",))
+        with Clients(third) as late:
+            # Its very first client: the other nodes' filters and retained store are there.
+            late_sub = late.paho("late-sub")
+            late_sub.subscribe("late/#", 1)
+            assert [(m.payload, m.retain) for m in late_sub.drain(1)] == [(b"old news", True)]
+            late.paho("late-pub").publish("late/news", b"fresh", 1)
+            assert [m.payload for m in subscriber.drain(1)] == [b"fresh"]
+    assert "cluster: node-c serves with 2 other member(s): node-a, node-b" in third.log_text()
+
+
+def test_a_dead_nodes_persistent_sessions_miss_nothing(redis_cluster_urls: list[str],
+                                                        cluster_nodes: NodeFactory) -> None:
+    """kill -9 of node-b, which holds a persistent session: QoS 1 and 2 messages published on
+    node-a while it is down are acknowledged once node-b's lease has run out (they are in its
+    stream by then), a node started meanwhile routes to node-b too (its filters are in Redis),
+    and when node-b comes back its session gets every one of them, QoS 2 once."""
+    first, second = cluster_nodes(redis_cluster_urls, names=("node-a", "node-b"))
+    with Clients(first) as a:
+        with Clients(second) as b:
+            durable = b.paho("durable-on-b", clean_session=False)
+            durable.subscribe("life/#", 2)
+            durable.disconnect()
+        publisher = a.paho("on-a")
+        publisher.publish("life/0", b"before", 1)
+        second.kill()
+        for number in range(1, 4):
+            publisher.publish(f"life/{number}", f"during {number}".encode(), number % 2 + 1,
+                              timeout=2 * 2 + 3)  # node-b's lease runs out first
+        first.wait_for_log("cluster: node-b is down")
+        (third,) = cluster_nodes(redis_cluster_urls, names=("node-c",))
+        assert "node-b is down" in third.wait_for_log("cluster: node-c serves")
+        with Clients(third) as c:
+            c.paho("on-c").publish("life/4", b"from a newcomer", 2)
+        second.start()
+        with Clients(second) as b:
+            back = b.paho("durable-on-b", clean_session=False)
+            assert back.connect_result is not None and back.connect_result.session_present
+            got = back.drain(5)
+            assert sorted((m.topic, m.payload) for m in got) == [
+                ("life/0", b"before"), ("life/1", b"during 1"), ("life/2", b"during 2"),
+                ("life/3", b"during 3"), ("life/4", b"from a newcomer")]
+            back.disconnect()
+    first.wait_for_log("cluster: linked to node-b again (member 1, epoch 2)")  # a new epoch

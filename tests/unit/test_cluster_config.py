@@ -1,0 +1,47 @@
+"""`[cluster]` in culex.toml: the contract keys (redis, node, lease), and every bad value
+refused with the file and key named."""
+
+from __future__ import annotations
+
+import pytest
+
+from culex.cluster.settings import ClusterConfig
+from culex.config import Config, ConfigError, parse_config
+
+
+def test_without_cluster_table_a_node_is_on_its_own() -> None:
+    assert parse_config({}, "x.toml").cluster is None
+    assert Config().cluster is None
+
+
+def test_cluster_table() -> None:
+    config = parse_config({"cluster": {"redis": ["redis://127.0.0.1:6379"], "node": "node-a"}},
+                          "x.toml")
+    assert config.cluster == ClusterConfig(("redis://127.0.0.1:6379",), "node-a", 5.0)
+    assert not config.cluster.is_redis_cluster
+    seeds = parse_config({"cluster": {"redis": ["redis://10.0.0.1:7000", "rediss://r2:7001",
+                                                "unix:///run/redis.sock"],
+                                      "node": "n_1.eu-west", "lease": 2}}, "x.toml").cluster
+    assert seeds is not None and seeds.is_redis_cluster and seeds.lease == 2.0
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"node": "a"}, "x.toml: cluster.redis: at least one"),
+    ({"redis": [], "node": "a"}, "x.toml: cluster.redis: at least one"),
+    ({"redis": "redis://h:1", "node": "a"}, "cluster.redis: expected an array of strings"),
+    ({"redis": ["http://h:1"], "node": "a"}, "'http://h:1': the scheme must be one of"),
+    ({"redis": ["redis://:6379"], "node": "a"}, "'redis://:6379': no host"),
+    ({"redis": ["redis://h:99999"], "node": "a"}, "'redis://h:99999': Port out of range"),
+    ({"redis": ["unix://relative"], "node": "a"}, "needs an absolute path"),
+    ({"redis": ["redis://h:1", "redis://h:1"], "node": "a"}, "a URL is listed twice"),
+    ({"redis": ["redis://h:1"]}, "x.toml: cluster.node: '' must be"),
+    ({"redis": ["redis://h:1"], "node": "a b"}, "cluster.node: 'a b' must be"),
+    ({"redis": ["redis://h:1"], "node": "x" * 64}, "must be 1-63 letters"),
+    ({"redis": ["redis://h:1"], "node": "a", "lease": 0.5}, "cluster.lease: 0.5 s must be"),
+    ({"redis": ["redis://h:1"], "node": "a", "lease": "5"}, "cluster.lease: expected float"),
+    ({"redis": ["redis://h:1"], "node": "a", "nodes": 3}, "cluster.nodes: unknown key"),
+])
+def test_bad_cluster_values_are_refused(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")
+                       .replace("*", r"\*").replace("[", r"\[")):
+        parse_config({"cluster": table}, "x.toml")
