@@ -51,6 +51,9 @@ SCENARIOS = [
              ("spread", "--publishers", "100", "--subscribers", "10", "--rate", "20000"),
              figure="p99"),
     Scenario("pubsub-qos2", "1 -> 1, QoS 2, 100 B", ("pubsub", "--qos", "2")),
+    # Ordinary rates, where every message arrives in its own read and leaves in its own write.
+    Scenario("latency-1k", "10 -> 10 at a fixed 1,000 msg/s (P99 latency)",
+             ("pairs", "--publishers", "10", "--rate", "1000"), figure="p99"),
     Scenario("latency", "10 -> 10 at a fixed 10,000 msg/s (P99 latency)",
              ("pairs", "--publishers", "10", "--rate", "10000"), figure="p99"),
     Scenario("conns", "10,000 idle connections", ("conns", "--clients", "10000"),
