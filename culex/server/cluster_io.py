@@ -26,9 +26,10 @@ The sans-I/O side is `core/node_links.py` (the links, their records, routes and 
 - Receiving: this node's stream is read through a consumer group; each entry's records are
   applied in order (`WorkerLinks.data_received`), how far each sender's entries are applied is
   committed with what they changed, and an entry is acknowledged (XACK, then XDEL: the stream
-  keeps only what is not yet applied) after that commit. After a restart the entries read but
-  never acknowledged are read again first. A full local subscriber stops the reading (the
-  link's `pause_reading`), as for a worker link.
+  keeps only what is not yet applied) after that commit. After a restart, and after a read or
+  an XACK failed, the entries read but never acknowledged are read again first (a lost reply
+  leaves entries pending that were never applied; see server/stream_reading.py). A full local
+  subscriber stops the reading (the link's `pause_reading`), as for a worker link.
 - Redis unavailable: logged once, retried with a growing delay (at most `MAX_RETRY`), logged
   again when it answers. Nothing that waits for a barrier is released meanwhile, so QoS 1/2
   publishers whose messages crossed nodes get no acknowledgement until it is true.
@@ -54,6 +55,7 @@ from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import FORWARD, FORWARD_V5, HandOver, record, split_records
 from ..storage.stream_cursors import ClusterSqliteStorage
 from .cluster_redis import MAX_RETRY, ClusterError, Redis, RedisHealth, connect
+from .stream_reading import Entry, StreamReader
 
 log = logging.getLogger("culex")
 
@@ -62,15 +64,8 @@ log = logging.getLogger("culex")
 HIGH_WATER = 256 * 1024
 # Heartbeats per lease: a lease survives two lost heartbeats.
 HEARTBEAT_FRACTION = 1 / 3
-# Entries read per XREADGROUP, and how long one waits for new entries.
-READ_COUNT = 512
-READ_BLOCK_MS = 1000
 # How long leaving may take at shutdown (sending what is queued, giving the lease up).
 LEAVE_SECONDS = 2.0
-
-# What XREADGROUP answers: [[stream, [(entry id, {field: value})]]] (or nothing).
-Entry = tuple[bytes, dict[bytes, bytes]]
-ReadReply = list[tuple[bytes, list[Entry]]] | None
 
 
 @dataclass
@@ -163,6 +158,7 @@ class ClusterNode:
         self._paused_by: set[str] = set()
         self._resumed = asyncio.Event()
         self._resumed.set()
+        self._reader: StreamReader | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._health = RedisHealth()
         self._stopping = False
@@ -207,6 +203,7 @@ class ClusterNode:
         self._broker = broker
         self._links = links
         self._storage = storage
+        self._reader = StreamReader(self.redis, keys.stream_key(self.name), self.name)
         if storage is not None:
             self._applied = storage.cursors(self.name)
             # Committed before a crash and never written: first, under their own numbers.
@@ -496,15 +493,13 @@ class ClusterNode:
                 self._resumed.set()
 
     async def _read(self) -> None:
-        stream = keys.stream_key(self.name)
+        reader = self._reader
+        assert reader is not None
         await self._health.retrying(self._create_group)
-        position = "0"  # first what was read before a restart and never acknowledged
         while not self._stopping:
             await self._resumed.wait()
             try:
-                reply: ReadReply = await self.redis.xreadgroup(  # type: ignore[assignment]
-                    keys.GROUP, self.name, {stream: position}, count=READ_COUNT,
-                    block=None if position == "0" else READ_BLOCK_MS)
+                entries = await reader.read()
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
@@ -517,14 +512,8 @@ class ClusterNode:
                 await asyncio.sleep(MAX_RETRY)
                 continue
             self._health.available()
-            entries = reply[0][1] if reply else []
-            if position != ">" and not entries:
-                position = ">"  # every entry read before a restart is applied: new ones now
-                continue
             if entries:
                 self._apply(entries)
-                if position != ">":
-                    position = entries[-1][0].decode()
 
     async def _create_group(self) -> None:
         try:
@@ -579,8 +568,10 @@ class ClusterNode:
                 pipe.xdel(stream, *ids)
                 await pipe.execute()
         except RedisError as exc:
-            # They are read again (and their records dropped by sequence) after a restart.
+            # They are read again, their records dropped by sequence, and acknowledged again.
             self._health.unavailable(exc)
+            if self._reader is not None:
+                self._reader.read_pending_again()
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(work)

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode as RedisClusterNode
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from ..cluster.settings import ClusterConfig
@@ -36,8 +38,12 @@ class ClusterError(Exception):
 async def connect(settings: ClusterConfig) -> Redis:
     """A client for the configured Redis: a Redis Cluster when several seeds are given or
     when the one URL's server says it is part of one."""
+    # No retries inside redis-py: a command it sends again after a connection error may have
+    # run already, and a read that ran twice hides the entries it handed out the first time
+    # (see stream_reading.py). Every failure reaches the node, which retries, and logs, itself.
     options: dict[str, Any] = {"socket_connect_timeout": settings.lease,
-                               "socket_timeout": max(5.0, settings.lease)}
+                               "socket_timeout": max(5.0, settings.lease),
+                               "retry": Retry(NoBackoff(), 0)}
     if settings.is_redis_cluster:
         nodes = [RedisClusterNode(urlsplit(url).hostname or "", urlsplit(url).port or 6379)
                  for url in settings.redis]
