@@ -8,6 +8,7 @@ the latest `listener` line, or, before the first one in a file, to the "default 
 out: with no `listener`, `port` or `bind_address` it listens on localhost only and lets anonymous
 clients in; otherwise `allow_anonymous` defaults to false; a listener without an address listens
 on every interface, IPv4 and IPv6; persistence is off unless `persistence true`.
+A `connection` line starts a bridge section, whose keys follow it in the same file (`bridges`).
 
 What cannot be honoured is never dropped in silence: an unknown key or a bad value is an error
 (as in Mosquitto), a key Culex cannot honour is a refusal, and a key that only tunes Mosquitto's
