@@ -16,6 +16,7 @@ bridge's password from a file. `culex serve` passes it to the bridge in memory
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 from ..bridge.settings import DIRECTIONS, NAME, BridgeSettings, BridgeTopic, join_address
@@ -100,18 +101,21 @@ def _host_port(where: Where, token: str) -> str:
     return join_address(host, int(port))
 
 
+def _before_comment(tokens: list[str]) -> list[str]:
+    """The words before a `# comment`, which Mosquitto allows after a list of words."""
+    return list(itertools.takewhile(lambda token: not token.startswith("#"), tokens))
+
+
 def _address(state: State, where: Where, value: str, current: ListenerDraft) -> None:
     if "address" in _bridge(state).settings:
         first = _bridge(state).settings["address"][1]
         raise MosquittoConfError(f"{where}: one address line per bridge (first at "
                                  f"{first.file}:{first.line}), as Mosquitto requires; list "
                                  "several addresses on it, separated by spaces")
-    tokens = words(value)
-    ends = next((index for index, token in enumerate(tokens) if token.startswith("#")),
-                len(tokens))
-    if ends == 0:
+    tokens = _before_comment(words(value))
+    if not tokens:
         raise MosquittoConfError(f"{where}: empty value")
-    _set(state, where, "address", [_host_port(where, token) for token in tokens[:ends]])
+    _set(state, where, "address", [_host_port(where, token) for token in tokens])
 
 
 def _prefix(token: str) -> str:
@@ -120,13 +124,11 @@ def _prefix(token: str) -> str:
 
 def _topic(state: State, where: Where, value: str, current: ListenerDraft) -> None:
     """`topic PATTERN [[[out | in | both] QOS] LOCAL_PREFIX REMOTE_PREFIX]`; `""` is empty."""
-    pattern, *rest = words(value)
-    ends = next((index for index, token in enumerate(rest) if token.startswith("#")),
-                len(rest))
-    if ends > 4:
+    pattern, *words_after = words(value)
+    rest = _before_comment(words_after)
+    if len(rest) > 4:
         raise MosquittoConfError(f"{where}: unexpected text after the remote prefix: "
-                                 f"{' '.join(rest[4:ends])!r}")
-    rest = rest[:ends]
+                                 f"{' '.join(rest[4:])!r}")
     direction = rest[0].lower() if rest else "out"
     if direction not in DIRECTIONS:
         raise MosquittoConfError(f"{where}: {rest[0]!r} is not a direction (out, in or both)")
@@ -182,7 +184,12 @@ def _try_private(state: State, where: Where, value: str, current: ListenerDraft)
 
 def _restart_timeout(state: State, where: Where, value: str, current: ListenerDraft) -> None:
     """`restart_timeout BASE [CAP]`: a backoff from BASE to CAP seconds, or one fixed delay."""
-    tokens = [token for token in words(value) if not token.startswith("#")][:2]
+    tokens = _before_comment(words(value))
+    if len(tokens) > 2:
+        raise MosquittoConfError(f"{where}: unexpected text after the cap: "
+                                 f"{' '.join(tokens[2:])!r}")
+    if not tokens:
+        raise MosquittoConfError(f"{where}: empty value")
     base = max(integer(where, tokens[0]), 1)
     cap = integer(where, tokens[1]) if len(tokens) > 1 else base
     if cap < base:

@@ -158,7 +158,7 @@ def test_keepalive_below_five_is_five_as_in_mosquitto(tmp_path: Path) -> None:
 
 
 def test_restart_timeout_with_one_value_is_a_fixed_delay(tmp_path: Path) -> None:
-    conf = read(tmp_path, "connection edge\naddress h\nrestart_timeout 7\ntopic t\n")
+    conf = read(tmp_path, "connection edge\naddress h\nrestart_timeout 7 # wait 9 s\ntopic t\n")
     table = conf.data["bridges"][0]
     assert (table["reconnect_delay"], table["reconnect_delay_max"]) == (7.0, 7.0)
 
@@ -211,6 +211,10 @@ def test_a_bridge_key_in_an_included_file_needs_its_own_connection(tmp_path: Pat
      "keepalive_interval: 70000 is more than 65535"),
     ("connection e\naddress h\nrestart_timeout 10 5\ntopic t\n", ":5: restart_timeout: the "
      "cap 5 is lower than the base 10"),
+    ("connection e\naddress h\nrestart_timeout 1 2 3\ntopic t\n", ":5: restart_timeout: "
+     "unexpected text after the cap: '3'"),
+    ("connection e\naddress h\nrestart_timeout # none\ntopic t\n", ":5: restart_timeout: "
+     "empty value"),
     ("connection e\naddress h\nstart_type manual\ntopic t\n", ":5: start_type: manual is not "
      "a start type"),
     ("connection e\naddress h\nbridge_protocol_version mqttv4\ntopic t\n", ":5: "
