@@ -276,13 +276,7 @@ def _table(state: State, conf: MosquittoConf, index: int, bridge: BridgeDraft) -
                                      f"`{needed}` line (Mosquitto refuses it too)")
     _check_tls(state, bridge)
     _check_password(bridge)
-    if bridge.notifications is None or bridge.notifications[0]:
-        where, value = bridge.notifications[1] if bridge.notifications else bridge.where, \
-            "true" if bridge.notifications else bridge.name
-        state.warn(where, value, f"notifications {bridge.name}", "Culex's bridges publish no "
-                   "$SYS/broker/connection/<client id>/state notifications, which Mosquitto's "
-                   "send unless `notifications false`; this bridge's state is in "
-                   f"$SYS/broker/bridges/{bridge.name}/")
+    _warn_notifications(state, bridge)
     if bridge.password is not None:
         conf.passwords[bridge.name] = bridge.password
     table: dict[str, Any] = {"name": bridge.name}
@@ -321,6 +315,21 @@ def _check_tls(state: State, bridge: BridgeDraft) -> None:
                          "bridge_cafile: Mosquitto then connects without TLS, Culex would use "
                          "TLS; add bridge_cafile, or remove the key")
             return
+
+
+def _warn_notifications(state: State, bridge: BridgeDraft) -> None:
+    """Notifications are on unless `notifications false`: warn on that line, or on the
+    `connection` line when the section leaves them at Mosquitto's default."""
+    if bridge.notifications is None:
+        where, value = bridge.where, bridge.name
+    elif bridge.notifications[0]:
+        where, value = bridge.notifications[1], "true"
+    else:
+        return
+    state.warn(where, value, f"notifications {bridge.name}", "Culex's bridges publish no "
+               "$SYS/broker/connection/<client id>/state notifications, which Mosquitto's "
+               "send unless `notifications false`; this bridge's state is in "
+               f"$SYS/broker/bridges/{bridge.name}/")
 
 
 def _check_password(bridge: BridgeDraft) -> None:
