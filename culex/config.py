@@ -20,6 +20,7 @@ from .cluster.settings import ClusterConfig
 from .core.limits import Limits
 from .core.options import Mqtt5Options
 from .core.retained import MAX_WORKERS
+from .mosquitto.bridges import with_passwords
 from .mosquitto.conf import read_mosquitto_conf
 from .mosquitto.model import MosquittoConfError
 
@@ -455,4 +456,5 @@ def load_mosquitto_config(path: Path) -> Config:
     for data, source in conf.checks():
         parse_config(data, source)
     config = parse_config(conf.data, str(path))
-    return dataclasses.replace(config, warnings=tuple(str(note) for note in conf.warnings))
+    return dataclasses.replace(config, warnings=tuple(str(note) for note in conf.warnings),
+                               bridges=with_passwords(config.bridges, conf.passwords))

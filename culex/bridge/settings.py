@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,9 @@ class BridgeSettings:
     username: str = ""
     # A file holding the password (its first line), kept out of culex.toml.
     password_file: str = ""
+    # A password a mosquitto.conf gives inline (`remote_password`), held in memory only: no
+    # culex.toml key sets it.
+    inline_password: str = field(default="", repr=False)
     # TLS to the remote: on with `tls = true` (the system's CA certificates) or with `cafile`
     # (that CA bundle); `certfile`/`keyfile` add a client certificate.
     tls: bool = False
@@ -167,7 +170,10 @@ class BridgeSettings:
         return [split_address(address, default) for address in self.address]
 
     def password(self) -> bytes | None:
-        """The password file's first line, or None; raises OSError if it cannot be read."""
+        """The password file's first line (or the inline password), or None; raises OSError
+        if the file cannot be read."""
+        if self.inline_password:
+            return self.inline_password.encode()
         if not self.password_file:
             return None
         text = Path(self.password_file).read_bytes()

@@ -8,6 +8,7 @@ the latest `listener` line, or, before the first one in a file, to the "default 
 out: with no `listener`, `port` or `bind_address` it listens on localhost only and lets anonymous
 clients in; otherwise `allow_anonymous` defaults to false; a listener without an address listens
 on every interface, IPv4 and IPv6; persistence is off unless `persistence true`.
+A `connection` line starts a bridge section, whose keys follow it in the same file (`bridges`).
 
 What cannot be honoured is never dropped in silence: an unknown key or a bad value is an error
 (as in Mosquitto), a key Culex cannot honour is a refusal, and a key that only tunes Mosquitto's
@@ -22,8 +23,9 @@ import ipaddress
 from pathlib import Path
 from typing import Any
 
+from .bridges import BRIDGE_HANDLERS, build_bridges
 from .handlers import HANDLERS
-from .keys import BRIDGES_NOT_SUPPORTED, Fate, entry_name, lookup
+from .keys import Fate, entry_name, lookup
 from .model import (
     ListenerDraft,
     MosquittoConf,
@@ -69,7 +71,9 @@ class Reader(State):
         if self.main is None:
             self.main = path
         self.files.append(str(path))
-        current = self.default  # per file, as in Mosquitto: an included file starts afresh
+        # Per file, as in Mosquitto: an included file starts with the default listener and no
+        # bridge, and the file that includes it goes on with its own afterwards.
+        current, outer_bridge, self.bridge = self.default, self.bridge, None
         for number, raw in enumerate(text.split("\n"), start=1):
             line = raw.rstrip("\r")
             stripped = line.lstrip(" ")
@@ -78,15 +82,17 @@ class Reader(State):
             key, _, rest = stripped.partition(" ")
             where = Where(str(path), number, key)
             current = self.line(where, rest, current, level)
+        self.bridge = outer_bridge
 
     def line(self, where: Where, rest: str, current: ListenerDraft, level: int) -> ListenerDraft:
         entry = lookup(where.key)
         if entry is None:
             raise MosquittoConfError(f"{where}: unknown key (Mosquitto does not know it either)")
         value = rest.strip(" \t")
-        if entry.fate is Fate.BRIDGE:
-            self.refuse(where, value, BRIDGES_NOT_SUPPORTED)
-        elif entry.fate is Fate.REFUSED:
+        if entry.bridge and self.bridge is None and where.key != "connection":
+            raise MosquittoConfError(f"{where}: a bridge key needs a `connection` line before "
+                                     "it in the same file, as in Mosquitto")
+        if entry.fate is Fate.REFUSED:
             self.refuse(where, value, f"not supported: {entry.culex}")
         elif entry.fate is Fate.WARNED:
             self.warn(where, value, where.key, entry.culex)
@@ -95,7 +101,7 @@ class Reader(State):
         elif where.key == "listener":
             return self.listener(where, value)
         else:
-            handler = HANDLERS[entry_name(where.key)]
+            handler = (BRIDGE_HANDLERS if entry.bridge else HANDLERS)[entry_name(where.key)]
             if not value:
                 raise MosquittoConfError(f"{where}: empty value")
             handler(self, where, value, current)
@@ -146,6 +152,7 @@ class Reader(State):
         self._build_listeners(conf, drafts)
         self._build_auth(conf, drafts)
         self._build_limits(conf, drafts)
+        build_bridges(self, conf)
         self._build_storage(conf)
         self._build_logging(conf)
         for path, (value, where) in self.globals.items():

@@ -99,13 +99,19 @@ def _listener_limit(name: str, low: int, high: int) -> Handler:
     return handle
 
 
-def _tls_version(state: State, where: Where, value: str, current: ListenerDraft) -> None:
+def tls_version(state: State, where: Where, value: str) -> str | None:
+    """Mosquitto's TLS version name as Culex's ("1.2", "1.3"); None, refused, for tlsv1.1."""
     word = choice(where, value, ("tlsv1.1", "tlsv1.2", "tlsv1.3"))
     if word not in TLS_VERSIONS:
         state.refuse(where, word, "not supported: Culex needs TLS 1.2 or later")
-        return
-    _on_listener(state, where, current, TLS_VERSIONS[word], part="settings",
-                 name="min_tls_version")
+        return None
+    return TLS_VERSIONS[word]
+
+
+def _tls_version(state: State, where: Where, value: str, current: ListenerDraft) -> None:
+    version = tls_version(state, where, value)
+    if version is not None:
+        _on_listener(state, where, current, version, part="settings", name="min_tls_version")
 
 
 def _tls_keyform(state: State, where: Where, value: str, current: ListenerDraft) -> None:
@@ -165,7 +171,7 @@ def _per_listener_settings(state: State, where: Where, value: str,
     state.per_listener = (enabled, where)
 
 
-def _only(expected: bool, why: str) -> Handler:
+def only(expected: bool, why: str) -> Handler:
     """A boolean Culex honours with one value only (its own behaviour)."""
     def handle(state: State, where: Where, value: str, current: ListenerDraft) -> None:
         if boolean(where, value) != expected:
@@ -247,15 +253,15 @@ HANDLERS: dict[str, Handler] = {
     "plugin_opt_*": _plugin_option,
     "auth_opt_*": _plugin_option,
     "per_listener_settings": _per_listener_settings,
-    "allow_zero_length_clientid": _only(True, "Culex assigns an id to a client that sends "
-                                        "an empty one with a clean session, as MQTT allows"),
-    "check_retain_source": _only(False, "Culex checks the subscriber's read access to a "
-                                 "retained message, not its publisher's current write access"),
-    "retain_available": _only(True, "Culex always supports retained messages"),
-    "queue_qos0_messages": _only(False, "Culex does not queue QoS 0 messages for offline "
-                                 "clients (MQTT 3.1.1 says not to)"),
-    "upgrade_outgoing_qos": _only(False, "Culex never upgrades a message's QoS (MQTT says "
-                                  "not to)"),
+    "allow_zero_length_clientid": only(True, "Culex assigns an id to a client that sends "
+                                       "an empty one with a clean session, as MQTT allows"),
+    "check_retain_source": only(False, "Culex checks the subscriber's read access to a "
+                                "retained message, not its publisher's current write access"),
+    "retain_available": only(True, "Culex always supports retained messages"),
+    "queue_qos0_messages": only(False, "Culex does not queue QoS 0 messages for offline "
+                                "clients (MQTT 3.1.1 says not to)"),
+    "upgrade_outgoing_qos": only(False, "Culex never upgrades a message's QoS (MQTT says "
+                                 "not to)"),
     "max_inflight_messages": _global_int("limits.max_inflight_messages", 0, 65535, 65535),
     "max_inflight_bytes": _max_inflight_bytes,
     "max_queued_messages": _max_queued_messages,

@@ -1,13 +1,15 @@
 """Every `mosquitto.conf` key Culex knows, and what becomes of it.
 
-Four fates, and nothing is ignored in silence:
+Three fates, and nothing is ignored in silence:
 
 - MAPPED: the value becomes a `culex.toml` value (`culex` says which). Some are mapped only for
   the values Culex can honour; the text says which, and any other value is refused.
 - WARNED: the key only tunes Mosquitto's own machinery (its autosave timer, libwebsockets, its
   log timestamps, ...); it is accepted and logged once at start-up, with the reason.
 - REFUSED: Culex cannot do what the key asks; loading stops with the file, line and key.
-- BRIDGE: a bridge section's keys, refused until Culex has bridges.
+
+A bridge section's keys (`bridge`: they apply to the latest `connection` line of the same
+file) have the same fates; their MAPPED values become a `[[bridges]]` table (see `bridges`).
 
 The table in README.md ("Coming from Mosquitto") is this catalogue in prose; a unit test checks
 that the two name the same keys.
@@ -23,7 +25,6 @@ class Fate(enum.Enum):
     MAPPED = "mapped"
     WARNED = "warned"
     REFUSED = "refused"
-    BRIDGE = "bridge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +32,8 @@ class Key:
     fate: Fate
     # MAPPED: the culex.toml key(s) and any condition; otherwise the reason, as printed.
     culex: str
-
-
-BRIDGES_NOT_SUPPORTED = "bridges are not supported yet"
+    # A key of a bridge section, which needs a `connection` line before it.
+    bridge: bool = False
 
 # Mosquitto's authentication and authorization plugins, and their options (prefix keys). Of
 # the plugins, Culex has the dynamic-security one, built in.
@@ -176,18 +176,91 @@ CATALOGUE: dict[str, Key] = {
     "user": Key(_W, "Culex does not change user: start it as the user it should run as"),
 }
 
-BRIDGE_KEYS = (
-    "address", "addresses", "bridge_alpn", "bridge_attempt_unsubscribe", "bridge_bind_address",
-    "bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_identity", "bridge_insecure",
-    "bridge_keyfile", "bridge_max_packet_size", "bridge_outgoing_retain",
-    "bridge_protocol_version", "bridge_psk", "bridge_require_ocsp", "bridge_tls_version",
-    "cleansession", "clientid", "connection", "idle_timeout", "keepalive_interval",
-    "local_cleansession", "local_clientid", "local_password", "local_username",
-    "notification_topic", "notifications", "notifications_local_only", "password",
-    "remote_clientid", "remote_password", "remote_username", "restart_timeout", "round_robin",
-    "start_type", "threshold", "topic", "try_private", "username",
-)
-CATALOGUE.update({name: Key(Fate.BRIDGE, BRIDGES_NOT_SUPPORTED) for name in BRIDGE_KEYS})
+# A bridge section: `connection NAME` and the keys after it, one `[[bridges]]` table.
+
+
+def _bm(text: str) -> Key:
+    return Key(_M, text, bridge=True)
+
+
+def _bw(text: str) -> Key:
+    return Key(_W, text, bridge=True)
+
+
+def _br(text: str) -> Key:
+    return Key(_R, text, bridge=True)
+
+
+NO_LAZY_START = "applies to lazy bridges (start_type lazy), which Culex does not have"
+BRIDGE_CATALOGUE: dict[str, Key] = {
+    "connection": _bm("[[bridges]] name (1-64 letters, digits, '_', '.' or '-'; another name "
+                      "is refused)"),
+    "address": _bm("[[bridges]] address: each host[:port] (separated by spaces), its port "
+                   "written out (1883 when left out, as in Mosquitto, also with TLS)"),
+    "addresses": _bm("[[bridges]] address (another name of address)"),
+    "topic": _bm("[[bridges]] topics: one { pattern, direction, qos, local_prefix, "
+                 "remote_prefix } per line; qos 0 when left out, as in Mosquitto"),
+    "bridge_protocol_version": _bm("[[bridges]] protocol_version: mqttv311 (Mosquitto's "
+                                   "default, written out) gives \"3.1.1\", mqttv50 \"5\"; "
+                                   "mqttv31 is refused: Culex's bridge speaks MQTT 3.1.1 and 5"),
+    "remote_clientid": _bm("[[bridges]] client_id"),
+    "clientid": _bm("[[bridges]] client_id (an older name of remote_clientid)"),
+    "remote_username": _bm("[[bridges]] username"),
+    "username": _bm("[[bridges]] username (an older name of remote_username)"),
+    "remote_password": _bm("kept in memory by culex serve (culex.toml takes it from a file: "
+                           "convert-config says to write it to one for [[bridges]] "
+                           "password_file)"),
+    "password": _bm("as remote_password (an older name of it)"),
+    "cleansession": _bm("false only, what Culex's bridge always does (nothing to set); true is "
+                        "refused: Culex keeps the bridge's sessions, so nothing is lost "
+                        "while the remote is away"),
+    "local_cleansession": _bm("false only, what Culex's bridge always does (nothing to set); "
+                              "true is refused"),
+    "bridge_cafile": _bm("[[bridges]] cafile"),
+    "bridge_certfile": _bm("[[bridges]] certfile (with bridge_cafile: without it Mosquitto "
+                           "uses no TLS, so it is refused)"),
+    "bridge_keyfile": _bm("[[bridges]] keyfile"),
+    "bridge_tls_version": _bm("[[bridges]] tls_version: tlsv1.2 gives \"1.2\", tlsv1.3 "
+                              "\"1.3\"; tlsv1.1 is refused (Culex needs TLS 1.2 or later)"),
+    "bridge_insecure": _bm("false only, what Culex does (nothing to set); true is refused: "
+                           "Culex always checks that the remote's certificate names its host"),
+    "bridge_require_ocsp": _bm("false only (nothing to set); true is refused: OCSP is not "
+                               "supported"),
+    "bridge_outgoing_retain": _bm("true only, what Culex does (nothing to set); false is "
+                                  "refused: Culex's bridge keeps RETAIN"),
+    "keepalive_interval": _bm("[[bridges]] keepalive (below 5: 5, as in Mosquitto)"),
+    "try_private": _bm("[[bridges]] try_private"),
+    "restart_timeout": _bm("[[bridges]] reconnect_delay and reconnect_delay_max: BASE CAP, or "
+                           "one value for both; Mosquitto's default (5 and 30) is written out"),
+    "local_username": _bm("[[bridges]] local_username"),
+    "start_type": _bm("automatic only, the default (nothing to set); lazy and once are "
+                      "refused: a Culex bridge connects at start-up and stays connected"),
+    "round_robin": _bm("false only, the default (nothing to set): Culex goes back to the first "
+                       "address when a connection ends; true is refused"),
+    "notifications": _bm("false: nothing to set; true (Mosquitto's default) is accepted with "
+                         "a warning: Culex publishes no $SYS/broker/connection/<client "
+                         "id>/state, its bridges' state is in $SYS/broker/bridges/<name>/"),
+    "bridge_attempt_unsubscribe": _bm("false: nothing to set, Culex never unsubscribes on the "
+                                      "remote; true is accepted with a warning"),
+    "notification_topic": _bw("Culex publishes no connection notifications; a bridge's state "
+                              "is in $SYS/broker/bridges/<name>/connected"),
+    "notifications_local_only": _bw("Culex publishes no connection notifications; a bridge's "
+                                    "state is in $SYS/broker/bridges/<name>/connected"),
+    "local_clientid": _bw("the local side of a Culex bridge is the session $bridge/<name>"),
+    "local_password": _bw("the local side of a Culex bridge is not authenticated; "
+                          "local_username chooses its ACL rules"),
+    "bridge_max_packet_size": _bw("Culex's bridge accepts what [limits] max_packet_size "
+                                  "allows; an MQTT 5 remote's CONNACK says its own maximum"),
+    "idle_timeout": _bw(NO_LAZY_START),
+    "threshold": _bw(NO_LAZY_START),
+    "bridge_alpn": _br("ALPN on bridges is not supported"),
+    "bridge_bind_address": _br("binding a bridge to a local address is not supported"),
+    "bridge_capath": _br("Culex takes one CA bundle: concatenate the certificates into one "
+                         "file and name it with bridge_cafile"),
+    "bridge_identity": _br("TLS-PSK is not supported"),
+    "bridge_psk": _br("TLS-PSK is not supported"),
+}
+CATALOGUE.update(BRIDGE_CATALOGUE)
 
 
 def entry_name(name: str) -> str:

@@ -51,18 +51,25 @@ class MosquittoConf:
     defaults: dict[str, str] = field(default_factory=dict)
     warnings: list[Note] = field(default_factory=list)
     refusals: list[Note] = field(default_factory=list)
+    # Bridge name -> the password its section gives inline, kept out of `data`: culex.toml
+    # takes a bridge's password from a file (password_file), so `culex serve` passes it on in
+    # memory and `culex convert-config` says where it goes instead of writing it.
+    passwords: dict[str, Setting] = field(default_factory=dict)
 
     def checks(self) -> Iterator[tuple[dict[str, Any], str]]:
         """(partial data, source) pairs to validate one by one, so that a bad value is
         reported with the line it came from: every top-level value alone, each listener
-        whole (its keys depend on each other: keyfile needs certfile)."""
+        whole (its keys depend on each other: keyfile needs certfile), each bridge whole with
+        its `connection` line."""
         for index, listener in enumerate(self.data.get("listeners", ())):
             where = self.origins.get(f"listeners[{index}].port") \
                 or self.origins.get(f"listeners[{index}].unix")
             if where is not None:
                 yield {"listeners": [listener]}, str(where)
+        for index, bridge in enumerate(self.data.get("bridges", ())):
+            yield {"bridges": [bridge]}, str(self.origins[f"bridges[{index}].name"])
         for path, where in self.origins.items():
-            if path.startswith("listeners["):
+            if path.startswith(("listeners[", "bridges[")):
                 continue
             section, _, name = path.partition(".")
             value = self.data[section][name] if name else self.data[section]
@@ -95,6 +102,20 @@ class ListenerDraft:
         self.opened_by: Where | None = None
         self.touched: Where | None = None
 
+class BridgeDraft:
+    """One `connection` line and the bridge keys after it in the same file."""
+
+    def __init__(self, where: Where, name: str) -> None:
+        self.where = where
+        self.name = name
+        # [[bridges]] key -> (value, the line that set it).
+        self.settings: dict[str, Setting] = {}
+        # (a `topics` entry, its `topic` line), in the order of the lines.
+        self.topics: list[Setting] = []
+        self.password: Setting | None = None
+        self.notifications: Setting | None = None
+
+
 class State:
     """What the lines read so far have set; `conf.Reader` reads, `handlers` fill this in."""
 
@@ -110,6 +131,9 @@ class State:
         self.plugin: tuple[bool, Where] | None = None
         self.log_dests: list[tuple[str, Where]] = []
         self.log_types: list[tuple[str, Where]] = []
+        self.bridges: list[BridgeDraft] = []
+        # The latest `connection` of the file being read: its keys apply to it.
+        self.bridge: BridgeDraft | None = None
         self.warnings: list[Note] = []
         self.refusals: list[Note] = []
         self._warned: set[str] = set()

@@ -21,15 +21,39 @@ def toml_value(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) \
+            + " }"
     raise TypeError(f"no TOML form for {value!r}")
 
 
 def _line(conf: MosquittoConf, path: str, name: str, value: Any) -> str:
+    return _noted(conf, path, f"{name} = {toml_value(value)}")
+
+
+def _noted(conf: MosquittoConf, path: str, text: str) -> str:
     where = conf.origins.get(path)
     note = f"{where.file}:{where.line}: {where.key}" if where is not None \
         else conf.defaults.get(path)
-    text = f"{name} = {toml_value(value)}"
     return f"{text}  # {note}" if note else text
+
+
+def _bridge(conf: MosquittoConf, index: int, table: dict[str, Any]) -> list[str]:
+    """A `[[bridges]]` table, its topics one per line, and where an inline password goes."""
+    path = f"bridges[{index}]"
+    lines = ["", "[[bridges]]"]
+    lines += [_line(conf, f"{path}.{key}", key, value) for key, value in table.items()
+              if key != "topics"]
+    if table["name"] in conf.passwords:
+        where = conf.passwords[table["name"]][1]
+        lines += [f"# {where.file}:{where.line}: {where.key}: culex.toml reads a bridge's "
+                  "password from a file (its first line, mode 0600): write it to one and name "
+                  "it here:",
+                  f'# password_file = "/etc/culex/{table["name"]}.password"']
+    lines.append("topics = [")
+    lines += [_noted(conf, f"{path}.topics[{number}]", f"  {toml_value(topic)},")
+              for number, topic in enumerate(table["topics"])]
+    return [*lines, "]"]
 
 
 def dumps(conf: MosquittoConf, source: str) -> str:
@@ -50,6 +74,8 @@ def dumps(conf: MosquittoConf, source: str) -> str:
             continue
         lines += ["", f"[{name}]"]
         lines += [_line(conf, f"{name}.{key}", key, value) for key, value in table.items()]
+    for index, bridge in enumerate(conf.data.get("bridges", ())):
+        lines += _bridge(conf, index, bridge)
     if conf.refusals or conf.warnings:
         lines += ["", "# Mosquitto keys with no equivalent in Culex:"]
         notes = sorted([*conf.refusals, *conf.warnings],

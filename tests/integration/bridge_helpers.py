@@ -101,7 +101,7 @@ class Mosquittos:
     def start(self, extra: str = "", *, port: int | None = None) -> ConfBroker:
         """A Mosquitto on 127.0.0.1 (a free port, or `port`), anonymous clients allowed,
         `extra` appended to its mosquitto.conf."""
-        work = self.tmp / f"mosquitto{len(self.started)}"
+        work = self.tmp / f"remote{len(self.started)}"
         work.mkdir()
         # `user root`: as root Mosquitto would switch to user mosquitto, who cannot write the
         # test's directory (persistence) nor read its files.

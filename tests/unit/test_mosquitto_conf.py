@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from culex.config import Config, ConfigError, Listener, load_config, parse_config
+from culex.mosquitto.bridges import BRIDGE_HANDLERS
 from culex.mosquitto.conf import _include_order, read_mosquitto_conf
 from culex.mosquitto.handlers import HANDLERS
 from culex.mosquitto.keys import CATALOGUE, Fate
@@ -229,7 +230,6 @@ def test_string_given_twice_is_an_error(tmp_path: Path) -> None:
     ("max_inflight_bytes 1000", "by count"),
     ("plugin /usr/lib/mosquitto_go_auth.so", "Culex loads no plugins"),
     ("auth_plugin /usr/lib/auth-plug.so", "Culex loads no plugins"),
-    ("connection bridge-1", "bridges are not supported yet"),
     ("log_dest syslog", "Culex logs to standard error"),
     ("log_type none", "Culex always logs errors"),
 ])
@@ -374,12 +374,15 @@ def test_included_files_start_with_the_default_listener(tmp_path: Path) -> None:
 # --- the documentation's examples as fixtures ---
 
 
-def test_fixture_bridge_example_is_refused() -> None:
+def test_fixture_bridge_example_refuses_its_clean_session() -> None:
     conf = read_mosquitto_conf(FIXTURES / "bridge-remapping.conf")
     assert [(note.where.line, note.where.key) for note in conf.refusals] == [
-        (2, "connection"), (3, "address"), (4, "cleansession"), (5, "topic")]
-    with pytest.raises(ConfigError, match=r"bridge-remapping.conf:2: connection "
-                       r"test-mosquitto-org: bridges are not supported yet \(and 3 more"):
+        (4, "cleansession")]
+    assert conf.data["bridges"][0]["topics"] == [
+        {"pattern": "clients/total", "direction": "in", "qos": 0,
+         "local_prefix": "test/mosquitto/org/", "remote_prefix": "$SYS/broker/"}]
+    with pytest.raises(ConfigError, match=r"bridge-remapping.conf:4: cleansession true: not "
+                       r"supported: Culex's bridge keeps its session on the remote"):
         load_config(FIXTURES / "bridge-remapping.conf")
 
 
@@ -452,7 +455,8 @@ def test_converted_toml_reads_back_to_the_same_values(tmp_path: Path) -> None:
 
 def test_every_mapped_key_has_a_handler() -> None:
     mapped = {name for name, key in CATALOGUE.items() if key.fate is Fate.MAPPED}
-    assert mapped - {"listener", "include_dir"} == set(HANDLERS)
+    assert mapped - {"listener", "include_dir"} == set(HANDLERS) | set(BRIDGE_HANDLERS)
+    assert {name for name, key in CATALOGUE.items() if key.bridge} >= set(BRIDGE_HANDLERS)
 
 
 def test_readme_table_lists_every_key() -> None:
