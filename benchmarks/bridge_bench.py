@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import socket
 import subprocess
@@ -32,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common import free_port
+
 from culex.protocol.codec import encode_connect, encode_publish, encode_subscribe
 from culex.protocol.packets import Connect, Publish, Subscribe
 from culex.protocol.reader import FrameReader
@@ -40,20 +41,6 @@ BACKLOG = 100_000
 PAYLOAD = 100
 WINDOW = 100  # messages in flight on each bridge
 TITLES = {0: "1 -> 1 through a bridge, QoS 0, 100 B", 1: "1 -> 1 through a bridge, QoS 1, 100 B"}
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range: each broker here is started several times on
-    its port, and an ephemeral one may meanwhile be taken by any outgoing connection."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(10_000, low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 class Process:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import signal
 import socket
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from common import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,19 +59,6 @@ CLUSTER_SCENARIOS = [
     CrossScenario("cluster-fanout", "1 -> 100 fan-out, QoS 0, 100 B",
                   ("fanout", "--subscribers", "100")),
 ]
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range: the nodes' Redis clients open many outgoing
-    connections, which may take an ephemeral port before the node binds it."""
-    while True:
-        port = random.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def wait_listening(port: int, what: str, timeout: float = 15) -> None:
