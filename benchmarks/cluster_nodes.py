@@ -109,7 +109,8 @@ class Cluster:
         started = time.monotonic()
         self.procs[name] = subprocess.Popen(
             ["taskset", "-c", "0", sys.executable, "-m", "culex", "serve", "--config",
-             "culex.toml", "--port", str(self.ports[name]), "--log-level", "warning"],
+             "culex.toml", "--port", str(self.ports[name]), "--log-level", "warning",
+             "--admin", "off"],  # two nodes on one host: not both on the admin port
             cwd=directory, stdout=subprocess.DEVNULL,
             stderr=(directory / "culex.log").open("ab"))
         wait_listening(self.ports[name], name)

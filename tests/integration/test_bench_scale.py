@@ -2,7 +2,8 @@
 `conns --broadcast` against a real broker (1 and 2 workers), the broker's listen backlog under a
 connection storm, and the usage errors that stop a run this host cannot open.
 
-The 100,000-connection run itself is a benchmark (benchmarks/connections.py), not a test.
+The 100,000-connection run itself is a benchmark (BENCHMARKS.md, "100,000 connections",
+gives its command), not a test.
 """
 
 from __future__ import annotations
