@@ -67,3 +67,8 @@ def url_problem(url: str) -> str | None:
     if port is not None and not 0 < port < 65536:
         return f"port {port} is not a TCP port"
     return None
+
+
+class ClusterError(Exception):
+    """The node cannot join its cluster (Redis unreachable, no member number left). Here,
+    beside the settings, so that the server can catch it without importing redis-py."""

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..bridge.bridge import install_bridges
+from ..cluster.settings import ClusterError
 from ..config import Config, ConfigError, Listener, anonymous_allowed
 from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
@@ -23,8 +25,6 @@ from ..storage.stream_cursors import ClusterSqliteStorage
 from .admin.setup import Admin
 from .admin.token import read_token
 from .bridges import BridgeRunner, BridgeTLSError, bridge_tls_context
-from .cluster_io import ClusterNode
-from .cluster_redis import ClusterError
 from .host import LoopHost
 from .listeners import bound_address, describe, protocol_factory, start_serving
 from .security import AuthFiles, Security, SecurityError, load_files
@@ -40,6 +40,9 @@ from .workers import (
     WorkerPlan,
     run_supervisor,
 )
+
+if TYPE_CHECKING:
+    from .cluster_io import ClusterNode
 
 log = logging.getLogger("culex")
 
@@ -181,6 +184,17 @@ def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | 
     return 0
 
 
+def cluster_node(config: Config, loop: asyncio.AbstractEventLoop,
+                 plan: WorkerPlan | None) -> ClusterNode | None:
+    """This process's membership of its cluster, if `[cluster]` is configured. redis-py (and
+    the dozen standard modules it loads, some 8 MB of RSS) is imported only then."""
+    if config.cluster is None:
+        return None
+    from .cluster_io import ClusterNode  # noqa: PLC0415
+    return ClusterNode(config.cluster, loop,
+                       *((0, 1) if plan is None else (plan.index, plan.size)))
+
+
 async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan | None,
                 readiness: Readiness, checked: CheckedFiles, *,
                 admin_sock: socket.socket | None = None) -> None:
@@ -206,8 +220,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
         link_lost=lambda index: peer_lost.set())
     # A clustered node takes its lease (and member number) before anything is built on it.
     # (With workers, each is a member of its own, and client ids still go to their worker.)
-    cluster = None if config.cluster is None else ClusterNode(
-        config.cluster, loop, *((0, 1) if plan is None else (plan.index, plan.size)))
+    cluster = cluster_node(config, loop, plan)
     broker = Broker(config.limits, host=host, sys_interval=config.sys_interval,
                     storage=storage, now=loop.time(), mqtt5=config.mqtt5,
                     batch_interval=config.storage.batch_interval,

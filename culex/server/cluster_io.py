@@ -49,12 +49,12 @@ from redis.exceptions import RedisError, ResponseError
 
 from ..cluster import keys
 from ..cluster.keys import Lease
-from ..cluster.settings import ClusterConfig
+from ..cluster.settings import ClusterConfig, ClusterError
 from ..core.broker import Broker
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import FORWARD, FORWARD_V5, HandOver, record, split_records
 from ..storage.stream_cursors import ClusterSqliteStorage
-from .cluster_redis import MAX_RETRY, ClusterError, Redis, RedisHealth, connect
+from .cluster_redis import MAX_RETRY, Redis, RedisHealth, connect
 from .stream_reading import Entry, StreamReader
 
 log = logging.getLogger("culex")

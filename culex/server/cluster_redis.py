@@ -31,10 +31,6 @@ MAX_RETRY = 1.0
 T = TypeVar("T")
 
 Redis = aioredis.Redis | aioredis.RedisCluster
-class ClusterError(Exception):
-    """The node cannot join its cluster (Redis unreachable, no member number left)."""
-
-
 async def connect(settings: ClusterConfig) -> Redis:
     """A client for the configured Redis: a Redis Cluster when several seeds are given or
     when the one URL's server says it is part of one."""

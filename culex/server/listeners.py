@@ -27,7 +27,6 @@ from ..config import Listener
 from ..core.broker import Broker
 from .proxy import ProxyHeaderProtocol
 from .transport import Accepted, ListenerGate, ListenError, MQTTProtocol, listen_failure
-from .websocket import WebSocketProtocol
 
 log = logging.getLogger("culex")
 
@@ -135,11 +134,15 @@ def protocol_factory(broker: Broker, loop: asyncio.AbstractEventLoop, gate: List
                      context: ssl.SSLContext | None) -> ProtocolFactory:
     """What serves a connection accepted on `gate.listener`."""
     listener = gate.listener
+    if listener.websocket:
+        # The websockets package is imported only by a broker with a WebSocket listener.
+        from .websocket import WebSocketProtocol  # noqa: PLC0415
 
-    def serve(accepted: Accepted | None) -> asyncio.Protocol:
-        if listener.websocket:
+        def serve(accepted: Accepted | None) -> asyncio.Protocol:
             return WebSocketProtocol(broker, loop, gate, accepted)
-        return MQTTProtocol(broker, loop, gate, accepted=accepted)
+    else:
+        def serve(accepted: Accepted | None) -> asyncio.Protocol:
+            return MQTTProtocol(broker, loop, gate, accepted=accepted)
 
     if listener.proxy_protocol:
         timeout = broker.limits.connect_timeout
