@@ -64,11 +64,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-# Three test files at once: most of a test's time is waiting on sockets and timers, not CPU.
+# Four test files at once on two cores: most of a test's time is waiting on sockets and timers.
 # Every integration test that starts a broker runs twice, against one and two worker processes
 # (tests/conftest.py: CULEX_TEST_WORKERS, default "1,2").
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
-	$(PY) -m pytest -n 3 -p no:cacheprovider tests
+	$(PY) -m pytest -n 4 -p no:cacheprovider tests
 
 # The kill -9 crash tests with many more kills than CI's 20 (CULEX_SOAK_KILLS), and their
 # seed: one broker, and three clustered nodes killed one at a time (CI: 10 kills).
