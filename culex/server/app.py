@@ -184,6 +184,15 @@ def run_loop(config: Config, listening: list[BoundListener], plan: WorkerPlan | 
     return 0
 
 
+def reload(security: Security, broker: Broker, tls: list[tuple[Listener, ssl.SSLContext]],
+           admin: Admin | None) -> None:
+    """SIGHUP: the password file, the ACL, dynamic security, certificates and the admin
+    API's token are read again; each bad file keeps what was in force."""
+    security.reload(broker, tls)
+    if admin is not None:
+        admin.token.reload()
+
+
 def cluster_node(config: Config, loop: asyncio.AbstractEventLoop,
                  plan: WorkerPlan | None) -> ClusterNode | None:
     """This process's membership of its cluster, if `[cluster]` is configured. redis-py (and
@@ -296,7 +305,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     tls = [(bound.listener, bound.tls) for bound in listening if bound.tls is not None]
-    loop.add_signal_handler(signal.SIGHUP, security.reload, broker, tls)
+    loop.add_signal_handler(signal.SIGHUP, reload, security, broker, tls, admin)
     loop.add_signal_handler(signal.SIGUSR1, reopen_log_files)
     # Blocked since the process started (see run); now they have handlers.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED_SIGNALS)

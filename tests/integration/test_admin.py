@@ -25,6 +25,7 @@ from culex.core.worker_links import owner_of
 from tests.conftest import BrokerFactory, BrokerProcess, free_port
 from tests.integration.admin_client import AdminClient, admin_url, wait_until
 from tests.integration.clients import Clients, Will
+from tests.integration.test_reload import reload
 
 ADMIN = {"host": "127.0.0.1", "port": 0}
 V5 = mqtt.MQTTv5
@@ -295,6 +296,26 @@ def test_a_token_is_required_when_configured(broker_factory: BrokerFactory,
     assert b"culex_info" in right.call("GET", "/metrics").body
     with urllib.request.urlopen(base + "/", timeout=5) as page:  # the page is no secret
         assert page.status == 200 and b"<html" in page.read()
+
+
+def test_sighup_rotates_the_token_and_a_bad_file_keeps_it(broker_factory: BrokerFactory,
+                                                          tmp_path: Path) -> None:
+    """SIGHUP reads `[admin] token_file` again: the new token works and the old one is refused;
+    a file that has become too short is refused in the log, and the token in force stays."""
+    first, second = "a" * 40, "b" * 40
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(first + "\n")
+    broker = broker_factory(admin={**ADMIN, "token_file": str(token_file)})
+    base = admin_url(broker)
+    assert AdminClient(base, first).get("/api/v1/clients") == {"entries": [], "next": None}
+    token_file.write_text(second + "\n")
+    reload(broker, "is now in force")
+    assert "wrong token" in AdminClient(base, first).call(
+        "GET", "/api/v1/clients", expect=401).json()["error"]
+    assert AdminClient(base, second).get("/api/v1/clients") == {"entries": [], "next": None}
+    token_file.write_text("short\n")
+    assert "at least 16 characters" in reload(broker, "admin token reload refused")
+    assert AdminClient(base, second).get("/api/v1/clients") == {"entries": [], "next": None}
 
 
 def test_without_a_token_other_hosts_and_origins_are_refused(

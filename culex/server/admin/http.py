@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ...config import AdminConfig
 from .api import ApiError, routes
 from .metrics import exposition
+from .token import BearerToken
 from .view import BrokerView, WorkerFailed
 
 log = logging.getLogger("culex")
@@ -54,13 +55,12 @@ def _loopback_name(host: str) -> bool:
         return False
 
 
-def _guard(admin: AdminConfig, token: str | None) -> Callable[..., Awaitable[Any]]:
-    expected = None if token is None else f"Bearer {token}".encode()
-
+def _guard(admin: AdminConfig, token: BearerToken) -> Callable[..., Awaitable[Any]]:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         public = request.path == "/" or request.path.startswith("/static/")
-        if expected is not None:
+        if token.value is not None:  # the one in force now: SIGHUP may have replaced it
+            expected = f"Bearer {token.value}".encode()
             given = request.headers.get("Authorization", "").encode()
             if not public and not hmac.compare_digest(given, expected):
                 return _error(401, "a bearer token is required (Authorization: Bearer "
@@ -96,7 +96,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(exc.status, exc.reason)
 
 
-def build_app(view: BrokerView, admin: AdminConfig, token: str | None,
+def build_app(view: BrokerView, admin: AdminConfig, token: BearerToken,
               max_body: int) -> web.Application:
     app = web.Application(middlewares=[_errors, _guard(admin, token)],
                           client_max_size=max_body)
@@ -134,7 +134,7 @@ class AdminServer:
         await self._runner.cleanup()
 
 
-async def start_http(view: BrokerView, sock: Any, admin: AdminConfig, token: str | None,
+async def start_http(view: BrokerView, sock: Any, admin: AdminConfig, token: BearerToken,
                      max_body: int) -> AdminServer:
     """Serve the bound admin socket `sock` on the running loop."""
     runner = web.AppRunner(build_app(view, admin, token, max_body), access_log=None,

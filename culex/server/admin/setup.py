@@ -22,6 +22,7 @@ from ...core.worker_queries import WorkerQueries
 from ...storage.sqlite import SqliteStorage
 from ..transport import ListenerGate
 from .peer import AdminPeer
+from .token import BearerToken
 
 log = logging.getLogger("culex")
 
@@ -41,7 +42,7 @@ class Admin:
             broker.links, self.peer.answers, self._notice)
         self.peer.queries = self._queries
         self._sock = sock
-        self._token = token
+        self.token = BearerToken(config.admin, token)
         self._server: Any = None
         self._view: Any = None
         self._starting: asyncio.Task[None] | None = None
@@ -58,7 +59,7 @@ class Admin:
         host, port = sock.getsockname()[:2]
         log.info("admin API listening on http://%s/ (/metrics, /api/v1/, the explorer at /)%s",
                  f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-                 "; bearer token required" if self._token else "")
+                 "; bearer token required" if self.token.value else "")
         # The HTTP server (aiohttp, prometheus-client: some 14 MB) is started by the first
         # connection, which waits in the listen backlog meanwhile (~0.3 s, once): until then
         # the listener costs a socket and this reader.
@@ -77,7 +78,7 @@ class Admin:
         self._view = BrokerView(self.peer, self._queries)
         max_body = self.peer.broker.limits.max_packet_size * 4 // 3 + BODY_OVERHEAD
         self._server = await start_http(self._view, self._sock, self._config.admin,
-                                        self._token, max_body)
+                                        self.token, max_body)
 
     async def stop(self) -> None:
         self.peer.stop()
