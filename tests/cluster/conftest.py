@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.redis_servers import RedisCluster, RedisServer, quiet_port
-from tests.conftest import BrokerProcess
+from tests.cluster.redis_servers import RedisCluster, RedisServer
+from tests.conftest import BrokerProcess, free_port
 
 NODE_NAMES = ("node-a", "node-b", "node-c")
 # Short, so the tests that kill or pause a node see it presumed dead quickly.
@@ -62,7 +62,7 @@ def cluster_nodes(tmp_path: Path) -> Iterator[NodeFactory]:
             node_settings = {"sys_interval": 1, **settings,
                              "cluster": {"redis": urls, "node": name, "lease": lease}}
             node = BrokerProcess(work, node_settings, workers)
-            node.port = quiet_port()
+            node.port = free_port()
             node.start()
             started.append(node)
             nodes.append(node)

@@ -11,35 +11,17 @@ A missing redis-server fails loudly (`make system-deps` installs it): nothing is
 
 from __future__ import annotations
 
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
 
-from tests.conftest import PortTaken
+from tests.conftest import PortTaken, free_port
 
 START_TIMEOUT = 10.0
-# Listening ports below the kernel's ephemeral range (32768-60999): a cluster test opens many
-# outgoing connections (Redis clients, the Redis Cluster bus), and a port picked from the
-# ephemeral range is often taken by one of them before the server binds it.
-QUIET_PORTS = range(20000, 32000)
-
-
-def quiet_port() -> int:
-    """A free port outside the ephemeral range."""
-    while True:
-        port = random.choice(QUIET_PORTS)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def redis_binary(name: str) -> str:
@@ -53,9 +35,9 @@ class RedisServer:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
-        self.port = quiet_port()
+        self.port = free_port()
         # The cluster bus port is given explicitly: the default, port + 10000, may be taken.
-        self.bus_port = quiet_port() if cluster else 0
+        self.bus_port = free_port() if cluster else 0
         self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -84,8 +66,8 @@ class RedisServer:
             except PortTaken:
                 # free_port() released the port before redis-server bound it, and a test
                 # running in parallel took it meanwhile: other ports (a restart keeps them).
-                self.port = quiet_port()
-                self.bus_port = quiet_port() if self.cluster else 0
+                self.port = free_port()
+                self.bus_port = free_port() if self.cluster else 0
         raise RuntimeError("redis-server found no free port after 3 attempts")
 
     def _start_once(self) -> RedisServer:

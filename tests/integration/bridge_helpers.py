@@ -4,9 +4,7 @@ collects them exactly as an MQTT client must (a QoS 2 retransmission is not a ne
 
 from __future__ import annotations
 
-import random
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,23 +39,6 @@ def bridge_table(name: str, remote: Broker, topics: list[dict[str, Any]], *,
     """A `[[bridges]]` table to `remote`."""
     return {"name": name, "address": f"{remote.host}:{remote.port}", "protocol_version": version,
             "client_id": f"edge-{name}", **FAST, "topics": topics, **settings}
-
-
-def low_port() -> int:
-    """A free port below the kernel's ephemeral range. A bridge's remote is stopped and
-    started again on its port, and the broker that bridges to it may be too; on a busy machine
-    an ephemeral port freed for a moment is soon some outgoing connection's (seen here: another
-    test suite's broker took one, and its clients talked to ours). Ports below that range are
-    only ever taken on purpose."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    while True:
-        port = random.randrange(10_000, low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def wait_connected(broker: BrokerProcess, name: str, times: int = 1,

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import conftest
 from tests.conftest import BrokerProcess
-from tests.integration.bridge_helpers import Mosquittos, low_port
+from tests.integration.bridge_helpers import Mosquittos
 from tests.integration.clients import Clients
 
 
@@ -47,9 +46,3 @@ def mosquittos(tmp_path: Path) -> Iterator[Mosquittos]:
     started = Mosquittos(tmp_path)
     yield started
     started.close()
-
-
-@pytest.fixture
-def low_ports(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Brokers this test starts listen below the ephemeral port range (see `low_port`)."""
-    monkeypatch.setattr(conftest, "free_port", low_port)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from tests.conftest import BrokerFactory
 from tests.integration.bridge_helpers import (
     Mosquittos,
@@ -30,9 +28,6 @@ from tests.integration.bridge_helpers import (
     wait_for,
 )
 from tests.integration.clients import Broker, Clients
-
-# Brokers below the ephemeral port range (integration/conftest.py, low_ports).
-pytestmark = pytest.mark.usefixtures("low_ports")
 
 # Per publisher: one publishes at QoS 1, one at QoS 2.
 COUNT = 5000

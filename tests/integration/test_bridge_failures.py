@@ -32,9 +32,6 @@ from tests.integration.bridge_helpers import (
 from tests.integration.clients import Clients
 from tests.integration.test_mosquitto_compat import mosquitto_passwd
 
-# Brokers below the ephemeral port range (integration/conftest.py, low_ports).
-pytestmark = pytest.mark.usefixtures("low_ports")
-
 TOPICS: list[dict[str, Any]] = [{"pattern": "out/#", "qos": 1},
                                 {"pattern": "in/#", "direction": "in", "qos": 1}]
 

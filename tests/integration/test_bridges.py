@@ -26,9 +26,6 @@ from tests.integration.bridge_helpers import (
 )
 from tests.integration.clients import Clients, PahoClient
 
-# Brokers below the ephemeral port range (integration/conftest.py, low_ports).
-pytestmark = pytest.mark.usefixtures("low_ports")
-
 VERSIONS = ["3.1.1", "5"]
 PAHO = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}
 
