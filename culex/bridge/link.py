@@ -33,6 +33,7 @@ from ..core.ports import Sink
 from ..core.session import Session
 from ..core.states import State
 from ..core.stats import TOO_LARGE
+from ..core.write_flow import WriteFlow
 from ..protocol.errors import MQTTError
 from ..protocol.packets import (
     Connack,
@@ -77,7 +78,7 @@ Closed = Callable[[str, bool], None]
 it (CONNACK 0)."""
 
 
-class BridgeLink:
+class BridgeLink(WriteFlow):
     """The `ClientLink` of a bridge's session while one connection to the remote lasts."""
 
     def __init__(self, core: CoreServices, settings: BridgeSettings, client: MqttClient, *,
@@ -439,18 +440,6 @@ class BridgeLink:
             self.sink.close()
 
     # -- flow control ------------------------------------------------------------------------
-
-    def pause_writing(self, now: float) -> None:
-        self.write_paused = True
-        self.paused_since = now
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.core.flow.release_publishers(self)
-
-    def queue_drained(self) -> None:
-        if not self.write_paused:
-            self.core.flow.release_publishers(self)
 
     def update_reading(self) -> None:
         """Read the remote unless a full subscriber holds it back (back-pressure) or it has

@@ -34,6 +34,7 @@ from .session import Session
 from .states import Event, State, next_state
 from .stats import TOO_LARGE
 from .topic_aliases import TopicAliases
+from .write_flow import WriteFlow
 
 log = logging.getLogger("culex")
 
@@ -50,7 +51,7 @@ Handler = Callable[["Connection", int, bytes, int], None]
 """Handles one packet: (connection, first byte, whole frame, offset of the variable header)."""
 
 
-class Connection:
+class Connection(WriteFlow):
     __slots__ = (
         "_deferred",
         "acl",
@@ -76,7 +77,6 @@ class Connection:
         "opened_at",
         "outbox",
         "packets_sent",
-        "paused_since",
         "problem_information",
         "protocol_level",
         "publishes_sent",
@@ -94,7 +94,6 @@ class Connection:
         "v5",
         "will",
         "will_delay",
-        "write_paused",
     )
 
     def __init__(self, core: CoreServices, sink: Sink, address: str, now: float,
@@ -426,19 +425,6 @@ class Connection:
             self.core.host.close_sink(self.sink)
 
     # -- flow control --------------------------------------------------------------------------
-
-    def pause_writing(self, now: float) -> None:
-        """The transport's buffer is over its high-water mark."""
-        self.write_paused = True
-        self.paused_since = now
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.core.flow.release_publishers(self)
-
-    def queue_drained(self) -> None:
-        if not self.write_paused:
-            self.core.flow.release_publishers(self)
 
     def update_reading(self) -> None:
         """Read the socket unless something holds it: a CONNECT being authenticated, a full

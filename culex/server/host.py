@@ -7,10 +7,10 @@ loop iteration, so the read's output is written at once, at the end of that read
 uvloop gives every callback of one poll the same `loop.time()` (libuv updates its clock once
 per poll, to the millisecond), so a read whose time differs from the previous read's is the
 first of its poll: that one is written at once, and the others of the same poll (or of the
-same millisecond) wait for the batched flush as before. At 1,000 or 10,000 messages a second,
-most messages arrive alone and leave without the extra iteration (measured: broker CPU per
-unbatched message -15% to -45%, round trip -5% to -45%, on a loaded 2-core machine); flat
-out, a poll's first read costs at most one extra write per connection.
+same millisecond) wait for the batched flush. At 1,000 or 10,000 messages a second most
+messages arrive alone, so most leave without the extra iteration (BENCHMARKS.md, "Ordinary
+rates", has the CPU and round-trip figures); flat out, a poll's first read costs at most one
+extra write per connection.
 
 One timer for the whole core: the core says when it next needs to run (a `set_timer` call
 when a deadline earlier than the armed one appears, `next_deadline()` after each run), as
