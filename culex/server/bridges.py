@@ -158,7 +158,7 @@ class BridgeRunner:
 
     def opened(self, transport: asyncio.Transport, address: str,
                password: bytes | None) -> BridgeLink:
-        log.debug("bridge %s: connected to %s, sending CONNECT", self.name, address)
+        log.debug("bridge %s: reached %s, sending CONNECT", self.name, address)
         return self.bridge.open(transport, address, self.loop.time(), password,
                                 lambda error, lasted: self._ended(address, error, lasted))
 

@@ -43,7 +43,8 @@ def bridge_table(name: str, remote: Broker, topics: list[dict[str, Any]], *,
 
 def wait_connected(broker: BrokerProcess, name: str, times: int = 1,
                    timeout: float = 10.0) -> None:
-    """Until the bridge `name` has been accepted by its remote `times` times (log lines)."""
+    """Until the bridge `name` has been accepted by its remote `times` times (its INFO "connected
+    to ... as" lines; the DEBUG line before CONNECT says "reached")."""
     needle = f"bridge {name}: connected to"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
