@@ -14,6 +14,9 @@ streams, which carry the traffic, spread over the shards.
   ones have a lease; the others are down, and are still routed to);
 - `culex:{culex-meta}:filters:<name>` (set): that member's topic filters, for the nodes that
   start while it is down;
+- `culex:{culex-meta}:owners` (hash): client id -> `<member name> <token>`, the member that
+  owns its session, by its latest claim; `culex:{culex-meta}:claims` (counter) numbers the
+  claims (see core/session_moves.py);
 - `culex:{<name>}:in` (stream, consumer group `culex`): the records sent to that member.
 """
 
@@ -26,6 +29,8 @@ INDEX = f"{META}:index"
 NEXT_INDEX = f"{META}:next-index"
 MEMBERS = f"{META}:members"
 GROUP = "culex"
+OWNERS = f"{META}:owners"
+CLAIMS = f"{META}:claims"
 
 
 def member_key(name: str) -> str:
@@ -84,6 +89,32 @@ LEAVE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+# KEYS: OWNERS, CLAIMS; ARGV: client id, this member's name. Returns {the previous owner's
+# record or "", the new claim's token}.
+CLAIM = """
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+local token = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. token)
+return {previous or '', token}
+"""
+
+# KEYS: OWNERS; ARGV: client id, the record this member's claim wrote. Gone only if unchanged.
+RELEASE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+def owner_record(member: str, token: int) -> str:
+    return f"{member} {token}"
+
+
+def record_owner(record: bytes) -> str:
+    """The member name in an owner record."""
+    return record.decode().rpartition(" ")[0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,7 @@ from .restore import restore
 from .retained import RetainedMessages
 from .routing import Router
 from .session import Session, SessionTable
+from .session_moves import SessionMoves
 from .sessions import SessionManager
 from .stats import Stats
 from .sys_topics import SysTopics
@@ -134,6 +135,12 @@ class Broker:
             limits, stats, clock, router, persistence,
             owns=(lambda client_id: True) if links is None else links.owns, set_timer=set_timer)
         self.deadlines: Deadlines[Timed] = Deadlines(set_timer)
+        self.moves: SessionMoves | None = None
+        if cluster is not None and cluster.directory is not None and links is not None:
+            self.moves = SessionMoves(self.manager, router, links,
+                                      cluster.directory, clock,
+                                      answer_timeout=cluster.answer_timeout,
+                                      set_timer=set_timer)
         # The bridges this process runs, by name (culex/bridge/ adds them).
         self.bridges: dict[str, BridgeStatus] = {}
         # Workers: worker 0 publishes every worker's sums; a cluster node its own counters.
@@ -145,7 +152,8 @@ class Broker:
         self._services = CoreServices(
             limits=limits, mqtt5=self.mqtt5, clock=clock, stats=stats, host=host,
             output=self.output, flow=self.flow, gate=self.gate, router=router,
-            sessions=self.manager, deadlines=self.deadlines, access=self.access, links=links)
+            sessions=self.manager, deadlines=self.deadlines, access=self.access, links=links,
+            moves=self.moves)
 
     # -- what tests and observers read ---------------------------------------------------------
 
@@ -235,7 +243,8 @@ class Broker:
         """When `tick` must next run: the earliest deadline of any part, or None."""
         earliest = None
         for when in (self.deadlines.next, self.manager.next_deadline, self.flow.next_deadline,
-                     self.gate.next_deadline, self.sys.next_deadline):
+                     self.gate.next_deadline, self.sys.next_deadline,
+                     None if self.moves is None else self.moves.next_deadline):
             if when is not None and (earliest is None or when < earliest):
                 earliest = when
         return earliest
@@ -254,6 +263,8 @@ class Broker:
                 # Never due again in this same tick: that would loop here for ever.
                 deadlines.schedule(connection, max(deadline, now + 0.001))
         self.sys.on_timer(now)
+        if self.moves is not None:
+            self.moves.on_timer(now)
 
     # -- start-up ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from .options import Mqtt5Options
 from .output import OutputScheduler
 from .ports import Host
 from .routing import Router
+from .session_moves import SessionMoves
 from .sessions import SessionManager
 from .stats import Stats
 from .timers import Clock, Deadlines
@@ -46,3 +47,5 @@ class CoreServices:
     access: AccessPolicy
     # Worker processes: None in one process.
     links: WorkerLinks | None
+    # A cluster's claims of client ids, and sessions moving between nodes: None without.
+    moves: SessionMoves | None = None

@@ -9,7 +9,10 @@
       ├─ an authenticator ─> AUTHENTICATING: the password check runs off the loop, reading
       │     paused ─> refused (0x04/0x05, 0x86/0x87) or on, back to AWAITING_CONNECT
       └─ authorized: connection limit again, the client's ACL, the will topic against it
-           ─> the session attached (sessions.py), CONNACK, CONNECTED, the session resumed
+           ├─ in a cluster ─> AUTHENTICATING: the client id is claimed cluster-wide, and
+           │     its session brought from the node that held it (session_moves.py) ─> on,
+           │     AWAITING_CONNECT
+           └─ the session attached (sessions.py), CONNACK, CONNECTED, the session resumed
 
 Every state change goes through `states.next_state`; the packets that arrive meanwhile wait
 (`Connection._deferred`) and are handled once the answer is out.
@@ -125,7 +128,14 @@ def _authenticated(connection: Connection, packet: Connect | Connect5, code: int
                           if code == ConnackCode.BAD_USERNAME_OR_PASSWORD else "not authorized")
         return
     _authorize(connection, packet)
-    connection.process_deferred()
+    _continue(connection)
+
+
+def _continue(connection: Connection) -> None:
+    """After a check answered: what arrived meanwhile, unless another check runs now (the
+    cluster's claim), which takes it on when it answers."""
+    if connection.state is not State.AUTHENTICATING:
+        connection.process_deferred()
 
 
 def _check_answered(connection: Connection) -> None:
@@ -169,7 +179,7 @@ def _enhanced_answered(connection: Connection, packet: Connect5, step: AuthStep)
     log.info("client %s (%s) authenticated as %r with %s", connection.client_id,
              connection.address, step.username, connection.auth_method)
     _authorize(connection, packet)
-    connection.process_deferred()
+    _continue(connection)
 
 
 def _authorize(connection: Connection, packet: Connect | Connect5) -> None:
@@ -186,7 +196,24 @@ def _authorize(connection: Connection, packet: Connect | Connect5) -> None:
             connection.refuse(ConnackCode.NOT_AUTHORIZED,
                               f"will topic {will.topic!r} denied by the ACL")
             return
+    moves = connection.core.moves
+    if moves is None:
+        _accept(connection, packet)
+        return
+    connection.state = next_state(connection.state, Event.CHECK)
+    connection.update_reading()
+    keep = not (packet.clean_start if isinstance(packet, Connect5) else packet.clean_session)
+    moves.claim(packet.client_id, keep, lambda: _claimed(connection, packet))
+
+
+def _claimed(connection: Connection, packet: Connect | Connect5) -> None:
+    """The cluster's directory answered the claim of this client id (and the node that held
+    it handed its session over, or did not answer in time)."""
+    if connection.state is not State.AUTHENTICATING:
+        return  # closed meanwhile
+    _check_answered(connection)
     _accept(connection, packet)
+    connection.process_deferred()
 
 
 def _accept(connection: Connection, packet: Connect | Connect5) -> None:

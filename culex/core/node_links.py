@@ -23,9 +23,10 @@ asks which kind:
   (each node keeps the whole retained store, stamped so that all copies converge), and READY.
   A node serves clients once every live node has sent it READY.
 
-What differs from workers: no client id is handed from one node to another (a node serves
-whoever connects to it), and members are numbered cluster-wide (the server layer allocates the
-number in Redis), which is also the low bits of this node's retained stamps. A node with
+What differs from workers: no connection is handed from one node to another (a node serves
+whoever connects to it; the session comes to it instead, see session_moves.py), and members
+are numbered cluster-wide (the server layer allocates the number in Redis), which is also the
+low bits of this node's retained stamps. A node with
 several worker processes is one member per worker, each with its own stream; within the node,
 client ids are handed to the worker that owns them, as without a cluster.
 """
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from .commit import CommitGate
 from .flow import FlowControl
 from .message import Message
-from .ports import LinkDeliveries, Publisher, Sink
+from .ports import LinkDeliveries, Publisher, SessionDirectory, Sink
 from .retained import MAX_WORKERS, RetainedMessages
 from .timers import Clock
 from .worker_links import (
@@ -76,6 +77,11 @@ class ClusterSetup:
     hand_over: HandOver | None = None
     # This member's epoch when it joined (see `NodeLinks.__init__`).
     epoch: int = 0
+    # Who owns each client id, cluster-wide (session_moves.py); None: each node serves
+    # whoever connects to it, with its own sessions.
+    directory: SessionDirectory | None = None
+    # How long a CONNECT waits for the member that held its client id to hand it over.
+    answer_timeout: float = 10.0
 
 
 def _no_hand_over(worker: int, sink: Sink, data: bytes, address: str,

@@ -16,6 +16,8 @@
 - `ClientLink`: a client's live connection as sessions, routing and flow control use it; the
   concrete `Connection` implements it, and nothing below `connection.py` imports that.
 - `LinkDeliveries`: what another worker's link hands to routing.
+- `SessionDirectory`: where a cluster records which member owns each client id (the server
+  keeps it in Redis); `session_moves.py` asks it at every CONNECT.
 
 Every part depends on these protocols, never on the class behind them, so the imports inside
 `culex/core/` point one way (tests/unit/test_imports.py checks it).
@@ -23,6 +25,8 @@ Every part depends on these protocols, never on the class behind them, so the im
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from .access import ClientAccess
@@ -135,4 +139,32 @@ class LinkDeliveries(Protocol):
     def deliver_to_group(self, message: Message, group: tuple[str, str],
                          link: Publisher) -> None:
         """A shared group's message that the publishing worker gave to this one."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """This member now owns a client id: under `token` (cluster-wide, increasing with every
+    claim, so the last claimant wins any race; 0: not recorded, Redis was unavailable), taken
+    from member `previous` (None: nobody held it, this member did, or the holder is down and
+    cannot hand its session over)."""
+
+    token: int
+    previous: int | None = None
+    # The previous holder's name, for log lines ("" when nobody held it).
+    previous_name: str = ""
+
+
+class SessionDirectory(Protocol):
+    """Which cluster member owns each client id (one record per id, in Redis)."""
+
+    def claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
+        """Make this member the owner of `client_id`; `done` follows on the loop. When the
+        record cannot be written (Redis unavailable) the claim is token 0 and names nobody:
+        local clients keep connecting through an outage."""
+        ...
+
+    def release(self, client_id: str, token: int) -> None:
+        """The session ended here: its record goes, if it still holds this member's claim
+        `token` (a later claim, here or elsewhere, keeps it)."""
         ...

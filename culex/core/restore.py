@@ -9,11 +9,12 @@ too: the delay is not stored, and the client's connection is gone either way.
 
 from __future__ import annotations
 
-from ..storage.base import LoadedState
+from ..storage.base import LoadedState, StoredSession
 from .message import Message
 from .outgoing import Outgoing
 from .persistence import Persistence, restored_message
 from .routing import Router
+from .session import Session
 from .sessions import SessionManager
 from .subscription_value import V5_SUBSCRIBER
 from .worker_links import WorkerLinks
@@ -29,25 +30,9 @@ def restore(persistence: Persistence, manager: SessionManager, router: Router,
         persistence.interleave_ids(links.index, links.size)
     messages = persistence.restore_messages(state)
     for stored in state.sessions:
-        session = manager.new_session(stored.client_id, persistent=True)
-        session.expiry_interval = stored.expiry
-        for topic_filter, value in stored.subscriptions.items():
-            session.subscriptions[topic_filter] = value
-            router.add_to_tries(session, topic_filter, value)
-            session.v5 = value >= V5_SUBSCRIBER  # stored with the subscriber's family
-        for item in stored.entries:
-            entry = Outgoing(messages[item.message_id], item.qos, item.retain, item.identifiers)
-            entry.seq = item.seq
-            entry.released = item.released
-            entry.message.store_refs += 1
-            if item.packet_id:
-                session.send_window()[item.packet_id] = entry
-            else:
-                session.enqueue(entry)
-        if stored.awaiting_release:
-            session.awaiting_release = stored.awaiting_release
-        session.username = stored.username
-        session.owner_known = stored.owner_known
+        session, entries = rebuild_session(manager, router, stored, messages)
+        for entry in entries:
+            entry.message.store_refs += 1  # its row is there already
         manager.sessions.put(session)
         # Its client was disconnected by the restart: the countdown starts again now (the
         # whole stored interval, never less), since the downtime was not the client's doing.
@@ -61,3 +46,31 @@ def restore(persistence: Persistence, manager: SessionManager, router: Router,
     for client_id, _ in wills:
         persistence.will_dropped(client_id)
     return state, wills
+
+
+def rebuild_session(manager: SessionManager, router: Router, stored: StoredSession,
+                    messages: dict[int, Message]) -> tuple[Session, list[Outgoing]]:
+    """A persistent session from its stored form, routed to (not yet in the session table),
+    and its entries in order: what a restart loads, and what another cluster node hands over
+    (session_moves.py)."""
+    session = manager.new_session(stored.client_id, persistent=True)
+    session.expiry_interval = stored.expiry
+    for topic_filter, value in stored.subscriptions.items():
+        session.subscriptions[topic_filter] = value
+        router.add_to_tries(session, topic_filter, value)
+        session.v5 = value >= V5_SUBSCRIBER  # stored with the subscriber's family
+    entries = []
+    for item in stored.entries:
+        entry = Outgoing(messages[item.message_id], item.qos, item.retain, item.identifiers)
+        entry.seq = item.seq
+        entry.released = item.released
+        entries.append(entry)
+        if item.packet_id:
+            session.send_window()[item.packet_id] = entry
+        else:
+            session.enqueue(entry)
+    if stored.awaiting_release:
+        session.awaiting_release = set(stored.awaiting_release)
+    session.username = stored.username
+    session.owner_known = stored.owner_known
+    return session, entries

@@ -54,6 +54,9 @@ class SessionManager:
         # Told of every connection that attaches to its session while someone watches for
         # one (the admin's packet trace of a client id); None the rest of the time.
         self.on_attach: Callable[[ClientLink], None] | None = None
+        # Told of every client id whose session ended with its connection or expired (a
+        # cluster gives up its claim on the id); None without a cluster.
+        self.on_ended: Callable[[str], None] | None = None
 
     def assign_client_id(self) -> str:
         """An id for a client that sent none; with workers, one this worker owns."""
@@ -152,6 +155,8 @@ class SessionManager:
             session.pressure = NO_PRESSURE  # its publishers were released with the connection
             if session.clean:
                 self.discard(session)
+                if self.on_ended is not None:
+                    self.on_ended(client_id)
             else:
                 self.expire_later(session)
                 self._router.reassign_shared(session, ending=False)
@@ -189,16 +194,27 @@ class SessionManager:
     def discard(self, session: Session) -> None:
         """End a session. A will still waiting for its delay goes out now: the session's end
         comes first (§3.1.3.2.2)."""
+        self._end(session, moved=False)
+
+    def hand_off(self, session: Session) -> None:
+        """The session moves to another cluster node, or that node owns its client id now
+        (session_moves.py): it ends here without its will (its client is back, there) and
+        keeps its shared subscriptions' messages (they went with it, or go with it)."""
+        self._end(session, moved=True)
+
+    def _end(self, session: Session, *, moved: bool) -> None:
         will = session.will
         if will is not None:
             session.will = None
             if self._persistence is not None:
                 self._persistence.will_dropped(session.client_id)
-            self.publish_will(session.client_id, will)
+            if not moved:
+                self.publish_will(session.client_id, will)
         for topic_filter in session.subscriptions:
             self._router.remove_from_tries(session, topic_filter)
         session.subscriptions.clear()
-        self._router.reassign_shared(session, ending=True)
+        if not moved:
+            self._router.reassign_shared(session, ending=True)
         session.forget()
         if self.sessions.get(session.client_id) is session:
             self.sessions.delete(session.client_id)
@@ -223,6 +239,8 @@ class SessionManager:
                 log.info("client %s: session expired after %d s", session.client_id,
                          session.expiry_interval)
                 self.discard(session)
+                if self.on_ended is not None:
+                    self.on_ended(session.client_id)
         for when, session in self._will_delays.pop_due(now):
             will = session.will
             if will is None or session.will_at != when:

@@ -20,7 +20,8 @@ from typing import Final
 
 class State(Enum):
     AWAITING_CONNECT = "awaiting CONNECT"
-    # A check is running (a password, or one step of enhanced authentication): reading paused.
+    # A check is running (a password, one step of enhanced authentication, or a cluster's claim
+    # of the client id): reading paused.
     AUTHENTICATING = "authenticating"
     # MQTT 5 enhanced authentication sent AUTH 0x18 and awaits the client's AUTH: only AUTH and
     # DISCONNECT may arrive [MQTT-3.1.2-30].
@@ -32,7 +33,7 @@ class State(Enum):
 
 
 class Event(Enum):
-    CHECK = "a password check or authentication step starts"
+    CHECK = "a password check, authentication step or cluster claim starts"
     ANSWERED = "the check answered"
     CHALLENGED = "the authentication step asks the client for more (AUTH 0x18)"
     OTHER_WORKER = "the CONNECT's client id belongs to another worker"

@@ -42,7 +42,6 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any, cast
 
 from redis.exceptions import RedisError, ResponseError
@@ -52,9 +51,11 @@ from ..cluster.keys import Lease
 from ..cluster.settings import ClusterConfig, ClusterError
 from ..core.broker import Broker
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
-from ..core.worker_links import FORWARD, FORWARD_V5, HandOver, record, split_records
+from ..core.worker_links import HandOver
 from ..storage.stream_cursors import ClusterSqliteStorage
+from .cluster_entries import Outgoing, Peer, carries_state, without_qos0
 from .cluster_redis import MAX_RETRY, Redis, RedisHealth, connect
+from .cluster_sessions import SessionOwners
 from .stream_reading import Entry, StreamReader
 
 log = logging.getLogger("culex")
@@ -66,50 +67,6 @@ HIGH_WATER = 256 * 1024
 HEARTBEAT_FRACTION = 1 / 3
 # How long leaving may take at shutdown (sending what is queued, giving the lease up).
 LEAVE_SECONDS = 2.0
-
-
-@dataclass
-class Peer:
-    """Another member as this node knows it."""
-
-    name: str
-    index: int
-    epoch: int
-    # False while its lease is gone: it is down, and its stream keeps what it is sent.
-    alive: bool = True
-    # Bytes queued for its stream and not yet written there.
-    queued: int = 0
-
-
-@dataclass
-class Outgoing:
-    """One stream entry on its way: a link's records of one loop tick."""
-
-    receiver: str
-    epoch: int
-    seq: int
-    records: bytes
-    # Counted against the receiver's queue (0 for an entry sent again after a restart).
-    size: int
-    # In the outbox table until written (it carries more than QoS 0 messages).
-    stored: bool
-
-
-def carries_state(records: bytes) -> bool:
-    """Whether an entry carries more than QoS 0 messages (which nobody must get twice, nor
-    miss, after a crash)."""
-    found: list[tuple[int, bytes]] = []
-    split_records(records, found)
-    return any(kind not in (FORWARD, FORWARD_V5) for kind, _ in found)
-
-
-def without_qos0(chunks: list[bytes]) -> bytes:
-    """The records for a member that is down, less its QoS 0 messages: those are not kept
-    for anyone who is not connected."""
-    found: list[tuple[int, bytes]] = []
-    split_records(b"".join(chunks), found)
-    return b"".join(record(kind, body) for kind, body in found
-                    if kind not in (FORWARD, FORWARD_V5))
 
 
 class StreamSink:
@@ -162,6 +119,11 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._health = RedisHealth()
         self._stopping = False
+        self.owners = SessionOwners(self.name, lambda: self.redis, self._live_member, loop)
+        # When the lease was last known to hold (the start of the heartbeat that renewed it),
+        # and whether sessions others claimed while it did not are still to be let go.
+        self._renewed_at = 0.0
+        self._unfenced = False
 
     @property
     def redis(self) -> Redis:
@@ -181,8 +143,10 @@ class ClusterNode:
                                f" {exc}") from None
         log.info("cluster: joined as %s (member %d, epoch %d, lease %g s)", self.name,
                  self._lease.index, self._lease.epoch, self.settings.lease)
+        self._renewed_at = self.loop.time()
         return ClusterSetup(self._lease.index, self._link_lost, self._routes_changed,
-                            self._worker, self._workers, hand_over, self._lease.epoch)
+                            self._worker, self._workers, hand_over, self._lease.epoch,
+                            self.owners, 2 * self.settings.lease)
 
     async def _join(self) -> None:
         script = self.redis.register_script(keys.JOIN)
@@ -224,6 +188,7 @@ class ClusterNode:
         await self._health.retrying(self._save_filters)
         alive, down = await self._health.retrying(self._members)
         self._reconcile(alive, down)
+        await self._health.retrying(self._fence)  # ids claimed elsewhere while this was down
         expected = {lease.index for name, lease in alive.items() if name != self.name}
         links = self._links
         assert links is not None
@@ -300,6 +265,7 @@ class ClusterNode:
         interval = self.settings.lease * HEARTBEAT_FRACTION
         while not self._stopping:
             await asyncio.sleep(min(interval, 0.5))
+            started = self.loop.time()
             try:
                 beat = self.redis.register_script(keys.HEARTBEAT)
                 if not await beat(keys=[keys.member_key(self.name)],
@@ -308,6 +274,11 @@ class ClusterNode:
                               "%g s, or Redis lost it); joining again under a new epoch",
                               self.name, self.settings.lease)
                     await self._rejoin()
+                    self._unfenced = True
+                if self._unfenced:
+                    await self._fence()
+                    self._unfenced = False
+                self._renewed_at = started
                 alive, down = await self._members()
             except RedisError as exc:
                 self._health.unavailable(exc)
@@ -322,6 +293,22 @@ class ClusterNode:
         assert links is not None
         for peer in self.peers.values():
             links.introduce(peer.index)
+
+    def _live_member(self, name: str) -> int | None:
+        peer = self.peers.get(name)
+        return peer.index if peer is not None and peer.alive else None
+
+    async def _fence(self) -> None:
+        """Let go of the sessions whose ids other members claimed while this one's lease
+        was gone (see core/session_moves.py)."""
+        broker = self._broker
+        if broker is None or broker.moves is None:
+            return
+        claimed = await self.owners.held_elsewhere(list(broker.sessions.ids()))
+        if claimed:
+            broker.moves.let_go({client_id: peer.index if (peer := self.peers.get(name))
+                                 else None for client_id, name in claimed.items()})
+            broker.host.wake()
 
     def _reconcile(self, alive: dict[str, Lease],
                    down: dict[str, tuple[int, list[str]]]) -> None:
@@ -513,7 +500,15 @@ class ClusterNode:
                 continue
             self._health.available()
             if entries:
+                await self._lease_held()
                 self._apply(entries)
+
+    async def _lease_held(self) -> None:
+        """Nothing is applied while this member's lease may have run out (paused, or cut off
+        from Redis): another member may own some of its sessions now, and the heartbeat
+        that finds out lets go of them first."""
+        while self.loop.time() - self._renewed_at > self.settings.lease and not self._stopping:
+            await asyncio.sleep(0.05)
 
     async def _create_group(self) -> None:
         try:

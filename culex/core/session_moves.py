@@ -1,0 +1,292 @@
+"""Sessions that move between cluster nodes: one owner per client id, and takeover across nodes.
+
+Every CONNECT on a clustered node claims its client id in the cluster's directory (Redis,
+through the `SessionDirectory` port) before it is accepted; the claim says who held it:
+
+    CONNECT checked ─ claim ─┬─ nobody, this member, or a member that is down ─> accepted here
+                             └─ another live member ─ TAKE ─> that member:
+                                  its connection for the id closed (0x8E "Session taken over")
+                                  persistent session wanted (Clean Start 0): the session goes
+                                  into MOVED and ends there, in one commit with the record
+                                  (the outbox, storage/stream_cursors.py); otherwise it ends
+                              <─ MOVED (the session, or none) ─ adopted here, in one commit
+                                  with the stream cursor; once every member routes its
+                                  subscriptions here, accepted, Session Present 1
+
+A TAKE that is not answered within `answer_timeout` (the holder died meanwhile, or stopped
+reading) lets the client in without its session; a MOVED that comes later still brings its
+messages (into the new session, or as an offline one). Claims are numbered cluster-wide, so a
+TAKE older than this member's own later claim of the id is answered with nothing.
+
+A member that was paused or cut off past its lease, or that starts again after others claimed
+its clients' ids, lets go of every session whose id another member has claimed meanwhile
+(`let_go`, run by the server before it reads anything again or serves anyone), so it never
+delivers for a session it no longer owns; what such a session held goes to its new owner.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..protocol.reasons import ReasonCode
+from ..storage.base import StoredEntry, StoredMessage, StoredSession
+from .message import Message
+from .outgoing import Outgoing
+from .persistence import restored_message, stored_form
+from .ports import Claim, SessionDirectory
+from .restore import rebuild_session
+from .routing import Router
+from .session import Session
+from .sessions import SessionManager
+from .timers import Clock, TimerHeap
+from .worker_links import WorkerLinks
+
+log = logging.getLogger("culex")
+
+# The links' service channel of these records (worker_queries.ADMIN is 2, dynsec's 1).
+SESSIONS = 3
+
+
+@dataclass(slots=True)
+class Waiting:
+    """A CONNECT held until the member that held its client id answers."""
+
+    token: int
+    holder: str
+    then: Callable[[], None]
+
+
+class SessionMoves:
+    def __init__(self, manager: SessionManager, router: Router, links: WorkerLinks,
+                 directory: SessionDirectory, clock: Clock, *, answer_timeout: float,
+                 set_timer: Callable[[float], None]) -> None:
+        self._manager = manager
+        self._router = router
+        self._links = links
+        self._directory = directory
+        self._clock = clock
+        self._answer_timeout = answer_timeout
+        # Client id -> the token of this member's latest claim of it.
+        self._tokens: dict[str, int] = {}
+        self._waiting: dict[str, Waiting] = {}
+        self._deadlines: TimerHeap[tuple[str, int]] = TimerHeap(set_timer)
+        links.serve(SESSIONS, self._received)
+        manager.on_ended = self._ended
+
+    # -- this member claims ---------------------------------------------------------------------
+
+    def claim(self, client_id: str, keep: bool, then: Callable[[], None]) -> None:
+        """Before a CONNECT for `client_id` is accepted: own the id, and with `keep` (Clean
+        Start 0) bring its session here if another live member holds it; `then()` once it
+        may be accepted."""
+        self._directory.claim(client_id,
+                              lambda claim: self._claimed(client_id, keep, claim, then))
+
+    def _claimed(self, client_id: str, keep: bool, claim: Claim,
+                 then: Callable[[], None]) -> None:
+        self._tokens[client_id] = claim.token
+        earlier = self._waiting.pop(client_id, None)
+        if earlier is not None:
+            earlier.then()  # a second CONNECT overtook it: taken over here, as usual
+        if claim.previous is None:
+            then()
+            return
+        body = json.dumps({"op": "take", "client": client_id, "token": claim.token,
+                           "keep": keep}).encode()
+        if not self._links.send_service(SESSIONS, body, claim.previous):
+            then()  # not linked (any more): nothing can come from it
+            return
+        log.info("client %s: held by %s; asking it for the %s", client_id,
+                 claim.previous_name, "session" if keep else "old connection to close")
+        self._waiting[client_id] = Waiting(claim.token, claim.previous_name, then)
+        self._deadlines.push(self._clock.now + self._answer_timeout,
+                             (client_id, claim.token))
+
+    @property
+    def next_deadline(self) -> float | None:
+        return self._deadlines.next
+
+    def on_timer(self, now: float) -> None:
+        """Let in the clients whose previous holder did not answer in time."""
+        for _when, (client_id, token) in self._deadlines.pop_due(now):
+            waiting = self._waiting.get(client_id)
+            if waiting is None or waiting.token != token:
+                continue
+            del self._waiting[client_id]
+            log.warning("client %s: no answer from %s within %g s; accepted without its "
+                        "session (what comes later is added to the new one)", client_id,
+                        waiting.holder, self._answer_timeout)
+            waiting.then()
+
+    def _ended(self, client_id: str) -> None:
+        token = self._tokens.pop(client_id, None)
+        if token is not None:
+            self._directory.release(client_id, token)
+
+    # -- records from the other members --------------------------------------------------------
+
+    def _received(self, member: int, body: bytes) -> None:
+        try:
+            request = json.loads(body)
+            if request["op"] == "take":
+                self._give(member, request["client"], request["token"], request["keep"])
+            else:
+                self._moved(member, request["client"], request["token"], request["session"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("cluster: a session record from member %d is not understood (%s): %r",
+                      member, exc, body[:200])
+
+    def _give(self, member: int, client_id: str, token: int, keep: bool) -> None:
+        """Member `member` claimed `client_id` under `token`: hand the session over."""
+        state = None
+        if self._tokens.get(client_id, 0) > token:
+            log.info("client %s: member %d asked for its session under an older claim than "
+                     "this member's; nothing handed over", client_id, member)
+        else:
+            self._tokens.pop(client_id, None)
+            manager = self._manager
+            session = manager.sessions.get(client_id)
+            if session is not None and session.connection is not None:
+                log.info("client %s (%s) taken over by a connection to member %d", client_id,
+                         session.connection.address, member)
+                session.connection.close(publish_will=True,
+                                         reason=ReasonCode.SESSION_TAKEN_OVER)
+                session = manager.sessions.get(client_id)  # a clean one ended with it
+            if session is not None:
+                if keep:
+                    state = export_session(session, self._clock.now)
+                    log.info("client %s: session handed to member %d (%d subscriptions, "
+                             "%d messages)", client_id, member, len(session.subscriptions),
+                             len(state["entries"]))
+                    manager.hand_off(session)
+                else:
+                    manager.discard(session)  # Clean Start 1: it ends, and a waiting will goes
+        self._links.send_service(SESSIONS, json.dumps({
+            "op": "moved", "client": client_id, "token": token, "session": state}).encode(),
+            member)
+
+    def _moved(self, member: int, client_id: str, token: int,
+               state: dict[str, Any] | None) -> None:
+        waiting = self._waiting.get(client_id)
+        current = waiting is not None and waiting.token == token
+        if state is not None:
+            self._adopt(member, client_id, state, late=not current)
+        if waiting is not None and current:
+            del self._waiting[client_id]
+            # As a SUBACK: its subscriptions are in force once every member routes them here.
+            links = self._links
+            if not links.when_known(waiting.then, links.route_sends):
+                waiting.then()
+
+    def _adopt(self, member: int, client_id: str, state: dict[str, Any], *,
+               late: bool) -> None:
+        """Rebuild a session another member handed over, and store it."""
+        stored, messages = import_session(client_id, state, self._clock.now)
+        manager = self._manager
+        existing = manager.sessions.get(client_id)
+        if existing is not None:
+            # Its client was let in without it (no answer in time): what it held is queued
+            # in the session it has now, rather than lost.
+            for item in stored.entries:
+                existing.deliver(messages[item.message_id], item.qos, item.retain,
+                                 item.identifiers)
+            log.warning("client %s: its earlier session came from member %d after the client "
+                        "started a new one; %d messages added to it", client_id, member,
+                        len(stored.entries))
+            return
+        session, entries = rebuild_session(manager, self._router, stored, messages)
+        self._store(session, stored, entries)
+        manager.sessions.put(session)
+        manager.expire_later(session)  # until its client attaches (it may have gone)
+        log.info("client %s: session %s member %d (%d subscriptions, %d messages)", client_id,
+                 "arrived late from" if late else "taken over from", member,
+                 len(stored.subscriptions), len(entries))
+
+    def _store(self, session: Session, stored: StoredSession, entries: list[Outgoing]) -> None:
+        persistence = session.persistence
+        if persistence is None:
+            return
+        client_id = session.client_id
+        persistence.session_saved(client_id, stored.expiry, stored.username)
+        for topic_filter, value in stored.subscriptions.items():
+            persistence.subscribed(client_id, topic_filter, value)
+        for item, entry in zip(stored.entries, entries, strict=True):
+            persistence.queued(client_id, entry, item.packet_id)
+        for packet_id in stored.awaiting_release:
+            persistence.inbound_received(client_id, packet_id)
+
+    # -- a member that lost its lease ----------------------------------------------------------
+
+    def let_go(self, claimed: dict[str, int | None]) -> None:
+        """Other members claimed these ids (each to its member's number, None when that member
+        is not linked) while this one was presumed dead (paused, cut off, or down): the
+        sessions end here, connection and all, without their wills, and what each held goes
+        to its new owner, which adds it to the session it has now."""
+        manager = self._manager
+        for client_id, member in claimed.items():
+            self._tokens.pop(client_id, None)
+            session = manager.sessions.get(client_id)
+            if session is None:
+                continue
+            connection = session.connection
+            if connection is not None:
+                connection.close(publish_will=False, reason=ReasonCode.SESSION_TAKEN_OVER)
+            session = manager.sessions.get(client_id)
+            if session is None:
+                continue
+            state = export_session(session, self._clock.now)
+            sent = member is not None and self._links.send_service(SESSIONS, json.dumps({
+                "op": "moved", "client": client_id, "token": 0, "session": state}).encode(),
+                member)
+            manager.hand_off(session)
+            log.warning("client %s: claimed by %s while this member was cut off or down; "
+                        "its session ends here, %s", client_id,
+                        f"member {member}" if member is not None else "a member not linked",
+                        f"its {len(state['entries'])} messages sent there" if sent else
+                        f"{len(state['entries'])} messages dropped")
+
+
+def export_session(session: Session, now: float) -> dict[str, Any]:
+    """A session's whole state as a JSON-ready dict: what a restart would load."""
+    indexes: dict[int, int] = {}
+    messages: list[dict[str, Any]] = []
+    entries: list[list[int]] = []
+    listed = [*session.inflight.items(), *((0, entry) for entry in session.queue)]
+    for packet_id, entry in listed:
+        message = entry.message
+        index = indexes.get(id(message))
+        if index is None:
+            index = indexes[id(message)] = len(messages)
+            stored = stored_form(message, 0, now)
+            messages.append({"topic": stored.topic, "qos": stored.qos, "retain": stored.retain,
+                             "payload": base64.b64encode(stored.payload).decode(),
+                             "properties": base64.b64encode(stored.properties).decode(),
+                             "expires_in": stored.expires_in})
+        entries.append([index, entry.qos, int(entry.retain), packet_id, int(entry.released),
+                        entry.identifiers])
+    return {"expiry": session.expiry_interval, "username": session.username,
+            "owner_known": session.owner_known, "subscriptions": dict(session.subscriptions),
+            "awaiting_release": sorted(session.awaiting_release), "messages": messages,
+            "entries": entries}
+
+
+def import_session(client_id: str, state: dict[str, Any],
+                   now: float) -> tuple[StoredSession, dict[int, Message]]:
+    """`export_session`'s dict back in storage's terms; messages are numbered by position."""
+    messages = {
+        index: restored_message(StoredMessage(
+            0, item["topic"], base64.b64decode(item["payload"]), item["qos"], item["retain"],
+            base64.b64decode(item["properties"]), item["expires_in"]), now)
+        for index, item in enumerate(state["messages"])}
+    entries = [StoredEntry(seq, index, qos, bool(retain), packet_id, bool(released),
+                           identifiers)
+               for seq, (index, qos, retain, packet_id, released, identifiers)
+               in enumerate(state["entries"], 1)]
+    return StoredSession(client_id, state["expiry"], dict(state["subscriptions"]),
+                         state["owner_known"], state["username"], entries,
+                         set(state["awaiting_release"])), messages

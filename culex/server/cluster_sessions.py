@@ -1,0 +1,89 @@
+"""Which member owns each client id, in Redis: the core's `SessionDirectory` for a cluster.
+
+One hash maps every client id with a session in the cluster to `<member> <token>`; one script
+claims an id (a new token from a cluster-wide counter, and the previous owner returned in the
+same step, so two nodes claiming at once are ordered by Redis), another gives a claim up only
+if it is still the latest. What moving a session involves is core/session_moves.py; here is
+the I/O, and the fencing of a member that lost its lease (`held_elsewhere`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, cast
+
+from redis.exceptions import RedisError
+
+from ..cluster import keys
+from ..core.ports import Claim
+from .cluster_redis import Redis
+
+log = logging.getLogger("culex")
+
+# Client ids per HMGET when a member checks which of its sessions it still owns.
+CHUNK = 1000
+
+
+class SessionOwners:
+    def __init__(self, member: str, redis: Callable[[], Redis],
+                 live_member: Callable[[str], int | None],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        """`member`: this member's name; `live_member(name)`: that member's number while its
+        lease holds, else None."""
+        self._member = member
+        self._redis = redis
+        self._live_member = live_member
+        self._loop = loop
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
+        self._spawn(self._claim(client_id, done))
+
+    async def _claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
+        redis = self._redis()
+        try:
+            previous, token = await redis.register_script(keys.CLAIM)(
+                keys=[keys.OWNERS, keys.CLAIMS], args=[client_id, self._member])
+        except RedisError as exc:
+            log.warning("cluster: client %s: accepted without a claim of its id (%s): a "
+                        "connection with that id on another node stays open", client_id, exc)
+            done(Claim(0))
+            return
+        holder = keys.record_owner(previous) if previous else ""
+        if not holder or holder == self._member:
+            done(Claim(int(token)))
+            return
+        index = self._live_member(holder)
+        if index is None:
+            log.warning("cluster: client %s: its session is on %s, which is down; accepted "
+                        "here without it", client_id, holder)
+        done(Claim(int(token), index, holder))
+
+    def release(self, client_id: str, token: int) -> None:
+        self._spawn(self._release(client_id, token))
+
+    async def _release(self, client_id: str, token: int) -> None:
+        try:
+            await self._redis().register_script(keys.RELEASE)(
+                keys=[keys.OWNERS], args=[client_id, keys.owner_record(self._member, token)])
+        except RedisError as exc:  # a stale record costs the next claimant one question
+            log.debug("cluster: client %s: claim not given up: %s", client_id, exc)
+
+    async def held_elsewhere(self, client_ids: list[str]) -> dict[str, str]:
+        """Those of `client_ids` whose latest claim is another member's, with its name."""
+        redis = self._redis()
+        found = {}
+        for start in range(0, len(client_ids), CHUNK):
+            chunk = client_ids[start:start + CHUNK]
+            records = cast(list[bytes | None], await redis.hmget(keys.OWNERS, chunk))
+            for client_id, record in zip(chunk, records, strict=True):
+                if record is not None and (holder := keys.record_owner(record)) != self._member:
+                    found[client_id] = holder
+        return found
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

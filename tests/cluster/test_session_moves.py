@@ -1,0 +1,222 @@
+"""Sessions that move between nodes (core/session_moves.py), with real nodes on a real Redis:
+
+- a persistent session created on node A resumes on node B with its subscriptions and queued
+  messages, and its in-flight QoS 1/2 state (exactly once across the move);
+- a connection on node B takes the client id over from node A: the old connection is closed
+  (DISCONNECT 0x8E "Session taken over" for MQTT 5);
+- a node paused past its lease (SIGSTOP, then SIGCONT) does not deliver for a session whose id
+  another node claimed meanwhile;
+- a node killed while it holds a session hands what that session held to the node its client
+  went to, when it comes back: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tests.cluster.conftest import NodeFactory
+from tests.cluster.redis_servers import RedisServer
+from tests.conftest import BrokerProcess
+from tests.integration.clients import (
+    PUBLISH,
+    PUBREL,
+    Clients,
+    ConnectResult,
+    PahoClient,
+    pubcomp,
+    publish_packet,
+    pubrec,
+    pubrel,
+)
+
+SESSION_TAKEN_OVER = 0x8E
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
+          cluster_nodes: NodeFactory) -> list[BrokerProcess]:
+    return cluster_nodes([redis_server.url], workers=request.param)
+
+
+@pytest.fixture
+def three_nodes(redis_server: RedisServer, cluster_nodes: NodeFactory) -> list[BrokerProcess]:
+    return cluster_nodes([redis_server.url])
+
+
+def clients_of(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
+    opened = [Clients(node) for node in nodes]
+    yield opened
+    for clients in opened:
+        clients.close()
+
+
+@pytest.fixture
+def per_node(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
+    yield from clients_of(nodes)
+
+
+@pytest.fixture
+def per_node1(three_nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
+    yield from clients_of(three_nodes)
+
+
+def persistent(clients: Clients, client_id: str,
+               protocol: mqtt.MQTTProtocolVersion) -> tuple[PahoClient, ConnectResult]:
+    """A client that keeps its session: clean session 0, or Clean Start 0 with an expiry."""
+    client = clients.paho(client_id, protocol=protocol, clean_session=False, connect=False)
+    properties = None
+    if protocol == mqtt.MQTTv5:
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = 3600
+    return client, client.connect(properties=properties)
+
+
+def pause(node: BrokerProcess, signal_number: signal.Signals) -> None:
+    assert node.proc is not None
+    os.killpg(node.proc.pid, signal_number)
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["3.1.1", "5.0"])
+def test_persistent_session_resumes_on_another_node_with_its_queued_messages(
+        nodes: list[BrokerProcess], per_node: list[Clients],
+        protocol: mqtt.MQTTProtocolVersion) -> None:
+    first, result = persistent(per_node[0], "mover", protocol)
+    assert not result.session_present
+    assert first.subscribe("moving/#", 2) == [2]
+    first.disconnect()
+    publisher = per_node[2].paho("mover-pub", protocol=protocol)
+    expected = []
+    for qos in (1, 2):
+        for number in range(5):
+            publisher.publish(f"moving/{qos}/{number}", f"{qos}-{number}".encode(), qos)
+            expected.append((f"moving/{qos}/{number}", qos))
+
+    second, result = persistent(per_node[1], "mover", protocol)
+    assert result.session_present, "the session did not come along"
+    got = second.drain(len(expected))
+    assert [(m.topic, m.qos) for m in got] == expected  # in order, once each
+    # Its subscription moved with it: routed to node B now, and only there.
+    publisher.publish("moving/after", b"after", 1)
+    assert [m.payload for m in second.drain(1)] == [b"after"]
+    nodes[1].wait_for_log("client mover: session taken over from member")
+    nodes[0].wait_for_log("client mover: session handed to member")
+    second.disconnect()
+
+    # And back to node A: the session follows again, and nothing is queued twice.
+    publisher.publish("moving/back", b"back", 1)
+    third, result = persistent(per_node[0], "mover", protocol)
+    assert result.session_present
+    assert [m.payload for m in third.drain(1)] == [b"back"]
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["3.1.1", "5.0"])
+def test_takeover_across_nodes_closes_the_old_connection(
+        per_node1: list[Clients], protocol: mqtt.MQTTProtocolVersion) -> None:
+    old = per_node1[0].paho("twin", protocol=protocol)
+    assert old.subscribe("twin/#", 1) == [1]
+    new = per_node1[1].paho("twin", protocol=protocol)  # Clean Start 1: a new session
+    assert not new.connect_result or not new.connect_result.session_present
+    assert old.disconnected.wait(5), "the old connection on node A is still open"
+    if protocol == mqtt.MQTTv5:
+        assert old.disconnect_reason == SESSION_TAKEN_OVER
+    # The old session ended with it (Clean Start 1): its subscription is gone everywhere.
+    assert new.subscribe("other/#", 1) == [1]
+    per_node1[2].paho("twin-pub").publish("twin/x", b"x", 1)
+    new.assert_no_message()
+
+
+def test_in_flight_qos2_state_moves_exactly_once(per_node1: list[Clients]) -> None:
+    """Outbound: one QoS 2 message past PUBREC (PUBREL is what is owed) and one not yet
+    acknowledged; inbound: a QoS 2 message received (PUBREC sent) and not yet released.
+    On node B: PUBREL again for the first, the second again with DUP, and the client's PUBREL
+    completes the inbound one without delivering it twice."""
+    a, b, c = per_node1
+    watcher = c.paho("exactly-once-watcher")
+    assert watcher.subscribe("inbound/#", 2) == [2]
+    old = a.raw("carrier", clean=False)
+    assert old.subscribe([("outbound/#", 2)]) == [2]
+    publisher = c.paho("carrier-pub")
+    publisher.publish("outbound/1", b"one", 2)
+    publisher.publish("outbound/2", b"two", 2)
+    first = old.expect_publish()
+    second = old.expect_publish()
+    assert [first.payload, second.payload] == [b"one", b"two"]
+    old.send(pubrec(first.packet_id))
+    assert old.expect(PUBREL).packet_id == first.packet_id
+    old.send(publish_packet("inbound/x", b"in", qos=2, packet_id=7))
+    assert old.read_packet().raw == pubrec(7)
+    old.drop()
+
+    new = b.raw()
+    assert new.connect("carrier", clean=False).session_present
+    resent = [new.read_packet(), new.read_packet()]
+    assert resent[0].raw == pubrel(first.packet_id)
+    again = resent[1].publish()
+    assert (again.payload, again.dup, again.packet_id) == (b"two", True, second.packet_id)
+    new.send(pubcomp(first.packet_id))
+    new.complete(again)
+    new.send(pubrel(7))
+    assert new.read_packet().raw == pubcomp(7)
+    assert [m.payload for m in watcher.drain(1)] == [b"in"]  # once, not again after PUBREL
+    new.assert_silent()
+
+
+def test_a_paused_node_does_not_deliver_for_sessions_claimed_elsewhere(
+        three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
+    first, second, _third = three_nodes
+    a, b, c = per_node1
+    old = a.raw("sleeper", clean=False)
+    assert old.subscribe([("wake/#", 1)]) == [1]
+    publisher = c.paho("wake-pub")
+    publisher.publish("wake/first", b"first", 1)
+    assert old.receive().payload == b"first"  # node C routes wake/# to node A
+    pause(first, signal.SIGSTOP)
+    try:
+        second.wait_for_log("cluster: node-a is down", timeout=10)
+        new = b.raw()
+        assert not new.connect("sleeper", clean=False).session_present
+        assert new.subscribe([("wake/#", 1)]) == [1]
+        for number in range(5):
+            publisher.publish(f"wake/{number}", str(number).encode(), 1)
+        got = [new.receive().payload for _ in range(5)]
+        assert got == [str(number).encode() for number in range(5)]
+    finally:
+        pause(first, signal.SIGCONT)
+    first.wait_for_log("client sleeper: claimed by", timeout=10)
+    # The old connection is closed without one of the messages its node read afterwards.
+    assert not [packet for packet in old.wait_closed() if packet.type == PUBLISH]
+    new.assert_silent()
+    # Node A serves on: its own new subscriber gets what is published now.
+    fresh = a.paho("after-pause")
+    assert fresh.subscribe("wake/#", 1) == [1]
+    c.paho("wake-pub-2").publish("wake/late", b"late", 1)
+    assert [m.payload for m in fresh.drain(1)] == [b"late"]
+    assert new.receive().payload == b"late"
+
+
+def test_a_killed_node_hands_its_sessions_over_when_it_comes_back(
+        three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
+    first, second, _third = three_nodes
+    a, b, c = per_node1
+    holder = a.raw("stranded", clean=False)
+    assert holder.subscribe([("stranded/#", 1)]) == [1]
+    holder.disconnect()
+    publisher = c.paho("stranded-pub")
+    for number in range(3):
+        publisher.publish(f"stranded/{number}", str(number).encode(), 1)  # acknowledged
+    first.kill()
+    second.wait_for_log("cluster: node-a is down", timeout=10)
+    moved = b.raw()
+    assert not moved.connect("stranded", clean=False).session_present  # its node is dead
+    first.start()
+    first.wait_for_log("client stranded: claimed by", timeout=10)
+    got = [moved.receive(timeout=10).payload for _ in range(3)]
+    assert got == [b"0", b"1", b"2"]
+    moved.assert_silent()
