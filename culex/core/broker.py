@@ -148,7 +148,8 @@ class Broker:
                              sessions=self.manager.sessions,
                              connections=self.manager.connections,
                              links=links if cluster is None and workers is not None
-                             else None, bridges=self.bridges)
+                             else None, bridges=self.bridges,
+                             nodes=links if isinstance(links, NodeLinks) else None)
         self._services = CoreServices(
             limits=limits, mqtt5=self.mqtt5, clock=clock, stats=stats, host=host,
             output=self.output, flow=self.flow, gate=self.gate, router=router,

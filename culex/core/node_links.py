@@ -33,6 +33,7 @@ client ids are handed to the worker that owns them, as without a cluster.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,7 @@ from .timers import Clock
 from .worker_links import (
     BARRIER,
     BARRIER_BODY,
+    COUNTS,
     READY,
     ROUTE_ADD,
     HandOver,
@@ -210,6 +212,17 @@ class NodeLinks(WorkerLinks):
         if message.topic.startswith("$SYS/"):
             return False
         return super().publish(message, stamp, origin)
+
+    def send_counts(self, counts: dict[str, int]) -> None:
+        """This member's counters, to every other member: each publishes the cluster's totals
+        (`$SYS/cluster/...`) besides its own."""
+        self._broadcast(record(COUNTS, json.dumps(counts).encode()))
+
+    def recent_counts(self, since: float) -> list[dict[str, int]]:
+        """The other members' latest counters, of those heard from since `since` (a member
+        that is down stops counting)."""
+        return [link.counts for link in self.links.values()
+                if link.counts and link.last_activity >= since]
 
     def ready(self, members: set[int]) -> bool:
         """Whether each of `members` has sent READY (its filters and retained store are

@@ -2,7 +2,12 @@
 existing dashboards work. Published every `sys_interval` seconds, each value only when it
 changed; with worker processes worker 0 publishes the sums of every worker's counters (each
 keeps the whole retained store, so the retained count is not summed). The state of each bridge
-(`$SYS/broker/bridges/<name>/...`) is published by the worker that runs it."""
+(`$SYS/broker/bridges/<name>/...`) is published by the worker that runs it.
+
+In a cluster `$SYS/broker/...` is each member's own, and every member also publishes the
+cluster's totals under `$SYS/cluster/...` (the same names, plus `members`: how many were
+counted), from the counters each member sends the others every interval; a member not heard
+from for three intervals is left out."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from collections.abc import Collection, Mapping
 from .. import __version__
 from .bridges import BridgeStatus
 from .message import Message
+from .node_links import NodeLinks
 from .ports import ClientLink
 from .routing import Router
 from .session import SessionTable
@@ -20,11 +26,12 @@ from .worker_links import WorkerLinks
 
 class SysTopics:
     __slots__ = ("_bridges", "_connections", "_interval", "_last", "_links", "_next",
-                 "_router", "_sessions", "_started_at", "_stats")
+                 "_nodes", "_router", "_sessions", "_started_at", "_stats")
 
     def __init__(self, interval: float, now: float, *, stats: Stats, router: Router,
                  sessions: SessionTable, connections: Collection[ClientLink],
-                 links: WorkerLinks | None, bridges: Mapping[str, BridgeStatus]) -> None:
+                 links: WorkerLinks | None, bridges: Mapping[str, BridgeStatus],
+                 nodes: NodeLinks | None = None) -> None:
         self._interval = interval
         self._started_at = now
         self._next = now
@@ -33,6 +40,7 @@ class SysTopics:
         self._sessions = sessions
         self._connections = connections
         self._links = links
+        self._nodes = nodes
         self._bridges = bridges
         self._last: dict[str, str] = {}
 
@@ -48,6 +56,8 @@ class SysTopics:
             self._links.send_counts(self.counts())  # worker 0 publishes the sums
             self._publish_changed(self.bridge_values())
         else:
+            if self._nodes is not None:
+                self._nodes.send_counts(self.counts())
             self.publish(now)
 
     def counts(self) -> dict[str, int]:
@@ -77,14 +87,16 @@ class SysTopics:
         """The $SYS/broker tree; with workers, the sums of their counters."""
         counts = self.counts()
         if self._links is not None:
-            for other in self._links.other_counts():
-                for name, value in other.items():
-                    if name != "retained messages/count":
-                        counts[name] = counts.get(name, 0) + value
+            counts = summed(counts, self._links.other_counts())
         values = {"version": f"culex version {__version__}",
                   "uptime": f"{int(now - self._started_at)} seconds", **counts}
-        return {**{f"$SYS/broker/{name}": str(value) for name, value in values.items()},
-                **self.bridge_values()}
+        published = {f"$SYS/broker/{name}": str(value) for name, value in values.items()}
+        if self._nodes is not None:
+            others = self._nodes.recent_counts(now - 3 * self._interval)
+            totals = {**summed(counts, others), "members": 1 + len(others)}
+            published.update({f"$SYS/cluster/{name}": str(value)
+                              for name, value in totals.items()})
+        return {**published, **self.bridge_values()}
 
     def bridge_values(self) -> dict[str, str]:
         """The bridges this process runs, each under $SYS/broker/bridges/<name>/."""
@@ -101,3 +113,14 @@ class SysTopics:
             if self._last.get(topic) != value:
                 self._last[topic] = value
                 self._router.publish(Message(topic, value.encode(), 0, True))
+
+
+def summed(counts: dict[str, int], others: list[dict[str, int]]) -> dict[str, int]:
+    """`counts` plus every one of `others`, except the retained count: each process keeps the
+    whole retained store."""
+    total = dict(counts)
+    for other in others:
+        for name, value in other.items():
+            if name != "retained messages/count":
+                total[name] = total.get(name, 0) + value
+    return total

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.worker_links import FORWARD, FORWARD_V5, record, split_records
+from ..core.worker_links import COUNTS, FORWARD, FORWARD_V5, record, split_records
+
+# Records that matter only to a member that reads them at once: QoS 0 messages, and the
+# counters behind the cluster's $SYS totals (sent again every interval).
+EPHEMERAL = (FORWARD, FORWARD_V5, COUNTS)
 
 
 @dataclass
@@ -36,17 +40,16 @@ class Outgoing:
 
 
 def carries_state(records: bytes) -> bool:
-    """Whether an entry carries more than QoS 0 messages (which nobody must get twice, nor
-    miss, after a crash)."""
+    """Whether an entry carries more than QoS 0 messages and counters (which nobody must get
+    twice, nor miss, after a crash)."""
     found: list[tuple[int, bytes]] = []
     split_records(records, found)
-    return any(kind not in (FORWARD, FORWARD_V5) for kind, _ in found)
+    return any(kind not in EPHEMERAL for kind, _ in found)
 
 
 def without_qos0(chunks: list[bytes]) -> bytes:
-    """The records for a member that is down, less its QoS 0 messages: those are not kept
-    for anyone who is not connected."""
+    """The records for a member that is down, less its QoS 0 messages (not kept for anyone
+    who is not connected) and counters (stale by the time it reads them)."""
     found: list[tuple[int, bytes]] = []
     split_records(b"".join(chunks), found)
-    return b"".join(record(kind, body) for kind, body in found
-                    if kind not in (FORWARD, FORWARD_V5))
+    return b"".join(record(kind, body) for kind, body in found if kind not in EPHEMERAL)

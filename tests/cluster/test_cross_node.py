@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import time
 from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
@@ -118,3 +119,31 @@ def test_subscription_made_after_start_is_routed_at_once_and_withdrawn_with_the_
         subscriber.unsubscribe(f"eager/{round_number}")
         publisher.publish(f"eager/{round_number}", b"later", 1)
         subscriber.assert_no_message()
+
+
+def test_sys_cluster_totals_count_every_member(nodes: list[BrokerProcess],
+                                               per_node: list[Clients]) -> None:
+    """`$SYS/cluster/...` sums every member's counters (each worker is a member); a member
+    that goes down stops counting."""
+    watcher = per_node[0].paho("sys-watcher")
+    for index, clients in enumerate(per_node):
+        for number in range(index + 1):  # 1, 2 and 3 more clients on nodes A, B and C
+            clients.paho(f"counted-{index}-{number}")
+    members = 3 * nodes[0].workers
+    latest: dict[str, bytes] = {}
+
+    def totals_reach(connected: int, counted: int) -> bool:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                message = watcher.messages.get(timeout=0.2)
+                latest[message.topic] = message.payload
+            if latest.get("$SYS/cluster/clients/connected") == str(connected).encode() \
+                    and latest.get("$SYS/cluster/members") == str(counted).encode():
+                return True
+        return False
+
+    assert watcher.subscribe("$SYS/cluster/#", 0) == [0]
+    assert totals_reach(7, members), latest
+    nodes[2].kill()
+    assert totals_reach(4, members - nodes[2].workers), latest
