@@ -5,6 +5,7 @@
 redis = ["redis://127.0.0.1:6379"]   # one Redis, or several seeds of a Redis Cluster
 node = "node-a"                      # unique, stable name of this node
 lease = 5                            # seconds a node is presumed alive without a heartbeat
+replicas = 0                         # Redis replicas that must have an entry (WAIT) first
 ```
 
 Without the table nothing changes: one node, SQLite, no Redis.
@@ -21,6 +22,7 @@ NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 URL_SCHEMES = ("redis", "rediss", "unix")
 # Below a second a garbage-collection pause or a busy Redis would pass for a death.
 MIN_LEASE = 1.0
+MAX_REPLICAS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,10 @@ class ClusterConfig:
     redis: tuple[str, ...] = ()
     node: str = ""
     lease: float = 5.0
+    # Replicas of the (one) Redis primary that must have confirmed a stream entry carrying
+    # QoS 1/2 messages (WAIT) before what depends on it alone is acknowledged: a message for
+    # a node that is down, which the stream keeps until it is back.
+    replicas: int = 0
 
     def problems(self) -> list[str]:
         found = []
@@ -42,6 +48,11 @@ class ClusterConfig:
         if not NODE_NAME.fullmatch(self.node):
             found.append(f"node: {self.node!r} must be 1-63 letters, digits, '.', '_' or '-', "
                          "starting with a letter or digit (it names Redis keys)")
+        if not 0 <= self.replicas <= MAX_REPLICAS:
+            found.append(f"replicas: {self.replicas} must be between 0 and {MAX_REPLICAS}")
+        elif self.replicas and self.is_redis_cluster:
+            found.append("replicas: waiting for replicas needs one Redis primary; with a Redis "
+                         "Cluster it is not supported yet")
         if not MIN_LEASE <= self.lease <= 3600:
             found.append(f"lease: {self.lease:g} s must be between {MIN_LEASE:g} and 3600")
         return found

@@ -54,7 +54,7 @@ from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
 from ..storage.stream_cursors import ClusterSqliteStorage
 from .cluster_entries import Outgoing, Peer, carries_state, without_qos0
-from .cluster_redis import MAX_RETRY, Redis, RedisHealth, connect
+from .cluster_redis import MAX_RETRY, REPLICA_WAIT_MS, NotReplicated, Redis, RedisHealth, connect
 from .cluster_sessions import SessionOwners
 from .stream_reading import Entry, StreamReader
 
@@ -124,6 +124,7 @@ class ClusterNode:
         # and whether sessions others claimed while it did not are still to be let go.
         self._renewed_at = 0.0
         self._unfenced = False
+        self._short_of_replicas = False
 
     @property
     def redis(self) -> Redis:
@@ -420,13 +421,20 @@ class ClusterNode:
                     try:
                         await self._xadd(batch, routes)
                         break
+                    except NotReplicated as exc:  # Redis answers: no "unavailable" log
+                        if not self._short_of_replicas:
+                            self._short_of_replicas = True
+                            log.error("cluster: %s; what depends on them waits", exc)
                     except RedisError as exc:
                         self._health.unavailable(exc)
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, MAX_RETRY)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY)
                 else:
                     return
                 self._health.available()
+                if self._short_of_replicas:
+                    self._short_of_replicas = False
+                    log.warning("cluster: the replicas confirm what is written again")
                 self._written(batch)
         finally:
             self._sending = None
@@ -447,6 +455,9 @@ class ClusterNode:
                 links.release_barriers(peer.index)
 
     async def _xadd(self, entries: list[Outgoing], routes: list[tuple[str, bool]]) -> None:
+        """One pipelined round trip; with `replicas`, a WAIT for them ends it when an entry
+        carries state (on the pipeline's connection, whose writes WAIT counts)."""
+        replicas = self.settings.replicas if any(entry.stored for entry in entries) else 0
         index = self._lease.index
         filters = keys.filters_key(self.name)
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -459,7 +470,13 @@ class ClusterNode:
                 pipe.xadd(keys.stream_key(entry.receiver), {
                     "f": self.name, "e": entry.epoch, "i": index, "s": entry.seq,
                     "r": entry.records})
-            await pipe.execute()
+            if replicas:
+                pipe.wait(replicas, REPLICA_WAIT_MS)
+            results = await pipe.execute()
+        if replicas and results[-1] < replicas:
+            # Sent again: the receiver drops the numbers it has already applied.
+            raise NotReplicated(f"{results[-1]} of {replicas} Redis replica(s) confirmed the "
+                                f"entries within {REPLICA_WAIT_MS} ms")
 
     def _drained(self, peer: Peer) -> None:
         links = self._links

@@ -21,10 +21,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from ..cluster.settings import ClusterConfig
+from ..cluster.settings import ClusterConfig, ClusterError
 
 log = logging.getLogger("culex")
 
+# How long one WAIT for replicas may take before the write is sent again and waited for again.
+REPLICA_WAIT_MS = 1000
 # The longest wait between two attempts while Redis does not answer.
 MAX_RETRY = 1.0
 
@@ -51,9 +53,16 @@ async def connect(settings: ClusterConfig) -> Redis:
     if not info.get("cluster_enabled"):
         return single
     await single.aclose()
+    if settings.replicas:
+        raise ClusterError(f"cluster: {settings.redis[0]} is part of a Redis Cluster, and "
+                           "waiting for replicas (replicas > 0) needs one Redis primary")
     client = aioredis.RedisCluster.from_url(settings.redis[0], **options)
     await client.initialize()
     return client
+
+
+class NotReplicated(RedisError):
+    """Fewer replicas than configured confirmed a write within `REPLICA_WAIT_MS`."""
 
 
 class RedisHealth:

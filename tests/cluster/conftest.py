@@ -48,19 +48,21 @@ NodeFactory = Callable[..., list[BrokerProcess]]
 
 @pytest.fixture
 def cluster_nodes(tmp_path: Path) -> Iterator[NodeFactory]:
-    """`cluster_nodes(urls, names=NODE_NAMES, workers=1, **settings)`: Culex nodes (node-a,
-    node-b, node-c by default) on the Redis at `urls`, each with its own directory, port and
-    log, started in order."""
+    """`cluster_nodes(urls, names=NODE_NAMES, workers=1, cluster=None, **settings)`: Culex
+    nodes (node-a, node-b, node-c by default) on the Redis at `urls`, each with its own
+    directory, port and log, started in order; `cluster`: more keys of `[cluster]`."""
     started: list[BrokerProcess] = []
 
     def start(urls: list[str], names: Sequence[str] = NODE_NAMES, workers: int = 1,
-              lease: float = TEST_LEASE, **settings: Any) -> list[BrokerProcess]:
+              lease: float = TEST_LEASE, cluster: dict[str, Any] | None = None,
+              **settings: Any) -> list[BrokerProcess]:
         nodes = []
         for name in names:
             work = tmp_path / name
             work.mkdir(exist_ok=True)
             node_settings = {"sys_interval": 1, **settings,
-                             "cluster": {"redis": urls, "node": name, "lease": lease}}
+                             "cluster": {"redis": urls, "node": name, "lease": lease,
+                                         **(cluster or {})}}
             node = BrokerProcess(work, node_settings, workers)
             node.port = free_port()
             node.start()

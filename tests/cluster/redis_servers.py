@@ -3,6 +3,7 @@
 * `RedisServer`: one instance with `appendonly yes` and `appendfsync always`, as a cluster's
   Redis must run for "acknowledged means stored" to hold; `restart()` keeps its directory, so
   the AOF is read back as after a crash.
+  With `replica_of`, a replica of another one.
 * `RedisCluster`: three such instances with `cluster-enabled yes`, joined into a Redis Cluster
   of three masters (no replicas) by `redis-cli --cluster create`.
 
@@ -31,7 +32,8 @@ def redis_binary(name: str) -> str:
 
 
 class RedisServer:
-    def __init__(self, directory: Path, *, cluster: bool = False) -> None:
+    def __init__(self, directory: Path, *, cluster: bool = False,
+                 replica_of: RedisServer | None = None) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
         self.host = "127.0.0.1"
@@ -39,6 +41,8 @@ class RedisServer:
         # The cluster bus port is given explicitly: the default, port + 10000, may be taken.
         self.bus_port = free_port() if cluster else 0
         self.cluster = cluster
+        # A replica of that server (`--replicaof`), for the tests of `replicas`.
+        self.replica_of = replica_of
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,6 +58,8 @@ class RedisServer:
                    "--dir", str(self.directory), "--save", "", "--appendonly", "yes",
                    "--appendfsync", "always", "--protected-mode", "no",
                    "--logfile", "redis.log"]
+        if self.replica_of is not None:
+            command += ["--replicaof", self.replica_of.host, str(self.replica_of.port)]
         if self.cluster:
             command += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", "2000", "--cluster-port", str(self.bus_port)]

@@ -45,3 +45,14 @@ def test_bad_cluster_values_are_refused(table: dict[str, object], message: str) 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")
                        .replace("*", r"\*").replace("[", r"\[")):
         parse_config({"cluster": table}, "x.toml")
+
+
+def test_replicas_need_one_redis_primary() -> None:
+    assert ClusterConfig(redis=("redis://127.0.0.1:7000", "redis://127.0.0.1:7001"),
+                         node="node-a", replicas=1).problems() == [
+        "replicas: waiting for replicas needs one Redis primary; with a Redis Cluster it is "
+        "not supported yet"]
+    assert ClusterConfig(redis=("redis://127.0.0.1:7000",), node="node-a",
+                         replicas=17).problems() == ["replicas: 17 must be between 0 and 16"]
+    assert ClusterConfig(redis=("redis://127.0.0.1:7000",), node="node-a",
+                         replicas=2).problems() == []

@@ -1,0 +1,66 @@
+"""`[cluster] replicas`: an acknowledgement that rests on Redis alone (a message for a node that
+is down, which its stream keeps) waits until that many replicas of the Redis primary have the
+entry (WAIT). A real primary and a real replica; the replica killed and started again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.conftest import NodeFactory
+from tests.cluster.redis_servers import RedisServer
+from tests.integration.clients import Clients, wait_until
+
+
+@pytest.fixture
+def primary_and_replica(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer]]:
+    primary = RedisServer(tmp_path / "primary").start()
+    replica = RedisServer(tmp_path / "replica", replica_of=primary).start()
+    yield primary, replica
+    replica.stop()
+    primary.stop()
+
+
+def replicas_in_sync(primary: RedisServer) -> int:
+    info = primary.client().info("replication")
+    return sum(1 for key, value in info.items()
+               if key.startswith("slave") and isinstance(value, dict)
+               and value.get("state") == "online")
+
+
+def test_an_ack_for_a_down_node_waits_for_the_replica(
+        primary_and_replica: tuple[RedisServer, RedisServer],
+        cluster_nodes: NodeFactory) -> None:
+    primary, replica = primary_and_replica
+    assert wait_until(lambda: replicas_in_sync(primary) == 1, timeout=10), "replica not in sync"
+    first, second = cluster_nodes([primary.url], names=("node-a", "node-b"),
+                                  cluster={"replicas": 1})
+    with Clients(first) as a:
+        with Clients(second) as b:
+            durable = b.paho("kept-on-b", clean_session=False)
+            assert durable.subscribe("replicated/#", 1) == [1]
+            durable.disconnect()
+        publisher = a.paho("replicated-pub")
+        second.kill()
+        first.wait_for_log("cluster: node-b is down", timeout=10)
+        publisher.publish("replicated/1", b"one", 1)  # the replica confirms it: PUBACK
+
+        replica.kill()
+        pending = publisher.client.publish("replicated/2", b"two", 1)
+        first.wait_for_log("0 of 1 Redis replica(s) confirmed the entries", timeout=10)
+        time.sleep(1.5)
+        assert not pending.is_published(), "PUBACK before any replica had the message"
+        replica.start()
+        assert wait_until(pending.is_published, timeout=15), "no PUBACK once the replica is back"
+        first.wait_for_log("cluster: the replicas confirm what is written again")
+
+    second.start()
+    with Clients(second) as b:
+        back = b.paho("kept-on-b", clean_session=False)
+        assert back.connect_result is not None and back.connect_result.session_present
+        # Sent again while the replica was away: each message once all the same.
+        assert sorted(m.payload for m in back.drain(2)) == [b"one", b"two"]
+
