@@ -23,6 +23,8 @@ class Peer:
     alive: bool = True
     # Bytes queued for its stream and not yet written there.
     queued: int = 0
+    # Its stream holds more than it keeps up with (server/stream_backlog.py).
+    backlogged: bool = False
 
 
 @dataclass

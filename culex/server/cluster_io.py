@@ -1,35 +1,32 @@
 """A cluster node's Redis I/O: membership with a lease, and the streams the links run on.
 
-The sans-I/O side is `core/node_links.py` (the links, their records, routes and barriers) and
+The sans-I/O side is `core/node_links.py` (links, records, routes, barriers) and
 `cluster/keys.py` (where things are in Redis). Here:
 
 - Joining: one script allocates this node's member number (once, kept), bumps its epoch (a
-  fencing token), and takes its lease (a key with a TTL). A heartbeat renews the lease every
-  `HEARTBEAT_FRACTION` of it, only while the key is still this process's; a node that finds
-  its lease gone (it was paused past it, or Redis lost it) joins again under a new epoch.
-- Membership: at every heartbeat the members are read. A new one gets a link
-  (`NodeLinks.attach`: our filters, retained messages, READY). A new epoch of a known one
-  keeps its link and what waits for its answer: it is sent all that again, barriers it has
-  not answered included, and its earlier filters are replaced by those it announces
-  (`NodeLinks.renew_routes`). A member whose lease ran out is down: its link and filters
-  stay, QoS 0 is no longer sent to it, and what waits for its answer is released once its
-  stream holds everything sent before (`NodeLinks.release_barriers`). Members that are down
-  when this node starts are linked with the filters Redis keeps for them.
-- Sending: what a tick queued for a member is one stream entry, numbered (epoch, sequence)
-  and released once the tick's commit is done; with `durability = "sync"` an entry carrying
-  more than QoS 0 is committed with the tick in the outbox table (storage/stream_cursors.py)
-  and sent again under its number after a crash. Released entries go out in one pipelined
-  XADD round trip; one whose XADD fails is sent again (a receiver drops a number it has
-  applied: the failure may have come after Redis had it). While a member's entries wait past
-  `HIGH_WATER` bytes, its link counts as full and its publishers are paused, as for a worker
-  link.
+  fencing token) and takes its lease (a key with a TTL), renewed by a heartbeat every
+  `HEARTBEAT_FRACTION` of it while the key is still this process's; a node that finds its
+  lease gone (paused past it, or Redis lost it) joins again under a new epoch, and lets go of
+  the sessions claimed elsewhere meanwhile before it applies anything (cluster_sessions.py).
+- Membership: read at every heartbeat. A new member gets a link (`NodeLinks.attach`: our
+  filters, retained messages, READY); a new epoch of a known one keeps its link and what
+  waits for its answer, is sent all that again, and its earlier filters are replaced by those
+  it announces (`NodeLinks.renew_routes`). A member whose lease ran out is down: its link and
+  filters stay, QoS 0 is not sent to it, and what waits for its answer is released once its
+  stream holds everything sent before (`NodeLinks.release_barriers`).
+- Sending: what a tick queued for a member is one stream entry, numbered (epoch, sequence),
+  released once the tick's commit is done; with `durability = "sync"` an entry carrying more
+  than QoS 0 is committed with the tick in the outbox table (storage/stream_cursors.py) and
+  sent again under its number after a crash. Released entries go out in one pipelined round
+  trip; a failed one is sent again (a receiver drops a number it has applied). A member's link
+  counts as full, its publishers paused as for a worker link, while its entries wait past
+  `HIGH_WATER` bytes here, or its stream holds more than it keeps up with (stream_backlog.py).
 - Receiving: this node's stream is read through a consumer group; each entry's records are
   applied in order (`WorkerLinks.data_received`), how far each sender's entries are applied is
-  committed with what they changed, and an entry is acknowledged (XACK, then XDEL: the stream
-  keeps only what is not yet applied) after that commit. After a restart, and after a read or
-  an XACK failed, the entries read but never acknowledged are read again first (a lost reply
-  leaves entries pending that were never applied; see server/stream_reading.py). A full local
-  subscriber stops the reading (the link's `pause_reading`), as for a worker link.
+  committed with what they changed, and an entry is acknowledged (XACK, then XDEL) after that
+  commit. After a restart, and after a read or an XACK failed, the entries read but never
+  acknowledged are read again first (see server/stream_reading.py). A full local subscriber
+  stops the reading (the link's `pause_reading`), as for a worker link.
 - Redis unavailable: logged once, retried with a growing delay (at most `MAX_RETRY`), logged
   again when it answers. Nothing that waits for a barrier is released meanwhile, so QoS 1/2
   publishers whose messages crossed nodes get no acknowledgement until it is true.
@@ -42,7 +39,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -54,8 +51,17 @@ from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
 from ..storage.stream_cursors import ClusterSqliteStorage
 from .cluster_entries import Outgoing, Peer, carries_state, without_qos0
-from .cluster_redis import MAX_RETRY, REPLICA_WAIT_MS, NotReplicated, Redis, RedisHealth, connect
+from .cluster_redis import (
+    MAX_RETRY,
+    REPLICA_WAIT_MS,
+    NotReplicated,
+    Redis,
+    RedisHealth,
+    connect,
+    read_members,
+)
 from .cluster_sessions import SessionOwners
+from .stream_backlog import StreamBacklog
 from .stream_reading import Entry, StreamReader
 
 log = logging.getLogger("culex")
@@ -125,6 +131,11 @@ class ClusterNode:
         self._renewed_at = 0.0
         self._unfenced = False
         self._short_of_replicas = False
+        self._backlog = StreamBacklog(lambda: self.redis, self._node_links, self._drained, loop)
+
+    def _node_links(self) -> NodeLinks:
+        assert self._links is not None
+        return self._links
 
     @property
     def redis(self) -> Redis:
@@ -213,6 +224,7 @@ class ClusterNode:
         """Shutdown: send what is queued, give up the lease (the others drop our links at
         their next heartbeat), and close."""
         self._stopping = self._health.stopping = True
+        self._backlog.stop()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -234,25 +246,7 @@ class ClusterNode:
     # -- membership ----------------------------------------------------------------------------
 
     async def _members(self) -> tuple[dict[str, Lease], dict[str, tuple[int, list[str]]]]:
-        """The live members' leases, and for the members that are down and not known here
-        yet, their number and filters."""
-        members = cast(set[bytes], await self.redis.smembers(keys.MEMBERS))
-        names = sorted(name.decode() for name in members)
-        if not names:
-            return {}, {}
-        values = cast(list[bytes | None],
-                      await self.redis.mget([keys.member_key(name) for name in names]))
-        alive = {name: Lease.parse(value) for name, value in zip(names, values, strict=True)
-                 if value is not None}
-        down: dict[str, tuple[int, list[str]]] = {}
-        for name in names:
-            if name in alive or name in self.peers or name == self.name:
-                continue
-            index = await self.redis.hget(keys.INDEX, name)
-            filters = cast(set[bytes], await self.redis.smembers(keys.filters_key(name)))
-            if index is not None:
-                down[name] = (int(index), sorted(value.decode() for value in filters))
-        return alive, down
+        return await read_members(self.redis, {*self.peers, self.name})
 
     async def _save_filters(self) -> None:
         """This node's whole set of filters, in Redis."""
@@ -300,16 +294,12 @@ class ClusterNode:
         return peer.index if peer is not None and peer.alive else None
 
     async def _fence(self) -> None:
-        """Let go of the sessions whose ids other members claimed while this one's lease
-        was gone (see core/session_moves.py)."""
-        broker = self._broker
-        if broker is None or broker.moves is None:
-            return
-        claimed = await self.owners.held_elsewhere(list(broker.sessions.ids()))
-        if claimed:
-            broker.moves.let_go({client_id: peer.index if (peer := self.peers.get(name))
-                                 else None for client_id, name in claimed.items()})
-            broker.host.wake()
+        if self._broker is not None:
+            await self.owners.fence(self._broker, self._member_index)
+
+    def _member_index(self, name: str) -> int | None:
+        peer = self.peers.get(name)
+        return None if peer is None else peer.index
 
     def _reconcile(self, alive: dict[str, Lease],
                    down: dict[str, tuple[int, list[str]]]) -> None:
@@ -340,6 +330,7 @@ class ClusterNode:
         peer.alive = False
         log.warning("cluster: %s is down (no heartbeat for %g s); what its subscriptions "
                     "match waits in its stream", peer.name, self.settings.lease)
+        self._backlog.forget(peer)
         if not peer.queued:
             links = self._links
             assert links is not None
@@ -419,7 +410,7 @@ class ClusterNode:
                 routes, links.route_changes = links.route_changes, []
                 while not self._stopping:
                     try:
-                        await self._xadd(batch, routes)
+                        sizes = await self._xadd(batch, routes)
                         break
                     except NotReplicated as exc:  # Redis answers: no "unavailable" log
                         if not self._short_of_replicas:
@@ -436,6 +427,8 @@ class ClusterNode:
                     self._short_of_replicas = False
                     log.warning("cluster: the replicas confirm what is written again")
                 self._written(batch)
+                for peer, size in sizes:
+                    self._backlog.measured(peer, size)
         finally:
             self._sending = None
 
@@ -454,9 +447,13 @@ class ClusterNode:
             if not peer.alive and not peer.queued:
                 links.release_barriers(peer.index)
 
-    async def _xadd(self, entries: list[Outgoing], routes: list[tuple[str, bool]]) -> None:
-        """One pipelined round trip; with `replicas`, a WAIT for them ends it when an entry
-        carries state (on the pipeline's connection, whose writes WAIT counts)."""
+    async def _xadd(self, entries: list[Outgoing],
+                    routes: list[tuple[str, bool]]) -> list[tuple[Peer, int | None]]:
+        """One pipelined round trip, which returns the size of each live receiver's stream
+        (for back-pressure); with `replicas`, a WAIT for them ends it when an entry carries
+        state (on the pipeline's connection, whose writes WAIT counts)."""
+        receivers = {entry.receiver: peer for entry in entries
+                     if (peer := self.peers.get(entry.receiver)) is not None and peer.alive}
         replicas = self.settings.replicas if any(entry.stored for entry in entries) else 0
         index = self._lease.index
         filters = keys.filters_key(self.name)
@@ -470,6 +467,8 @@ class ClusterNode:
                 pipe.xadd(keys.stream_key(entry.receiver), {
                     "f": self.name, "e": entry.epoch, "i": index, "s": entry.seq,
                     "r": entry.records})
+            for receiver in receivers:
+                pipe.memory_usage(keys.stream_key(receiver))
             if replicas:
                 pipe.wait(replicas, REPLICA_WAIT_MS)
             results = await pipe.execute()
@@ -477,12 +476,15 @@ class ClusterNode:
             # Sent again: the receiver drops the numbers it has already applied.
             raise NotReplicated(f"{results[-1]} of {replicas} Redis replica(s) confirmed the "
                                 f"entries within {REPLICA_WAIT_MS} ms")
+        sizes = results[len(results) - len(receivers) - bool(replicas):][:len(receivers)]
+        return list(zip(receivers.values(), sizes, strict=True))
 
     def _drained(self, peer: Peer) -> None:
         links = self._links
         assert links is not None
         link = links.links.get(peer.index)
-        if link is not None and link.write_paused and peer.queued <= HIGH_WATER // 4:
+        if link is not None and link.write_paused and peer.queued <= HIGH_WATER // 4 \
+                and not peer.backlogged:
             links.resume_writing(peer.index)
 
     # -- receiving -----------------------------------------------------------------------------

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from redis import asyncio as aioredis
@@ -21,6 +21,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from ..cluster import keys
+from ..cluster.keys import Lease
 from ..cluster.settings import ClusterConfig, ClusterError
 
 log = logging.getLogger("culex")
@@ -59,6 +61,28 @@ async def connect(settings: ClusterConfig) -> Redis:
     client = aioredis.RedisCluster.from_url(settings.redis[0], **options)
     await client.initialize()
     return client
+
+
+async def read_members(redis: Redis, known: Collection[str]
+                       ) -> tuple[dict[str, Lease], dict[str, tuple[int, list[str]]]]:
+    """The live members' leases, and for the members that are down and not in `known`,
+    their number and the filters Redis keeps for them."""
+    members = cast(set[bytes], await redis.smembers(keys.MEMBERS))
+    names = sorted(name.decode() for name in members)
+    if not names:
+        return {}, {}
+    values = cast(list[bytes | None], await redis.mget([keys.member_key(name) for name in names]))
+    alive = {name: Lease.parse(value) for name, value in zip(names, values, strict=True)
+             if value is not None}
+    down: dict[str, tuple[int, list[str]]] = {}
+    for name in names:
+        if name in alive or name in known:
+            continue
+        index = await redis.hget(keys.INDEX, name)
+        filters = cast(set[bytes], await redis.smembers(keys.filters_key(name)))
+        if index is not None:
+            down[name] = (int(index), sorted(value.decode() for value in filters))
+    return alive, down
 
 
 class NotReplicated(RedisError):

@@ -17,6 +17,7 @@ from typing import Any, cast
 from redis.exceptions import RedisError
 
 from ..cluster import keys
+from ..core.broker import Broker
 from ..core.ports import Claim
 from .cluster_redis import Redis
 
@@ -82,6 +83,18 @@ class SessionOwners:
                 if record is not None and (holder := keys.record_owner(record)) != self._member:
                     found[client_id] = holder
         return found
+
+    async def fence(self, broker: Broker, member_index: Callable[[str], int | None]) -> None:
+        """Let go of the sessions whose ids other members claimed while this one's lease was
+        gone, or while it was down (see core/session_moves.py); `member_index(name)`: that
+        member's number, None when it is not linked."""
+        moves = broker.moves
+        if moves is None:
+            return
+        claimed = await self.held_elsewhere(list(broker.sessions.ids()))
+        if claimed:
+            moves.let_go({client_id: member_index(name) for client_id, name in claimed.items()})
+            broker.host.wake()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(work)
