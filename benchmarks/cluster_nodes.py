@@ -9,7 +9,9 @@ run: every client on node A ("same node"), then publishers on node A and subscri
 crossing costs: latency added at a fixed rate, and delivery rate (1 -> 1 and fan-out, which
 one node's core carries).
 
-Then the time a dead node's sessions take to be served again: node B holds a persistent
+Then sessions that move: persistent sessions resumed through the node that holds them, and
+through the other node, which takes them over (`moves`). And the time a dead node's sessions
+take to be served again: node B holds a persistent
 session with a QoS 1 subscription and is killed (kill -9); node A keeps publishing QoS 1 (its
 PUBACKs wait for node B's lease to run out); node B is started again and the session's client
 reconnects through it. Reported: how long publishing waited (the lease), how long node B took
@@ -26,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +208,97 @@ def recovery(cluster: Cluster, messages: int = 200) -> dict[str, float]:
             "delivered": float(len(set(received))), "messages": float(messages)}
 
 
+def connect_frame(client_id: str) -> bytes:
+    """An MQTT 3.1.1 CONNECT with clean session 0 (a session to keep)."""
+    body = b"\x00\x04MQTT\x04\x00\x00\x3c" + len(client_id).to_bytes(2, "big") + \
+        client_id.encode()
+    return bytes((0x10, len(body))) + body
+
+
+def read_frame(sock: socket.socket, buffer: bytearray) -> tuple[int, bytes]:
+    """The next packet: (first byte, body); short packets only (remaining length < 128)."""
+    while len(buffer) < 2 or len(buffer) < 2 + buffer[1]:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        buffer += data
+    first, length = buffer[0], buffer[1]
+    body = bytes(buffer[2:2 + length])
+    del buffer[:2 + length]
+    return first, body
+
+
+def resume(port: int, client_id: str, queued: int) -> tuple[float, float]:
+    """Reconnect `client_id` through `port`: seconds to CONNACK (Session Present asserted),
+    and to the last of its `queued` QoS 1 messages (each acknowledged)."""
+    started = time.monotonic()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    buffer = bytearray()
+    sock.sendall(connect_frame(client_id))
+    first, body = read_frame(sock, buffer)
+    assert first == 0x20 and body == b"\x01\x00", (first, body)
+    connacked = time.monotonic() - started
+    for _ in range(queued):
+        first, body = read_frame(sock, buffer)
+        topic_length = int.from_bytes(body[:2], "big")
+        packet_id = body[2 + topic_length:4 + topic_length]
+        sock.sendall(b"\x40\x02" + packet_id)
+    delivered = time.monotonic() - started
+    sock.sendall(b"\xe0\x00")
+    sock.close()
+    return connacked, delivered
+
+
+def moves(cluster: Cluster, sessions: int = 100, queued: int = 10) -> dict[str, list[float]]:
+    """Persistent sessions with `queued` QoS 1 messages each, resumed on the node that holds
+    them, then through the other node (the session moves there), then back."""
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="moves-pub")
+    publisher.connect("127.0.0.1", cluster.ports["node-a"])
+    publisher.loop_start()
+    ids = [f"mover-{number}" for number in range(sessions)]
+    for client_id in ids:
+        made = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        subscribed = threading.Event()
+        made.on_subscribe = lambda *_args, done=subscribed: done.set()
+        made.connect("127.0.0.1", cluster.ports["node-a"])
+        made.loop_start()
+        made.subscribe(f"moves/{client_id}", 1)
+        subscribed.wait(10)
+        made.disconnect()
+        made.loop_stop()
+    figures: dict[str, list[float]] = {}
+    for label, node in (("same node", "node-a"), ("moved", "node-b"), ("moved back", "node-a")):
+        infos = [publisher.publish(f"moves/{client_id}", b"x" * 100, 1)
+                 for client_id in ids for _ in range(queued)]
+        infos[-1].wait_for_publish(30)
+        results = [resume(cluster.ports[node], client_id, queued) for client_id in ids]
+        figures[f"{label} CONNACK"] = sorted(connacked for connacked, _ in results)
+        figures[f"{label} delivered"] = sorted(delivered for _, delivered in results)
+    publisher.loop_stop()
+    publisher.disconnect()
+    return figures
+
+
+def moves_line(figures: dict[str, list[float]]) -> list[str]:
+    def ms(values: list[float], share: float) -> str:
+        return f"{values[min(len(values) - 1, int(len(values) * share))] * 1000:.1f}"
+
+    rows = [f"| {label} | {ms(figures[f'{label} CONNACK'], 0.5)} / "
+            f"{ms(figures[f'{label} CONNACK'], 0.99)} ms | "
+            f"{ms(figures[f'{label} delivered'], 0.5)} / "
+            f"{ms(figures[f'{label} delivered'], 0.99)} ms |"
+            for label in ("same node", "moved", "moved back")]
+    count = len(figures["same node CONNACK"])
+    return ["Sessions that move: "
+            f"{count} persistent sessions on node A, each with 10 QoS 1 messages queued, "
+            "resumed one after the other (a raw 3.1.1 client: CONNECT, CONNACK with Session "
+            "Present 1, every message acknowledged) on node A, then through node B (each "
+            "session moves there), then through node A again. Median / P99:", "",
+            "| resumed | CONNECT to CONNACK | CONNECT to the 10th message |",
+            "|---|---|---|", *rows, ""]
+
+
 def cluster_section(duration: float) -> list[str]:
     """Run everything and return the BENCHMARKS.md lines."""
     if shutil.which("redis-server") is None:
@@ -229,6 +323,13 @@ def cluster_section(duration: float) -> list[str]:
             figures = recovery(cluster)
         finally:
             cluster.stop()
+        cluster = Cluster(Path(work) / "moves")
+        cluster.work.mkdir()
+        cluster.start()
+        try:
+            moved = moves(cluster)
+        finally:
+            cluster.stop()
     return [
         "## Cluster (two nodes on one Redis)", "",
         "Two Culex nodes (default configuration, `[cluster]` with `lease = 5`) and redis-server "
@@ -242,7 +343,7 @@ def cluster_section(duration: float) -> list[str]:
         f"acknowledged after {figures['acks_waited_s']:.2f} s (node B's lease running out); "
         f"node B started again served after {figures['restart_s']:.2f} s, and the session's "
         f"client had {figures['delivered']:.0f} of them {figures['all_delivered_s']:.2f} s "
-        "after reconnecting.", ""]
+        "after reconnecting.", "", *moves_line(moved)]
 
 
 def main() -> None:

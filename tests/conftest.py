@@ -75,9 +75,22 @@ def mosquitto_config(settings: dict[str, Any], port: int) -> str:
 PORTS = (20000, 32000)
 
 
+def worker_ports() -> tuple[int, int]:
+    """This pytest-xdist worker's share of PORTS: no two workers ever pick the same port, so
+    one worker's broker cannot take a port another's picked and has not bound yet (the other
+    broker would fail to listen while its test talked to this one)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return PORTS
+    span = (PORTS[1] - PORTS[0]) // count
+    low = PORTS[0] + int(worker[2:]) * span
+    return low, low + span - 1
+
+
 def free_port() -> int:
     while True:
-        port = random.randint(*PORTS)
+        port = random.randint(*worker_ports())
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
