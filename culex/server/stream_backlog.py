@@ -25,10 +25,10 @@ from .cluster_redis import Redis
 
 log = logging.getLogger("culex")
 
-# Far above what a reader that keeps up leaves in its stream (one read of at most 512 entries,
-# stream_reading.READ_COUNT, in flight), far below what strains a Redis.
-HIGH_BYTES = 64 * 1024 * 1024
-LOW_BYTES = 16 * 1024 * 1024
+# Above what a reader that keeps up leaves in its stream (cross-node 1 -> 1 is as fast with
+# these bounds as with four times them, BENCHMARKS.md), far below what strains a Redis.
+HIGH_BYTES = 16 * 1024 * 1024
+LOW_BYTES = 4 * 1024 * 1024
 POLL_SECONDS = 0.02
 
 
