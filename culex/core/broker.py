@@ -130,6 +130,7 @@ class Broker:
                 on_link_lost=workers.link_lost)
         self.router = router = Router(limits, stats, clock, flow=self.flow,
                                       retained=self.retained, links=self.links)
+        router.identifies = cluster is not None
         links = self.links
         self.manager = SessionManager(
             limits, stats, clock, router, persistence,

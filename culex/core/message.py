@@ -22,9 +22,9 @@ class Message:
     protocol family, makes no Message at all: `Broker.forward` sends the frame as is.)
     """
 
-    __slots__ = ("_frame5", "_frame_qos0", "_heads", "_heads5", "_props5", "_with_ids", "created",
-                 "payload", "properties", "qos", "retain", "store_id", "store_refs", "topic",
-                 "topic_bytes")
+    __slots__ = ("_frame5", "_frame_qos0", "_heads", "_heads5", "_props5", "_with_ids",
+                 "cluster_id", "created", "payload", "properties", "qos", "retain", "store_id",
+                 "store_refs", "topic", "topic_bytes")
 
     def __init__(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                  *, topic_bytes: bytes | None = None, properties: Properties | None = None,
@@ -49,6 +49,10 @@ class Message:
         # Storage row id and how many stored queue entries / retained slots point at it.
         self.store_id = 0
         self.store_refs = 0
+        # In a cluster, a QoS 1/2 or retained message's id, the same on every node (a stamp
+        # of the node that published it: retained.next_stamp): a session that moves between
+        # nodes gets each message once however many ways it came (session_moves.py). 0: none.
+        self.cluster_id = 0
 
     def frame_qos0(self) -> bytes:
         """The QoS 0, non-retained PUBLISH: the hot variant, encoded at most once."""

@@ -69,6 +69,11 @@ class RetainedMessages:
             self.stamps[topic] = stamp
         return stamp
 
+    def fresh_id(self) -> int:
+        """A new stamp that no retained topic records: a cluster-wide message id."""
+        self.last_stamp = stamp = next_stamp(self.last_stamp, self._wall_time(), self._worker)
+        return stamp
+
     def newer(self, topic: str, stamp: int) -> bool:
         """Whether another worker's retained message is newer than ours; if so its stamp
         becomes the topic's."""

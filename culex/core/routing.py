@@ -59,6 +59,8 @@ class Router:
         self.retained = retained
         # Worker processes: None in single-process mode.
         self.links = links
+        # In a cluster: every QoS 1/2 message gets a cluster-wide id (Message.cluster_id).
+        self.identifies = False
         self.subscriptions: SubscriptionTrie[Session] = SubscriptionTrie()
         self.shared = SharedSubscriptions(limits.shared_subscription_strategy)
         # The same dict as `shared.groups`: asked once per PUBLISH (not per delivery) whether
@@ -137,6 +139,10 @@ class Router:
         if message.retain:
             stamp = self.retained.stamp(message.topic)
             self.retained.retain(message, stamp, hold=True)
+        elif message.qos and self.identifies:
+            stamp = self.retained.fresh_id()
+        if self.identifies:
+            message.cluster_id = stamp
         reason = self._deliver(message, origin, shared_too=True)
         links = self.links
         if links is not None and links.publish(message, stamp, origin) \

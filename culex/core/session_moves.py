@@ -6,16 +6,28 @@ through the `SessionDirectory` port) before it is accepted; the claim says who h
     CONNECT checked ─ claim ─┬─ nobody, this member, or a member that is down ─> accepted here
                              └─ another live member ─ TAKE ─> that member:
                                   its connection for the id closed (0x8E "Session taken over")
-                                  persistent session wanted (Clean Start 0): the session goes
-                                  into MOVED and ends there, in one commit with the record
-                                  (the outbox, storage/stream_cursors.py); otherwise it ends
-                              <─ MOVED (the session, or none) ─ adopted here, in one commit
-                                  with the stream cursor; once every member routes its
-                                  subscriptions here, accepted, Session Present 1
+                                  Clean Start 1: the session ends there ─ MOVED (none) ─> on
+                                  Clean Start 0: the session's state goes into MOVED and out
+                                  of the session there, in one commit with the record (the
+                                  outbox, storage/stream_cursors.py); the session stays there
+                                  with its subscriptions, collecting what still comes
+                              <─ MOVED (the session) ─ adopted here, offline, in one commit
+                                  with the stream cursor; its subscriptions announced
+                                  once every member routes them here ─ SETTLED ─> that member:
+                                  what it collected meanwhile goes into REST, and the session
+                                  ends there
+                              <─ REST ─ added here, but for what came both ways (the same
+                                  Message.cluster_id); accepted, Session Present 1
 
-A TAKE that is not answered within `answer_timeout` (the holder died meanwhile, or stopped
-reading) lets the client in without its session; a MOVED that comes later still brings its
-messages (into the new session, or as an offline one). Claims are numbered cluster-wide, so a
+So nothing published during the move is lost (until SETTLED the old member still gets what
+matches the subscriptions) nor delivered twice (a message that went to both members is
+recognised by its id); what reached the old member during the move is queued after what
+reached the new one directly, so one publisher's messages of those milliseconds may come out
+of order.
+
+A move that has not finished within `answer_timeout` (the holder died meanwhile, or stopped
+reading) lets the client in with what has come; a MOVED or REST that comes later is still
+added to the session it has then (or kept as an offline one). Claims are numbered cluster-wide, so a
 TAKE older than this member's own later claim of the id is answered with nothing.
 
 A member that was paused or cut off past its lease, or that starts again after others claimed
@@ -31,6 +43,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ..protocol.reasons import ReasonCode
@@ -74,6 +87,9 @@ class SessionMoves:
         # Client id -> the token of this member's latest claim of it.
         self._tokens: dict[str, int] = {}
         self._waiting: dict[str, Waiting] = {}
+        # Client id -> (member, token): its session went there, and what still comes here
+        # for it follows once that member routes its subscriptions (`_settled`).
+        self._moving_out: dict[str, tuple[int, int]] = {}
         self._deadlines: TimerHeap[tuple[str, int]] = TimerHeap(set_timer)
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
@@ -90,6 +106,7 @@ class SessionMoves:
     def _claimed(self, client_id: str, keep: bool, claim: Claim,
                  then: Callable[[], None]) -> None:
         self._tokens[client_id] = claim.token
+        self._moving_out.pop(client_id, None)  # back here before its move settled
         earlier = self._waiting.pop(client_id, None)
         if earlier is not None:
             earlier.then()  # a second CONNECT overtook it: taken over here, as usual
@@ -133,16 +150,27 @@ class SessionMoves:
     def _received(self, member: int, body: bytes) -> None:
         try:
             request = json.loads(body)
-            if request["op"] == "take":
-                self._give(member, request["client"], request["token"], request["keep"])
+            client_id, token, op = request["client"], request["token"], request["op"]
+            if op == "take":
+                self._give(member, client_id, token, request["keep"])
+            elif op == "moved":
+                self._moved(member, client_id, token, request["session"])
+            elif op == "settled":
+                self._settled(member, client_id, token)
             else:
-                self._moved(member, request["client"], request["token"], request["session"])
+                self._rest(member, client_id, token, request["session"])
         except (ValueError, KeyError, TypeError) as exc:
             log.error("cluster: a session record from member %d is not understood (%s): %r",
                       member, exc, body[:200])
 
+    def _send(self, member: int, op: str, client_id: str, token: int,
+              state: dict[str, Any] | None) -> None:
+        self._links.send_service(SESSIONS, json.dumps({
+            "op": op, "client": client_id, "token": token, "session": state}).encode(), member)
+
     def _give(self, member: int, client_id: str, token: int, keep: bool) -> None:
-        """Member `member` claimed `client_id` under `token`: hand the session over."""
+        """Member `member` claimed `client_id` under `token`: the session's state goes there
+        (its subscriptions stay here until that member routes them, see `_settled`)."""
         state = None
         if self._tokens.get(client_id, 0) > token:
             log.info("client %s: member %d asked for its session under an older claim than "
@@ -163,42 +191,99 @@ class SessionMoves:
                     log.info("client %s: session handed to member %d (%d subscriptions, "
                              "%d messages)", client_id, member, len(session.subscriptions),
                              len(state["entries"]))
-                    manager.hand_off(session)
+                    self._strip(session)
+                    self._moving_out[client_id] = (member, token)
                 else:
                     manager.discard(session)  # Clean Start 1: it ends, and a waiting will goes
-        self._links.send_service(SESSIONS, json.dumps({
-            "op": "moved", "client": client_id, "token": token, "session": state}).encode(),
-            member)
+        self._send(member, "moved", client_id, token, state)
+
+    def _strip(self, session: Session) -> None:
+        """What `_give` sent goes from the session here (in the same commit as the record
+        that carries it): the session keeps its subscriptions, and collects what still comes
+        here, until `_settled`."""
+        entries = [*session.inflight.values(), *session.queue]
+        awaiting = list(session.awaiting_release)
+        session.inflight = {}
+        session.queue = ()
+        session.queued_bytes = 0
+        session.awaiting_release = set()
+        persistence = session.persistence
+        if persistence is not None:
+            for entry in entries:
+                persistence.done(session.client_id, entry)
+            for packet_id in awaiting:
+                persistence.inbound_released(session.client_id, packet_id)
 
     def _moved(self, member: int, client_id: str, token: int,
                state: dict[str, Any] | None) -> None:
         waiting = self._waiting.get(client_id)
         current = waiting is not None and waiting.token == token
-        if state is not None:
-            self._adopt(member, client_id, state, late=not current)
-        if waiting is not None and current:
-            del self._waiting[client_id]
-            # As a SUBACK: its subscriptions are in force once every member routes them here.
-            links = self._links
-            if not links.when_known(waiting.then, links.route_sends):
+        if state is None:
+            if waiting is not None and current:
+                del self._waiting[client_id]
                 waiting.then()
+            return
+        self._adopt(member, client_id, state, late=not current)
+        if token:
+            # As a SUBACK: once every member routes its subscriptions here, the member that
+            # held it may stop collecting for it (messages that went to both come once).
+            links = self._links
+            settle = partial(self._send, member, "settled", client_id, token, None)
+            if not links.when_known(settle, links.route_sends):
+                settle()
+
+    def _settled(self, member: int, client_id: str, token: int) -> None:
+        """Every member routes the session's subscriptions to `member` now: what came here
+        meanwhile follows it, and the session ends here."""
+        rest = None
+        if self._moving_out.get(client_id) == (member, token):
+            del self._moving_out[client_id]
+            session = self._manager.sessions.get(client_id)
+            if session is not None:
+                rest = export_session(session, self._clock.now)
+                self._manager.hand_off(session)
+        self._send(member, "rest", client_id, token, rest)
+
+    def _rest(self, member: int, client_id: str, token: int,
+              state: dict[str, Any] | None) -> None:
+        session = self._manager.sessions.get(client_id)
+        if state is not None and session is not None:
+            self._merge(session, state, member)
+        waiting = self._waiting.get(client_id)
+        if waiting is not None and waiting.token == token:
+            del self._waiting[client_id]
+            waiting.then()
+
+    def _merge(self, session: Session, state: dict[str, Any], member: int) -> None:
+        """Queue in `session` what another member held for it, but what it has already (a
+        message sent to both members while the move went on)."""
+        stored, messages = import_session(session.client_id, state, self._clock.now)
+        held = {entry.message.cluster_id for entry in (*session.inflight.values(),
+                                                       *session.queue)}
+        added = 0
+        for item in stored.entries:
+            message = messages[item.message_id]
+            if message.cluster_id and message.cluster_id in held:
+                continue
+            session.deliver(message, item.qos, item.retain, item.identifiers)
+            added += 1
+        if added:
+            log.info("client %s: %d more messages from member %d", session.client_id, added,
+                     member)
 
     def _adopt(self, member: int, client_id: str, state: dict[str, Any], *,
                late: bool) -> None:
         """Rebuild a session another member handed over, and store it."""
-        stored, messages = import_session(client_id, state, self._clock.now)
         manager = self._manager
         existing = manager.sessions.get(client_id)
         if existing is not None:
             # Its client was let in without it (no answer in time): what it held is queued
             # in the session it has now, rather than lost.
-            for item in stored.entries:
-                existing.deliver(messages[item.message_id], item.qos, item.retain,
-                                 item.identifiers)
             log.warning("client %s: its earlier session came from member %d after the client "
-                        "started a new one; %d messages added to it", client_id, member,
-                        len(stored.entries))
+                        "started a new one; its messages are added to it", client_id, member)
+            self._merge(existing, state, member)
             return
+        stored, messages = import_session(client_id, state, self._clock.now)
         session, entries = rebuild_session(manager, self._router, stored, messages)
         self._store(session, stored, entries)
         manager.sessions.put(session)
@@ -230,6 +315,7 @@ class SessionMoves:
         manager = self._manager
         for client_id, member in claimed.items():
             self._tokens.pop(client_id, None)
+            self._moving_out.pop(client_id, None)
             session = manager.sessions.get(client_id)
             if session is None:
                 continue
@@ -263,7 +349,8 @@ def export_session(session: Session, now: float) -> dict[str, Any]:
         if index is None:
             index = indexes[id(message)] = len(messages)
             stored = stored_form(message, 0, now)
-            messages.append({"topic": stored.topic, "qos": stored.qos, "retain": stored.retain,
+            messages.append({"id": message.cluster_id, "topic": stored.topic,
+                             "qos": stored.qos, "retain": stored.retain,
                              "payload": base64.b64encode(stored.payload).decode(),
                              "properties": base64.b64encode(stored.properties).decode(),
                              "expires_in": stored.expires_in})
@@ -278,11 +365,12 @@ def export_session(session: Session, now: float) -> dict[str, Any]:
 def import_session(client_id: str, state: dict[str, Any],
                    now: float) -> tuple[StoredSession, dict[int, Message]]:
     """`export_session`'s dict back in storage's terms; messages are numbered by position."""
-    messages = {
-        index: restored_message(StoredMessage(
+    messages = {}
+    for index, item in enumerate(state["messages"]):
+        message = messages[index] = restored_message(StoredMessage(
             0, item["topic"], base64.b64decode(item["payload"]), item["qos"], item["retain"],
             base64.b64decode(item["properties"]), item["expires_in"]), now)
-        for index, item in enumerate(state["messages"])}
+        message.cluster_id = item["id"]
     entries = [StoredEntry(seq, index, qos, bool(retain), packet_id, bool(released),
                            identifiers)
                for seq, (index, qos, retain, packet_id, released, identifiers)

@@ -502,7 +502,7 @@ class WorkerLinks:
         link = self.links[chosen]
         if link.write_paused:
             self._flow.pause_for_link(origin, link)
-        self._queue(link, self._encode(message, 0, key))
+        self._queue(link, self._encode(message, message.cluster_id, key))
 
     def _choose(self, key: tuple[str, str], workers: list[int], publisher: str | None,
                 topic: str) -> int:
@@ -585,14 +585,13 @@ class WorkerLinks:
         pos += filter_length
         topic_bytes = body[pos:pos + topic_length]
         pos += topic_length
-        properties = None
-        if properties_length:
-            properties = decode_properties(body, pos, pos + properties_length,
-                                           PacketType.PUBLISH)[0]
+        properties = None if not properties_length else decode_properties(
+            body, pos, pos + properties_length, PacketType.PUBLISH)[0]
         pos += properties_length
         message = Message(topic_bytes.decode(), body[pos:], flags & 0x03,
                           bool(flags & RETAIN_FLAG), topic_bytes=topic_bytes,
                           properties=properties, created=self._clock.now - age)
+        message.cluster_id = stamp
         link.v5 = False
         if flags & SHARED_FLAG:
             self._deliveries.deliver_to_group(message, (name, inner), link)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
@@ -30,6 +32,7 @@ from tests.integration.clients import (
     Clients,
     ConnectResult,
     PahoClient,
+    RawClient,
     pubcomp,
     publish_packet,
     pubrec,
@@ -220,3 +223,76 @@ def test_a_killed_node_hands_its_sessions_over_when_it_comes_back(
     got = [moved.receive(timeout=10).payload for _ in range(3)]
     assert got == [b"0", b"1", b"2"]
     moved.assert_silent()
+
+
+def test_messages_published_while_a_session_moves_arrive_once(
+        three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
+    """QoS 2 publishers on all three nodes publish without pause while a persistent session
+    moves from node to node eight times: the session gets every message they had
+    acknowledged, each once, whichever node it was on and whichever way a message came (the
+    old node collects until every node routes to the new one, and what came both ways is
+    recognised by its cluster-wide id)."""
+    a, b, c = per_node1
+    first = a.raw("nomad", clean=False)
+    assert first.subscribe([("roam/#", 2)]) == [2]
+    first.disconnect()
+    stop = threading.Event()
+    acknowledged: list[bytes] = []
+    lock = threading.Lock()
+
+    def publish(clients: Clients, name: str) -> None:
+        publisher = clients.paho(f"roam-pub-{name}")
+        number = 0
+        while not stop.is_set():
+            payload = f"{name}-{number}".encode()
+            publisher.publish("roam/x", payload, 2)
+            with lock:
+                acknowledged.append(payload)
+            number += 1
+            time.sleep(0.002)
+
+    publishers = [threading.Thread(target=publish, args=(clients, name), daemon=True)
+                  for clients, name in ((a, "a"), (b, "b"), (c, "c"))]
+    for thread in publishers:
+        thread.start()
+    received: list[bytes] = []
+    try:
+        for hop in range(8):
+            holder = per_node1[(hop + 1) % 2].raw()
+            assert holder.connect("nomad", clean=False).session_present
+            received += drain_qos2(holder, 0.3, until_quiet=False)
+            holder.disconnect()
+    finally:
+        stop.set()
+        for thread in publishers:
+            thread.join(10)
+    last = a.raw()
+    assert last.connect("nomad", clean=False).session_present
+    received += drain_qos2(last, 1.0, until_quiet=True)
+    missing = set(acknowledged) - set(received)
+    twice = sorted({payload for payload in received if received.count(payload) > 1})
+    assert len(acknowledged) > 300, len(acknowledged)
+    assert not missing, (f"{len(missing)} of {len(acknowledged)} never arrived: "
+                         f"{sorted(missing)[:10]}")
+    assert not twice, f"delivered twice: {twice[:10]}"
+
+
+def drain_qos2(client: RawClient, seconds: float, *, until_quiet: bool) -> list[bytes]:
+    """The QoS 2 messages that come for `seconds` (or until `seconds` pass without a packet),
+    each answered (PUBREC, then PUBCOMP for its PUBREL); one counts when its PUBREC goes out."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while True:
+        wait = seconds if until_quiet else deadline - time.monotonic()
+        if wait <= 0:
+            return got
+        try:
+            packet = client.read_packet(wait)
+        except TimeoutError:
+            return got
+        if packet.type == PUBLISH:
+            message = packet.publish()
+            got.append(message.payload)
+            client.send(pubrec(message.packet_id))
+        elif packet.type == PUBREL:
+            client.send(pubcomp(packet.packet_id))

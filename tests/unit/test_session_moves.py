@@ -22,6 +22,7 @@ def test_a_session_survives_the_trip_through_json() -> None:
                        properties=Properties(message_expiry_interval=60,
                                              content_type="text/plain"), created=90.0)
     plain = Message("b/2", b"plain", 1, True, created=95.0)
+    expiring.cluster_id = 1 << 40 | 3  # the id another node gave it travels with it
     in_flight = Outgoing(expiring, 2, False, identifiers=7)
     in_flight.released = True
     session.send_window()[5] = in_flight
@@ -42,6 +43,7 @@ def test_a_session_survives_the_trip_through_json() -> None:
     assert [e.seq for e in stored.entries] == [1, 2, 3]  # the order they go out in
     first, second, third = (messages[e.message_id] for e in stored.entries)
     assert first is third
+    assert (first.cluster_id, second.cluster_id) == (1 << 40 | 3, 0)
     assert (first.topic, first.payload, first.qos) == ("a/1", b"\x00\xffbinary", 2)
     assert first.properties is not None and first.properties.content_type == "text/plain"
     # 10 of its 60 s were used up before the move: 50 are left after it.
