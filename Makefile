@@ -66,9 +66,12 @@ lint: $(STAMP)
 
 # Four test files at once on two cores: most of a test's time is waiting on sockets and timers.
 # Every integration test that starts a broker runs twice, against one and two worker processes
-# (tests/conftest.py: CULEX_TEST_WORKERS, default "1,2").
+# (tests/conftest.py: CULEX_TEST_WORKERS, default "1,2"). The suites with the longest tests
+# (kill -9 loops, chaos) are collected first and idle workers take queued tests from busy ones
+# (worksteal), so no long test starts last; the slowest 20 are listed at the end.
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
-	$(PY) -m pytest -n 4 -p no:cacheprovider tests
+	$(PY) -m pytest -n 4 --dist worksteal -p no:cacheprovider --durations=20 \
+		tests/robustness tests/cluster tests
 
 # The kill -9 crash tests with many more kills than CI's 20 (CULEX_SOAK_KILLS), and their
 # seed: one broker, and three clustered nodes killed one at a time (CI: 10 kills).

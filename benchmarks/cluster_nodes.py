@@ -21,6 +21,7 @@ to serve again, and how long until the client had every message published meanwh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import signal
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,18 @@ class Cluster:
         self.procs.clear()
 
 
+@contextlib.contextmanager
+def running(directory: Path) -> Iterator[Cluster]:
+    """A cluster in `directory` (made here), stopped however the block ends."""
+    cluster = Cluster(directory)
+    cluster.work.mkdir()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 def bench(cluster: Cluster, scenario: CrossScenario, cross: bool, duration: float
           ) -> dict[str, Any]:
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -192,7 +206,7 @@ def recovery(cluster: Cluster, messages: int = 200) -> dict[str, float]:
     restart = cluster.start_node("node-b")
     back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="recovery-sub",
                        clean_session=False)
-    back.on_message = lambda _c, _u, message: received.append(message.payload)
+    back.on_message = lambda _c, _u, message: received.append(bytes(message.payload))
     reconnected = time.monotonic()
     back.connect("127.0.0.1", cluster.ports["node-b"])
     back.loop_start()
@@ -308,28 +322,13 @@ def cluster_section(duration: float) -> list[str]:
         for scenario in CLUSTER_SCENARIOS:
             cells = []
             for cross in (False, True):
-                cluster = Cluster(Path(work) / f"{scenario.name}-{cross}")
-                cluster.work.mkdir()
-                cluster.start()
-                try:
+                with running(Path(work) / f"{scenario.name}-{cross}") as cluster:
                     cells.append(cell(bench(cluster, scenario, cross, duration)))
-                finally:
-                    cluster.stop()
             rows.append(f"| {scenario.title} | {cells[0]} | {cells[1]} |")
-        cluster = Cluster(Path(work) / "recovery")
-        cluster.work.mkdir()
-        cluster.start()
-        try:
+        with running(Path(work) / "recovery") as cluster:
             figures = recovery(cluster)
-        finally:
-            cluster.stop()
-        cluster = Cluster(Path(work) / "moves")
-        cluster.work.mkdir()
-        cluster.start()
-        try:
+        with running(Path(work) / "moves") as cluster:
             moved = moves(cluster)
-        finally:
-            cluster.stop()
     return [
         "## Cluster (two nodes on one Redis)", "",
         "Two Culex nodes (default configuration, `[cluster]` with `lease = 5`) and redis-server "
