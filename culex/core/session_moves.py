@@ -54,7 +54,7 @@ from .persistence import restored_message, stored_form
 from .ports import Claim, SessionDirectory
 from .restore import rebuild_session
 from .routing import Router
-from .session import Session
+from .session import NO_ENTRIES, NO_PACKET_IDS, Session
 from .sessions import SessionManager
 from .timers import Clock, TimerHeap
 from .worker_links import WorkerLinks
@@ -135,8 +135,8 @@ class SessionMoves:
             if waiting is None or waiting.token != token:
                 continue
             del self._waiting[client_id]
-            log.warning("client %s: no answer from %s within %g s; accepted without its "
-                        "session (what comes later is added to the new one)", client_id,
+            log.warning("client %s: its session did not come from %s within %g s; accepted "
+                        "with what has come (what comes later is added to it)", client_id,
                         waiting.holder, self._answer_timeout)
             waiting.then()
 
@@ -203,10 +203,10 @@ class SessionMoves:
         here, until `_settled`."""
         entries = [*session.inflight.values(), *session.queue]
         awaiting = list(session.awaiting_release)
-        session.inflight = {}
+        session.inflight = NO_ENTRIES
         session.queue = ()
         session.queued_bytes = 0
-        session.awaiting_release = set()
+        session.awaiting_release = NO_PACKET_IDS
         persistence = session.persistence
         if persistence is not None:
             for entry in entries:
