@@ -140,6 +140,10 @@ class SessionMoves:
                         waiting.holder, self._answer_timeout)
             waiting.then()
 
+    def recorded(self, client_id: str, token: int) -> None:
+        """A claim made late (Redis was unavailable when the client connected) is `token`."""
+        self._tokens[client_id] = token
+
     def _ended(self, client_id: str) -> None:
         token = self._tokens.pop(client_id, None)
         if token is not None:

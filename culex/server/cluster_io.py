@@ -274,6 +274,7 @@ class ClusterNode:
                     await self._fence()
                     self._unfenced = False
                 self._renewed_at = started
+                await self.owners.record_unrecorded(self._broker)
                 alive, down = await self._members()
             except RedisError as exc:
                 self._health.unavailable(exc)

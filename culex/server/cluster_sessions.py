@@ -38,6 +38,8 @@ class SessionOwners:
         self._live_member = live_member
         self._loop = loop
         self._tasks: set[asyncio.Task[None]] = set()
+        # Client ids accepted while Redis could not record their claim.
+        self._unrecorded: set[str] = set()
 
     def claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
         self._spawn(self._claim(client_id, done))
@@ -49,7 +51,9 @@ class SessionOwners:
                 keys=[keys.OWNERS, keys.CLAIMS], args=[client_id, self._member])
         except RedisError as exc:
             log.warning("cluster: client %s: accepted without a claim of its id (%s): a "
-                        "connection with that id on another node stays open", client_id, exc)
+                        "connection with that id on another node stays open; the claim is "
+                        "made once Redis answers", client_id, exc)
+            self._unrecorded.add(client_id)
             done(Claim(0))
             return
         holder = keys.record_owner(previous) if previous else ""
@@ -83,6 +87,29 @@ class SessionOwners:
                 if record is not None and (holder := keys.record_owner(record)) != self._member:
                     found[client_id] = holder
         return found
+
+    async def record_unrecorded(self, broker: Broker | None) -> None:
+        """Claim, now that Redis answers, the ids accepted while it did not (those whose
+        session is still here); one that another member claimed meanwhile is logged."""
+        if broker is None or not self._unrecorded:
+            return
+        moves = broker.moves
+        pending, self._unrecorded = self._unrecorded, set()
+        script = self._redis().register_script(keys.CLAIM)
+        for client_id in sorted(pending):
+            if moves is None or broker.sessions.get(client_id) is None:
+                continue
+            try:
+                previous, token = await script(keys=[keys.OWNERS, keys.CLAIMS],
+                                               args=[client_id, self._member])
+            except RedisError:
+                self._unrecorded.add(client_id)
+                continue
+            moves.recorded(client_id, int(token))
+            holder = keys.record_owner(previous) if previous else ""
+            if holder and holder != self._member:
+                log.warning("cluster: client %s: claimed by %s too while Redis was "
+                            "unavailable; recorded as this member's now", client_id, holder)
 
     async def fence(self, broker: Broker, member_index: Callable[[str], int | None]) -> None:
         """Let go of the sessions whose ids other members claimed while this one's lease was

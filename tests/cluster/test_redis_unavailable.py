@@ -1,12 +1,13 @@
 """Redis unavailable: a QoS 1 message that crossed nodes gets no PUBACK while Redis is down
 (never a false one), local traffic keeps flowing, and once Redis is back (its AOF replayed)
 the nodes reconnect and resynchronise on their own: the message is delivered and acknowledged,
-and each step is logged."""
+the client ids accepted meanwhile are claimed, and each step is logged."""
 
 from __future__ import annotations
 
 import time
 
+from culex.cluster.keys import OWNERS
 from tests.cluster.conftest import NodeFactory
 from tests.cluster.redis_servers import RedisServer
 from tests.integration.clients import Clients, wait_until
@@ -45,3 +46,8 @@ def test_redis_down_holds_cross_node_acks_and_recovers(redis_server: RedisServer
         assert [m.payload for m in later.drain(1)] == [b"after"]
         b.paho("b-pub").publish("local/y", b"from b", 0)
         assert local.get().payload == b"from b"
+        # The client that connected during the outage is claimed as node-a's once Redis is back.
+        owners = redis_server.client()
+        assert wait_until(lambda: (owners.hget(OWNERS, "local-pub") or b"").startswith(
+            b"node-a "), timeout=10), owners.hgetall(OWNERS)
+        first.wait_for_log("cluster: client local-pub: accepted without a claim of its id")
