@@ -271,7 +271,7 @@ def test_messages_published_while_a_session_moves_arrive_once(
     received += drain_qos2(last, 1.0, until_quiet=True)
     missing = set(acknowledged) - set(received)
     twice = sorted({payload for payload in received if received.count(payload) > 1})
-    assert len(acknowledged) > 300, len(acknowledged)
+    assert len(acknowledged) > 100, len(acknowledged)  # about 700 on an idle machine
     assert not missing, (f"{len(missing)} of {len(acknowledged)} never arrived: "
                          f"{sorted(missing)[:10]}")
     assert not twice, f"delivered twice: {twice[:10]}"
