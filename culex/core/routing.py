@@ -139,9 +139,9 @@ class Router:
         if message.retain:
             stamp = self.retained.stamp(message.topic)
             self.retained.retain(message, stamp, hold=True)
-        elif message.qos and self.identifies:
-            stamp = self.retained.fresh_id()
-        if self.identifies:
+        if self.identifies:  # one test per PUBLISH when unclustered
+            if message.qos and not stamp:
+                stamp = self.retained.fresh_id()
             message.cluster_id = stamp
         reason = self._deliver(message, origin, shared_too=True)
         links = self.links

@@ -27,8 +27,9 @@ of order.
 
 A move that has not finished within `answer_timeout` (the holder died meanwhile, or stopped
 reading) lets the client in with what has come; a MOVED or REST that comes later is still
-added to the session it has then (or kept as an offline one). Claims are numbered cluster-wide, so a
-TAKE older than this member's own later claim of the id is answered with nothing.
+added to the session it has then (or kept as an offline one). Claims are numbered
+cluster-wide, so a TAKE older than this member's own later claim of the id is answered with
+nothing.
 
 A member that was paused or cut off past its lease, or that starts again after others claimed
 its clients' ids, lets go of every session whose id another member has claimed meanwhile
@@ -113,9 +114,7 @@ class SessionMoves:
         if claim.previous is None:
             then()
             return
-        body = json.dumps({"op": "take", "client": client_id, "token": claim.token,
-                           "keep": keep}).encode()
-        if not self._links.send_service(SESSIONS, body, claim.previous):
+        if not self._send(claim.previous, "take", client_id, claim.token, keep=keep):
             then()  # not linked (any more): nothing can come from it
             return
         log.info("client %s: held by %s; asking it for the %s", client_id,
@@ -131,14 +130,20 @@ class SessionMoves:
     def on_timer(self, now: float) -> None:
         """Let in the clients whose previous holder did not answer in time."""
         for _when, (client_id, token) in self._deadlines.pop_due(now):
-            waiting = self._waiting.get(client_id)
-            if waiting is None or waiting.token != token:
-                continue
-            del self._waiting[client_id]
-            log.warning("client %s: its session did not come from %s within %g s; accepted "
-                        "with what has come (what comes later is added to it)", client_id,
-                        waiting.holder, self._answer_timeout)
-            waiting.then()
+            waiting = self._go_on(client_id, token)
+            if waiting is not None:
+                log.warning("client %s: its session did not come from %s within %g s; "
+                            "accepted with what has come (what comes later is added to it)",
+                            client_id, waiting.holder, self._answer_timeout)
+
+    def _go_on(self, client_id: str, token: int) -> Waiting | None:
+        """Let in the CONNECT waiting under claim `token`, if it still is; returns it."""
+        waiting = self._waiting.get(client_id)
+        if waiting is None or waiting.token != token:
+            return None
+        del self._waiting[client_id]
+        waiting.then()
+        return waiting
 
     def recorded(self, client_id: str, token: int) -> None:
         """A claim made late (Redis was unavailable when the client connected) is `token`."""
@@ -168,9 +173,11 @@ class SessionMoves:
                       member, exc, body[:200])
 
     def _send(self, member: int, op: str, client_id: str, token: int,
-              state: dict[str, Any] | None) -> None:
-        self._links.send_service(SESSIONS, json.dumps({
-            "op": op, "client": client_id, "token": token, "session": state}).encode(), member)
+              state: dict[str, Any] | None = None, *, keep: bool = False) -> bool:
+        """One record for `member`; False when it is not linked (any more)."""
+        return self._links.send_service(SESSIONS, json.dumps({
+            "op": op, "client": client_id, "token": token, "session": state,
+            "keep": keep}).encode(), member)
 
     def _give(self, member: int, client_id: str, token: int, keep: bool) -> None:
         """Member `member` claimed `client_id` under `token`: the session's state goes there
@@ -220,21 +227,21 @@ class SessionMoves:
 
     def _moved(self, member: int, client_id: str, token: int,
                state: dict[str, Any] | None) -> None:
-        waiting = self._waiting.get(client_id)
-        current = waiting is not None and waiting.token == token
         if state is None:
-            if waiting is not None and current:
-                del self._waiting[client_id]
-                waiting.then()
+            self._go_on(client_id, token)
             return
-        self._adopt(member, client_id, state, late=not current)
+        waiting = self._waiting.get(client_id)
+        self._adopt(member, client_id, state, late=waiting is None or waiting.token != token)
         if token:
             # As a SUBACK: once every member routes its subscriptions here, the member that
             # held it may stop collecting for it (messages that went to both come once).
             links = self._links
-            settle = partial(self._send, member, "settled", client_id, token, None)
+            settle = partial(self._settle, member, client_id, token)
             if not links.when_known(settle, links.route_sends):
                 settle()
+
+    def _settle(self, member: int, client_id: str, token: int) -> None:
+        self._send(member, "settled", client_id, token)
 
     def _settled(self, member: int, client_id: str, token: int) -> None:
         """Every member routes the session's subscriptions to `member` now: what came here
@@ -253,10 +260,7 @@ class SessionMoves:
         session = self._manager.sessions.get(client_id)
         if state is not None and session is not None:
             self._merge(session, state, member)
-        waiting = self._waiting.get(client_id)
-        if waiting is not None and waiting.token == token:
-            del self._waiting[client_id]
-            waiting.then()
+        self._go_on(client_id, token)
 
     def _merge(self, session: Session, state: dict[str, Any], member: int) -> None:
         """Queue in `session` what another member held for it, but what it has already (a
@@ -330,9 +334,7 @@ class SessionMoves:
             if session is None:
                 continue
             state = export_session(session, self._clock.now)
-            sent = member is not None and self._links.send_service(SESSIONS, json.dumps({
-                "op": "moved", "client": client_id, "token": 0, "session": state}).encode(),
-                member)
+            sent = member is not None and self._send(member, "moved", client_id, 0, state)
             manager.hand_off(session)
             log.warning("client %s: claimed by %s while this member was cut off or down; "
                         "its session ends here, %s", client_id,

@@ -125,7 +125,7 @@ class ClusterNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._health = RedisHealth()
         self._stopping = False
-        self.owners = SessionOwners(self.name, lambda: self.redis, self._live_member, loop)
+        self.owners = SessionOwners(self.name, lambda: self.redis, self.peers.get, loop)
         # When the lease was last known to hold (the start of the heartbeat that renewed it),
         # and whether sessions others claimed while it did not are still to be let go.
         self._renewed_at = 0.0
@@ -290,17 +290,9 @@ class ClusterNode:
         for peer in self.peers.values():
             links.introduce(peer.index)
 
-    def _live_member(self, name: str) -> int | None:
-        peer = self.peers.get(name)
-        return peer.index if peer is not None and peer.alive else None
-
     async def _fence(self) -> None:
         if self._broker is not None:
-            await self.owners.fence(self._broker, self._member_index)
-
-    def _member_index(self, name: str) -> int | None:
-        peer = self.peers.get(name)
-        return None if peer is None else peer.index
+            await self.owners.fence(self._broker)
 
     def _reconcile(self, alive: dict[str, Lease],
                    down: dict[str, tuple[int, list[str]]]) -> None:

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ..cluster import keys
 from ..core.broker import Broker
 from ..core.ports import Claim
+from .cluster_entries import Peer
 from .cluster_redis import Redis
 
 log = logging.getLogger("culex")
@@ -29,26 +31,38 @@ CHUNK = 1000
 
 class SessionOwners:
     def __init__(self, member: str, redis: Callable[[], Redis],
-                 live_member: Callable[[str], int | None],
-                 loop: asyncio.AbstractEventLoop) -> None:
-        """`member`: this member's name; `live_member(name)`: that member's number while its
-        lease holds, else None."""
+                 peer: Callable[[str], Peer | None], loop: asyncio.AbstractEventLoop) -> None:
+        """`member`: this member's name; `peer(name)`: another member as this one knows it."""
         self._member = member
         self._redis = redis
-        self._live_member = live_member
+        self._peer = peer
         self._loop = loop
         self._tasks: set[asyncio.Task[None]] = set()
+        # The scripts, registered once the node's Redis client exists (their SHA1 is computed
+        # then, not at every CONNECT).
+        self._scripts: dict[str, AsyncScript] = {}
         # Client ids accepted while Redis could not record their claim.
         self._unrecorded: set[str] = set()
+
+    def _script(self, source: str) -> AsyncScript:
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._redis().register_script(source)
+        return script
+
+    async def _record(self, client_id: str) -> tuple[str, int]:
+        """Claim `client_id` for this member: the previous holder's name ("" for nobody) and
+        the new claim's token."""
+        previous, token = await self._script(keys.CLAIM)(keys=[keys.OWNERS, keys.CLAIMS],
+                                                         args=[client_id, self._member])
+        return (keys.record_owner(previous) if previous else ""), int(token)
 
     def claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
         self._spawn(self._claim(client_id, done))
 
     async def _claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
-        redis = self._redis()
         try:
-            previous, token = await redis.register_script(keys.CLAIM)(
-                keys=[keys.OWNERS, keys.CLAIMS], args=[client_id, self._member])
+            holder, token = await self._record(client_id)
         except RedisError as exc:
             log.warning("cluster: client %s: accepted without a claim of its id (%s): a "
                         "connection with that id on another node stays open; the claim is "
@@ -56,22 +70,23 @@ class SessionOwners:
             self._unrecorded.add(client_id)
             done(Claim(0))
             return
-        holder = keys.record_owner(previous) if previous else ""
         if not holder or holder == self._member:
-            done(Claim(int(token)))
+            done(Claim(token))
             return
-        index = self._live_member(holder)
-        if index is None:
+        peer = self._peer(holder)
+        if peer is None or not peer.alive:
             log.warning("cluster: client %s: its session is on %s, which is down; accepted "
                         "here without it", client_id, holder)
-        done(Claim(int(token), index, holder))
+            done(Claim(token, None, holder))
+            return
+        done(Claim(token, peer.index, holder))
 
     def release(self, client_id: str, token: int) -> None:
         self._spawn(self._release(client_id, token))
 
     async def _release(self, client_id: str, token: int) -> None:
         try:
-            await self._redis().register_script(keys.RELEASE)(
+            await self._script(keys.RELEASE)(
                 keys=[keys.OWNERS], args=[client_id, keys.owner_record(self._member, token)])
         except RedisError as exc:  # a stale record costs the next claimant one question
             log.debug("cluster: client %s: claim not given up: %s", client_id, exc)
@@ -95,32 +110,29 @@ class SessionOwners:
             return
         moves = broker.moves
         pending, self._unrecorded = self._unrecorded, set()
-        script = self._redis().register_script(keys.CLAIM)
         for client_id in sorted(pending):
             if moves is None or broker.sessions.get(client_id) is None:
                 continue
             try:
-                previous, token = await script(keys=[keys.OWNERS, keys.CLAIMS],
-                                               args=[client_id, self._member])
+                holder, token = await self._record(client_id)
             except RedisError:
                 self._unrecorded.add(client_id)
                 continue
-            moves.recorded(client_id, int(token))
-            holder = keys.record_owner(previous) if previous else ""
+            moves.recorded(client_id, token)
             if holder and holder != self._member:
                 log.warning("cluster: client %s: claimed by %s too while Redis was "
                             "unavailable; recorded as this member's now", client_id, holder)
 
-    async def fence(self, broker: Broker, member_index: Callable[[str], int | None]) -> None:
+    async def fence(self, broker: Broker) -> None:
         """Let go of the sessions whose ids other members claimed while this one's lease was
-        gone, or while it was down (see core/session_moves.py); `member_index(name)`: that
-        member's number, None when it is not linked."""
+        gone, or while it was down (see core/session_moves.py)."""
         moves = broker.moves
         if moves is None:
             return
         claimed = await self.held_elsewhere(list(broker.sessions.ids()))
         if claimed:
-            moves.let_go({client_id: member_index(name) for client_id, name in claimed.items()})
+            moves.let_go({client_id: None if (peer := self._peer(name)) is None else peer.index
+                          for client_id, name in claimed.items()})
             broker.host.wake()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
