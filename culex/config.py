@@ -145,6 +145,9 @@ class LoggingConfig:
 
 
 DURABILITY_MODES = ("sync", "batch", "none")
+# Where the state is kept: a SQLite file, or (clustered only) Redis, beside the member's stream,
+# where another node can take a session over from a member that is down.
+BACKENDS = ("sqlite", "redis")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,8 @@ class StorageConfig:
     durability: str = "sync"
     path: str = "data/culex.db"
     batch_interval: float = 0.05
+    # "sqlite" or "redis"; unset: "redis" with `[cluster]`, "sqlite" without.
+    backend: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +283,11 @@ class Config:
     def worker_count(self) -> int:
         return self.workers or len(os.sched_getaffinity(0))
 
+    def state_in_redis(self) -> bool:
+        """Whether the durable state is kept in the cluster's Redis rather than a file."""
+        return (self.cluster is not None and self.storage.durability != "none"
+                and self.storage.backend != "sqlite")
+
 
 # Field annotations are strings (postponed evaluation); TOML has no null, so an optional field
 # can only be given its non-None type.
@@ -352,6 +362,12 @@ def parse_config(data: dict[str, Any], source: str) -> Config:
                               f"of {', '.join(DURABILITY_MODES)}")
         if storage.batch_interval <= 0:
             raise ConfigError(f"{source}: storage.batch_interval: must be positive")
+        if storage.backend and storage.backend not in BACKENDS:
+            raise ConfigError(f"{source}: storage.backend: {storage.backend!r} is not one of "
+                              f"{', '.join(BACKENDS)}")
+        if storage.backend == "redis" and "cluster" not in data:
+            raise ConfigError(f"{source}: storage.backend: \"redis\" keeps the state in the "
+                              "cluster's Redis, and needs a [cluster] section")
         kwargs["storage"] = storage
     if "auth" in data:
         auth = _build(AuthConfig, data["auth"], f"{source}: auth")

@@ -17,7 +17,9 @@ streams, which carry the traffic, spread over the shards.
 - `culex:{culex-meta}:owners` (hash): client id -> `<member name> <token>`, the member that
   owns its session, by its latest claim; `culex:{culex-meta}:claims` (counter) numbers the
   claims (see core/session_moves.py);
-- `culex:{<name>}:in` (stream, consumer group `culex`): the records sent to that member.
+- `culex:{<name>}:in` (stream, consumer group `culex`): the records sent to that member;
+- `culex:{<name>}:...`: that member's durable state, with `[storage] backend = "redis"`
+  (storage/redis_store.py), in its stream's slot, so one script commits it atomically.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ def filters_key(name: str) -> str:
 
 def stream_key(name: str) -> str:
     return f"culex:{{{name}}}:in"
+
+
+def state_key(name: str, part: str) -> str:
+    """A key of member `name`'s durable state (see storage/redis_store.py)."""
+    return f"culex:{{{name}}}:{part}"
 
 
 # KEYS: INDEX, NEXT_INDEX, epoch key, member key, MEMBERS; ARGV: name, instance, lease (ms),

@@ -23,26 +23,29 @@ def stored_form(message: Message, message_id: int, now: float) -> StoredMessage:
     properties = message.properties
     if properties is None:
         return StoredMessage(message_id, message.topic, message.payload, message.qos,
-                             message.retain)
+                             message.retain, cluster_id=message.cluster_id)
     expiry = properties.message_expiry_interval
     return StoredMessage(message_id, message.topic, message.payload, message.qos,
                          message.retain, encode_properties(properties),
-                         None if expiry is None else expiry - (now - message.created))
+                         None if expiry is None else expiry - (now - message.created),
+                         message.cluster_id)
 
 
 def restored_message(stored: StoredMessage, now: float) -> Message:
     """The message again, with its expiry counting on from where storage says it stands (a
     `created` time in the past, or even one that makes it expired already)."""
-    if not stored.properties:
-        return Message(stored.topic, stored.payload, stored.qos, stored.retain, created=now)
-    properties = decode_properties(stored.properties, 0, len(stored.properties),
-                                   PacketType.PUBLISH)[0]
+    properties = None
     created = now
-    expiry = properties.message_expiry_interval
-    if expiry is not None and stored.expires_in is not None:
-        created = now + stored.expires_in - expiry
-    return Message(stored.topic, stored.payload, stored.qos, stored.retain,
-                   properties=properties, created=created)
+    if stored.properties:
+        properties = decode_properties(stored.properties, 0, len(stored.properties),
+                                       PacketType.PUBLISH)[0]
+        expiry = properties.message_expiry_interval
+        if expiry is not None and stored.expires_in is not None:
+            created = now + stored.expires_in - expiry
+    message = Message(stored.topic, stored.payload, stored.qos, stored.retain,
+                      properties=properties, created=created)
+    message.cluster_id = stored.cluster_id
+    return message
 
 
 class Persistence:

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..storage.base import StoredMessage, StoredSession
 from .access import ClientAccess
 from .message import Message
 from .states import State
@@ -153,6 +154,9 @@ class Claim:
     previous: int | None = None
     # The previous holder's name, for log lines ("" when nobody held it).
     previous_name: str = ""
+    # What a holder that is down had stored for the session, taken from its store in Redis
+    # (`[storage] backend = "redis"`); None: nothing, or not stored where others can reach it.
+    taken: tuple[StoredSession, dict[int, StoredMessage]] | None = None
 
 
 class SessionDirectory(Protocol):
@@ -162,6 +166,13 @@ class SessionDirectory(Protocol):
         """Make this member the owner of `client_id`; `done` follows on the loop. When the
         record cannot be written (Redis unavailable) the claim is token 0 and names nobody:
         local clients keep connecting through an outage."""
+        ...
+
+    def take(self, client_id: str, holder: str,
+             done: Callable[[tuple[StoredSession, dict[int, StoredMessage]] | None], None]
+             ) -> None:
+        """`holder` did not hand the session over in time: what it stored for it, taken from
+        its store where other members reach it (Redis), or None; `done` follows on the loop."""
         ...
 
     def release(self, client_id: str, token: int) -> None:

@@ -9,6 +9,7 @@ inbound QoS 2 messages awaiting PUBREL. Every change to a stored session is repo
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterator, KeysView
 from types import MappingProxyType
@@ -30,6 +31,12 @@ NO_ENTRIES: MappingProxyType[int, Outgoing] = MappingProxyType({})
 
 NEVER_EXPIRES = 0xFFFFFFFF
 """Session Expiry Interval meaning "never" (§3.1.2.11.2)."""
+
+# The most message ids a session taken from a node that is down remembers (`Session.seen`,
+# 8 MB at most); past it, it stops.
+MAX_SEEN = 100_000
+
+log = logging.getLogger("culex")
 
 
 # Back-pressure from a connected client's filling queue (flow.FlowControl.queue_pressure):
@@ -59,6 +66,7 @@ class Session:
         "pressure",
         "queue",
         "queued_bytes",
+        "seen",
         "stats",
         "subscriptions",
         "username",
@@ -76,6 +84,10 @@ class Session:
         # The broker's counters (QoS 1/2 messages sent, drops), and this session's own drops.
         self.stats = stats or Stats()
         self.dropped = 0
+        # The cluster ids of the QoS 1/2 messages it was given since it was taken from the
+        # store of a node that is down (core/session_moves.py), so that what that node sends
+        # on when it is back is not delivered twice; None: not tracked.
+        self.seen: set[int] | None = None
         self.clean = clean
         # Seconds the session outlives its connection: 0 for a clean (3.1.1) or expiry-0 (MQTT 5)
         # session, NEVER_EXPIRES for 3.1.1 clean session 0 and MQTT 5 0xFFFFFFFF. While it is
@@ -145,6 +157,14 @@ class Session:
     def deliver(self, message: Message, qos: int, retain: bool = False, identifiers: int = 0,
                 group: tuple[str, str] | None = None) -> bool:
         """Send or queue a QoS 1/2 message. False when the queue is full and it was dropped."""
+        seen = self.seen
+        if seen is not None:
+            seen.add(message.cluster_id)
+            if len(seen) > MAX_SEEN:
+                self.seen = None
+                log.warning("client %s: more than %d messages since its session was taken "
+                            "from a node that is down; what that node sends on when it is "
+                            "back may repeat some", self.client_id, MAX_SEEN)
         connection = self.connection
         entry = Outgoing(message, qos, retain, identifiers, group)
         if (connection is not None and not self.queue

@@ -111,6 +111,12 @@ class SessionMoves:
         earlier = self._waiting.pop(client_id, None)
         if earlier is not None:
             earlier.then()  # a second CONNECT overtook it: taken over here, as usual
+        if claim.taken is not None and keep:
+            self._take_over(client_id, claim.previous_name, *claim.taken)
+            # Accepted once every member routes its subscriptions here, as after a move.
+            links = self._links
+            if links.when_known(then, links.route_sends):
+                return
         if claim.previous is None:
             then()
             return
@@ -123,18 +129,56 @@ class SessionMoves:
         self._deadlines.push(self._clock.now + self._answer_timeout,
                              (client_id, claim.token))
 
+    def _take_over(self, client_id: str, holder: str, stored: StoredSession,
+                   messages: dict[int, StoredMessage]) -> None:
+        """Adopt what `holder`, down, had stored for the session. What reaches the session
+        there meanwhile comes when `holder` is back (its `let_go`), but for what is seen
+        here too."""
+        now = self._clock.now
+        restored = {message_id: restored_message(message, now)
+                    for message_id, message in messages.items()}
+        self._adopt(f"{holder} (down)", client_id, stored, restored)
+        session = self._manager.sessions.get(client_id)
+        if session is not None:
+            session.seen = (session.seen or set()).union(
+                message.cluster_id for message in restored.values())
+
     @property
     def next_deadline(self) -> float | None:
         return self._deadlines.next
 
     def on_timer(self, now: float) -> None:
-        """Let in the clients whose previous holder did not answer in time."""
+        """The clients whose previous holder did not answer in time (it died after its last
+        heartbeat, or stopped reading): their sessions are taken from its store, where it
+        keeps them in Redis, and they are let in."""
         for _when, (client_id, token) in self._deadlines.pop_due(now):
-            waiting = self._go_on(client_id, token)
-            if waiting is not None:
-                log.warning("client %s: its session did not come from %s within %g s; "
-                            "accepted with what has come (what comes later is added to it)",
-                            client_id, waiting.holder, self._answer_timeout)
+            waiting = self._waiting.get(client_id)
+            if waiting is None or waiting.token != token:
+                continue
+            self._directory.take(client_id, waiting.holder,
+                                 partial(self._taken_late, client_id, token))
+
+    def _taken_late(self, client_id: str, token: int,
+                    taken: tuple[StoredSession, dict[int, StoredMessage]] | None) -> None:
+        waiting = self._waiting.get(client_id)
+        if waiting is None or waiting.token != token:
+            return
+        if taken is None:
+            self._go_on(client_id, token)
+            log.warning("client %s: its session did not come from %s within %g s; accepted "
+                        "with what has come (what comes later is added to it)", client_id,
+                        waiting.holder, self._answer_timeout)
+            return
+        log.warning("client %s: no answer from %s within %g s; its session is taken from its "
+                    "store", client_id, waiting.holder, self._answer_timeout)
+        self._take_over(client_id, waiting.holder, *taken)
+        let_in = partial(self._let_in, client_id, token)
+        links = self._links
+        if not links.when_known(let_in, links.route_sends):
+            let_in()
+
+    def _let_in(self, client_id: str, token: int) -> None:
+        self._go_on(client_id, token)
 
     def _go_on(self, client_id: str, token: int) -> Waiting | None:
         """Let in the CONNECT waiting under claim `token`, if it still is; returns it."""
@@ -231,7 +275,11 @@ class SessionMoves:
             self._go_on(client_id, token)
             return
         waiting = self._waiting.get(client_id)
-        self._adopt(member, client_id, state, late=waiting is None or waiting.token != token)
+        late = waiting is None or waiting.token != token
+        stored, messages = import_session(client_id, state, self._clock.now)
+        session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
+        if not token and session is not None:
+            session.seen = None  # what the member that was down held has come
         if token:
             # As a SUBACK: once every member routes its subscriptions here, the member that
             # held it may stop collecting for it (messages that went to both come once).
@@ -259,15 +307,19 @@ class SessionMoves:
               state: dict[str, Any] | None) -> None:
         session = self._manager.sessions.get(client_id)
         if state is not None and session is not None:
-            self._merge(session, state, member)
+            stored, messages = import_session(client_id, state, self._clock.now)
+            self._merge(session, stored, messages, f"member {member}")
         self._go_on(client_id, token)
 
-    def _merge(self, session: Session, state: dict[str, Any], member: int) -> None:
+    def _merge(self, session: Session, stored: StoredSession, messages: dict[int, Message],
+               source: str) -> None:
         """Queue in `session` what another member held for it, but what it has already (a
-        message sent to both members while the move went on)."""
-        stored, messages = import_session(session.client_id, state, self._clock.now)
+        message sent to both members while the move went on, or, for a session taken from
+        a member that was down, what it was given since)."""
         held = {entry.message.cluster_id for entry in (*session.inflight.values(),
                                                        *session.queue)}
+        if session.seen is not None:
+            held |= session.seen
         added = 0
         for item in stored.entries:
             message = messages[item.message_id]
@@ -276,29 +328,29 @@ class SessionMoves:
             session.deliver(message, item.qos, item.retain, item.identifiers)
             added += 1
         if added:
-            log.info("client %s: %d more messages from member %d", session.client_id, added,
-                     member)
+            log.info("client %s: %d more messages from %s", session.client_id, added, source)
 
-    def _adopt(self, member: int, client_id: str, state: dict[str, Any], *,
-               late: bool) -> None:
-        """Rebuild a session another member handed over, and store it."""
+    def _adopt(self, source: str, client_id: str, stored: StoredSession,
+               messages: dict[int, Message], *, late: bool = False) -> Session | None:
+        """Rebuild a session that `source` held, and store it; returns it (None: added to the
+        session that is here already)."""
         manager = self._manager
         existing = manager.sessions.get(client_id)
         if existing is not None:
             # Its client was let in without it (no answer in time): what it held is queued
             # in the session it has now, rather than lost.
-            log.warning("client %s: its earlier session came from member %d after the client "
-                        "started a new one; its messages are added to it", client_id, member)
-            self._merge(existing, state, member)
-            return
-        stored, messages = import_session(client_id, state, self._clock.now)
+            log.warning("client %s: its earlier session came from %s after the client "
+                        "started a new one; its messages are added to it", client_id, source)
+            self._merge(existing, stored, messages, source)
+            return None
         session, entries = rebuild_session(manager, self._router, stored, messages)
         self._store(session, stored, entries)
         manager.sessions.put(session)
         manager.expire_later(session)  # until its client attaches (it may have gone)
-        log.info("client %s: session %s member %d (%d subscriptions, %d messages)", client_id,
-                 "arrived late from" if late else "taken over from", member,
+        log.info("client %s: session %s %s (%d subscriptions, %d messages)", client_id,
+                 "arrived late from" if late else "taken over from", source,
                  len(stored.subscriptions), len(entries))
+        return session
 
     def _store(self, session: Session, stored: StoredSession, entries: list[Outgoing]) -> None:
         persistence = session.persistence

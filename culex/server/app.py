@@ -20,6 +20,7 @@ from ..config import Config, ConfigError, Listener, anonymous_allowed
 from ..core.broker import Broker, WorkerSetup
 from ..fdlimit import OpenFileWatch, raise_open_file_limit
 from ..logs import fatal, reopen_log_files
+from ..storage.base import ClusterStorage
 from ..storage.sqlite import SqliteStorage, StorageError
 from ..storage.stream_cursors import ClusterSqliteStorage
 from .admin.setup import Admin
@@ -70,15 +71,28 @@ def tls_context(listener: Listener) -> ssl.SSLContext | None:
     return context
 
 
-def open_storage(config: Config, loop: asyncio.AbstractEventLoop) -> SqliteStorage | None:
+def open_storage(config: Config, loop: asyncio.AbstractEventLoop, member: str | None
+                 ) -> tuple[SqliteStorage | ClusterStorage | None, ClusterStorage | None]:
+    """The state's backend, and (when clustered, `member`: this process's name in the
+    cluster) the same object as the cluster node uses it."""
     settings = config.storage
     if settings.durability == "none":
         log.info("storage: durability none, state is kept in memory only")
-        return None
-    # A cluster node also commits how far it applied the other nodes' records.
-    kind = SqliteStorage if config.cluster is None else ClusterSqliteStorage
-    return kind(Path(settings.path), durable=settings.durability == "sync",
-                call_soon_threadsafe=loop.call_soon_threadsafe)
+        return None, None
+    durable = settings.durability == "sync"
+    if member is None:
+        return SqliteStorage(Path(settings.path), durable=durable,
+                             call_soon_threadsafe=loop.call_soon_threadsafe), None
+    clustered: ClusterStorage
+    if config.state_in_redis():
+        assert config.cluster is not None
+        from ..storage.redis_store import RedisStorage  # noqa: PLC0415 - redis-py: clustered only
+        clustered = RedisStorage(member, loop, durable=durable, replicas=config.cluster.replicas)
+    else:
+        # A cluster node also commits how far it applied the other nodes' records.
+        clustered = ClusterSqliteStorage(Path(settings.path), durable=durable,
+                                         call_soon_threadsafe=loop.call_soon_threadsafe)
+    return clustered, clustered
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -211,7 +225,11 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     sockets (and the admin API's, `admin_sock`, in the process that serves it) until a stop
     signal."""
     loop = asyncio.get_running_loop()
-    storage = open_storage(config, loop)
+    # A clustered node takes its lease (and member number) before anything is built on it.
+    # (With workers, each is a member of its own, and client ids still go to their worker.)
+    cluster = cluster_node(config, loop, plan)
+    storage, cluster_storage = open_storage(config, loop,
+                                            None if cluster is None else cluster.name)
     security = Security(config.auth, anonymous_allowed(config), loop, checked.auth,
                         reports=plan is None or plan.index == 0)
     host = LoopHost(loop)
@@ -227,21 +245,18 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
     workers = None if plan is None else WorkerSetup(
         plan.index, plan.size, hand_over=hand_over, all_ready=peers_ready.set,
         link_lost=lambda index: peer_lost.set())
-    # A clustered node takes its lease (and member number) before anything is built on it.
-    # (With workers, each is a member of its own, and client ids still go to their worker.)
-    cluster = cluster_node(config, loop, plan)
     broker = Broker(config.limits, host=host, sys_interval=config.sys_interval,
                     storage=storage, now=loop.time(), mqtt5=config.mqtt5,
                     batch_interval=config.storage.batch_interval,
                     access=security.access_policy(), workers=workers,
                     cluster=None if cluster is None else await cluster.join(
-                        None if plan is None else hand_over))
+                        None if plan is None else hand_over, cluster_storage))
     host.serve(broker)
     security.attach(broker)
     if storage is not None:
         started = time.monotonic()
-        if plan is None:  # with workers, the supervisor has done it
-            storage.prepare(lambda key: 0)
+        if isinstance(storage, SqliteStorage) and plan is None:
+            storage.prepare(lambda key: 0)  # with workers, the supervisor has done it
         state = broker.restore()
         queued = sum(len(session.entries) for session in state.sessions)
         log.info("storage: %s (durability %s): loaded %d sessions, %d queued or in-flight "
@@ -276,7 +291,7 @@ async def serve(config: Config, listening: list[BoundListener], plan: WorkerPlan
             raise PeerLost("another worker stopped during start-up")
     if cluster is not None:
         # As with workers: clients only once the other nodes' subscriptions are known here.
-        cluster.start(broker, storage if isinstance(storage, ClusterSqliteStorage) else None)
+        cluster.start(broker, cluster_storage)
         await cluster.wait_ready()
         broker.publish_restored_wills()
         if plan is not None:

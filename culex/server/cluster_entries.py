@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..core.worker_links import COUNTS, FORWARD, FORWARD_V5, record, split_records
 
@@ -55,3 +56,32 @@ def without_qos0(chunks: list[bytes]) -> bytes:
     found: list[tuple[int, bytes]] = []
     split_records(b"".join(chunks), found)
     return b"".join(record(kind, body) for kind, body in found if kind not in EPHEMERAL)
+
+
+class Sender(Protocol):
+    """The node's side of a `StreamSink` (server/cluster_io.py)."""
+
+    def queue(self, peer: Peer, records: list[bytes]) -> None: ...
+
+    def reading_paused(self, peer: Peer, paused: bool) -> None: ...
+
+
+class StreamSink:
+    """The `Sink` of the link to one member: its records go to that member's stream; pausing
+    its reading pauses the reading of this node's own stream."""
+
+    def __init__(self, node: Sender, peer: Peer) -> None:
+        self._node = node
+        self._peer = peer
+
+    def writelines(self, list_of_data: list[bytes]) -> None:
+        self._node.queue(self._peer, list_of_data)
+
+    def close(self) -> None:
+        """Links are dropped by membership, never closed by the core."""
+
+    def pause_reading(self) -> None:
+        self._node.reading_paused(self._peer, True)
+
+    def resume_reading(self) -> None:
+        self._node.reading_paused(self._peer, False)

@@ -7,7 +7,8 @@ The sans-I/O side is `core/node_links.py` (links, records, routes, barriers) and
   fencing token) and takes its lease (a key with a TTL), renewed by a heartbeat every
   `HEARTBEAT_FRACTION` of it while the key is still this process's; a node that finds its
   lease gone (paused past it, or Redis lost it) joins again under a new epoch, and lets go of
-  the sessions claimed elsewhere meanwhile before it applies anything (cluster_sessions.py).
+  the sessions claimed elsewhere meanwhile before it applies anything (cluster_sessions.py);
+  a node that starts applies first what its stream holds, so that those sessions carry it.
 - Membership: read at every heartbeat. A new member gets a link (`NodeLinks.attach`: our
   filters, retained messages, READY); a new epoch of a known one keeps its link and what
   waits for its answer, is sent all that again, and its earlier filters are replaced by those
@@ -49,8 +50,9 @@ from ..cluster.settings import ClusterConfig, ClusterError
 from ..core.broker import Broker
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
-from ..storage.stream_cursors import ClusterSqliteStorage
-from .cluster_entries import Outgoing, Peer, carries_state, without_qos0
+from ..storage.base import ClusterStorage
+from ..storage.redis_store import RedisStorage
+from .cluster_entries import Outgoing, Peer, StreamSink, carries_state, without_qos0
 from .cluster_redis import (
     MAX_RETRY,
     REPLICA_WAIT_MS,
@@ -75,27 +77,6 @@ HEARTBEAT_FRACTION = 1 / 3
 LEAVE_SECONDS = 2.0
 
 
-class StreamSink:
-    """The `Sink` of the link to one member: its records go to that member's stream; pausing
-    its reading pauses the reading of this node's own stream."""
-
-    def __init__(self, node: ClusterNode, peer: Peer) -> None:
-        self._node = node
-        self._peer = peer
-
-    def writelines(self, list_of_data: list[bytes]) -> None:
-        self._node.queue(self._peer, list_of_data)
-
-    def close(self) -> None:
-        """Links are dropped by membership, never closed by the core."""
-
-    def pause_reading(self) -> None:
-        self._node.reading_paused(self._peer, True)
-
-    def resume_reading(self) -> None:
-        self._node.reading_paused(self._peer, False)
-
-
 class ClusterNode:
     def __init__(self, settings: ClusterConfig, loop: asyncio.AbstractEventLoop,
                  worker: int = 0, workers: int = 1) -> None:
@@ -110,7 +91,7 @@ class ClusterNode:
         self._lease = Lease(secrets.token_hex(8), 0, 0)
         self._links: NodeLinks | None = None
         self._broker: Broker | None = None
-        self._storage: ClusterSqliteStorage | None = None
+        self._storage: ClusterStorage | None = None
         self.peers: dict[str, Peer] = {}
         # Entries released by the commit of the tick that made them, in order.
         self._ready: list[Outgoing] = []
@@ -144,12 +125,17 @@ class ClusterNode:
 
     # -- joining and leaving -------------------------------------------------------------------
 
-    async def join(self, hand_over: HandOver | None = None) -> ClusterSetup:
-        """Connect and take this member's lease; what the broker is built with
-        (`hand_over`: a worker's way to the sibling that owns a client id)."""
+    async def join(self, hand_over: HandOver | None = None,
+                   storage: ClusterStorage | None = None) -> ClusterSetup:
+        """Connect and take this member's lease, and read what `storage` keeps in Redis;
+        what the broker is built with (`hand_over`: a worker's way to the sibling that owns
+        a client id)."""
         try:
             self._redis = await connect(self.settings)
             await self._join()
+            if isinstance(storage, RedisStorage):
+                await storage.read(self._redis)
+                self.owners.stores = True
         except RedisError as exc:
             raise ClusterError(f"cluster: cannot join through {', '.join(self.settings.redis)}:"
                                f" {exc}") from None
@@ -170,7 +156,7 @@ class ClusterNode:
             raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
         self._lease = Lease(self._lease.instance, int(epoch), int(index))
 
-    def start(self, broker: Broker, storage: ClusterSqliteStorage | None) -> None:
+    def start(self, broker: Broker, storage: ClusterStorage | None) -> None:
         """Serve the links of `broker` (built with `join`'s setup): heartbeats, membership,
         reading this node's stream. With `storage`, how far each sender's records are
         applied is committed with what they changed (see storage/stream_cursors.py)."""
@@ -200,6 +186,8 @@ class ClusterNode:
         await self._health.retrying(self._save_filters)
         alive, down = await self._health.retrying(self._members)
         self._reconcile(alive, down)
+        assert self._reader is not None
+        await self._health.retrying(self._reader.caught_up)  # what came while this was down
         await self._health.retrying(self._fence)  # ids claimed elsewhere while this was down
         expected = {lease.index for name, lease in alive.items() if name != self.name}
         links = self._links
@@ -234,6 +222,8 @@ class ClusterNode:
             await asyncio.wait(tasks, timeout=LEAVE_SECONDS)
         with contextlib.suppress(RedisError, TimeoutError):
             async with asyncio.timeout(LEAVE_SECONDS):
+                if self._storage is not None:
+                    await self._storage.flush()
                 if self._sending is not None:
                     await self._sending
                 # What the others route to while this node is down: its persistent sessions'.
@@ -533,7 +523,7 @@ class ClusterNode:
     def _apply(self, entries: list[Entry]) -> None:
         links = self._links
         broker = self._broker
-        assert links is not None and broker is not None
+        assert links is not None and broker is not None and self._reader is not None
         now = self.loop.time()
         ids = []
         for entry_id, fields in entries:
@@ -561,6 +551,7 @@ class ClusterNode:
                 if storage.changes != changes:  # durable effects: committed with its cursor
                     storage.cursor_saved(self.name, name, epoch, seq)
             links.settle(peer.index)
+        self._reader.applied(ids[-1])
         broker.gate.when_durable(self._acknowledge, ids)
 
     def _acknowledge(self, ids: list[bytes]) -> None:

@@ -20,6 +20,8 @@ from redis.exceptions import RedisError
 from ..cluster import keys
 from ..core.broker import Broker
 from ..core.ports import Claim
+from ..storage.base import StoredMessage, StoredSession
+from ..storage.redis_store import take_session
 from .cluster_entries import Peer
 from .cluster_redis import Redis
 
@@ -43,6 +45,9 @@ class SessionOwners:
         self._scripts: dict[str, AsyncScript] = {}
         # Client ids accepted while Redis could not record their claim.
         self._unrecorded: set[str] = set()
+        # Whether every member's sessions are stored in Redis (storage/redis_store.py), so
+        # that one whose holder is down is taken from there.
+        self.stores = False
 
     def _script(self, source: str) -> AsyncScript:
         script = self._scripts.get(source)
@@ -75,11 +80,32 @@ class SessionOwners:
             return
         peer = self._peer(holder)
         if peer is None or not peer.alive:
-            log.warning("cluster: client %s: its session is on %s, which is down; accepted "
-                        "here without it", client_id, holder)
-            done(Claim(token, None, holder))
+            done(Claim(token, None, holder, await self._take(client_id, holder)))
             return
         done(Claim(token, peer.index, holder))
+
+    async def _take(self, client_id: str, holder: str, *, down: bool = True
+                    ) -> tuple[StoredSession, dict[int, StoredMessage]] | None:
+        """What `holder` (down, or silent) stored for the session, if it stores in Redis."""
+        taken = None
+        if self.stores:
+            try:
+                taken = await take_session(self._redis(), holder, client_id)
+            except RedisError as exc:
+                log.error("cluster: client %s: its session could not be taken from the "
+                          "store of %s (%s)", client_id, holder, exc)
+        if taken is None and down:
+            log.warning("cluster: client %s: its session is on %s, which is down; accepted "
+                        "here without it", client_id, holder)
+        return taken
+
+    def take(self, client_id: str, holder: str,
+             done: Callable[[tuple[StoredSession, dict[int, StoredMessage]] | None], None]
+             ) -> None:
+        async def taking() -> None:
+            done(await self._take(client_id, holder, down=False))
+
+        self._spawn(taking())
 
     def release(self, client_id: str, token: int) -> None:
         self._spawn(self._release(client_id, token))

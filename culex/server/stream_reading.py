@@ -19,6 +19,9 @@ would read past the lost entries unseen. `cluster_redis.connect` turns those ret
 
 from __future__ import annotations
 
+import asyncio
+from typing import cast
+
 from redis.exceptions import RedisError
 
 from ..cluster import keys
@@ -36,6 +39,11 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 ReadReply = list[tuple[bytes, list[Entry]]] | None
 
 
+def entry_number(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition(b"-")
+    return int(milliseconds), int(sequence or 0)
+
+
 class StreamReader:
     """The reading position in `stream` of `consumer` (this member), and the reads."""
 
@@ -48,6 +56,20 @@ class StreamReader:
         # Whether `read_pending_again` was called while a read was under way: where that read
         # ended then says nothing about the entries it asked for.
         self._asked_again = False
+        # The id of the last entry the node applied, as (milliseconds, sequence).
+        self.applied_through = (0, 0)
+
+    def applied(self, entry_id: bytes) -> None:
+        """The node applied the entries up to `entry_id`."""
+        self.applied_through = max(self.applied_through, entry_number(entry_id))
+
+    async def caught_up(self) -> None:
+        """Wait until every entry the stream holds now is applied: at start-up, what was
+        sent while the member was down goes into its sessions before it lets go of those
+        claimed elsewhere meanwhile (cluster_sessions.py), which then carry it along."""
+        last = cast(list[Entry], await self._redis.xrevrange(self._stream, count=1))
+        while last and self.applied_through < entry_number(last[0][0]):
+            await asyncio.sleep(0.01)
 
     def read_pending_again(self) -> None:
         """Entries may be pending that were never applied (a read's reply was lost) or never

@@ -124,7 +124,7 @@ def run_supervisor(config: Config, started: Started, notifier: Notifier,
     The caller has bound the listeners and locked the state (`startup.start`); the workers
     inherit both, so the lock is held until the last of them has gone."""
     size = config.worker_count()
-    if config.storage.durability != "none":
+    if config.storage.durability != "none" and not config.state_in_redis():
         # Before any worker opens the file: migrations, and the clean-up that only a process
         # seeing every session may do.
         storage = SqliteStorage(Path(config.storage.path),

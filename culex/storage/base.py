@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .timing import Durations
+
 
 @dataclass(slots=True)
 class StoredMessage:
@@ -29,6 +31,9 @@ class StoredMessage:
     # (None: never). The backend keeps it as a wall-clock deadline, so the time the broker is
     # down counts as waiting time, as it must [MQTT-3.3.2-6].
     expires_in: float | None = None
+    # Its id across a cluster (core/message.py), for the backends that keep it (Redis): a
+    # message that reaches a moved session twice is recognised by it. 0: none.
+    cluster_id: int = 0
 
 
 @dataclass(slots=True)
@@ -137,3 +142,35 @@ class Storage(Protocol):
     def will_set(self, client_id: str, will: StoredMessage) -> None: ...
 
     def will_cleared(self, client_id: str) -> None: ...
+
+
+class ClusterStorage(Storage, Protocol):
+    """A cluster member's storage: also how far it applied each sender's stream of records,
+    and the records it committed and has yet to send (see storage/stream_cursors.py)."""
+
+    commit_seconds: Durations
+
+    @property
+    def path(self) -> object:
+        """Where the state is, for log lines."""
+        ...
+
+    @property
+    def changes(self) -> int:
+        """Statements added so far: whether applying a record changed durable state."""
+        ...
+
+    def cursors(self, receiver: str) -> dict[tuple[str, int], int]: ...
+
+    def cursor_saved(self, receiver: str, sender: str, epoch: int, seq: int) -> None: ...
+
+    def outbox(self, sender: str) -> list[tuple[int, int, str, bytes]]: ...
+
+    def outbox_added(self, sender: str, epoch: int, seq: int, receiver: str,
+                     data: bytes) -> None: ...
+
+    def outbox_sent(self, sender: str, epoch: int, seq: int) -> None: ...
+
+    async def flush(self) -> None:
+        """At shutdown, before the cluster's Redis client closes: what is left committed."""
+        ...

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSession
+from .batch import Batch
 from .timing import Durations
 
 log = logging.getLogger("culex")
@@ -131,13 +132,7 @@ class SqliteStorage:
         self.path = path
         self.durable = durable
         self._call_soon_threadsafe = call_soon_threadsafe
-        self._statements: list[Statement | None] = []
-        # Where the not yet committed statements about one queue entry / one message sit in
-        # `_statements`: when the entry is done (or the message deleted) before its rows were
-        # ever committed, those statements are blanked instead of adding a DELETE, so a message
-        # delivered and acknowledged within one commit window costs the disk nothing.
-        self._pending_entries: dict[tuple[str, int], list[int]] = {}
-        self._pending_messages: dict[int, list[int]] = {}
+        self._batch: Batch[Statement] = Batch()
         self._lock = threading.Lock()  # the connection is used by one thread at a time
         # How long each commit took, from the end of the tick that made it to the end of its
         # fsync (metrics: culex_storage_commit_seconds). Observed on the writer thread, one
@@ -378,13 +373,10 @@ class SqliteStorage:
 
     @property
     def pending(self) -> bool:
-        return bool(self._statements)
+        return bool(self._batch)
 
     def commit(self, done: CommitDone) -> None:
-        statements = [statement for statement in self._statements if statement is not None]
-        self._statements = []
-        self._pending_entries.clear()  # what is handed to the writer can no longer be undone
-        self._pending_messages.clear()
+        statements = self._batch.take()
         started = time.monotonic()
         future = self._executor.submit(self._write, statements)
 
@@ -413,11 +405,8 @@ class SqliteStorage:
                   done: CommitDone) -> None:
         error = result.exception()
         if error is not None:
-            # Replay these first next time; nothing acknowledged depends on them yet. (The
-            # positions recorded for blanking shift, so nothing pending is blanked any more.)
-            self._statements[:0] = statements
-            self._pending_entries.clear()
-            self._pending_messages.clear()
+            # Replayed first next time; nothing acknowledged depends on them yet.
+            self._batch.put_back(statements)
             log.error("storage: commit to %s failed (%s); holding acknowledgements until a "
                       "commit succeeds", self.path, error)
         done(error is None)
@@ -425,11 +414,10 @@ class SqliteStorage:
     def close(self) -> None:
         """Commit what is left (shutdown), then close the file."""
         self._executor.shutdown(wait=True)
-        if self._statements:
+        if self._batch:
+            statements = self._batch.take()
             try:
-                self._write([statement for statement in self._statements
-                             if statement is not None])
-                self._statements = []
+                self._write(statements)
             except sqlite3.Error as exc:
                 log.error("storage: final commit to %s failed: %s", self.path, exc)
         with self._lock:
@@ -438,27 +426,7 @@ class SqliteStorage:
     # -- changes ----------------------------------------------------------------------------------
 
     def _add(self, sql: str, *params: Any) -> None:
-        self._statements.append((sql, params))
-
-    def _track(self, pending: dict[Any, list[int]], key: Any, new: bool) -> None:
-        """Remember the statement just added as one about `key` (a first one when `new`)."""
-        position = len(self._statements) - 1
-        if new:
-            pending[key] = [position]
-        else:
-            positions = pending.get(key)
-            if positions is not None:
-                positions.append(position)
-
-    def _undo(self, pending: dict[Any, list[int]], key: Any) -> bool:
-        """Blank every uncommitted statement about `key`; False if its first was committed."""
-        positions = pending.pop(key, None)
-        if positions is None:
-            return False
-        statements = self._statements
-        for position in positions:
-            statements[position] = None
-        return True
+        self._batch.add((sql, params))
 
     def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
         self._add("INSERT OR REPLACE INTO sessions (client_id, expiry, owner_known, username) "
@@ -479,34 +447,35 @@ class SqliteStorage:
     def message_stored(self, message: StoredMessage) -> None:
         expires_at = (None if message.expires_in is None
                       else time.time() + message.expires_in)
-        self._add("INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
-                  message.message_id, message.topic, message.payload, message.qos,
-                  int(message.retain), message.properties, expires_at)
-        self._track(self._pending_messages, message.message_id, new=True)
+        self._batch.add_message(message.message_id, (
+            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (message.message_id, message.topic, message.payload, message.qos,
+             int(message.retain), message.properties, expires_at)))
 
     def message_deleted(self, message_id: int) -> None:
-        if not self._undo(self._pending_messages, message_id):
+        if not self._batch.drop_message(message_id):
             self._add("DELETE FROM messages WHERE id = ?", message_id)
 
     def entry_queued(self, client_id: str, entry: StoredEntry) -> None:
         # Packed identifiers can pass 64 bits (several 28-bit ids), so they go as text.
-        self._add("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", client_id,
-                  entry.seq, entry.message_id, entry.qos, int(entry.retain), entry.packet_id,
-                  int(entry.released), str(entry.identifiers) if entry.identifiers else None)
-        self._track(self._pending_entries, (client_id, entry.seq), new=True)
+        self._batch.add_entry((client_id, entry.seq), (
+            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (client_id, entry.seq, entry.message_id, entry.qos, int(entry.retain),
+             entry.packet_id, int(entry.released),
+             str(entry.identifiers) if entry.identifiers else None)), first=True)
 
     def entry_sent(self, client_id: str, seq: int, packet_id: int) -> None:
-        self._add("UPDATE entries SET packet_id = ? WHERE client_id = ? AND seq = ?",
-                  packet_id, client_id, seq)
-        self._track(self._pending_entries, (client_id, seq), new=False)
+        self._batch.add_entry((client_id, seq), (
+            "UPDATE entries SET packet_id = ? WHERE client_id = ? AND seq = ?",
+            (packet_id, client_id, seq)), first=False)
 
     def entry_released(self, client_id: str, seq: int) -> None:
-        self._add("UPDATE entries SET released = 1 WHERE client_id = ? AND seq = ?",
-                  client_id, seq)
-        self._track(self._pending_entries, (client_id, seq), new=False)
+        self._batch.add_entry((client_id, seq), (
+            "UPDATE entries SET released = 1 WHERE client_id = ? AND seq = ?",
+            (client_id, seq)), first=False)
 
     def entry_done(self, client_id: str, seq: int) -> None:
-        if not self._undo(self._pending_entries, (client_id, seq)):
+        if not self._batch.drop_entry((client_id, seq)):
             self._add("DELETE FROM entries WHERE client_id = ? AND seq = ?", client_id, seq)
 
     def inbound_received(self, client_id: str, packet_id: int) -> None:

@@ -20,7 +20,6 @@ is not clustered (the table is simply not read).
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 from .sqlite import SqliteStorage, StorageError
 
@@ -51,14 +50,13 @@ class ClusterSqliteStorage(SqliteStorage):
             db.execute(OUTBOX)
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot add the stream cursors: {exc}") from None
-        # Statements added since the database was opened: whether applying an entry changed
-        # durable state (only then is its cursor worth a row).
-        self.changes = 0
         return db
 
-    def _add(self, sql: str, *params: Any) -> None:
-        self.changes += 1
-        super()._add(sql, *params)
+    @property
+    def changes(self) -> int:
+        """Statements added since the database was opened: whether applying an entry changed
+        durable state (only then is its cursor worth a row)."""
+        return self._batch.added
 
     def cursors(self, receiver: str) -> dict[tuple[str, int], int]:
         """(sender, epoch) -> the last sequence number `receiver` applied and committed."""
@@ -82,6 +80,9 @@ class ClusterSqliteStorage(SqliteStorage):
                      data: bytes) -> None:
         self._add("INSERT OR REPLACE INTO stream_outbox VALUES (?, ?, ?, ?, ?)", sender, epoch,
                   seq, receiver, data)
+
+    async def flush(self) -> None:
+        """Nothing to do before the cluster's client closes: `close` commits what is left."""
 
     def outbox_sent(self, sender: str, epoch: int, seq: int) -> None:
         self._add("DELETE FROM stream_outbox WHERE sender = ? AND epoch = ? AND seq = ?",

@@ -2,8 +2,10 @@
 nodes, and one node at a time killed with kill -9 and started again, ten times (`make soak`:
 CULEX_SOAK_KILLS). The clients of the killed node reconnect to it as soon as it is back (their
 sessions are in its database); the others go on meanwhile, their acknowledgements held while
-the dead node's answer is due. At the end: no acknowledged message lost, no QoS 2 message
-delivered twice, nothing forged, each publisher's messages in order.
+the dead node's answer is due. In the roaming run they reconnect to the other nodes instead,
+which take their sessions from the dead node's store in Redis. At the end: no acknowledged
+message lost, no QoS 2 message delivered twice, nothing forged, each publisher's messages in
+order.
 
 The publishers and subscribers are those of the single-node crash test
 (tests/robustness/test_crash.py): raw MQTT over asyncio, keeping their session state across
@@ -16,10 +18,11 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import NodeFactory
+from tests.cluster.conftest import TEST_LEASE, NodeFactory
 from tests.cluster.redis_servers import RedisServer
 from tests.conftest import BrokerProcess
 from tests.robustness.durability_clients import commit_barrier
@@ -40,12 +43,13 @@ MIN_ACKED = 300
 
 
 async def kill_nodes(nodes: list[BrokerProcess], kills: int, rng: random.Random,
-                     log: list[str]) -> None:
+                     log: list[str], down: float = 0.0) -> None:
+    """`kills` times: a node killed, and started again after `down` s and up to 0.3 s more."""
     for number in range(kills):
         await asyncio.sleep(rng.uniform(0.2, 0.8))
         node = rng.choice(nodes)
         await asyncio.to_thread(node.kill)
-        await asyncio.sleep(rng.uniform(0.0, 0.3))
+        await asyncio.sleep(down + rng.uniform(0.0, 0.3))
         started = time.monotonic()
         await asyncio.to_thread(node.start)
         took = time.monotonic() - started
@@ -53,19 +57,42 @@ async def kill_nodes(nodes: list[BrokerProcess], kills: int, rng: random.Random,
     await asyncio.sleep(0.5)
 
 
+class Roaming:
+    """Where a client connects when it roams: each attempt goes to the next node, so the
+    clients of a killed node reconnect to the others (their sessions taken from its store),
+    and its first attempt to its own node."""
+
+    def __init__(self, nodes: list[BrokerProcess], first: int) -> None:
+        self.host = nodes[first].host
+        self._nodes = nodes
+        self._next = first
+
+    @property
+    def port(self) -> int:
+        node = self._nodes[self._next % len(self._nodes)]
+        self._next += 1
+        return node.port
+
+
 def run_chaos(nodes: list[BrokerProcess],
-              chaos: Callable[[list[str]], Awaitable[None]]) -> None:
+              chaos: Callable[[list[str]], Awaitable[None]], *, roam: bool = False) -> None:
     """QoS 1 and 2 publishers on every node and persistent subscribers on node-b and node-c
     while `chaos` runs, and after it until `MIN_ACKED` messages are acknowledged (for at most
-    `LOAD_SECONDS` more: the machine may be busy with other suites); then the checks."""
+    `LOAD_SECONDS` more: the machine may be busy with other suites); then the checks. With
+    `roam` every client reconnects to the next node, not to its own."""
     subscriber_ids = ("chaos-sub-b", "chaos-sub-c")
-    homes = {"chaos-sub-b": nodes[1], "chaos-sub-c": nodes[2]}
-    for client_id, node in homes.items():
-        subscribe_offline(node, client_id)
-        commit_barrier(node)
-    publishers = [Publisher(index, qos, nodes[index % 3])
+    homes = {"chaos-sub-b": 1, "chaos-sub-c": 2}
+    for client_id, home in homes.items():
+        subscribe_offline(nodes[home], client_id)
+        commit_barrier(nodes[home])
+
+    def where(index: int) -> Any:
+        return Roaming(nodes, index) if roam else nodes[index]
+
+    publishers = [Publisher(index, qos, where(index % 3))
                   for index, qos in enumerate((1, 2, 1, 2, 1, 2))]
-    subscribers = [OnlineSubscriber(client_id, homes[client_id]) for client_id in subscriber_ids]
+    subscribers = [OnlineSubscriber(client_id, where(homes[client_id]))
+                   for client_id in subscriber_ids]
 
     async def run() -> list[str]:
         stop, done = asyncio.Event(), asyncio.Event()
@@ -108,6 +135,20 @@ def test_kill9_nodes_one_at_a_time_loses_nothing_acknowledged(
     rng = random.Random(SEED)
     nodes = cluster_nodes([redis_server.url], workers=workers, limits=LIMITS)
     run_chaos(nodes, lambda log: kill_nodes(nodes, CHAOS_KILLS, rng, log))
+
+
+@pytest.mark.timeout(180 + 10 * CHAOS_KILLS)
+@pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
+def test_kill9_nodes_whose_clients_reconnect_elsewhere_loses_nothing_acknowledged(
+        redis_server: RedisServer, cluster_nodes: NodeFactory, workers: int) -> None:
+    """As above, but the killed node stays down for longer than its lease, and its clients
+    reconnect to the other nodes, which take their sessions from its store in Redis: no
+    acknowledged message lost, no QoS 2 message delivered twice, and every reconnection
+    finds its session (Session Present 1)."""
+    rng = random.Random(SEED)
+    nodes = cluster_nodes([redis_server.url], workers=workers, limits=LIMITS)
+    run_chaos(nodes, lambda log: kill_nodes(nodes, CHAOS_KILLS, rng, log, down=TEST_LEASE),
+              roam=True)
 
 
 @pytest.mark.timeout(180)

@@ -6,8 +6,9 @@
   (DISCONNECT 0x8E "Session taken over" for MQTT 5);
 - a node paused past its lease (SIGSTOP, then SIGCONT) does not deliver for a session whose id
   another node claimed meanwhile;
-- a node killed while it holds a session hands what that session held to the node its client
-  went to, when it comes back: nothing acknowledged is lost.
+- with `[storage] backend = "sqlite"`, a node killed while it holds a session hands what that
+  session held to the node its client went to, when it comes back: nothing acknowledged is
+  lost (with the default, Redis, the other node takes it at once: test_dead_node_sessions.py).
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
 @pytest.fixture
 def three_nodes(redis_server: RedisServer, cluster_nodes: NodeFactory) -> list[BrokerProcess]:
     return cluster_nodes([redis_server.url])
+
+
+@pytest.fixture
+def sqlite_nodes(redis_server: RedisServer, cluster_nodes: NodeFactory) -> list[BrokerProcess]:
+    """Nodes that keep their state in their own SQLite file: a session is reachable only
+    through its node (test_dead_node_sessions.py: the default, in Redis)."""
+    return cluster_nodes([redis_server.url], storage={"backend": "sqlite"})
+
+
+@pytest.fixture
+def per_sqlite_node(sqlite_nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
+    yield from clients_of(sqlite_nodes)
 
 
 def clients_of(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
@@ -172,9 +185,9 @@ def test_in_flight_qos2_state_moves_exactly_once(per_node1: list[Clients]) -> No
 
 
 def test_a_paused_node_does_not_deliver_for_sessions_claimed_elsewhere(
-        three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
-    first, second, _third = three_nodes
-    a, b, c = per_node1
+        sqlite_nodes: list[BrokerProcess], per_sqlite_node: list[Clients]) -> None:
+    first, second, _third = sqlite_nodes
+    a, b, c = per_sqlite_node
     old = a.raw("sleeper", clean=False)
     assert old.subscribe([("wake/#", 1)]) == [1]
     publisher = c.paho("wake-pub")
@@ -205,9 +218,9 @@ def test_a_paused_node_does_not_deliver_for_sessions_claimed_elsewhere(
 
 
 def test_a_killed_node_hands_its_sessions_over_when_it_comes_back(
-        three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
-    first, second, _third = three_nodes
-    a, b, c = per_node1
+        sqlite_nodes: list[BrokerProcess], per_sqlite_node: list[Clients]) -> None:
+    first, second, _third = sqlite_nodes
+    a, b, c = per_sqlite_node
     holder = a.raw("stranded", clean=False)
     assert holder.subscribe([("stranded/#", 1)]) == [1]
     holder.disconnect()

@@ -20,6 +20,7 @@ from ...core.inspect import Inspector
 from ...core.steer import disconnect
 from ...core.tracing import ClientTraces, PacketTrace
 from ...core.worker_queries import Answer, WorkerQueries
+from ...storage.base import ClusterStorage
 from ...storage.sqlite import SqliteStorage
 from ..transport import ListenerGate
 from .looplag import LoopLag
@@ -32,7 +33,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 class AdminPeer:
     def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop, *, index: int,
-                 storage: SqliteStorage | None, gates: list[ListenerGate]) -> None:
+                 storage: SqliteStorage | ClusterStorage | None, gates: list[ListenerGate]) -> None:
         self.broker = broker
         self.loop = loop
         self.index = index

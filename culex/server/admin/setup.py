@@ -19,6 +19,7 @@ from typing import Any
 from ...config import Config
 from ...core.broker import Broker
 from ...core.worker_queries import WorkerQueries
+from ...storage.base import ClusterStorage
 from ...storage.sqlite import SqliteStorage
 from ..transport import ListenerGate
 from .peer import AdminPeer
@@ -34,7 +35,8 @@ class Admin:
     """See the module docstring."""
 
     def __init__(self, config: Config, broker: Broker, loop: asyncio.AbstractEventLoop, *,
-                 index: int, storage: SqliteStorage | None, gates: list[ListenerGate],
+                 index: int, storage: SqliteStorage | ClusterStorage | None,
+                 gates: list[ListenerGate],
                  sock: socket.socket | None, token: str | None) -> None:
         self._config = config
         self.peer = AdminPeer(broker, loop, index=index, storage=storage, gates=gates)

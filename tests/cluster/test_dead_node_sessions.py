@@ -1,0 +1,106 @@
+"""A session whose node died is served by another node at once, from the dead node's store in
+Redis (`[storage] backend = "redis"`, the default when clustered), with real nodes on a real
+Redis and a real kill -9:
+
+- the client reconnects to another node: Session Present 1, its subscriptions, and the
+  messages queued for it before the kill, at once;
+- what was published to it while its node was down, before it reconnected, reaches it when
+  that node is back (that node sends it on); what reached it on both nodes comes once;
+- a node paused past its lease (SIGSTOP): its session is taken from its store likewise, and
+  the node, when it runs again, sends nothing the session already had.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.conftest import NodeFactory
+from tests.cluster.redis_servers import RedisServer
+from tests.cluster.test_session_moves import clients_of, pause
+from tests.conftest import BrokerProcess
+from tests.integration.clients import Clients
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
+          cluster_nodes: NodeFactory) -> list[BrokerProcess]:
+    return cluster_nodes([redis_server.url], workers=request.param)
+
+
+@pytest.fixture
+def per_node(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
+    yield from clients_of(nodes)
+
+
+def wait_down(node: BrokerProcess) -> None:
+    """Until `node` has seen node A down: with workers, each of its workers has seen each of
+    node A's (a heartbeat, at most 0.5 s, after the first of them)."""
+    node.wait_for_log("is down", timeout=10)
+    time.sleep(1.0)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("qos", [1, 2])
+def test_a_dead_nodes_session_is_served_elsewhere_at_once(
+        nodes: list[BrokerProcess], per_node: list[Clients], qos: int) -> None:
+    first, second, _third = nodes
+    a, b, c = per_node
+    holder = a.raw("stranded", clean=False)
+    assert holder.subscribe([("stranded/#", qos)]) == [qos]
+    holder.disconnect()
+    publisher = c.paho("stranded-pub")
+    for number in range(3):  # acknowledged: queued for the session, in node A's store
+        publisher.publish(f"stranded/{number}", str(number).encode(), qos)
+    first.kill()
+    wait_down(second)
+    for number in range(3, 5):  # to node A's stream, while it is down
+        publisher.publish(f"stranded/{number}", str(number).encode(), qos)
+    moved = b.raw()
+    started = time.monotonic()
+    assert moved.connect("stranded", clean=False).session_present
+    took = time.monotonic() - started
+    got = [moved.receive(timeout=10).payload for _ in range(3)]
+    assert got == [b"0", b"1", b"2"], "what the dead node held did not come at once"
+    second.wait_for_log("client stranded: session taken over from node-a")
+    # Routed to node B now (and still to node A's stream, for node A's other sessions).
+    for number in range(5, 7):
+        publisher.publish(f"stranded/{number}", str(number).encode(), qos)
+    assert [moved.receive(timeout=10).payload for _ in range(2)] == [b"5", b"6"]
+    moved.assert_silent(0.5)
+    first.start()
+    first.wait_for_log("client stranded: claimed by", timeout=20)
+    # What only node A got comes now; what both got (5, 6) does not come again.
+    got = [moved.receive(timeout=10).payload for _ in range(2)]
+    assert got == [b"3", b"4"]
+    moved.assert_silent()
+    print(f"CONNECT to CONNACK with the dead node's session: {took * 1000:.1f} ms")
+
+
+@pytest.mark.timeout(60)
+def test_a_paused_nodes_session_is_taken_from_its_store(
+        nodes: list[BrokerProcess], per_node: list[Clients]) -> None:
+    first, second, _third = nodes
+    a, b, c = per_node
+    old = a.raw("sleeper", clean=False)
+    assert old.subscribe([("wake/#", 1)]) == [1]
+    old.disconnect()
+    publisher = c.paho("wake-pub")
+    for number in range(3):
+        publisher.publish(f"wake/{number}", str(number).encode(), 1)
+    pause(first, signal.SIGSTOP)
+    try:
+        wait_down(second)
+        new = b.raw()
+        assert new.connect("sleeper", clean=False).session_present
+        assert [new.receive().payload for _ in range(3)] == [b"0", b"1", b"2"]
+        publisher.publish("wake/3", b"3", 1)
+        assert new.receive().payload == b"3"
+    finally:
+        pause(first, signal.SIGCONT)
+    first.wait_for_log("client sleeper: claimed by", timeout=10)
+    # Node A still held 0, 1 and 2 in memory, and 3 reached its stream: none comes again.
+    new.assert_silent(1.0)
