@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 MQTTJS := tests/interop/mqttjs
 MQTTJS_STAMP := $(MQTTJS)/node_modules/.installed-$(shell cksum $(MQTTJS)/package-lock.json | cut -d' ' -f1)
 
-.PHONY: run test soak lint clean system-deps cluster-demo
+.PHONY: run test soak gaps lint clean system-deps cluster-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,7 +71,12 @@ lint: $(STAMP)
 # (worksteal), so no long test starts last; the slowest 20 are listed at the end.
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 	$(PY) -m pytest -n 4 --dist worksteal -p no:cacheprovider --durations=20 \
-		tests/robustness tests/cluster tests
+		-m "not open_gap" tests/robustness tests/cluster tests
+
+# The tests that show what an open issue still lacks (marked open_gap; they fail today, and
+# are left out of `make test` until it is done): see the closing notes of `issues stops`.
+gaps: $(STAMP) system-deps
+	$(PY) -m pytest -p no:cacheprovider -s -m open_gap tests
 
 # The kill -9 crash tests with many more kills than CI's 20 (CULEX_SOAK_KILLS), and their
 # seed: one broker, and three clustered nodes killed one at a time (CI: 10 kills).

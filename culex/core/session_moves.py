@@ -164,7 +164,7 @@ class SessionMoves:
         if waiting is None or waiting.token != token:
             return
         if taken is None:
-            self._go_on(client_id, token)
+            self._let_in_early(client_id, token)
             log.warning("client %s: its session did not come from %s within %g s; accepted "
                         "with what has come (what comes later is added to it)", client_id,
                         waiting.holder, self._answer_timeout)
@@ -178,7 +178,7 @@ class SessionMoves:
             let_in()
 
     def _let_in(self, client_id: str, token: int) -> None:
-        self._go_on(client_id, token)
+        self._let_in_early(client_id, token)
 
     def _go_on(self, client_id: str, token: int) -> Waiting | None:
         """Let in the CONNECT waiting under claim `token`, if it still is; returns it."""
@@ -188,6 +188,18 @@ class SessionMoves:
         del self._waiting[client_id]
         waiting.then()
         return waiting
+
+    def _let_in_early(self, client_id: str, token: int) -> None:
+        """Let the client in before what its previous holder has comes (it did not answer in
+        time): what the session is given meanwhile is remembered, so that what comes later
+        is not delivered twice."""
+        sessions = self._manager.sessions
+        for step in (None, partial(self._go_on, client_id, token)):
+            if step is not None:
+                step()  # the session it attaches to may be a new one
+            session = sessions.get(client_id)
+            if session is not None and session.seen is None:
+                session.seen = set()
 
     def recorded(self, client_id: str, token: int) -> None:
         """A claim made late (Redis was unavailable when the client connected) is `token`."""
@@ -309,6 +321,8 @@ class SessionMoves:
         if state is not None and session is not None:
             stored, messages = import_session(client_id, state, self._clock.now)
             self._merge(session, stored, messages, f"member {member}")
+        if session is not None and token == self._tokens.get(client_id):
+            session.seen = None  # the move is complete
         self._go_on(client_id, token)
 
     def _merge(self, session: Session, stored: StoredSession, messages: dict[int, Message],
@@ -375,6 +389,9 @@ class SessionMoves:
         manager = self._manager
         for client_id, member in claimed.items():
             self._tokens.pop(client_id, None)
+            moving = self._moving_out.get(client_id)
+            if moving is not None and moving[0] == member:
+                continue  # handed to that member already: it ends at SETTLED, as moves do
             self._moving_out.pop(client_id, None)
             session = manager.sessions.get(client_id)
             if session is None:
