@@ -56,3 +56,32 @@ def test_replicas_need_one_redis_primary() -> None:
                          replicas=17).problems() == ["replicas: 17 must be between 0 and 16"]
     assert ClusterConfig(redis=("redis://127.0.0.1:7000",), node="node-a",
                          replicas=2).problems() == []
+
+
+CLUSTER = {"redis": ["redis://127.0.0.1:6379"], "node": "node-a"}
+
+
+@pytest.mark.parametrize(("storage", "cluster", "in_redis"), [
+    ({}, CLUSTER, True),  # the default when clustered
+    ({"backend": "redis"}, CLUSTER, True),
+    ({"backend": "sqlite"}, CLUSTER, False),
+    ({}, None, False),  # one node on its own: its file
+    ({"backend": "sqlite"}, None, False),
+    ({"durability": "none"}, CLUSTER, False),  # nothing is stored anywhere
+])
+def test_where_the_state_is_kept(storage: dict[str, str], cluster: dict[str, object] | None,
+                                 in_redis: bool) -> None:
+    data: dict[str, object] = {"storage": storage}
+    if cluster is not None:
+        data["cluster"] = cluster
+    assert parse_config(data, "x.toml").state_in_redis() is in_redis
+
+
+@pytest.mark.parametrize(("data", "error"), [
+    ({"storage": {"backend": "postgres"}}, "storage.backend: 'postgres' is not one of sqlite, "
+                                           "redis"),
+    ({"storage": {"backend": "redis"}}, "needs a [cluster] section"),
+])
+def test_a_backend_that_cannot_be_used_is_refused(data: dict[str, object], error: str) -> None:
+    with pytest.raises(ConfigError, match=error.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(data, "x.toml")
