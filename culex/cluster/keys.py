@@ -51,11 +51,6 @@ def stream_key(name: str) -> str:
     return f"culex:{{{name}}}:in"
 
 
-def state_key(name: str, part: str) -> str:
-    """A key of member `name`'s durable state (see storage/redis_store.py)."""
-    return f"culex:{{{name}}}:{part}"
-
-
 # KEYS: INDEX, NEXT_INDEX, epoch key, member key, MEMBERS; ARGV: name, instance, lease (ms),
 # the largest member number + 1. Returns {member number, epoch}, or {-1, 0} when every number
 # is taken.

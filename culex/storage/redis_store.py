@@ -41,7 +41,6 @@ from redis import asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from ..cluster.keys import state_key
 from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSession
 from .batch import Batch
 from .timing import Durations
@@ -95,6 +94,12 @@ for i = 1, #taken, 1000 do
 end
 return {fields, ids, messages}
 """
+
+
+def state_key(member: str, part: str) -> str:
+    """A key of member `member`'s state: in its hash slot, which its stream's key shares
+    (cluster/keys.py)."""
+    return f"culex:{{{member}}}:{part}"
 
 
 def encode_message(message: StoredMessage, wall_now: float) -> bytes:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.cluster.redis_servers import RedisCluster, RedisServer
 from tests.conftest import BrokerProcess, free_port
+from tests.integration.clients import Clients
 
 NODE_NAMES = ("node-a", "node-b", "node-c")
 # Short, so the tests that kill or pause a node see it presumed dead quickly.
@@ -86,3 +87,23 @@ def cluster_nodes(tmp_path: Path) -> Iterator[NodeFactory]:
         elif code != 0:
             problems.append(f"node exit code {code}:\n{text}")
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
+          cluster_nodes: NodeFactory) -> list[BrokerProcess]:
+    """Three nodes of one worker each, or of two (each worker a member of its own)."""
+    return cluster_nodes([redis_server.url], workers=request.param)
+
+
+def clients_of(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
+    opened = [Clients(node) for node in nodes]
+    yield opened
+    for clients in opened:
+        clients.close()
+
+
+@pytest.fixture
+def per_node(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
+    """A client factory for each of `nodes`."""
+    yield from clients_of(nodes)

@@ -6,31 +6,13 @@ from __future__ import annotations
 import contextlib
 import queue
 import time
-from collections.abc import Iterator
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from tests.cluster.conftest import NodeFactory
-from tests.cluster.redis_servers import RedisServer
 from tests.conftest import BrokerProcess
 from tests.integration.clients import Clients
-
-
-@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
-def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
-          cluster_nodes: NodeFactory) -> list[BrokerProcess]:
-    """Three nodes of one worker each, or of two (each worker a member of its own)."""
-    return cluster_nodes([redis_server.url], workers=request.param)
-
-
-@pytest.fixture
-def per_node(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
-    opened = [Clients(node) for node in nodes]
-    yield opened
-    for clients in opened:
-        clients.close()
 
 
 @pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5], ids=["3.1.1", "5.0"])

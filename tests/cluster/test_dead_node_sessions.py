@@ -14,26 +14,12 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.conftest import NodeFactory
-from tests.cluster.redis_servers import RedisServer
-from tests.cluster.test_session_moves import clients_of, pause
+from tests.cluster.test_session_moves import pause
 from tests.conftest import BrokerProcess
 from tests.integration.clients import Clients
-
-
-@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
-def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
-          cluster_nodes: NodeFactory) -> list[BrokerProcess]:
-    return cluster_nodes([redis_server.url], workers=request.param)
-
-
-@pytest.fixture
-def per_node(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
-    yield from clients_of(nodes)
 
 
 def wait_down(node: BrokerProcess) -> None:

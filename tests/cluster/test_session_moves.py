@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.cluster.conftest import NodeFactory
+from tests.cluster.conftest import NodeFactory, clients_of
 from tests.cluster.redis_servers import RedisServer
 from tests.conftest import BrokerProcess
 from tests.integration.clients import (
@@ -43,12 +43,6 @@ from tests.integration.clients import (
 SESSION_TAKEN_OVER = 0x8E
 
 
-@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
-def nodes(request: pytest.FixtureRequest, redis_server: RedisServer,
-          cluster_nodes: NodeFactory) -> list[BrokerProcess]:
-    return cluster_nodes([redis_server.url], workers=request.param)
-
-
 @pytest.fixture
 def three_nodes(redis_server: RedisServer, cluster_nodes: NodeFactory) -> list[BrokerProcess]:
     return cluster_nodes([redis_server.url])
@@ -64,18 +58,6 @@ def sqlite_nodes(redis_server: RedisServer, cluster_nodes: NodeFactory) -> list[
 @pytest.fixture
 def per_sqlite_node(sqlite_nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
     yield from clients_of(sqlite_nodes)
-
-
-def clients_of(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
-    opened = [Clients(node) for node in nodes]
-    yield opened
-    for clients in opened:
-        clients.close()
-
-
-@pytest.fixture
-def per_node(nodes: list[BrokerProcess]) -> Iterator[list[Clients]]:
-    yield from clients_of(nodes)
 
 
 @pytest.fixture
