@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..storage.base import StoredMessage, StoredSession
+from ..storage.base import TakenSession
 from .access import ClientAccess
 from .message import Message
 from .states import State
@@ -156,7 +156,7 @@ class Claim:
     previous_name: str = ""
     # What a holder that is down had stored for the session, taken from its store in Redis
     # (`[storage] backend = "redis"`); None: nothing, or not stored where others can reach it.
-    taken: tuple[StoredSession, dict[int, StoredMessage]] | None = None
+    taken: TakenSession | None = None
 
 
 class SessionDirectory(Protocol):
@@ -169,7 +169,7 @@ class SessionDirectory(Protocol):
         ...
 
     def take(self, client_id: str, holder: str,
-             done: Callable[[tuple[StoredSession, dict[int, StoredMessage]] | None], None]
+             done: Callable[[TakenSession | None], None]
              ) -> None:
         """`holder` did not hand the session over in time: what it stored for it, taken from
         its store where other members reach it (Redis), or None; `done` follows on the loop."""

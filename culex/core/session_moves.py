@@ -48,7 +48,7 @@ from functools import partial
 from typing import Any
 
 from ..protocol.reasons import ReasonCode
-from ..storage.base import StoredEntry, StoredMessage, StoredSession
+from ..storage.base import StoredEntry, StoredMessage, StoredSession, TakenSession
 from .message import Message
 from .outgoing import Outgoing
 from .persistence import restored_message, stored_form
@@ -113,10 +113,8 @@ class SessionMoves:
             earlier.then()  # a second CONNECT overtook it: taken over here, as usual
         if claim.taken is not None and keep:
             self._take_over(client_id, claim.previous_name, *claim.taken)
-            # Accepted once every member routes its subscriptions here, as after a move.
-            links = self._links
-            if links.when_known(then, links.route_sends):
-                return
+            self._when_routed(then)  # as after a move
+            return
         if claim.previous is None:
             then()
             return
@@ -159,7 +157,7 @@ class SessionMoves:
                                  partial(self._taken_late, client_id, token))
 
     def _taken_late(self, client_id: str, token: int,
-                    taken: tuple[StoredSession, dict[int, StoredMessage]] | None) -> None:
+                    taken: TakenSession | None) -> None:
         waiting = self._waiting.get(client_id)
         if waiting is None or waiting.token != token:
             return
@@ -172,13 +170,13 @@ class SessionMoves:
         log.warning("client %s: no answer from %s within %g s; its session is taken from its "
                     "store", client_id, waiting.holder, self._answer_timeout)
         self._take_over(client_id, waiting.holder, *taken)
-        let_in = partial(self._let_in, client_id, token)
-        links = self._links
-        if not links.when_known(let_in, links.route_sends):
-            let_in()
+        self._when_routed(partial(self._let_in_early, client_id, token))
 
-    def _let_in(self, client_id: str, token: int) -> None:
-        self._let_in_early(client_id, token)
+    def _when_routed(self, action: Callable[[], None]) -> None:
+        """`action()` once every member routes here the subscriptions added so far."""
+        links = self._links
+        if not links.when_known(action, links.route_sends):
+            action()
 
     def _go_on(self, client_id: str, token: int) -> Waiting | None:
         """Let in the CONNECT waiting under claim `token`, if it still is; returns it."""
@@ -193,13 +191,14 @@ class SessionMoves:
         """Let the client in before what its previous holder has comes (it did not answer in
         time): what the session is given meanwhile is remembered, so that what comes later
         is not delivered twice."""
-        sessions = self._manager.sessions
-        for step in (None, partial(self._go_on, client_id, token)):
-            if step is not None:
-                step()  # the session it attaches to may be a new one
-            session = sessions.get(client_id)
-            if session is not None and session.seen is None:
-                session.seen = set()
+        self._remember_given(client_id)
+        self._go_on(client_id, token)
+        self._remember_given(client_id)  # the session it attached to may be a new one
+
+    def _remember_given(self, client_id: str) -> None:
+        session = self._manager.sessions.get(client_id)
+        if session is not None and session.seen is None:
+            session.seen = set()
 
     def recorded(self, client_id: str, token: int) -> None:
         """A claim made late (Redis was unavailable when the client connected) is `token`."""
@@ -295,10 +294,7 @@ class SessionMoves:
         if token:
             # As a SUBACK: once every member routes its subscriptions here, the member that
             # held it may stop collecting for it (messages that went to both come once).
-            links = self._links
-            settle = partial(self._settle, member, client_id, token)
-            if not links.when_known(settle, links.route_sends):
-                settle()
+            self._when_routed(partial(self._settle, member, client_id, token))
 
     def _settle(self, member: int, client_id: str, token: int) -> None:
         self._send(member, "settled", client_id, token)

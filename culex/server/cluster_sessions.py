@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 from ..cluster import keys
 from ..core.broker import Broker
 from ..core.ports import Claim
-from ..storage.base import StoredMessage, StoredSession
-from ..storage.redis_store import take_session
+from ..storage.base import TakenSession
+from ..storage.redis_store import TAKE, take_session
 from .cluster_entries import Peer
 from .cluster_redis import Redis
 
@@ -85,12 +85,12 @@ class SessionOwners:
         done(Claim(token, peer.index, holder))
 
     async def _take(self, client_id: str, holder: str, *, down: bool = True
-                    ) -> tuple[StoredSession, dict[int, StoredMessage]] | None:
+                    ) -> TakenSession | None:
         """What `holder` (down, or silent) stored for the session, if it stores in Redis."""
         taken = None
         if self.stores:
             try:
-                taken = await take_session(self._redis(), holder, client_id)
+                taken = await take_session(self._script(TAKE), holder, client_id)
             except RedisError as exc:
                 log.error("cluster: client %s: its session could not be taken from the "
                           "store of %s (%s)", client_id, holder, exc)
@@ -100,7 +100,7 @@ class SessionOwners:
         return taken
 
     def take(self, client_id: str, holder: str,
-             done: Callable[[tuple[StoredSession, dict[int, StoredMessage]] | None], None]
+             done: Callable[[TakenSession | None], None]
              ) -> None:
         async def taking() -> None:
             done(await self._take(client_id, holder, down=False))

@@ -79,6 +79,10 @@ class LoadedState:
     max_stamp: int = 0
 
 
+TakenSession = tuple[StoredSession, dict[int, StoredMessage]]
+"""A session taken from a member's store (storage/redis_store.py), and the messages its
+entries refer to, by message id."""
+
 CommitDone = Callable[[bool], None]
 """Called on the event loop thread when a commit finished: True on success."""
 

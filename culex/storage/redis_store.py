@@ -41,7 +41,14 @@ from redis import asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from .base import CommitDone, LoadedState, StoredEntry, StoredMessage, StoredSession
+from .base import (
+    CommitDone,
+    LoadedState,
+    StoredEntry,
+    StoredMessage,
+    StoredSession,
+    TakenSession,
+)
 from .batch import Batch
 from .timing import Durations
 
@@ -151,11 +158,10 @@ def decode_session(client_id: str, fields: dict[bytes, bytes]) -> StoredSession:
     return session
 
 
-async def take_session(redis: Redis, member: str, client_id: str
-                       ) -> tuple[StoredSession, dict[int, StoredMessage]] | None:
-    """What member `member` (down) stored for `client_id`'s session, taken from it (see
-    `TAKE`); None when it stores no such session."""
-    script = redis.register_script(TAKE)
+async def take_session(script: AsyncScript, member: str, client_id: str
+                       ) -> TakenSession | None:
+    """What member `member` (down) stored for `client_id`'s session, taken from it with
+    `script` (`TAKE`, registered); None when it stores no such session."""
     fields, ids, found = await script(keys=[state_key(member, f"s:{client_id}"),
                                             state_key(member, "messages")])
     if not fields:

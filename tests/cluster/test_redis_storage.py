@@ -13,7 +13,7 @@ import pytest
 from redis import asyncio as aioredis
 
 from culex.storage.base import LoadedState, StoredEntry, StoredMessage, StoredSession
-from culex.storage.redis_store import Redis, RedisStorage, take_session
+from culex.storage.redis_store import TAKE, Redis, RedisStorage, take_session
 from tests.cluster.redis_servers import RedisServer
 
 MEMBER = "node-x"
@@ -147,7 +147,8 @@ def test_a_session_is_taken_from_a_members_store_with_what_it_held(
         storage.load()
         fill(storage)
         assert await committed(storage)
-        taken = await take_session(redis, MEMBER, "c1")
+        take = redis.register_script(TAKE)
+        taken = await take_session(take, MEMBER, "c1")
         assert taken is not None
         session, messages = taken
         assert session.subscriptions == {"a/#": 2}
@@ -162,7 +163,7 @@ def test_a_session_is_taken_from_a_members_store_with_what_it_held(
         assert (left.subscriptions, left.entries, left.awaiting_release) == ({"a/#": 2}, [],
                                                                              set())
         assert set(state.messages) == {2}
-        assert await take_session(redis, MEMBER, "nobody") is None
+        assert await take_session(take, MEMBER, "nobody") is None
 
     run(redis_server.url, test)
 
