@@ -274,7 +274,8 @@ def port_open(broker: BrokerProcess) -> bool:
 def test_a_clean_stop_removes_the_lock_file(broker_factory: BrokerFactory) -> None:
     broker = broker_factory()
     data = database_of(broker).parent
-    assert "culex.db.lock" in os.listdir(data)
+    # the port is bound before the lock is taken: the lock file comes a moment later
+    assert wait_until(lambda: "culex.db.lock" in os.listdir(data)), os.listdir(data)
     assert broker.stop() == 0
     broker.killed = True  # stopped here
     assert "culex.db.lock" not in os.listdir(data)
