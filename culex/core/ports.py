@@ -179,3 +179,9 @@ class SessionDirectory(Protocol):
         """The session ended here: its record goes, if it still holds this member's claim
         `token` (a later claim, here or elsewhere, keeps it)."""
         ...
+
+    def held_elsewhere(self, client_id: str,
+                       done: Callable[[dict[str, int | None]], None]) -> None:
+        """`done({client_id: member})` when another member holds the latest claim of
+        `client_id` (its number; None when that member is not linked); nothing otherwise."""
+        ...

@@ -29,7 +29,11 @@ A move that has not finished within `answer_timeout` (the holder died meanwhile,
 reading) lets the client in with what has come; a MOVED or REST that comes later is still
 added to the session it has then (or kept as an offline one). Claims are numbered
 cluster-wide, so a TAKE older than this member's own later claim of the id is answered with
-nothing.
+nothing. A TAKE for a session that is itself on its way here (this member waits for it under
+an earlier claim) is answered once it has come; so is a TAKE read at start-up, once what the
+stream held then is applied (a session sent here while this member was down may be behind
+the TAKE for it). A session that comes here for a claim this member no longer holds goes on
+to the member that holds it.
 
 A member that was paused or cut off past its lease, or that starts again after others claimed
 its clients' ids, lets go of every session whose id another member has claimed meanwhile
@@ -91,6 +95,12 @@ class SessionMoves:
         # Client id -> (member, token): its session went there, and what still comes here
         # for it follows once that member routes its subscriptions (`_settled`).
         self._moving_out: dict[str, tuple[int, int]] = {}
+        # Client id -> (member, token, keep): a later claim there asked for a session that is
+        # still on its way here; it goes on once it has come (`_go_on`).
+        self._passing_on: dict[str, tuple[int, int, bool]] = {}
+        # TAKEs read before this member has applied what its stream held when it started: a
+        # session sent here before it went down may come after a TAKE for it (`answer_held`).
+        self._held: list[tuple[int, str, int, bool]] | None = []
         self._deadlines: TimerHeap[tuple[str, int]] = TimerHeap(set_timer)
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
@@ -111,6 +121,7 @@ class SessionMoves:
         earlier = self._waiting.pop(client_id, None)
         if earlier is not None:
             earlier.then()  # a second CONNECT overtook it: taken over here, as usual
+        self._pass_on(client_id)  # refused: this claim is later
         if claim.taken is not None and keep:
             self._take_over(client_id, claim.previous_name, *claim.taken)
             self._when_routed(then)  # as after a move
@@ -185,7 +196,15 @@ class SessionMoves:
             return None
         del self._waiting[client_id]
         waiting.then()
+        self._pass_on(client_id)  # taken over there as soon as it is here
         return waiting
+
+    def _pass_on(self, client_id: str) -> None:
+        """Answer the member that asked for the session while it was on its way here."""
+        passing = self._passing_on.pop(client_id, None)
+        if passing is not None:
+            member, token, keep = passing
+            self._give(member, client_id, token, keep)
 
     def _let_in_early(self, client_id: str, token: int) -> None:
         """Let the client in before what its previous holder has comes (it did not answer in
@@ -216,7 +235,7 @@ class SessionMoves:
             request = json.loads(body)
             client_id, token, op = request["client"], request["token"], request["op"]
             if op == "take":
-                self._give(member, client_id, token, request["keep"])
+                self._asked(member, client_id, token, request["keep"])
             elif op == "moved":
                 self._moved(member, client_id, token, request["session"])
             elif op == "settled":
@@ -233,6 +252,28 @@ class SessionMoves:
         return self._links.send_service(SESSIONS, json.dumps({
             "op": op, "client": client_id, "token": token, "session": state,
             "keep": keep}).encode(), member)
+
+    def _asked(self, member: int, client_id: str, token: int, keep: bool) -> None:
+        """Member `member` claimed `client_id` under `token` and asks for its session: given
+        now, or once it is here when it is on its way (this member waits for it under an
+        earlier claim, or has not yet applied what was sent to it before a restart)."""
+        if self._held is not None:
+            self._held.append((member, client_id, token, keep))
+            return
+        waiting = self._waiting.get(client_id)
+        if waiting is not None and waiting.token < token:
+            log.info("client %s: member %d asks for its session, which is on its way here "
+                     "from %s; it goes on once it is here", client_id, member, waiting.holder)
+            self._passing_on[client_id] = (member, token, keep)
+            return
+        self._give(member, client_id, token, keep)
+
+    def answer_held(self) -> None:
+        """What this member's stream held when it started is applied: the TAKEs read meanwhile
+        are answered, with the sessions that came in it."""
+        held, self._held = self._held, None
+        for request in held or ():
+            self._asked(*request)
 
     def _give(self, member: int, client_id: str, token: int, keep: bool) -> None:
         """Member `member` claimed `client_id` under `token`: the session's state goes there
@@ -291,6 +332,10 @@ class SessionMoves:
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
         if not token and session is not None:
             session.seen = None  # what the member that was down held has come
+        if late and token and token != self._tokens.get(client_id):
+            # For a claim this member no longer knows (it started again since) or has made
+            # again: if another member claimed the id since, the session goes on there.
+            self._directory.held_elsewhere(client_id, self.let_go)
         if token:
             # As a SUBACK: once every member routes its subscriptions here, the member that
             # held it may stop collecting for it (messages that went to both come once).
@@ -314,9 +359,14 @@ class SessionMoves:
     def _rest(self, member: int, client_id: str, token: int,
               state: dict[str, Any] | None) -> None:
         session = self._manager.sessions.get(client_id)
-        if state is not None and session is not None:
+        if state is not None:
             stored, messages = import_session(client_id, state, self._clock.now)
-            self._merge(session, stored, messages, f"member {member}")
+            if session is not None:
+                self._merge(session, stored, messages, f"member {member}")
+            elif stored.entries:
+                # The session went on from here before the rest came: the rest follows it.
+                self._adopt(f"member {member}", client_id, stored, messages, late=True)
+                self._directory.held_elsewhere(client_id, self.let_go)
         if session is not None and token == self._tokens.get(client_id):
             session.seen = None  # the move is complete
         self._go_on(client_id, token)

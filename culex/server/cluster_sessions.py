@@ -4,7 +4,7 @@ One hash maps every client id with a session in the cluster to `<member> <token>
 claims an id (a new token from a cluster-wide counter, and the previous owner returned in the
 same step, so two nodes claiming at once are ordered by Redis), another gives a claim up only
 if it is still the latest. What moving a session involves is core/session_moves.py; here is
-the I/O, and the fencing of a member that lost its lease (`held_elsewhere`).
+the I/O, and the fencing of a member that lost its lease (`fence`).
 """
 
 from __future__ import annotations
@@ -117,7 +117,26 @@ class SessionOwners:
         except RedisError as exc:  # a stale record costs the next claimant one question
             log.debug("cluster: client %s: claim not given up: %s", client_id, exc)
 
-    async def held_elsewhere(self, client_ids: list[str]) -> dict[str, str]:
+    def held_elsewhere(self, client_id: str,
+                       done: Callable[[dict[str, int | None]], None]) -> None:
+        async def asking() -> None:
+            try:
+                holders = await self.holders_elsewhere([client_id])
+            except RedisError as exc:  # the next fence (a restart, a lost lease) sees to it
+                log.warning("cluster: client %s: who holds it now is not known (%s)",
+                            client_id, exc)
+                return
+            if holders:
+                done(self._members(holders))
+
+        self._spawn(asking())
+
+    def _members(self, holders: dict[str, str]) -> dict[str, int | None]:
+        """Holders' names as their member numbers (None: not linked)."""
+        return {client_id: None if (peer := self._peer(name)) is None else peer.index
+                for client_id, name in holders.items()}
+
+    async def holders_elsewhere(self, client_ids: list[str]) -> dict[str, str]:
         """Those of `client_ids` whose latest claim is another member's, with its name."""
         redis = self._redis()
         found = {}
@@ -155,10 +174,10 @@ class SessionOwners:
         moves = broker.moves
         if moves is None:
             return
-        claimed = await self.held_elsewhere(list(broker.sessions.ids()))
+        moves.answer_held()  # first: a session handed on from here is not let go below
+        claimed = await self.holders_elsewhere(list(broker.sessions.ids()))
         if claimed:
-            moves.let_go({client_id: None if (peer := self._peer(name)) is None else peer.index
-                          for client_id, name in claimed.items()})
+            moves.let_go(self._members(claimed))
             broker.host.wake()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

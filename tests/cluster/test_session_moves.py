@@ -28,12 +28,14 @@ from tests.cluster.conftest import NodeFactory, clients_of
 from tests.cluster.redis_servers import RedisServer
 from tests.conftest import BrokerProcess
 from tests.integration.clients import (
+    CONNACK,
     PUBLISH,
     PUBREL,
     Clients,
     ConnectResult,
     PahoClient,
     RawClient,
+    connect_packet,
     pubcomp,
     publish_packet,
     pubrec,
@@ -291,3 +293,70 @@ def drain_qos2(client: RawClient, seconds: float, *, until_quiet: bool) -> list[
             client.send(pubrec(message.packet_id))
         elif packet.type == PUBREL:
             client.send(pubcomp(packet.packet_id))
+
+
+def test_a_session_asked_for_on_its_way_goes_on_once_it_is_there(
+        three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
+    """Node C asks node B for a session, and before B answers (paused, within its lease) the
+    client connects to node A, which asks C: C passes the session on to A once it has come,
+    rather than answering A that it has none. A's connection gets it all, C's is closed."""
+    _first, second, third = three_nodes
+    a, b, c = per_node1
+    for node in three_nodes:
+        node.wait_for_log("serving:")  # B is paused for less than its lease, from now
+    holder = b.raw("relay", clean=False)
+    assert holder.subscribe([("relay/#", 1)]) == [1]
+    holder.disconnect()
+    publisher = a.paho("relay-pub")
+    for number in range(3):
+        publisher.publish(f"relay/{number}", str(number).encode(), 1)  # queued on node B
+    pause(second, signal.SIGSTOP)
+    try:
+        on_c = c.raw()
+        on_c.send(connect_packet("relay", clean=False))
+        third.wait_for_log("client relay: held by node-b", timeout=5)
+        on_a = a.raw()
+        on_a.send(connect_packet("relay", clean=False))
+        on_a.assert_silent(0.5)  # no CONNACK while its session is on its way to node C
+    finally:
+        pause(second, signal.SIGCONT)
+    connack = on_a.expect(CONNACK, timeout=10)
+    assert connack.body == b"\x01\x00"  # Session Present 1
+    got = [on_a.expect_publish() for _ in range(3)]
+    assert [message.payload for message in got] == [b"0", b"1", b"2"]
+    on_c.wait_closed()
+    on_a.assert_silent()
+
+
+def test_a_node_that_starts_again_hands_on_a_session_that_came_while_it_was_down(
+        three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
+    """Node C asks node B for a session and is killed; the client connects to node A, which
+    asks C; then B answers C. C's stream now holds A's question before B's answer: C, started
+    again, answers once it has read both, with the session."""
+    first, second, third = three_nodes
+    a, b, c = per_node1
+    for node in three_nodes:
+        node.wait_for_log("serving:")
+    holder = b.raw("relay-2", clean=False)
+    assert holder.subscribe([("relay-2/#", 1)]) == [1]
+    holder.disconnect()
+    publisher = a.paho("relay-2-pub")
+    for number in range(3):
+        publisher.publish(f"relay-2/{number}", str(number).encode(), 1)  # queued on node B
+    pause(second, signal.SIGSTOP)
+    try:
+        c.raw().send(connect_packet("relay-2", clean=False))
+        third.wait_for_log("client relay-2: held by node-b", timeout=5)
+        third.kill()
+        on_a = a.raw()
+        on_a.send(connect_packet("relay-2", clean=False))
+        first.wait_for_log("client relay-2: held by node-c", timeout=5)
+    finally:
+        pause(second, signal.SIGCONT)
+    second.wait_for_log("client relay-2: session handed to member 2", timeout=5)
+    third.start()
+    connack = on_a.expect(CONNACK, timeout=10)
+    assert connack.body == b"\x01\x00"  # Session Present 1
+    got = [on_a.expect_publish() for _ in range(3)]
+    assert [message.payload for message in got] == [b"0", b"1", b"2"]
+    on_a.assert_silent()
