@@ -375,20 +375,41 @@ class SessionMoves:
                source: str) -> None:
         """Queue in `session` what another member held for it, but what it has already (a
         message sent to both members while the move went on, or, for a session taken from
-        a member that was down, what it was given since)."""
+        a member that was down, what it was given since).
+
+        While the client's CONNECT is held here, it has not used the session yet: what the
+        other member had in flight keeps its packet id, and the inbound QoS 2 ids it awaits
+        a release for are added (a client that was let in may have used those ids again
+        since, so there they would drop a new message: it gets the messages anew instead)."""
         held = {entry.message.cluster_id for entry in (*session.inflight.values(),
                                                        *session.queue)}
         if session.seen is not None:
             held |= session.seen
+        unused = session.client_id in self._waiting and session.connection is None
         added = 0
         for item in stored.entries:
             message = messages[item.message_id]
             if message.cluster_id and message.cluster_id in held:
                 continue
-            session.deliver(message, item.qos, item.retain, item.identifiers)
+            if unused and item.packet_id and item.packet_id not in session.inflight:
+                self._resume(session, message, item)
+            else:
+                session.deliver(message, item.qos, item.retain, item.identifiers)
             added += 1
+        if unused:
+            for packet_id in stored.awaiting_release:
+                session.inbound_received(packet_id)
         if added:
             log.info("client %s: %d more messages from %s", session.client_id, added, source)
+
+    @staticmethod
+    def _resume(session: Session, message: Message, item: StoredEntry) -> None:
+        """`item`, in flight under its packet id elsewhere, in flight here under the same."""
+        entry = Outgoing(message, item.qos, item.retain, item.identifiers)
+        entry.released = item.released
+        session.send_window()[item.packet_id] = entry
+        if session.persistence is not None:
+            session.persistence.queued(session.client_id, entry, item.packet_id)
 
     def _adopt(self, source: str, client_id: str, stored: StoredSession,
                messages: dict[int, Message], *, late: bool = False) -> Session | None:
@@ -397,10 +418,11 @@ class SessionMoves:
         manager = self._manager
         existing = manager.sessions.get(client_id)
         if existing is not None:
-            # Its client was let in without it (no answer in time): what it held is queued
-            # in the session it has now, rather than lost.
-            log.warning("client %s: its earlier session came from %s after the client "
-                        "started a new one; its messages are added to it", client_id, source)
+            # Its client was let in without it (no answer in time), or part of it came
+            # first (from a member that let go of what it collected): what it held goes into
+            # the session here, rather than lost.
+            log.warning("client %s: more of its session came from %s; added to the session "
+                        "here", client_id, source)
             self._merge(existing, stored, messages, source)
             return None
         session, entries = rebuild_session(manager, self._router, stored, messages)

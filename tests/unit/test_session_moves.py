@@ -1,16 +1,28 @@
 """A session's state as it crosses from one cluster node to another (core/session_moves.py):
-exported to JSON and rebuilt, it is the session it was (tests/cluster/test_session_moves.py
-moves real sessions between real nodes)."""
+exported to JSON and rebuilt, it is the session it was; and a sans-I/O member that gets a
+session in parts, in an order that real nodes produce only now and then
+(tests/cluster/test_session_moves.py moves real sessions between real nodes)."""
 
 from __future__ import annotations
 
+import base64
 import json
+from collections.abc import Callable
+from typing import Any
 
+from culex.core.broker import Broker
 from culex.core.message import Message
+from culex.core.node_links import ClusterSetup
 from culex.core.outgoing import Outgoing
+from culex.core.ports import Claim
 from culex.core.session import Session
-from culex.core.session_moves import export_session, import_session
+from culex.core.session_moves import SESSIONS, export_session, import_session
+from culex.core.worker_links import SERVICE, record
+from culex.protocol.codec import encode_connect
+from culex.protocol.packets import Connack, Connect, Pubcomp, Pubrec, Pubrel
 from culex.protocol.properties import Properties
+from culex.storage.base import TakenSession
+from tests.unit.core_helpers import FakeSink, Harness
 
 
 def test_a_session_survives_the_trip_through_json() -> None:
@@ -51,3 +63,81 @@ def test_a_session_survives_the_trip_through_json() -> None:
     assert first.created == 200.0 - 10.0
     assert (second.topic, second.payload, second.retain, second.properties) == (
         "b/2", b"plain", True, None)
+
+
+class Directory:
+    """The cluster's directory of client ids, in memory: `held` ids are another member's."""
+
+    def __init__(self, held: dict[str, Claim]) -> None:
+        self.held = held
+        self.asked: list[str] = []
+
+    def claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
+        done(self.held.get(client_id, Claim(1)))
+
+    def take(self, client_id: str, holder: str,
+             done: Callable[[TakenSession | None], None]) -> None:
+        done(None)
+
+    def release(self, client_id: str, token: int) -> None:
+        pass
+
+    def held_elsewhere(self, client_id: str,
+                       done: Callable[[dict[str, int | None]], None]) -> None:
+        self.asked.append(client_id)
+
+
+def session_record(op: str, token: int, state: dict[str, Any] | None) -> bytes:
+    """A record of session_moves.py as another member sends it."""
+    return record(SERVICE, bytes((SESSIONS,)) + json.dumps(
+        {"op": op, "client": "pub", "token": token, "session": state, "keep": True}).encode())
+
+
+def state(awaiting_release: list[int], in_flight: list[tuple[int, bytes]]) -> dict[str, Any]:
+    """`export_session`'s form of a publisher's session: QoS 2 messages in flight (PUBREL
+    sent), and inbound QoS 2 ids awaiting their release."""
+    return {"expiry": 0xFFFFFFFF, "username": None, "owner_known": True, "subscriptions": {},
+            "awaiting_release": awaiting_release,
+            "messages": [{"id": 1 << 40 | packet_id, "topic": "back", "qos": 2,
+                          "retain": False, "payload": base64.b64encode(payload).decode(),
+                          "properties": "", "expires_in": None}
+                         for packet_id, payload in in_flight],
+            "entries": [[index, 2, 0, packet_id, 1, 0]
+                        for index, (packet_id, _) in enumerate(in_flight)]}
+
+
+def test_a_held_connect_gets_the_qos2_state_of_a_session_that_comes_in_parts() -> None:
+    """Member 4 asked member 3 for the session of `pub` (its CONNECT held). First a part
+    comes from member 1, which let go of what it collected after it had handed the session
+    to member 3; then the session itself from member 3. The client, not yet let in, gets
+    its session as it was: the message in flight keeps its packet id (PUBREL again, not a
+    new PUBLISH) and a QoS 2 PUBLISH it sends again is not routed twice."""
+    directory = Directory({"pub": Claim(5, 3, "node-b")})
+    node = Harness()
+    node.broker = Broker(cluster=ClusterSetup(4, lambda member: None, directory=directory))
+    links = node.broker.links
+    assert links is not None
+    watcher = node.connected("watcher")
+    assert watcher.subscribe(("t", 0)) == [0]  # before the links: no barrier to wait for
+    to_b = FakeSink()
+    links.attach(1, FakeSink(), 0.0)
+    links.attach(3, to_b, 0.0)
+
+    client = node.client()
+    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
+    node.broker.flush()
+    assert client.received_packets() == []  # held until member 3 answers
+    assert b'"op": "take"' in to_b.data
+    links.data_received(1, session_record("moved", 0, state([], [])), 0.0)
+    links.data_received(3, session_record("moved", 5, state([7], [(9, b"sent")])), 0.0)
+    links.data_received(3, session_record("rest", 5, None), 0.0)
+
+    packets = client.received_packets()
+    assert packets == [Connack(True, 0), Pubrel(9)]
+    client.publish("t", b"again", qos=2, packet_id=7, dup=True)  # its PUBREC was lost
+    assert client.received_packets() == [Pubrec(7)]
+    assert watcher.received_packets() == []  # routed once already, by member 3's node
+    client.pubrel(7)
+    client.pubcomp(9)
+    assert client.received_packets() == [Pubcomp(7)]
+    assert directory.asked == []
