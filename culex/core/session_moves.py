@@ -364,12 +364,20 @@ class SessionMoves:
             if session is not None:
                 self._merge(session, stored, messages, f"member {member}")
             elif stored.entries:
-                # The session went on from here before the rest came: the rest follows it.
-                self._adopt(f"member {member}", client_id, stored, messages, late=True)
-                self._directory.held_elsewhere(client_id, self.let_go)
+                # The session went on from here before the rest came (`let_go`): the rest
+                # follows it. (Ended here instead, it took the rest with it.)
+                self._directory.held_elsewhere(client_id,
+                                               partial(self._forward, client_id, state))
         if session is not None and token == self._tokens.get(client_id):
             session.seen = None  # the move is complete
         self._go_on(client_id, token)
+
+    def _forward(self, client_id: str, state: dict[str, Any],
+                 claimed: dict[str, int | None]) -> None:
+        member = claimed.get(client_id)
+        if member is not None and self._send(member, "moved", client_id, 0, state):
+            log.info("client %s: what came for it after it went on sent on to member %d",
+                     client_id, member)
 
     def _merge(self, session: Session, stored: StoredSession, messages: dict[int, Message],
                source: str) -> None:

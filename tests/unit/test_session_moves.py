@@ -17,7 +17,7 @@ from culex.core.outgoing import Outgoing
 from culex.core.ports import Claim
 from culex.core.session import Session
 from culex.core.session_moves import SESSIONS, export_session, import_session
-from culex.core.worker_links import SERVICE, record
+from culex.core.worker_links import SERVICE, record, split_records
 from culex.protocol.codec import encode_connect
 from culex.protocol.packets import Connack, Connect, Pubcomp, Pubrec, Pubrel
 from culex.protocol.properties import Properties
@@ -68,8 +68,10 @@ def test_a_session_survives_the_trip_through_json() -> None:
 class Directory:
     """The cluster's directory of client ids, in memory: `held` ids are another member's."""
 
-    def __init__(self, held: dict[str, Claim]) -> None:
+    def __init__(self, held: dict[str, Claim], elsewhere: dict[str, int] | None = None
+                 ) -> None:
         self.held = held
+        self.elsewhere = elsewhere or {}  # the latest claims, other members'
         self.asked: list[str] = []
 
     def claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
@@ -85,6 +87,8 @@ class Directory:
     def held_elsewhere(self, client_id: str,
                        done: Callable[[dict[str, int | None]], None]) -> None:
         self.asked.append(client_id)
+        if client_id in self.elsewhere:
+            done({client_id: self.elsewhere[client_id]})
 
 
 def session_record(op: str, token: int, state: dict[str, Any] | None) -> bytes:
@@ -106,6 +110,51 @@ def state(awaiting_release: list[int], in_flight: list[tuple[int, bytes]]) -> di
                         for index, (packet_id, _) in enumerate(in_flight)]}
 
 
+def member(number: int, directory: Directory) -> Harness:
+    """A sans-I/O broker that is member `number` of a cluster."""
+    node = Harness()
+    node.broker = Broker(cluster=ClusterSetup(number, lambda lost: None, directory=directory))
+    return node
+
+
+def linked(node: Harness) -> dict[int, FakeSink]:
+    """Link `node` to members 1 and 3: what it sends each."""
+    links = node.broker.links
+    assert links is not None
+    sinks = {other: FakeSink() for other in (1, 3)}
+    for other, sink in sinks.items():
+        links.attach(other, sink, 0.0)
+    return sinks
+
+
+def sent_sessions(sink: FakeSink) -> list[dict[str, Any]]:
+    """The session records written to `sink`."""
+    found: list[tuple[int, bytes]] = []
+    split_records(bytes(sink.data), found)
+    return [json.loads(body[1:]) for kind, body in found
+            if kind == SERVICE and body[0] == SESSIONS]
+
+
+def test_a_session_that_comes_for_a_claim_given_up_follows_the_id() -> None:
+    """Member 4, started again, gets the session it asked member 3 for before it went down,
+    and then the rest of it; member 1 claimed the id meanwhile: both go on there."""
+    directory = Directory({}, elsewhere={"pub": 1})
+    node = member(4, directory)
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    links.data_received(3, session_record("moved", 5, state([7], [(9, b"sent")])), 0.0)
+    links.data_received(3, session_record("rest", 5, state([], [(10, b"later")])), 0.0)
+    node.broker.flush()
+    assert directory.asked == ["pub", "pub"]
+    sent = sent_sessions(sinks[1])
+    assert [(record["op"], record["token"]) for record in sent] == [("moved", 0), ("moved", 0)]
+    assert sent[0]["session"]["awaiting_release"] == [7]
+    assert [[base64.b64decode(message["payload"]) for message in record["session"]["messages"]]
+            for record in sent] == [[b"sent"], [b"later"]]
+    assert node.broker.sessions.get("pub") is None  # it went on
+
+
 def test_a_held_connect_gets_the_qos2_state_of_a_session_that_comes_in_parts() -> None:
     """Member 4 asked member 3 for the session of `pub` (its CONNECT held). First a part
     comes from member 1, which let go of what it collected after it had handed the session
@@ -113,21 +162,18 @@ def test_a_held_connect_gets_the_qos2_state_of_a_session_that_comes_in_parts() -
     its session as it was: the message in flight keeps its packet id (PUBREL again, not a
     new PUBLISH) and a QoS 2 PUBLISH it sends again is not routed twice."""
     directory = Directory({"pub": Claim(5, 3, "node-b")})
-    node = Harness()
-    node.broker = Broker(cluster=ClusterSetup(4, lambda member: None, directory=directory))
+    node = member(4, directory)
     links = node.broker.links
     assert links is not None
     watcher = node.connected("watcher")
     assert watcher.subscribe(("t", 0)) == [0]  # before the links: no barrier to wait for
-    to_b = FakeSink()
-    links.attach(1, FakeSink(), 0.0)
-    links.attach(3, to_b, 0.0)
+    sinks = linked(node)
 
     client = node.client()
     client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
     node.broker.flush()
     assert client.received_packets() == []  # held until member 3 answers
-    assert b'"op": "take"' in to_b.data
+    assert [record["op"] for record in sent_sessions(sinks[3])] == ["take"]
     links.data_received(1, session_record("moved", 0, state([], [])), 0.0)
     links.data_received(3, session_record("moved", 5, state([7], [(9, b"sent")])), 0.0)
     links.data_received(3, session_record("rest", 5, None), 0.0)
