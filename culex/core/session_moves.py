@@ -47,7 +47,7 @@ import base64
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -329,6 +329,8 @@ class SessionMoves:
         waiting = self._waiting.get(client_id)
         late = waiting is None or waiting.token != token
         stored, messages = import_session(client_id, state, self._clock.now)
+        if late or not token:
+            stored = without_packet_state(stored)
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
         if not token and session is not None:
             session.seen = None  # what the member that was down held has come
@@ -385,39 +387,23 @@ class SessionMoves:
         message sent to both members while the move went on, or, for a session taken from
         a member that was down, what it was given since).
 
-        While the client's CONNECT is held here, it has not used the session yet: what the
-        other member had in flight keeps its packet id, and the inbound QoS 2 ids it awaits
-        a release for are added (a client that was let in may have used those ids again
-        since, so there they would drop a new message: it gets the messages anew instead)."""
+        What was in flight there comes anew, under new packet ids, and the inbound QoS 2 ids
+        it awaited a release for are not added: which of two parts is the newer is not known
+        here, and an id the client has used again since would drop its next message (a loss;
+        this way a QoS 2 message may come twice instead)."""
         held = {entry.message.cluster_id for entry in (*session.inflight.values(),
                                                        *session.queue)}
         if session.seen is not None:
             held |= session.seen
-        unused = session.client_id in self._waiting and session.connection is None
         added = 0
         for item in stored.entries:
             message = messages[item.message_id]
-            if message.cluster_id and message.cluster_id in held:
-                continue
-            if unused and item.packet_id and item.packet_id not in session.inflight:
-                self._resume(session, message, item)
-            else:
-                session.deliver(message, item.qos, item.retain, item.identifiers)
+            if item.released or (message.cluster_id and message.cluster_id in held):
+                continue  # its PUBREC came (the client has it), or it is here already
+            session.deliver(message, item.qos, item.retain, item.identifiers)
             added += 1
-        if unused:
-            for packet_id in stored.awaiting_release:
-                session.inbound_received(packet_id)
         if added:
             log.info("client %s: %d more messages from %s", session.client_id, added, source)
-
-    @staticmethod
-    def _resume(session: Session, message: Message, item: StoredEntry) -> None:
-        """`item`, in flight under its packet id elsewhere, in flight here under the same."""
-        entry = Outgoing(message, item.qos, item.retain, item.identifiers)
-        entry.released = item.released
-        session.send_window()[item.packet_id] = entry
-        if session.persistence is not None:
-            session.persistence.queued(session.client_id, entry, item.packet_id)
 
     def _adopt(self, source: str, client_id: str, stored: StoredSession,
                messages: dict[int, Message], *, late: bool = False) -> Session | None:
@@ -511,6 +497,17 @@ def export_session(session: Session, now: float) -> dict[str, Any]:
             "owner_known": session.owner_known, "subscriptions": dict(session.subscriptions),
             "awaiting_release": sorted(session.awaiting_release), "messages": messages,
             "entries": entries}
+
+
+def without_packet_state(stored: StoredSession) -> StoredSession:
+    """`stored` without what only the connection it was last used on may rely on: a session
+    that answers no CONNECT held here (it comes late, or from a member that let go of it)
+    may be older than what its client did since, elsewhere. An inbound QoS 2 id awaiting
+    its release would drop the client's next message under that id, so it goes; a message
+    in flight is sent anew (a QoS 2 message may come twice, none is lost), and one whose
+    PUBREC came (the client has it) goes."""
+    entries = [replace(entry, packet_id=0) for entry in stored.entries if not entry.released]
+    return replace(stored, entries=entries, awaiting_release=set())
 
 
 def import_session(client_id: str, state: dict[str, Any],
