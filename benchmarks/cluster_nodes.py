@@ -10,7 +10,8 @@ crossing costs: latency added at a fixed rate, and delivery rate (1 -> 1 and fan
 one node's core carries).
 
 Then sessions that move: persistent sessions resumed through the node that holds them, and
-through the other node, which takes them over (`moves`). And the time a dead node's sessions
+through the other node, which takes them over, and through node A after node B, which held
+them, was killed (`moves`). And the time a dead node's sessions
 take to be served again: node B holds a persistent
 session with a QoS 1 subscription and is killed (kill -9); node A keeps publishing QoS 1 (its
 PUBACKs wait for node B's lease to run out); node B is started again and the session's client
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 LEASE = 5.0
+TAKEN = "taken from a dead node"
 
 
 @dataclass(frozen=True)
@@ -264,31 +266,57 @@ def resume(port: int, client_id: str, queued: int) -> tuple[float, float]:
     return connacked, delivered
 
 
-def moves(cluster: Cluster, sessions: int = 100, queued: int = 10) -> dict[str, list[float]]:
-    """Persistent sessions with `queued` QoS 1 messages each, resumed on the node that holds
-    them, then through the other node (the session moves there), then back."""
-    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="moves-pub")
-    publisher.connect("127.0.0.1", cluster.ports["node-a"])
-    publisher.loop_start()
-    ids = [f"mover-{number}" for number in range(sessions)]
+def sessions_on(port: int, ids: list[str]) -> None:
+    """A persistent session for each of `ids` through `port`, subscribed to moves/<id>."""
     for client_id in ids:
         made = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         subscribed = threading.Event()
         made.on_subscribe = lambda *_args, done=subscribed: done.set()
-        made.connect("127.0.0.1", cluster.ports["node-a"])
+        made.connect("127.0.0.1", port)
         made.loop_start()
         made.subscribe(f"moves/{client_id}", 1)
         subscribed.wait(10)
         made.disconnect()
         made.loop_stop()
+
+
+def queue_and_resume(publisher: mqtt.Client, ids: list[str], port: int, *, queued: int,
+                     before: Callable[[], None] = lambda: None
+                     ) -> tuple[list[float], list[float]]:
+    """`queued` QoS 1 messages (acknowledged) for each session, `before()`, then every
+    session resumed through `port`: the CONNACK times and the last message's, sorted."""
+    infos = [publisher.publish(f"moves/{client_id}", b"x" * 100, 1)
+             for client_id in ids for _ in range(queued)]
+    infos[-1].wait_for_publish(30)
+    before()
+    results = [resume(port, client_id, queued) for client_id in ids]
+    return (sorted(connacked for connacked, _ in results),
+            sorted(delivered for _, delivered in results))
+
+
+def moves(cluster: Cluster, sessions: int = 100, queued: int = 10) -> dict[str, list[float]]:
+    """Persistent sessions with `queued` QoS 1 messages each, resumed on the node that holds
+    them, then through the other node (the session moves there), then back; then the same
+    number on node B, which is killed: resumed through node A once B's lease has run out
+    (each taken from node B's store in Redis)."""
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="moves-pub")
+    publisher.connect("127.0.0.1", cluster.ports["node-a"])
+    publisher.loop_start()
+    ids = [f"mover-{number}" for number in range(sessions)]
+    sessions_on(cluster.ports["node-a"], ids)
     figures: dict[str, list[float]] = {}
     for label, node in (("same node", "node-a"), ("moved", "node-b"), ("moved back", "node-a")):
-        infos = [publisher.publish(f"moves/{client_id}", b"x" * 100, 1)
-                 for client_id in ids for _ in range(queued)]
-        infos[-1].wait_for_publish(30)
-        results = [resume(cluster.ports[node], client_id, queued) for client_id in ids]
-        figures[f"{label} CONNACK"] = sorted(connacked for connacked, _ in results)
-        figures[f"{label} delivered"] = sorted(delivered for _, delivered in results)
+        figures[f"{label} CONNACK"], figures[f"{label} delivered"] = queue_and_resume(
+            publisher, ids, cluster.ports[node], queued=queued)
+    stranded = [f"stranded-{number}" for number in range(sessions)]
+    sessions_on(cluster.ports["node-b"], stranded)
+
+    def kill_b() -> None:
+        cluster.kill("node-b")
+        time.sleep(LEASE + 1)  # node A sees node B down
+
+    figures[f"{TAKEN} CONNACK"], figures[f"{TAKEN} delivered"] = queue_and_resume(
+        publisher, stranded, cluster.ports["node-a"], queued=queued, before=kill_b)
     publisher.loop_stop()
     publisher.disconnect()
     return figures
@@ -302,13 +330,15 @@ def moves_line(figures: dict[str, list[float]]) -> list[str]:
             f"{ms(figures[f'{label} CONNACK'], 0.99)} ms | "
             f"{ms(figures[f'{label} delivered'], 0.5)} / "
             f"{ms(figures[f'{label} delivered'], 0.99)} ms |"
-            for label in ("same node", "moved", "moved back")]
+            for label in ("same node", "moved", "moved back", TAKEN)]
     count = len(figures["same node CONNACK"])
     return ["Sessions that move: "
             f"{count} persistent sessions on node A, each with 10 QoS 1 messages queued, "
             "resumed one after the other (a raw 3.1.1 client: CONNECT, CONNACK with Session "
             "Present 1, every message acknowledged) on node A, then through node B (each "
-            "session moves there), then through node A again. Median / P99:", "",
+            "session moves there), then through node A again; then as many on node B, "
+            "killed with kill -9 and each session resumed through node A once node B's lease "
+            "had run out (taken from node B's store in Redis). Median / P99:", "",
             "| resumed | CONNECT to CONNACK | CONNECT to the 10th message |",
             "|---|---|---|", *rows, ""]
 
