@@ -197,7 +197,8 @@ class NodeLinks(WorkerLinks):
         sent to its stream, which it reads when it comes back."""
         link = self.links[index]
         for topic_filter in filters:
-            self._route_changed(link, topic_filter, True)
+            if topic_filter not in link.filters:
+                self._route_changed(link, topic_filter, True)
 
     def release_barriers(self, index: int) -> None:
         """Member `index` is down and everything sent to it is in its stream (in Redis, with

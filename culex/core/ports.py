@@ -157,6 +157,9 @@ class Claim:
     # What a holder that is down had stored for the session, taken from its store in Redis
     # (`[storage] backend = "redis"`); None: nothing, or not stored where others can reach it.
     taken: TakenSession | None = None
+    # The number of a holder that is down (its stream reaches it when it is back); None: no
+    # such holder, or not linked.
+    down: int | None = None
 
 
 class SessionDirectory(Protocol):

@@ -25,9 +25,14 @@ recognised by its id); what reached the old member during the move is queued aft
 reached the new one directly, so one publisher's messages of those milliseconds may come out
 of order.
 
-A move that has not finished within `answer_timeout` (the holder died meanwhile, or stopped
-reading) lets the client in with what has come; a MOVED or REST that comes later is still
-added to the session it has then (or kept as an offline one). Claims are numbered
+A holder that is down (or did not answer within `answer_timeout`) has its session taken from
+its store in Redis; once every member routes the session's subscriptions here, SETTLED goes
+into its stream like after a move, so that when it reads it, it sends what it got for the
+session before that point (REST) and ends the session there. Without a store to take it from,
+the client is let in with what has come; a MOVED or REST that comes later is still added to
+the session it has then (or kept as an offline one), with its messages but not its packet
+state (ids in flight, inbound QoS 2 ids awaiting release), which the client may have used
+elsewhere since. Claims are numbered
 cluster-wide, so a TAKE older than this member's own later claim of the id is answered with
 nothing. A TAKE for a session that is itself on its way here (this member waits for it under
 an earlier claim) is answered once it has come; so is a TAKE read at start-up, once what the
@@ -76,6 +81,7 @@ class Waiting:
 
     token: int
     holder: str
+    member: int  # the holder's number
     then: Callable[[], None]
 
 
@@ -124,7 +130,8 @@ class SessionMoves:
         self._pass_on(client_id)  # refused: this claim is later
         if claim.taken is not None and keep:
             self._take_over(client_id, claim.previous_name, *claim.taken)
-            self._when_routed(then)  # as after a move
+            self._when_routed(partial(self._routed_here, claim.down, client_id, claim.token,
+                                      then))
             return
         if claim.previous is None:
             then()
@@ -134,15 +141,16 @@ class SessionMoves:
             return
         log.info("client %s: held by %s; asking it for the %s", client_id,
                  claim.previous_name, "session" if keep else "old connection to close")
-        self._waiting[client_id] = Waiting(claim.token, claim.previous_name, then)
+        self._waiting[client_id] = Waiting(claim.token, claim.previous_name, claim.previous,
+                                           then)
         self._deadlines.push(self._clock.now + self._answer_timeout,
                              (client_id, claim.token))
 
     def _take_over(self, client_id: str, holder: str, stored: StoredSession,
                    messages: dict[int, StoredMessage]) -> None:
         """Adopt what `holder`, down, had stored for the session. What reaches the session
-        there meanwhile comes when `holder` is back (its `let_go`), but for what is seen
-        here too."""
+        there meanwhile comes when `holder` is back: what it read before the SETTLED this
+        member sends it (`_routed_here`), or at its `let_go`, but for what is seen here too."""
         now = self._clock.now
         restored = {message_id: restored_message(message, now)
                     for message_id, message in messages.items()}
@@ -181,7 +189,18 @@ class SessionMoves:
         log.warning("client %s: no answer from %s within %g s; its session is taken from its "
                     "store", client_id, waiting.holder, self._answer_timeout)
         self._take_over(client_id, waiting.holder, *taken)
-        self._when_routed(partial(self._let_in_early, client_id, token))
+        self._when_routed(partial(self._routed_here, waiting.member, client_id, token,
+                                  partial(self._let_in_early, client_id, token)))
+
+    def _routed_here(self, holder: int | None, client_id: str, token: int,
+                     then: Callable[[], None]) -> None:
+        """Every member routes here the subscriptions of a session taken from the store of
+        `holder`: SETTLED goes into its stream, so that what reached it for the session
+        before this point comes here (REST) when it reads that, and nothing after it (that
+        came here directly)."""
+        if holder is not None:
+            self._send(holder, "settled", client_id, token)
+        then()
 
     def _when_routed(self, action: Callable[[], None]) -> None:
         """`action()` once every member routes here the subscriptions added so far."""
@@ -348,14 +367,26 @@ class SessionMoves:
 
     def _settled(self, member: int, client_id: str, token: int) -> None:
         """Every member routes the session's subscriptions to `member` now: what came here
-        meanwhile follows it, and the session ends here."""
+        meanwhile follows it, and the session ends here. So too for a session `member` took
+        from this member's store (down, or silent) under a claim later than this member's
+        own; its connection, if this member was paused with one, closes without its will."""
         rest = None
-        if self._moving_out.get(client_id) == (member, token):
-            del self._moving_out[client_id]
+        moving = self._moving_out.get(client_id)
+        if moving == (member, token) or (moving is None
+                                         and self._tokens.get(client_id, 0) < token):
+            self._moving_out.pop(client_id, None)
             session = self._manager.sessions.get(client_id)
+            if session is not None and session.connection is not None:
+                session.connection.close(publish_will=False,
+                                         reason=ReasonCode.SESSION_TAKEN_OVER)
+                session = self._manager.sessions.get(client_id)
             if session is not None:
                 rest = export_session(session, self._clock.now)
                 self._manager.hand_off(session)
+                if moving is None:
+                    log.info("client %s: its session was taken from this member's store by "
+                             "member %d; what came for it here since (%d messages) follows "
+                             "it", client_id, member, len(rest["entries"]))
         self._send(member, "rest", client_id, token, rest)
 
     def _rest(self, member: int, client_id: str, token: int,

@@ -236,7 +236,13 @@ class ClusterNode:
     # -- membership ----------------------------------------------------------------------------
 
     async def _members(self) -> tuple[dict[str, Lease], dict[str, tuple[int, list[str]]]]:
-        return await read_members(self.redis, {*self.peers, self.name})
+        """The live members' leases, and the filters Redis keeps for those that are down and
+        whose filters this node does not have from them (never linked, or down before they
+        said READY: a node that starts while another dies)."""
+        links = self._links
+        known = {name for name, peer in self.peers.items()
+                 if links is None or links.ready({peer.index})}
+        return await read_members(self.redis, {*known, self.name})
 
     async def _save_filters(self) -> None:
         """This node's whole set of filters, in Redis."""
@@ -303,9 +309,8 @@ class ClusterNode:
         assert links is not None
         for name, (index, filters) in down.items():
             if name not in self.peers:
-                peer = self._attach(name, index, 0)
-                peer.alive = False
-                links.load_routes(index, filters)
+                self._attach(name, index, 0).alive = False
+            links.load_routes(self.peers[name].index, filters)
 
     def _suspend(self, peer: Peer) -> None:
         """Its lease ran out: it is down (dead, paused, or cut off from Redis). Its link and

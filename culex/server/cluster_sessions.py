@@ -80,7 +80,8 @@ class SessionOwners:
             return
         peer = self._peer(holder)
         if peer is None or not peer.alive:
-            done(Claim(token, None, holder, await self._take(client_id, holder)))
+            done(Claim(token, None, holder, await self._take(client_id, holder),
+                       None if peer is None else peer.index))
             return
         done(Claim(token, peer.index, holder))
 

@@ -19,7 +19,8 @@ import pytest
 
 from tests.cluster.test_session_moves import pause
 from tests.conftest import BrokerProcess
-from tests.integration.clients import Clients
+from tests.integration.clients import Clients, wait_until
+from tests.robustness.durability_clients import commit_barrier
 
 
 def wait_down(node: BrokerProcess) -> None:
@@ -58,12 +59,47 @@ def test_a_dead_nodes_session_is_served_elsewhere_at_once(
     assert [moved.receive(timeout=10).payload for _ in range(2)] == [b"5", b"6"]
     moved.assert_silent(0.5)
     first.start()
-    first.wait_for_log("client stranded: claimed by", timeout=20)
-    # What only node A got comes now; what both got (5, 6) does not come again.
+    # What only node A got comes now (it reads node B's SETTLED after 3 and 4); what both
+    # got (5, 6) does not come again.
     got = [moved.receive(timeout=10).payload for _ in range(2)]
     assert got == [b"3", b"4"]
     moved.assert_silent()
     print(f"CONNECT to CONNACK with the dead node's session: {took * 1000:.1f} ms")
+
+
+@pytest.mark.timeout(90)
+def test_what_a_dead_node_got_comes_once_though_the_node_that_took_over_died_too(
+        nodes: list[BrokerProcess], per_node: list[Clients]) -> None:
+    """Node B takes the session of dead node A, gets messages directly, and is killed too
+    (what it remembered of them is gone): node A, back, sends only what it got before node
+    B's SETTLED, so nothing comes twice."""
+    first, second, _third = nodes
+    a, b, c = per_node
+    holder = a.raw("twice-stranded", clean=False)
+    assert holder.subscribe([("twice/#", 1)]) == [1]
+    holder.disconnect()
+    first.kill()
+    wait_down(second)
+    publisher = c.paho("twice-pub")
+    for number in range(3):  # to node A's stream only
+        publisher.publish(f"twice/{number}", str(number).encode(), 1)
+    moved = b.raw()
+    assert moved.connect("twice-stranded", clean=False).session_present
+    second.wait_for_log("client twice-stranded: session taken over from node-a")
+    for number in range(3, 6):  # to node B, and to node A's stream
+        publisher.publish(f"twice/{number}", str(number).encode(), 1)
+    assert [moved.receive(timeout=10).payload for _ in range(3)] == [b"3", b"4", b"5"]
+    moved.assert_silent(0.3)
+    commit_barrier(second)  # the PUBACKs of 3, 4 and 5 are committed
+    second.kill()
+    first.start()
+    # Node A serves again: it has read its stream, and sent node B what it got before.
+    assert wait_until(lambda: first.log_text().count(" serving: listeners") == 2, 20)
+    second.start()
+    back = b.raw()
+    assert back.connect("twice-stranded", clean=False).session_present
+    assert [back.receive(timeout=10).payload for _ in range(3)] == [b"0", b"1", b"2"]
+    back.assert_silent()
 
 
 @pytest.mark.timeout(60)

@@ -4,7 +4,11 @@ stops being routed to (its lease runs out), and one that comes back is routed to
 
 from __future__ import annotations
 
+import signal
+
 from tests.cluster.conftest import NodeFactory
+from tests.cluster.redis_servers import RedisServer
+from tests.cluster.test_session_moves import pause
 from tests.integration.clients import Clients
 
 
@@ -76,3 +80,28 @@ def test_a_dead_nodes_persistent_sessions_miss_nothing(redis_cluster_urls: list[
                 ("life/3", b"during 3"), ("life/4", b"from a newcomer")]
             back.disconnect()
     first.wait_for_log("cluster: linked to node-b again (member 1, epoch 2)")  # a new epoch
+
+
+def test_a_node_started_while_another_dies_routes_to_its_sessions(
+        redis_server: RedisServer, cluster_nodes: NodeFactory) -> None:
+    """node-c starts while node-b is paused within its lease: node-c links to it and waits
+    for its filters, which never come. Once node-b's lease has run out node-c routes by the
+    filters Redis keeps for it, so what is published on node-c reaches node-b's persistent
+    session when node-b is back."""
+    _first, second = cluster_nodes([redis_server.url], names=("node-a", "node-b"))
+    with Clients(second) as b:
+        durable = b.paho("durable-on-b", clean_session=False)
+        durable.subscribe("dying/#", 1)
+        durable.disconnect()
+    pause(second, signal.SIGSTOP)
+    (third,) = cluster_nodes([redis_server.url], names=("node-c",))
+    third.wait_for_log("cluster: linked to node-b (member 1, epoch 1)")
+    third.wait_for_log("cluster: node-c serves", timeout=10)
+    with Clients(third) as c:
+        c.paho("on-c").publish("dying/1", b"for node-b", 1)
+    second.kill()
+    second.start()
+    with Clients(second) as b:
+        back = b.paho("durable-on-b", clean_session=False)
+        assert back.connect_result is not None and back.connect_result.session_present
+        assert [m.payload for m in back.drain(1)] == [b"for node-b"]
