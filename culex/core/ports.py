@@ -186,5 +186,6 @@ class SessionDirectory(Protocol):
     def held_elsewhere(self, client_id: str,
                        done: Callable[[dict[str, int | None]], None]) -> None:
         """`done({client_id: member})` when another member holds the latest claim of
-        `client_id` (its number; None when that member is not linked); nothing otherwise."""
+        `client_id` (its number; None when that member is not linked), `done({})` when not;
+        no call when the directory cannot be read (Redis unavailable)."""
         ...

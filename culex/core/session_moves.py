@@ -108,6 +108,9 @@ class SessionMoves:
         # session sent here before it went down may come after a TAKE for it (`answer_held`).
         self._held: list[tuple[int, str, int, bool]] | None = []
         self._deadlines: TimerHeap[tuple[str, int]] = TimerHeap(set_timer)
+        # Moves out, (client id, member, token), checked `answer_timeout` after they began:
+        # one not settled by then is seen to (`_not_settled`).
+        self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
 
@@ -162,7 +165,8 @@ class SessionMoves:
 
     @property
     def next_deadline(self) -> float | None:
-        return self._deadlines.next
+        return min((when for when in (self._deadlines.next, self._unsettled.next)
+                    if when is not None), default=None)
 
     def on_timer(self, now: float) -> None:
         """The clients whose previous holder did not answer in time (it died after its last
@@ -174,6 +178,28 @@ class SessionMoves:
                 continue
             self._directory.take(client_id, waiting.holder,
                                  partial(self._taken_late, client_id, token))
+        for _when, (client_id, member, token) in self._unsettled.pop_due(now):
+            if self._moving_out.get(client_id) == (member, token):
+                self._directory.held_elsewhere(
+                    client_id, partial(self._not_settled, client_id, member, token))
+
+    def _not_settled(self, client_id: str, member: int, token: int,
+                     holders: dict[str, int | None]) -> None:
+        """A session handed to `member` is not settled after `answer_timeout`: that member
+        started again since (and forgot to settle) or died. What came here meanwhile goes
+        to whoever holds the id now, and the session ends here: as SETTLED when that is
+        still `member` (which routes its subscriptions by now, restored or not), as
+        `let_go` when another member claimed it since."""
+        if self._moving_out.get(client_id) != (member, token):
+            return
+        holder = holders.get(client_id, member)
+        log.warning("client %s: its move to member %d did not settle within %g s; what came "
+                    "for it here goes to %s", client_id, member, self._answer_timeout,
+                    f"member {holder}" if holder is not None else "no member (not linked)")
+        if holder == member:
+            self._settled(member, client_id, token)
+        else:
+            self.let_go({client_id: holder})
 
     def _taken_late(self, client_id: str, token: int,
                     taken: TakenSession | None) -> None:
@@ -319,6 +345,8 @@ class SessionMoves:
                              len(state["entries"]))
                     self._strip(session)
                     self._moving_out[client_id] = (member, token)
+                    self._unsettled.push(self._clock.now + self._answer_timeout,
+                                         (client_id, member, token))
                 else:
                     manager.discard(session)  # Clean Start 1: it ends, and a waiting will goes
         self._send(member, "moved", client_id, token, state)

@@ -127,8 +127,7 @@ class SessionOwners:
                 log.warning("cluster: client %s: who holds it now is not known (%s)",
                             client_id, exc)
                 return
-            if holders:
-                done(self._members(holders))
+            done(self._members(holders))
 
         self._spawn(asking())
 

@@ -10,6 +10,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from culex.core.broker import Broker
 from culex.core.message import Message
 from culex.core.node_links import ClusterSetup
@@ -87,14 +89,15 @@ class Directory:
     def held_elsewhere(self, client_id: str,
                        done: Callable[[dict[str, int | None]], None]) -> None:
         self.asked.append(client_id)
-        if client_id in self.elsewhere:
-            done({client_id: self.elsewhere[client_id]})
+        done({client_id: self.elsewhere[client_id]} if client_id in self.elsewhere else {})
 
 
-def session_record(op: str, token: int, state: dict[str, Any] | None) -> bytes:
+def session_record(op: str, token: int, state: dict[str, Any] | None, *,
+                   client: str = "pub") -> bytes:
     """A record of session_moves.py as another member sends it."""
     return record(SERVICE, bytes((SESSIONS,)) + json.dumps(
-        {"op": op, "client": "pub", "token": token, "session": state, "keep": True}).encode())
+        {"op": op, "client": client, "token": token, "session": state, "keep": True}
+    ).encode())
 
 
 def state(awaiting_release: list[int], in_flight: list[tuple[int, bytes, bool]]
@@ -125,6 +128,9 @@ def linked(node: Harness) -> dict[int, FakeSink]:
     sinks = {other: FakeSink() for other in (1, 3)}
     for other, sink in sinks.items():
         links.attach(other, sink, 0.0)
+    moves = node.broker.moves
+    assert moves is not None
+    moves.answer_held()  # as the server does once it has read what its stream held
     return sinks
 
 
@@ -191,3 +197,30 @@ def test_a_session_in_parts_keeps_no_packet_state_it_cannot_rely_on() -> None:
     assert client.received_packets() == [Pubrec(7)]
     assert payloads(watcher.received_packets()) == [b"new"]
     assert directory.asked == []
+
+
+@pytest.mark.parametrize(("holder", "record_op"), [(1, "rest"), (3, "moved")])
+def test_a_move_that_does_not_settle_hands_on_what_came_meanwhile(
+        holder: int, record_op: str) -> None:
+    """Member 4 handed the session of `sub` to member 1, which never says SETTLED (it
+    started again, or died). After `answer_timeout` what came for `sub` here meanwhile goes
+    to whoever holds the id then: member 1 (as REST), or member 3, which claimed it since
+    (as `let_go` sends it), and the session ends here."""
+    directory = Directory({}, elsewhere={"sub": holder})
+    node = member(4, directory)
+    subscriber = node.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", 1)) == [1]
+    subscriber.disconnect()
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
+    node.connected("publisher").publish("news", b"meanwhile", qos=1)
+    node.tick(5.0)
+    assert [(r["op"], r["token"]) for r in sent_sessions(sinks[1])] == [("moved", 5)]
+    node.tick(11.0)  # past answer_timeout (10 s): no SETTLED came
+    sent = sent_sessions(sinks[holder])[-1]
+    assert (sent["op"], sent["token"]) == (record_op, 5 if record_op == "rest" else 0)
+    assert [base64.b64decode(m["payload"]) for m in sent["session"]["messages"]] == [
+        b"meanwhile"]
+    assert node.broker.sessions.get("sub") is None
