@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator, KeysView
+from collections.abc import Iterable, Iterator, KeysView
 from types import MappingProxyType
 
 from ..auth.acl import Access
@@ -153,6 +153,17 @@ class Session:
             packet_id = packet_id % 65535 + 1
         self._next_packet_id = packet_id % 65535 + 1
         return packet_id
+
+    def remember_given(self, also: Iterable[int] = ()) -> None:
+        """From now on remember the cluster ids of the messages this session is given (and
+        `also`): another part of it may bring some of them again (session_moves.py). What it
+        holds now counts as given: delivered before that part comes, it would not be
+        recognised otherwise."""
+        seen = self.seen
+        if seen is None:
+            seen = self.seen = {entry.message.cluster_id
+                                for entry in (*self.inflight.values(), *self.queue)}
+        seen.update(also)
 
     def deliver(self, message: Message, qos: int, retain: bool = False, identifiers: int = 0,
                 group: tuple[str, str] | None = None) -> bool:

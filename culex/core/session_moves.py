@@ -160,8 +160,7 @@ class SessionMoves:
         self._adopt(f"{holder} (down)", client_id, stored, restored)
         session = self._manager.sessions.get(client_id)
         if session is not None:
-            session.seen = (session.seen or set()).union(
-                message.cluster_id for message in restored.values())
+            session.remember_given(message.cluster_id for message in restored.values())
 
     @property
     def next_deadline(self) -> float | None:
@@ -261,8 +260,8 @@ class SessionMoves:
 
     def _remember_given(self, client_id: str) -> None:
         session = self._manager.sessions.get(client_id)
-        if session is not None and session.seen is None:
-            session.seen = set()
+        if session is not None:
+            session.remember_given()
 
     def recorded(self, client_id: str, token: int) -> None:
         """A claim made late (Redis was unavailable when the client connected) is `token`."""

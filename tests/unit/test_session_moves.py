@@ -114,10 +114,11 @@ def state(awaiting_release: list[int], in_flight: list[tuple[int, bytes, bool]]
                         for index, (packet_id, _, released) in enumerate(in_flight)]}
 
 
-def member(number: int, directory: Directory) -> Harness:
+def member(number: int, directory: Directory, answer_timeout: float = 10.0) -> Harness:
     """A sans-I/O broker that is member `number` of a cluster."""
     node = Harness()
-    node.broker = Broker(cluster=ClusterSetup(number, lambda lost: None, directory=directory))
+    node.broker = Broker(cluster=ClusterSetup(number, lambda lost: None, directory=directory,
+                                              answer_timeout=answer_timeout))
     return node
 
 
@@ -224,3 +225,31 @@ def test_a_move_that_does_not_settle_hands_on_what_came_meanwhile(
     assert [base64.b64decode(m["payload"]) for m in sent["session"]["messages"]] == [
         b"meanwhile"]
     assert node.broker.sessions.get("sub") is None
+
+
+def test_what_a_session_held_when_its_client_was_let_in_early_is_not_given_again() -> None:
+    """Member 4 has a part of `pub`'s session (sent by member 1, which let go of it) with a
+    message queued; `pub` connects, and member 3, asked for the rest, does not answer in
+    time: the client is let in with what is here. The session member 3 sends later holds
+    the same message: it is not delivered again."""
+    directory = Directory({"pub": Claim(5, 3, "node-b")})
+    node = member(4, directory, answer_timeout=2.0)
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    part = state([], [(0, b"queued", False)])
+    part["subscriptions"] = {"news": 1}
+    links.data_received(1, session_record("moved", 0, part), 0.0)
+    client = node.client()
+    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
+    node.tick(3.0)  # no answer from member 3 within answer_timeout
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert [(p.payload, p.qos) for p in packets[1:] if isinstance(p, Publish)] == [
+        (b"queued", 2)]
+    client.ack_all(packets[1:])
+    client.pubcomp(1)
+    links.data_received(3, session_record("moved", 5, part), 3.0)
+    node.tick(4.0)
+    assert [p for p in client.received_packets() if isinstance(p, Publish)] == []
+    assert [record["op"] for record in sent_sessions(sinks[3])] == ["take"]
