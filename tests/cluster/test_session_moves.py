@@ -295,21 +295,35 @@ def drain_qos2(client: RawClient, seconds: float, *, until_quiet: bool) -> list[
             client.send(pubcomp(packet.packet_id))
 
 
+def queued_on_b(nodes: list[BrokerProcess], clients: list[Clients], client_id: str) -> None:
+    """Once every node serves (node B may then be paused for less than its lease): a
+    persistent session `client_id` on node B, with three QoS 1 messages queued."""
+    for node in nodes:
+        node.wait_for_log("serving:")
+    holder = clients[1].raw(client_id, clean=False)
+    assert holder.subscribe([(f"{client_id}/#", 1)]) == [1]
+    holder.disconnect()
+    publisher = clients[0].paho(f"{client_id}-pub")
+    for number in range(3):
+        publisher.publish(f"{client_id}/{number}", str(number).encode(), 1)
+
+
+def assert_resumed(client: RawClient) -> None:
+    """`client`'s CONNECT is answered with its session and its three queued messages."""
+    connack = client.expect(CONNACK, timeout=10)
+    assert connack.body == b"\x01\x00"  # Session Present 1
+    got = [client.expect_publish() for _ in range(3)]
+    assert [message.payload for message in got] == [b"0", b"1", b"2"]
+
+
 def test_a_session_asked_for_on_its_way_goes_on_once_it_is_there(
         three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
     """Node C asks node B for a session, and before B answers (paused, within its lease) the
     client connects to node A, which asks C: C passes the session on to A once it has come,
     rather than answering A that it has none. A's connection gets it all, C's is closed."""
     _first, second, third = three_nodes
-    a, b, c = per_node1
-    for node in three_nodes:
-        node.wait_for_log("serving:")  # B is paused for less than its lease, from now
-    holder = b.raw("relay", clean=False)
-    assert holder.subscribe([("relay/#", 1)]) == [1]
-    holder.disconnect()
-    publisher = a.paho("relay-pub")
-    for number in range(3):
-        publisher.publish(f"relay/{number}", str(number).encode(), 1)  # queued on node B
+    a, _b, c = per_node1
+    queued_on_b(three_nodes, per_node1, "relay")
     pause(second, signal.SIGSTOP)
     try:
         on_c = c.raw()
@@ -320,10 +334,7 @@ def test_a_session_asked_for_on_its_way_goes_on_once_it_is_there(
         on_a.assert_silent(0.5)  # no CONNACK while its session is on its way to node C
     finally:
         pause(second, signal.SIGCONT)
-    connack = on_a.expect(CONNACK, timeout=10)
-    assert connack.body == b"\x01\x00"  # Session Present 1
-    got = [on_a.expect_publish() for _ in range(3)]
-    assert [message.payload for message in got] == [b"0", b"1", b"2"]
+    assert_resumed(on_a)
     on_c.wait_closed()
     on_a.assert_silent()
 
@@ -334,15 +345,8 @@ def test_a_node_that_starts_again_hands_on_a_session_that_came_while_it_was_down
     asks C; then B answers C. C's stream now holds A's question before B's answer: C, started
     again, answers once it has read both, with the session."""
     first, second, third = three_nodes
-    a, b, c = per_node1
-    for node in three_nodes:
-        node.wait_for_log("serving:")
-    holder = b.raw("relay-2", clean=False)
-    assert holder.subscribe([("relay-2/#", 1)]) == [1]
-    holder.disconnect()
-    publisher = a.paho("relay-2-pub")
-    for number in range(3):
-        publisher.publish(f"relay-2/{number}", str(number).encode(), 1)  # queued on node B
+    a, _b, c = per_node1
+    queued_on_b(three_nodes, per_node1, "relay-2")
     pause(second, signal.SIGSTOP)
     try:
         c.raw().send(connect_packet("relay-2", clean=False))
@@ -355,8 +359,5 @@ def test_a_node_that_starts_again_hands_on_a_session_that_came_while_it_was_down
         pause(second, signal.SIGCONT)
     second.wait_for_log("client relay-2: session handed to member 2", timeout=5)
     third.start()
-    connack = on_a.expect(CONNACK, timeout=10)
-    assert connack.body == b"\x01\x00"  # Session Present 1
-    got = [on_a.expect_publish() for _ in range(3)]
-    assert [message.payload for message in got] == [b"0", b"1", b"2"]
+    assert_resumed(on_a)
     on_a.assert_silent()
