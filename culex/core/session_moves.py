@@ -48,23 +48,23 @@ delivers for a session it no longer owns; what such a session held goes to its n
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from ..protocol.reasons import ReasonCode
-from ..storage.base import StoredEntry, StoredMessage, StoredSession, TakenSession
+from ..storage.base import StoredMessage, StoredSession, TakenSession
 from .message import Message
 from .outgoing import Outgoing
-from .persistence import restored_message, stored_form
+from .persistence import restored_message
 from .ports import Claim, SessionDirectory
 from .restore import rebuild_session
 from .routing import Router
 from .session import NO_ENTRIES, NO_PACKET_IDS, Session
+from .session_state import export_session, import_session, without_packet_state
 from .sessions import SessionManager
 from .timers import Clock, TimerHeap
 from .worker_links import WorkerLinks
@@ -101,6 +101,12 @@ class SessionMoves:
         # Client id -> (member, token): its session went there, and what still comes here
         # for it follows once that member routes its subscriptions (`_settled`).
         self._moving_out: dict[str, tuple[int, int]] = {}
+        # Client ids whose session came here by a move whose REST has not come: a part of it
+        # may still come, here or (`let_go`, `_not_settled`) to whoever holds it next.
+        self._unfinished: set[str] = set()
+        # Client ids whose session here came from such a session: it keeps remembering what
+        # it is given (`Session.seen`) for that part, past its own REST.
+        self._expecting: set[str] = set()
         # Client id -> (member, token, keep): a later claim there asked for a session that is
         # still on its way here; it goes on once it has come (`_go_on`).
         self._passing_on: dict[str, tuple[int, int, bool]] = {}
@@ -268,6 +274,7 @@ class SessionMoves:
         self._tokens[client_id] = token
 
     def _ended(self, client_id: str) -> None:
+        self._gone(client_id)
         token = self._tokens.pop(client_id, None)
         if token is not None:
             self._directory.release(client_id, token)
@@ -338,7 +345,7 @@ class SessionMoves:
                 session = manager.sessions.get(client_id)  # a clean one ended with it
             if session is not None:
                 if keep:
-                    state = export_session(session, self._clock.now)
+                    state = self._export(session)
                     log.info("client %s: session handed to member %d (%d subscriptions, "
                              "%d messages)", client_id, member, len(session.subscriptions),
                              len(state["entries"]))
@@ -380,6 +387,10 @@ class SessionMoves:
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
         if not token and session is not None:
             session.seen = None  # what the member that was down held has come
+        if token:
+            self._unfinished.add(client_id)  # until its REST
+        if state.get("unfinished"):
+            self._expect_part(client_id)
         if late and token and token != self._tokens.get(client_id):
             # For a claim this member no longer knows (it started again since) or has made
             # again: if another member claimed the id since, the session goes on there.
@@ -408,8 +419,9 @@ class SessionMoves:
                                          reason=ReasonCode.SESSION_TAKEN_OVER)
                 session = self._manager.sessions.get(client_id)
             if session is not None:
-                rest = export_session(session, self._clock.now)
+                rest = self._export(session)
                 self._manager.hand_off(session)
+                self._gone(client_id)
                 if moving is None:
                     log.info("client %s: its session was taken from this member's store by "
                              "member %d; what came for it here since (%d messages) follows "
@@ -418,19 +430,41 @@ class SessionMoves:
 
     def _rest(self, member: int, client_id: str, token: int,
               state: dict[str, Any] | None) -> None:
+        self._unfinished.discard(client_id)
         session = self._manager.sessions.get(client_id)
         if state is not None:
             stored, messages = import_session(client_id, state, self._clock.now)
             if session is not None:
                 self._merge(session, stored, messages, f"member {member}")
+                if state.get("unfinished"):
+                    self._expect_part(client_id)
             elif stored.entries:
                 # The session went on from here before the rest came (`let_go`): the rest
                 # follows it. (Ended here instead, it took the rest with it.)
                 self._directory.held_elsewhere(client_id,
                                                partial(self._forward, client_id, state))
-        if session is not None and token == self._tokens.get(client_id):
+        if session is not None and token == self._tokens.get(client_id) \
+                and client_id not in self._expecting:
             session.seen = None  # the move is complete
         self._go_on(client_id, token)
+
+    def _export(self, session: Session) -> dict[str, Any]:
+        """`export_session`, saying whether a part of the session may still come (to the
+        member that takes it, which then remembers what it gives it)."""
+        state = export_session(session, self._clock.now)
+        state["unfinished"] = session.client_id in self._unfinished
+        return state
+
+    def _expect_part(self, client_id: str) -> None:
+        session = self._manager.sessions.get(client_id)
+        if session is not None:
+            session.remember_given()
+            self._expecting.add(client_id)
+
+    def _gone(self, client_id: str) -> None:
+        """The session ended here, or went on."""
+        self._unfinished.discard(client_id)
+        self._expecting.discard(client_id)
 
     def _forward(self, client_id: str, state: dict[str, Any],
                  claimed: dict[str, int | None]) -> None:
@@ -522,65 +556,12 @@ class SessionMoves:
             session = manager.sessions.get(client_id)
             if session is None:
                 continue
-            state = export_session(session, self._clock.now)
+            state = self._export(session)
             sent = member is not None and self._send(member, "moved", client_id, 0, state)
             manager.hand_off(session)
+            self._gone(client_id)
             log.warning("client %s: claimed by %s while this member was cut off or down; "
                         "its session ends here, %s", client_id,
                         f"member {member}" if member is not None else "a member not linked",
                         f"its {len(state['entries'])} messages sent there" if sent else
                         f"{len(state['entries'])} messages dropped")
-
-
-def export_session(session: Session, now: float) -> dict[str, Any]:
-    """A session's whole state as a JSON-ready dict: what a restart would load."""
-    indexes: dict[int, int] = {}
-    messages: list[dict[str, Any]] = []
-    entries: list[list[int]] = []
-    listed = [*session.inflight.items(), *((0, entry) for entry in session.queue)]
-    for packet_id, entry in listed:
-        message = entry.message
-        index = indexes.get(id(message))
-        if index is None:
-            index = indexes[id(message)] = len(messages)
-            stored = stored_form(message, 0, now)
-            messages.append({"id": message.cluster_id, "topic": stored.topic,
-                             "qos": stored.qos, "retain": stored.retain,
-                             "payload": base64.b64encode(stored.payload).decode(),
-                             "properties": base64.b64encode(stored.properties).decode(),
-                             "expires_in": stored.expires_in})
-        entries.append([index, entry.qos, int(entry.retain), packet_id, int(entry.released),
-                        entry.identifiers])
-    return {"expiry": session.expiry_interval, "username": session.username,
-            "owner_known": session.owner_known, "subscriptions": dict(session.subscriptions),
-            "awaiting_release": sorted(session.awaiting_release), "messages": messages,
-            "entries": entries}
-
-
-def without_packet_state(stored: StoredSession) -> StoredSession:
-    """`stored` without what only the connection it was last used on may rely on: a session
-    that answers no CONNECT held here (it comes late, or from a member that let go of it)
-    may be older than what its client did since, elsewhere. An inbound QoS 2 id awaiting
-    its release would drop the client's next message under that id, so it goes; a message
-    in flight is sent anew (a QoS 2 message may come twice, none is lost), and one whose
-    PUBREC came (the client has it) goes."""
-    entries = [replace(entry, packet_id=0) for entry in stored.entries if not entry.released]
-    return replace(stored, entries=entries, awaiting_release=set())
-
-
-def import_session(client_id: str, state: dict[str, Any],
-                   now: float) -> tuple[StoredSession, dict[int, Message]]:
-    """`export_session`'s dict back in storage's terms; messages are numbered by position."""
-    messages = {}
-    for index, item in enumerate(state["messages"]):
-        message = messages[index] = restored_message(StoredMessage(
-            0, item["topic"], base64.b64decode(item["payload"]), item["qos"], item["retain"],
-            base64.b64decode(item["properties"]), item["expires_in"]), now)
-        message.cluster_id = item["id"]
-    entries = [StoredEntry(seq, index, qos, bool(retain), packet_id, bool(released),
-                           identifiers)
-               for seq, (index, qos, retain, packet_id, released, identifiers)
-               in enumerate(state["entries"], 1)]
-    return StoredSession(client_id, state["expiry"], dict(state["subscriptions"]),
-                         state["owner_known"], state["username"], entries,
-                         set(state["awaiting_release"])), messages

@@ -18,7 +18,8 @@ from culex.core.node_links import ClusterSetup
 from culex.core.outgoing import Outgoing
 from culex.core.ports import Claim
 from culex.core.session import Session
-from culex.core.session_moves import SESSIONS, export_session, import_session
+from culex.core.session_moves import SESSIONS
+from culex.core.session_state import export_session, import_session
 from culex.core.worker_links import SERVICE, record, split_records
 from culex.protocol.codec import encode_connect
 from culex.protocol.packets import Connack, Connect, Publish, Pubrec
@@ -253,3 +254,28 @@ def test_what_a_session_held_when_its_client_was_let_in_early_is_not_given_again
     node.tick(4.0)
     assert [p for p in client.received_packets() if isinstance(p, Publish)] == []
     assert [record["op"] for record in sent_sessions(sinks[3])] == ["take"]
+
+
+def test_a_session_whose_part_may_still_come_remembers_what_it_gave() -> None:
+    """Member 3 hands `pub`'s session to member 4 before its own move of it had settled (a
+    part may still come from where it came from): member 4 remembers what it gives the
+    client, so that part, when it comes, does not give a message again."""
+    directory = Directory({"pub": Claim(5, 3, "node-b")})
+    node = member(4, directory)
+    linked(node)
+    links = node.broker.links
+    assert links is not None
+    client = node.client()
+    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
+    moved = state([], [(0, b"queued", False)])
+    moved["unfinished"] = True
+    links.data_received(3, session_record("moved", 5, moved), 0.0)
+    links.data_received(3, session_record("rest", 5, None), 0.0)
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert [p.payload for p in packets[1:] if isinstance(p, Publish)] == [b"queued"]
+    client.ack_all(packets[1:])
+    client.pubcomp(1)
+    part = state([], [(0, b"queued", False)])  # the same message, from the earlier holder
+    links.data_received(1, session_record("moved", 0, part), 0.0)
+    assert [p for p in client.received_packets() if isinstance(p, Publish)] == []

@@ -1,0 +1,67 @@
+"""A session's whole state as the JSON that carries it between cluster members
+(session_moves.py): what a restart would load, in storage's terms at the other end."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from typing import Any
+
+from ..storage.base import StoredEntry, StoredMessage, StoredSession
+from .message import Message
+from .persistence import restored_message, stored_form
+from .session import Session
+
+
+def export_session(session: Session, now: float) -> dict[str, Any]:
+    """A session's whole state as a JSON-ready dict: what a restart would load."""
+    indexes: dict[int, int] = {}
+    messages: list[dict[str, Any]] = []
+    entries: list[list[int]] = []
+    listed = [*session.inflight.items(), *((0, entry) for entry in session.queue)]
+    for packet_id, entry in listed:
+        message = entry.message
+        index = indexes.get(id(message))
+        if index is None:
+            index = indexes[id(message)] = len(messages)
+            stored = stored_form(message, 0, now)
+            messages.append({"id": message.cluster_id, "topic": stored.topic,
+                             "qos": stored.qos, "retain": stored.retain,
+                             "payload": base64.b64encode(stored.payload).decode(),
+                             "properties": base64.b64encode(stored.properties).decode(),
+                             "expires_in": stored.expires_in})
+        entries.append([index, entry.qos, int(entry.retain), packet_id, int(entry.released),
+                        entry.identifiers])
+    return {"expiry": session.expiry_interval, "username": session.username,
+            "owner_known": session.owner_known, "subscriptions": dict(session.subscriptions),
+            "awaiting_release": sorted(session.awaiting_release), "messages": messages,
+            "entries": entries}
+
+
+def without_packet_state(stored: StoredSession) -> StoredSession:
+    """`stored` without what only the connection it was last used on may rely on: a session
+    that answers no CONNECT held here (it comes late, or from a member that let go of it)
+    may be older than what its client did since, elsewhere. An inbound QoS 2 id awaiting
+    its release would drop the client's next message under that id, so it goes; a message
+    in flight is sent anew (a QoS 2 message may come twice, none is lost), and one whose
+    PUBREC came (the client has it) goes."""
+    entries = [replace(entry, packet_id=0) for entry in stored.entries if not entry.released]
+    return replace(stored, entries=entries, awaiting_release=set())
+
+
+def import_session(client_id: str, state: dict[str, Any],
+                   now: float) -> tuple[StoredSession, dict[int, Message]]:
+    """`export_session`'s dict back in storage's terms; messages are numbered by position."""
+    messages = {}
+    for index, item in enumerate(state["messages"]):
+        message = messages[index] = restored_message(StoredMessage(
+            0, item["topic"], base64.b64decode(item["payload"]), item["qos"], item["retain"],
+            base64.b64decode(item["properties"]), item["expires_in"]), now)
+        message.cluster_id = item["id"]
+    entries = [StoredEntry(seq, index, qos, bool(retain), packet_id, bool(released),
+                           identifiers)
+               for seq, (index, qos, retain, packet_id, released, identifiers)
+               in enumerate(state["entries"], 1)]
+    return StoredSession(client_id, state["expiry"], dict(state["subscriptions"]),
+                         state["owner_known"], state["username"], entries,
+                         set(state["awaiting_release"])), messages
