@@ -56,7 +56,7 @@ from functools import partial
 from typing import Any
 
 from ..protocol.reasons import ReasonCode
-from ..storage.base import StoredMessage, StoredSession, TakenSession
+from ..storage.base import StoredEntry, StoredMessage, StoredSession, TakenSession
 from .message import Message
 from .outgoing import Outgoing
 from .persistence import restored_message
@@ -64,7 +64,7 @@ from .ports import Claim, SessionDirectory
 from .restore import rebuild_session
 from .routing import Router
 from .session import NO_ENTRIES, NO_PACKET_IDS, Session
-from .session_state import export_session, import_session, without_packet_state
+from .session_state import export_session, import_session, without_inbound_state
 from .sessions import SessionManager
 from .timers import Clock, TimerHeap
 from .worker_links import WorkerLinks
@@ -229,8 +229,13 @@ class SessionMoves:
         `holder`: SETTLED goes into its stream, so that what reached it for the session
         before this point comes here (REST) when it reads that, and nothing after it (that
         came here directly)."""
-        if holder is not None:
-            self._send(holder, "settled", client_id, token)
+        if holder is not None and self._send(holder, "settled", client_id, token,
+                                             counted=True):
+            # The client is let in once SETTLED is in that stream (or applied): what is
+            # published for it after its CONNACK comes after SETTLED there.
+            links = self._links
+            if links.when_known(then, links.sends):
+                return
         then()
 
     def _when_routed(self, action: Callable[[], None]) -> None:
@@ -298,11 +303,13 @@ class SessionMoves:
                       member, exc, body[:200])
 
     def _send(self, member: int, op: str, client_id: str, token: int,
-              state: dict[str, Any] | None = None, *, keep: bool = False) -> bool:
-        """One record for `member`; False when it is not linked (any more)."""
+              state: dict[str, Any] | None = None, *, keep: bool = False,
+              counted: bool = False) -> bool:
+        """One record for `member`; False when it is not linked (any more). A `counted` one
+        is one a barrier waits for (`WorkerLinks.when_known`)."""
         return self._links.send_service(SESSIONS, json.dumps({
             "op": op, "client": client_id, "token": token, "session": state,
-            "keep": keep}).encode(), member)
+            "keep": keep}).encode(), member, counted=counted)
 
     def _asked(self, member: int, client_id: str, token: int, keep: bool) -> None:
         """Member `member` claimed `client_id` under `token` and asks for its session: given
@@ -383,7 +390,7 @@ class SessionMoves:
         late = waiting is None or waiting.token != token
         stored, messages = import_session(client_id, state, self._clock.now)
         if late or not token:
-            stored = without_packet_state(stored)
+            stored = without_inbound_state(stored)
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
         if not token and session is not None:
             session.seen = None  # what the member that was down held has come
@@ -479,10 +486,11 @@ class SessionMoves:
         message sent to both members while the move went on, or, for a session taken from
         a member that was down, what it was given since).
 
-        What was in flight there comes anew, under new packet ids, and the inbound QoS 2 ids
-        it awaited a release for are not added: which of two parts is the newer is not known
-        here, and an id the client has used again since would drop its next message (a loss;
-        this way a QoS 2 message may come twice instead)."""
+        What was in flight there stays in flight under its packet id (the client holds its
+        side of that id until the PUBREL) unless the id is taken here, then it comes anew.
+        The inbound QoS 2 ids it awaited a release for are not added: which of two parts is
+        the newer is not known here, and an id the client has used again since would drop
+        its next message (a loss; this way a QoS 2 message may be routed twice instead)."""
         held = {entry.message.cluster_id for entry in (*session.inflight.values(),
                                                        *session.queue)}
         if session.seen is not None:
@@ -490,12 +498,24 @@ class SessionMoves:
         added = 0
         for item in stored.entries:
             message = messages[item.message_id]
-            if item.released or (message.cluster_id and message.cluster_id in held):
-                continue  # its PUBREC came (the client has it), or it is here already
-            session.deliver(message, item.qos, item.retain, item.identifiers)
+            if message.cluster_id and message.cluster_id in held:
+                continue
+            if item.packet_id and item.packet_id not in session.inflight:
+                self._resume(session, message, item)
+            elif not item.released:  # (released: the client has it)
+                session.deliver(message, item.qos, item.retain, item.identifiers)
             added += 1
         if added:
             log.info("client %s: %d more messages from %s", session.client_id, added, source)
+
+    @staticmethod
+    def _resume(session: Session, message: Message, item: StoredEntry) -> None:
+        """`item`, in flight under its packet id elsewhere, in flight here under the same."""
+        entry = Outgoing(message, item.qos, item.retain, item.identifiers)
+        entry.released = item.released
+        session.send_window()[item.packet_id] = entry
+        if session.persistence is not None:
+            session.persistence.queued(session.client_id, entry, item.packet_id)
 
     def _adopt(self, source: str, client_id: str, stored: StoredSession,
                messages: dict[int, Message], *, late: bool = False) -> Session | None:

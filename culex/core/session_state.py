@@ -38,15 +38,15 @@ def export_session(session: Session, now: float) -> dict[str, Any]:
             "entries": entries}
 
 
-def without_packet_state(stored: StoredSession) -> StoredSession:
-    """`stored` without what only the connection it was last used on may rely on: a session
-    that answers no CONNECT held here (it comes late, or from a member that let go of it)
-    may be older than what its client did since, elsewhere. An inbound QoS 2 id awaiting
-    its release would drop the client's next message under that id, so it goes; a message
-    in flight is sent anew (a QoS 2 message may come twice, none is lost), and one whose
-    PUBREC came (the client has it) goes."""
-    entries = [replace(entry, packet_id=0) for entry in stored.entries if not entry.released]
-    return replace(stored, entries=entries, awaiting_release=set())
+def without_inbound_state(stored: StoredSession) -> StoredSession:
+    """`stored` without the inbound QoS 2 ids awaiting their release: a session that answers
+    no CONNECT held here (it comes late, or from a member that let go of it) may be older
+    than what its client did since, elsewhere, and such an id, used again by the client for
+    a new message, would drop that message (a loss; without it a QoS 2 message the client
+    sends again may be routed twice). What is in flight to the client keeps its packet id:
+    the client holds its side of each such id until its PUBREL, and a new message under an
+    id it still holds would be taken for a repeat."""
+    return replace(stored, awaiting_release=set())
 
 
 def import_session(client_id: str, state: dict[str, Any],
