@@ -176,7 +176,8 @@ class SessionMoves:
     def on_timer(self, now: float) -> None:
         """The clients whose previous holder did not answer in time (it died after its last
         heartbeat, or stopped reading): their sessions are taken from its store, where it
-        keeps them in Redis, and they are let in."""
+        keeps them in Redis, and they are let in. And the moves out that have not settled
+        in that time: who holds their ids now is asked (`_not_settled`)."""
         for _when, (client_id, token) in self._deadlines.pop_due(now):
             waiting = self._waiting.get(client_id)
             if waiting is None or waiting.token != token:
