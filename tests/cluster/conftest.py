@@ -15,11 +15,25 @@ import pytest
 
 from tests.cluster.redis_servers import RedisCluster, RedisServer
 from tests.conftest import BrokerProcess, free_port
-from tests.integration.clients import Clients
+from tests.integration.clients import Clients, PahoClient
 
 NODE_NAMES = ("node-a", "node-b", "node-c")
 # Short, so the tests that kill or pause a node see it presumed dead quickly.
 TEST_LEASE = 2
+
+
+def offline_session(clients: Clients, client_id: str, topic_filter: str, qos: int = 1) -> None:
+    """A persistent session `client_id` on the node of `clients`, subscribed to
+    `topic_filter`, its client gone."""
+    holder = clients.raw(client_id, clean=False)
+    assert holder.subscribe([(topic_filter, qos)]) == [qos]
+    holder.disconnect()
+
+
+def publish_numbered(publisher: PahoClient, prefix: str, numbers: range, qos: int = 1) -> None:
+    """`<prefix>/<n>` with the payload `<n>` for each of `numbers`, each acknowledged."""
+    for number in numbers:
+        publisher.publish(f"{prefix}/{number}", str(number).encode(), qos)
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from tests.cluster.conftest import offline_session, publish_numbered
 from tests.cluster.test_session_moves import pause
 from tests.conftest import BrokerProcess
 from tests.integration.clients import Clients, wait_until
@@ -36,16 +37,13 @@ def test_a_dead_nodes_session_is_served_elsewhere_at_once(
         nodes: list[BrokerProcess], per_node: list[Clients], qos: int) -> None:
     first, second, _third = nodes
     a, b, c = per_node
-    holder = a.raw("stranded", clean=False)
-    assert holder.subscribe([("stranded/#", qos)]) == [qos]
-    holder.disconnect()
+    offline_session(a, "stranded", "stranded/#", qos)
     publisher = c.paho("stranded-pub")
-    for number in range(3):  # acknowledged: queued for the session, in node A's store
-        publisher.publish(f"stranded/{number}", str(number).encode(), qos)
+    # acknowledged: queued for the session, in node A's store
+    publish_numbered(publisher, "stranded", range(3), qos)
     first.kill()
     wait_down(second)
-    for number in range(3, 5):  # to node A's stream, while it is down
-        publisher.publish(f"stranded/{number}", str(number).encode(), qos)
+    publish_numbered(publisher, "stranded", range(3, 5), qos)  # to node A's stream, it down
     moved = b.raw()
     started = time.monotonic()
     assert moved.connect("stranded", clean=False).session_present
@@ -54,8 +52,7 @@ def test_a_dead_nodes_session_is_served_elsewhere_at_once(
     assert got == [b"0", b"1", b"2"], "what the dead node held did not come at once"
     second.wait_for_log("client stranded: session taken over from node-a")
     # Routed to node B now (and still to node A's stream, for node A's other sessions).
-    for number in range(5, 7):
-        publisher.publish(f"stranded/{number}", str(number).encode(), qos)
+    publish_numbered(publisher, "stranded", range(5, 7), qos)
     assert [moved.receive(timeout=10).payload for _ in range(2)] == [b"5", b"6"]
     moved.assert_silent(0.5)
     first.start()
@@ -75,19 +72,15 @@ def test_what_a_dead_node_got_comes_once_though_the_node_that_took_over_died_too
     B's SETTLED, so nothing comes twice."""
     first, second, _third = nodes
     a, b, c = per_node
-    holder = a.raw("twice-stranded", clean=False)
-    assert holder.subscribe([("twice/#", 1)]) == [1]
-    holder.disconnect()
+    offline_session(a, "twice-stranded", "twice/#")
     first.kill()
     wait_down(second)
     publisher = c.paho("twice-pub")
-    for number in range(3):  # to node A's stream only
-        publisher.publish(f"twice/{number}", str(number).encode(), 1)
+    publish_numbered(publisher, "twice", range(3))  # to node A's stream only
     moved = b.raw()
     assert moved.connect("twice-stranded", clean=False).session_present
     second.wait_for_log("client twice-stranded: session taken over from node-a")
-    for number in range(3, 6):  # to node B, and to node A's stream
-        publisher.publish(f"twice/{number}", str(number).encode(), 1)
+    publish_numbered(publisher, "twice", range(3, 6))  # to node B, and to node A's stream
     assert [moved.receive(timeout=10).payload for _ in range(3)] == [b"3", b"4", b"5"]
     moved.assert_silent(0.3)
     commit_barrier(second)  # the PUBACKs of 3, 4 and 5 are committed
@@ -107,12 +100,9 @@ def test_a_paused_nodes_session_is_taken_from_its_store(
         nodes: list[BrokerProcess], per_node: list[Clients]) -> None:
     first, second, _third = nodes
     a, b, c = per_node
-    old = a.raw("sleeper", clean=False)
-    assert old.subscribe([("wake/#", 1)]) == [1]
-    old.disconnect()
+    offline_session(a, "sleeper", "wake/#")
     publisher = c.paho("wake-pub")
-    for number in range(3):
-        publisher.publish(f"wake/{number}", str(number).encode(), 1)
+    publish_numbered(publisher, "wake", range(3))
     pause(first, signal.SIGSTOP)
     try:
         wait_down(second)

@@ -26,11 +26,16 @@ async def committed(storage: RedisStorage) -> bool:
     return bool(await result)
 
 
-async def reopened(redis: Redis) -> LoadedState:
-    """What a new process of the member reads."""
+async def opened(redis: Redis) -> tuple[RedisStorage, LoadedState]:
+    """The member's storage as a new process of it opens it, and what it reads."""
     storage = RedisStorage(MEMBER, asyncio.get_running_loop(), durable=True)
     await storage.read(redis)
-    return storage.load()
+    return storage, storage.load()
+
+
+async def reopened(redis: Redis) -> LoadedState:
+    """What a new process of the member reads."""
+    return (await opened(redis))[1]
 
 
 def fill(storage: RedisStorage) -> None:
@@ -71,9 +76,8 @@ def run(url: str, test: Callable[[Redis], Awaitable[None]], *, cluster: bool = F
 
 
 async def round_trip(redis: Redis) -> None:
-    storage = RedisStorage(MEMBER, asyncio.get_running_loop(), durable=True)
-    await storage.read(redis)
-    assert storage.load() == LoadedState()
+    storage, loaded = await opened(redis)
+    assert loaded == LoadedState()
     fill(storage)
     assert storage.pending
     assert await committed(storage)
@@ -124,9 +128,7 @@ def test_what_is_committed_is_read_back_on_a_redis_cluster(
 def test_what_is_done_within_one_commit_window_is_never_written(
         redis_server: RedisServer) -> None:
     async def test(redis: Redis) -> None:
-        storage = RedisStorage(MEMBER, asyncio.get_running_loop(), durable=True)
-        await storage.read(redis)
-        storage.load()
+        storage, _loaded = await opened(redis)
         storage.session_saved("c1", 60, None)
         storage.message_stored(StoredMessage(1, "t", b"x", 1, False))
         storage.entry_queued("c1", StoredEntry(1, 1, 1, False, 4, False))
@@ -142,9 +144,7 @@ def test_what_is_done_within_one_commit_window_is_never_written(
 def test_a_session_is_taken_from_a_members_store_with_what_it_held(
         redis_server: RedisServer) -> None:
     async def test(redis: Redis) -> None:
-        storage = RedisStorage(MEMBER, asyncio.get_running_loop(), durable=True)
-        await storage.read(redis)
-        storage.load()
+        storage, _loaded = await opened(redis)
         fill(storage)
         assert await committed(storage)
         take = redis.register_script(TAKE)
@@ -171,9 +171,7 @@ def test_a_session_is_taken_from_a_members_store_with_what_it_held(
 @pytest.mark.timeout(60)
 def test_a_commit_redis_does_not_take_is_held_and_replayed(redis_server: RedisServer) -> None:
     async def test(redis: Redis) -> None:
-        storage = RedisStorage(MEMBER, asyncio.get_running_loop(), durable=True)
-        await storage.read(redis)
-        storage.load()
+        storage, _loaded = await opened(redis)
         storage.session_saved("c1", 60, None)
         assert await committed(storage)
         redis_server.kill()

@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.cluster.conftest import NodeFactory, clients_of
+from tests.cluster.conftest import NodeFactory, clients_of, offline_session, publish_numbered
 from tests.cluster.redis_servers import RedisServer
 from tests.conftest import BrokerProcess
 from tests.integration.clients import (
@@ -205,12 +205,8 @@ def test_a_killed_node_hands_its_sessions_over_when_it_comes_back(
         sqlite_nodes: list[BrokerProcess], per_sqlite_node: list[Clients]) -> None:
     first, second, _third = sqlite_nodes
     a, b, c = per_sqlite_node
-    holder = a.raw("stranded", clean=False)
-    assert holder.subscribe([("stranded/#", 1)]) == [1]
-    holder.disconnect()
-    publisher = c.paho("stranded-pub")
-    for number in range(3):
-        publisher.publish(f"stranded/{number}", str(number).encode(), 1)  # acknowledged
+    offline_session(a, "stranded", "stranded/#")
+    publish_numbered(c.paho("stranded-pub"), "stranded", range(3))  # acknowledged
     first.kill()
     second.wait_for_log("cluster: node-a is down", timeout=10)
     moved = b.raw()
@@ -300,12 +296,8 @@ def queued_on_b(nodes: list[BrokerProcess], clients: list[Clients], client_id: s
     persistent session `client_id` on node B, with three QoS 1 messages queued."""
     for node in nodes:
         node.wait_for_log("serving:")
-    holder = clients[1].raw(client_id, clean=False)
-    assert holder.subscribe([(f"{client_id}/#", 1)]) == [1]
-    holder.disconnect()
-    publisher = clients[0].paho(f"{client_id}-pub")
-    for number in range(3):
-        publisher.publish(f"{client_id}/{number}", str(number).encode(), 1)
+    offline_session(clients[1], client_id, f"{client_id}/#")
+    publish_numbered(clients[0].paho(f"{client_id}-pub"), client_id, range(3))
 
 
 def assert_resumed(client: RawClient) -> None:
