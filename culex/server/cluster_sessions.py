@@ -29,6 +29,12 @@ log = logging.getLogger("culex")
 
 # Client ids per HMGET when a member checks which of its sessions it still owns.
 CHUNK = 1000
+# Directory calls in flight at once. Every CONNECT claims its id and every session that ends
+# gives its claim up, so a crowd connecting or dropping at once (a load balancer failing over,
+# a network blip) makes thousands of calls together: past this many they wait their turn
+# rather than take every Redis connection the node has (the rest of its Redis I/O, commits
+# included, would fail meanwhile) or open thousands of them.
+CONCURRENT_CALLS = 32
 
 
 class SessionOwners:
@@ -40,6 +46,7 @@ class SessionOwners:
         self._peer = peer
         self._loop = loop
         self._tasks: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(CONCURRENT_CALLS)
         # The scripts, registered once the node's Redis client exists (their SHA1 is computed
         # then, not at every CONNECT).
         self._scripts: dict[str, AsyncScript] = {}
@@ -181,6 +188,13 @@ class SessionOwners:
             broker.host.wake()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(work)
+        task = self._loop.create_task(self._in_turn(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _in_turn(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            async with self._slots:
+                await work
+        finally:
+            work.close()  # cancelled before its turn (shutdown): it never ran
