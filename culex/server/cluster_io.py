@@ -48,6 +48,7 @@ from ..cluster import keys
 from ..cluster.keys import Lease
 from ..cluster.settings import ClusterConfig, ClusterError
 from ..core.broker import Broker
+from ..core.connection import FAIR_SHARE
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
 from ..storage.base import ClusterStorage
@@ -506,9 +507,12 @@ class ClusterNode:
                 await asyncio.sleep(MAX_RETRY)
                 continue
             self._health.available()
-            if entries:
+            while entries and not self._stopping:
                 await self._lease_held()
-                self._apply(entries)
+                entries = entries[self._apply(entries):]
+                if entries:
+                    await asyncio.sleep(0)  # the deliveries go out: full subscribers pause
+                    await self._resumed.wait()
 
     async def _lease_held(self) -> None:
         """Nothing is applied while this member's lease may have run out (paused, or cut off
@@ -525,12 +529,20 @@ class ClusterNode:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _apply(self, entries: list[Entry]) -> None:
+    def _apply(self, entries: list[Entry]) -> int:
+        """Apply entries in order, up to a client's fair share of a tick (FAIR_SHARE bytes of
+        records) or until a local subscriber is full (the reading is then paused): return how
+        many were applied. One read holds up to READ_COUNT entries, each a sender's tick of
+        messages. Applied in one tick, a fan-out would hold the loop for seconds (past the
+        lease) and put as long into every subscriber's write buffer, which is written only
+        at the end of the tick; a subscriber full for that long counts as stalled, and its
+        QoS 0 messages are dropped though it reads steadily."""
         links = self._links
         broker = self._broker
         assert links is not None and broker is not None and self._reader is not None
         now = self.loop.time()
         ids = []
+        size = 0
         for entry_id, fields in entries:
             ids.append(entry_id)
             name = fields[b"f"].decode()
@@ -556,8 +568,12 @@ class ClusterNode:
                 if storage.changes != changes:  # durable effects: committed with its cursor
                     storage.cursor_saved(self.name, name, epoch, seq)
             links.settle(peer.index)
+            size += len(fields[b"r"])
+            if size >= FAIR_SHARE or self._paused_by:
+                break
         self._reader.applied(ids[-1])
         broker.gate.when_durable(self._acknowledge, ids)
+        return len(ids)
 
     def _acknowledge(self, ids: list[bytes]) -> None:
         """What the entries changed is committed: they need not be read again."""
