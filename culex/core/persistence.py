@@ -118,6 +118,9 @@ class Persistence:
     def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
         self.storage.session_saved(client_id, expiry, username)
 
+    def session_admitted(self, client_id: str, token: int) -> None:
+        self.storage.session_admitted(client_id, token)
+
     def session_ended(self, client_id: str, entries: list[Outgoing]) -> None:
         """The session and its rows go, and its entries' references to message rows."""
         self.storage.session_deleted(client_id)

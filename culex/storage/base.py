@@ -63,6 +63,8 @@ class StoredSession:
     username: str | None = None
     entries: list[StoredEntry] = field(default_factory=list)
     awaiting_release: set[int] = field(default_factory=set)
+    # The claim token under which its client was last let in (`Session.admitted`).
+    admitted: int = 0
 
 
 @dataclass(slots=True)
@@ -110,6 +112,10 @@ class Storage(Protocol):
 
     def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
         """Create the session, or record its new Session Expiry Interval and owner."""
+        ...
+
+    def session_admitted(self, client_id: str, token: int) -> None:
+        """Its client was let in under the cluster claim `token` (`Session.admitted`)."""
         ...
 
     def session_deleted(self, client_id: str) -> None: ...

@@ -138,6 +138,8 @@ def decode_session(client_id: str, fields: dict[bytes, bytes]) -> StoredSession:
         kind, rest = name[:1], name[1:]
         if kind == b"m":
             session.expiry, session.username = json.loads(value)
+        elif kind == b"a":
+            session.admitted = int(value)
         elif kind == b"f":
             session.subscriptions[rest.decode()] = int(value)
         elif kind == b"e":
@@ -350,6 +352,9 @@ class RedisStorage:
     def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
         self._batch.add(("SADD", self._sessions, client_id))
         self._batch.add(("HSET", self._session(client_id), "m", json.dumps([expiry, username])))
+
+    def session_admitted(self, client_id: str, token: int) -> None:
+        self._batch.add(("HSET", self._session(client_id), "a", token))
 
     def session_deleted(self, client_id: str) -> None:
         self._batch.add(("SREM", self._sessions, client_id))

@@ -5,8 +5,8 @@ the tick the list is committed as one transaction on the writer thread while the
 Only one commit is in flight at a time: changes made meanwhile wait for the next one, so batches
 grow with load (fewer fsyncs per message) and never commit out of order. A failed commit (disk
 full, I/O error) is retried with its statements first, which is safe because every statement is
-idempotent when replayed in order (INSERT OR REPLACE, UPDATE, DELETE, and the retained rows'
-stamp-guarded upsert and delete).
+idempotent when replayed in order (INSERT OR REPLACE, the sessions' upsert, UPDATE, DELETE,
+and the retained rows' stamp-guarded upsert and delete).
 
 Worker processes share one file: each loads and writes the sessions of its own client ids, and
 retained rows carry an ordering stamp so concurrent writers agree on the newest message. A
@@ -33,7 +33,7 @@ from .timing import Durations
 
 log = logging.getLogger("culex")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Session expiry: 0xFFFFFFFF (never) is what every version 1 session meant (3.1.1 clean
 # session 0), so it is the column default and the migration needs no data rewrite.
@@ -43,7 +43,8 @@ CREATE TABLE sessions (
     client_id TEXT PRIMARY KEY,
     expiry INTEGER NOT NULL DEFAULT 4294967295,
     owner_known INTEGER NOT NULL DEFAULT 0,
-    username TEXT
+    username TEXT,
+    admitted INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL,
@@ -119,6 +120,8 @@ MIGRATIONS = {
     # The ordering stamp of a retained message, so that of two workers retaining on one topic
     # the newer wins; rows from one process are all equally old.
     4: "ALTER TABLE retained ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;",
+    # The cluster claim its client was last let in under (not known for older rows).
+    5: "ALTER TABLE sessions ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0;",
 }
 
 
@@ -238,10 +241,11 @@ class SqliteStorage:
                 message_id, topic, bytes(payload), qos, bool(retain), bytes(properties),
                 None if expires_at is None else expires_at - wall_now)
         sessions: dict[str, StoredSession] = {}
-        for client_id, expiry, owner_known, username in db.execute(
-                f"SELECT client_id, expiry, owner_known, username FROM sessions{where}"):
+        for client_id, expiry, owner_known, username, admitted in db.execute(
+                "SELECT client_id, expiry, owner_known, username, admitted "
+                f"FROM sessions{where}"):
             sessions[client_id] = StoredSession(client_id, expiry, owner_known=bool(
-                owner_known), username=username)
+                owner_known), username=username, admitted=admitted)
         for client_id, topic_filter, qos in db.execute(
                 f"SELECT client_id, topic_filter, qos FROM subscriptions{where}"):
             if client_id in sessions:
@@ -429,8 +433,13 @@ class SqliteStorage:
         self._batch.add((sql, params))
 
     def session_saved(self, client_id: str, expiry: int, username: str | None) -> None:
-        self._add("INSERT OR REPLACE INTO sessions (client_id, expiry, owner_known, username) "
-                  "VALUES (?, ?, 1, ?)", client_id, expiry, username)
+        self._add("INSERT INTO sessions (client_id, expiry, owner_known, username) "
+                  "VALUES (?, ?, 1, ?) ON CONFLICT (client_id) DO UPDATE SET "
+                  "expiry = excluded.expiry, owner_known = 1, username = excluded.username",
+                  client_id, expiry, username)
+
+    def session_admitted(self, client_id: str, token: int) -> None:
+        self._add("UPDATE sessions SET admitted = ? WHERE client_id = ?", token, client_id)
 
     def session_deleted(self, client_id: str) -> None:
         for table in ("sessions", "subscriptions", "entries", "inbound"):

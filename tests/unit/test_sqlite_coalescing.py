@@ -34,7 +34,7 @@ def test_acknowledged_before_the_commit_writes_nothing(tmp_path: Path) -> None:
     storage.entry_done("c", 1)
     storage.message_deleted(10)
     statements = [s for s in storage._batch._statements if s is not None]
-    assert [sql.split()[0:3] for sql, _ in statements] == [["INSERT", "OR", "REPLACE"]]
+    assert [sql.split()[0:3] for sql, _ in statements] == [["INSERT", "INTO", "sessions"]]
     commit(storage)
     storage.close()
     assert rows(tmp_path / "culex.db", "entries") == []

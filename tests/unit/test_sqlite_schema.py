@@ -1,5 +1,6 @@
 """The SQLite schema migrations (1: before MQTT 5 session expiry, 2: before the session owner
-was stored, 3: before message properties were, 4: before retained rows had a stamp) to the
+was stored, 3: before message properties were, 4: before retained rows had a stamp, 5: before
+the cluster claim a session's client was let in under was stored) to the
 current version, and what each added surviving a round trip through the database."""
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def test_version_1_database_is_migrated_and_keeps_its_sessions(tmp_path: Path) -
         storage.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 5
+    assert SCHEMA_VERSION == 6
     db.close()
 
 
@@ -100,7 +101,7 @@ def test_version_4_retained_rows_get_stamp_0(tmp_path: Path) -> None:
     open_storage(path).close()
     db = sqlite3.connect(path)
     db.executescript(
-        "BEGIN; DROP TABLE retained; "
+        "BEGIN; DROP TABLE retained; ALTER TABLE sessions DROP COLUMN admitted; "
         "CREATE TABLE retained (topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) "
         "WITHOUT ROWID; UPDATE schema_version SET version = 4; "
         "INSERT INTO messages (id, topic, payload, qos, retain) VALUES (3, 'a', x'01', 0, 1); "
@@ -115,7 +116,7 @@ def test_version_4_retained_rows_get_stamp_0(tmp_path: Path) -> None:
     assert sorted(state.retained) == [(3, 0), (9, 0)]
     assert (state.max_stamp, state.max_message_id) == (0, 9)
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version FROM schema_version").fetchall() == [(5,)]
+    assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     assert db.execute("SELECT topic, message_id, stamp FROM retained ORDER BY topic"
                       ).fetchall() == [("a", 3, 0), ("b", 9, 0)]
     db.close()
@@ -130,6 +131,36 @@ def test_session_expiry_round_trip(tmp_path: Path) -> None:
     loaded = {s.client_id: (s.expiry, s.owner_known, s.username)
               for s in committed_and_reloaded(storage, path).sessions}
     assert loaded == {"v5-client": (60, True, "alice"), "forever": (0xFFFFFFFF, True, None)}
+
+
+def test_version_5_sessions_were_let_in_under_no_known_claim(tmp_path: Path) -> None:
+    path = tmp_path / "culex.db"
+    make_v1_database(path)
+    storage = open_storage(path)  # to the current version
+    storage.close()
+    db = sqlite3.connect(path)
+    db.executescript("BEGIN; ALTER TABLE sessions DROP COLUMN admitted; "
+                     "UPDATE schema_version SET version = 5; COMMIT;")
+    db.close()
+    storage = open_storage(path)
+    try:
+        [session] = storage.load().sessions
+    finally:
+        storage.close()
+    assert (session.client_id, session.admitted) == ("old-client", 0)
+
+
+def test_the_claim_a_client_was_let_in_under_round_trips(tmp_path: Path) -> None:
+    """Saving the session again (a DISCONNECT that changes its expiry) keeps the claim."""
+    path = tmp_path / "culex.db"
+    storage = open_storage(path)
+    storage.session_saved("roamer", 0xFFFFFFFF, None)
+    storage.session_admitted("roamer", 41)
+    storage.session_saved("roamer", 60, None)
+    storage.session_saved("never-let-in", 60, None)
+    loaded = {s.client_id: (s.expiry, s.admitted)
+              for s in committed_and_reloaded(storage, path).sessions}
+    assert loaded == {"roamer": (60, 41), "never-let-in": (60, 0)}
 
 
 def test_message_properties_and_expiry_round_trip(tmp_path: Path) -> None:
