@@ -73,4 +73,5 @@ def rebuild_session(manager: SessionManager, router: Router, stored: StoredSessi
         session.awaiting_release = set(stored.awaiting_release)
     session.username = stored.username
     session.owner_known = stored.owner_known
+    session.admitted = stored.admitted
     return session, entries

@@ -48,6 +48,7 @@ class Session:
     __slots__ = (
         "_next_packet_id",
         "acl",
+        "admitted",
         "awaiting_release",
         "clean",
         "client_id",
@@ -124,6 +125,10 @@ class Session:
         # so a retransmission with one of these ids is acknowledged again but not routed again
         # (exactly once, MQTT-4.3.3-2). Bounded by the 16-bit id space.
         self.awaiting_release: set[int] | frozenset[int] = NO_PACKET_IDS
+        # In a cluster, the token of the claim under which its client was last let in
+        # (0: not known): of two parts of a session, the one let in later holds the inbound
+        # QoS 2 state the client goes on from (session_moves.py).
+        self.admitted = 0
         # True while the queue is full, so the overflow is logged once per episode, not per drop.
         self.overflowing = False
         # NO_PRESSURE, PUBLISHERS_PAUSED or GAVE_UP (nothing is paused for it again until its

@@ -30,9 +30,9 @@ its store in Redis; once every member routes the session's subscriptions here, S
 into its stream like after a move, so that when it reads it, it sends what it got for the
 session before that point (REST) and ends the session there. Without a store to take it from,
 the client is let in with what has come; a MOVED or REST that comes later is still added to
-the session it has then (or kept as an offline one), with its messages but not its packet
-state (ids in flight, inbound QoS 2 ids awaiting release), which the client may have used
-elsewhere since. Claims are numbered
+the session it has then (or kept as an offline one), with its messages, and with its inbound
+QoS 2 ids only if its client was let in there later than here (session_parts.py): otherwise
+the client may have used them again since. Claims are numbered
 cluster-wide, so a TAKE older than this member's own later claim of the id is answered with
 nothing. A TAKE for a session that is itself on its way here (this member waits for it under
 an earlier claim) is answered once it has come; so is a TAKE read at start-up, once what the
@@ -56,14 +56,14 @@ from functools import partial
 from typing import Any
 
 from ..protocol.reasons import ReasonCode
-from ..storage.base import StoredEntry, StoredMessage, StoredSession, TakenSession
+from ..storage.base import StoredMessage, StoredSession, TakenSession
 from .message import Message
-from .outgoing import Outgoing
 from .persistence import restored_message
 from .ports import Claim, SessionDirectory
 from .restore import rebuild_session
 from .routing import Router
 from .session import NO_ENTRIES, NO_PACKET_IDS, Session
+from .session_parts import admitted, merge_part, store_part
 from .session_state import export_session, import_session, without_inbound_state
 from .sessions import SessionManager
 from .timers import Clock, TimerHeap
@@ -132,6 +132,7 @@ class SessionMoves:
     def _claimed(self, client_id: str, keep: bool, claim: Claim,
                  then: Callable[[], None]) -> None:
         self._tokens[client_id] = claim.token
+        then = partial(self._let_in, client_id, claim.token, then)
         self._moving_out.pop(client_id, None)  # back here before its move settled
         earlier = self._waiting.pop(client_id, None)
         if earlier is not None:
@@ -154,6 +155,14 @@ class SessionMoves:
                                            then)
         self._deadlines.push(self._clock.now + self._answer_timeout,
                              (client_id, claim.token))
+
+    def _let_in(self, client_id: str, token: int, then: Callable[[], None]) -> None:
+        """Accept the CONNECT that made claim `token`: its session's state is the client's
+        from now on (`Session.admitted`, which orders the parts of a session)."""
+        then()
+        session = self._manager.sessions.get(client_id)
+        if token and session is not None and session.connection is not None:
+            admitted(session, token)
 
     def _take_over(self, client_id: str, holder: str, stored: StoredSession,
                    messages: dict[int, StoredMessage]) -> None:
@@ -390,8 +399,8 @@ class SessionMoves:
         waiting = self._waiting.get(client_id)
         late = waiting is None or waiting.token != token
         stored, messages = import_session(client_id, state, self._clock.now)
-        if late or not token:
-            stored = without_inbound_state(stored)
+        if (late or not token) and not stored.admitted:
+            stored = without_inbound_state(stored)  # not known to be newer than any part
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
         if not token and session is not None:
             session.seen = None  # what the member that was down held has come
@@ -443,7 +452,7 @@ class SessionMoves:
         if state is not None:
             stored, messages = import_session(client_id, state, self._clock.now)
             if session is not None:
-                self._merge(session, stored, messages, f"member {member}")
+                merge_part(session, stored, messages, f"member {member}")
                 if state.get("unfinished"):
                     self._expect_part(client_id)
             elif stored.entries:
@@ -481,43 +490,6 @@ class SessionMoves:
             log.info("client %s: what came for it after it went on sent on to member %d",
                      client_id, member)
 
-    def _merge(self, session: Session, stored: StoredSession, messages: dict[int, Message],
-               source: str) -> None:
-        """Queue in `session` what another member held for it, but what it has already (a
-        message sent to both members while the move went on, or, for a session taken from
-        a member that was down, what it was given since).
-
-        What was in flight there stays in flight under its packet id (the client holds its
-        side of that id until the PUBREL) unless the id is taken here, then it comes anew.
-        The inbound QoS 2 ids it awaited a release for are not added: which of two parts is
-        the newer is not known here, and an id the client has used again since would drop
-        its next message (a loss; this way a QoS 2 message may be routed twice instead)."""
-        held = {entry.message.cluster_id for entry in (*session.inflight.values(),
-                                                       *session.queue)}
-        if session.seen is not None:
-            held |= session.seen
-        added = 0
-        for item in stored.entries:
-            message = messages[item.message_id]
-            if message.cluster_id and message.cluster_id in held:
-                continue
-            if item.packet_id and item.packet_id not in session.inflight:
-                self._resume(session, message, item)
-            elif not item.released:  # (released: the client has it)
-                session.deliver(message, item.qos, item.retain, item.identifiers)
-            added += 1
-        if added:
-            log.info("client %s: %d more messages from %s", session.client_id, added, source)
-
-    @staticmethod
-    def _resume(session: Session, message: Message, item: StoredEntry) -> None:
-        """`item`, in flight under its packet id elsewhere, in flight here under the same."""
-        entry = Outgoing(message, item.qos, item.retain, item.identifiers)
-        entry.released = item.released
-        session.send_window()[item.packet_id] = entry
-        if session.persistence is not None:
-            session.persistence.queued(session.client_id, entry, item.packet_id)
-
     def _adopt(self, source: str, client_id: str, stored: StoredSession,
                messages: dict[int, Message], *, late: bool = False) -> Session | None:
         """Rebuild a session that `source` held, and store it; returns it (None: added to the
@@ -530,29 +502,16 @@ class SessionMoves:
             # the session here, rather than lost.
             log.warning("client %s: more of its session came from %s; added to the session "
                         "here", client_id, source)
-            self._merge(existing, stored, messages, source)
+            merge_part(existing, stored, messages, source)
             return None
         session, entries = rebuild_session(manager, self._router, stored, messages)
-        self._store(session, stored, entries)
+        store_part(session, stored, entries)
         manager.sessions.put(session)
         manager.expire_later(session)  # until its client attaches (it may have gone)
         log.info("client %s: session %s %s (%d subscriptions, %d messages)", client_id,
                  "arrived late from" if late else "taken over from", source,
                  len(stored.subscriptions), len(entries))
         return session
-
-    def _store(self, session: Session, stored: StoredSession, entries: list[Outgoing]) -> None:
-        persistence = session.persistence
-        if persistence is None:
-            return
-        client_id = session.client_id
-        persistence.session_saved(client_id, stored.expiry, stored.username)
-        for topic_filter, value in stored.subscriptions.items():
-            persistence.subscribed(client_id, topic_filter, value)
-        for item, entry in zip(stored.entries, entries, strict=True):
-            persistence.queued(client_id, entry, item.packet_id)
-        for packet_id in stored.awaiting_release:
-            persistence.inbound_received(client_id, packet_id)
 
     # -- a member that lost its lease ----------------------------------------------------------
 

@@ -34,18 +34,19 @@ def export_session(session: Session, now: float) -> dict[str, Any]:
                         entry.identifiers])
     return {"expiry": session.expiry_interval, "username": session.username,
             "owner_known": session.owner_known, "subscriptions": dict(session.subscriptions),
-            "awaiting_release": sorted(session.awaiting_release), "messages": messages,
-            "entries": entries}
+            "awaiting_release": sorted(session.awaiting_release), "admitted": session.admitted,
+            "messages": messages, "entries": entries}
 
 
 def without_inbound_state(stored: StoredSession) -> StoredSession:
     """`stored` without the inbound QoS 2 ids awaiting their release: a session that answers
-    no CONNECT held here (it comes late, or from a member that let go of it) may be older
-    than what its client did since, elsewhere, and such an id, used again by the client for
-    a new message, would drop that message (a loss; without it a QoS 2 message the client
-    sends again may be routed twice). What is in flight to the client keeps its packet id:
-    the client holds its side of each such id until its PUBREL, and a new message under an
-    id it still holds would be taken for a repeat."""
+    no CONNECT held here (it comes late, or from a member that let go of it) and whose
+    client was let in under no known claim may be older than what its client did since,
+    elsewhere, and such an id, used again by the client for a new message, would drop that
+    message (a loss; without it a QoS 2 message the client sends again may be routed twice).
+    What is in flight to the client keeps its packet id: the client holds its side of each
+    such id until its PUBREL, and a new message under an id it still holds would be taken
+    for a repeat."""
     return replace(stored, awaiting_release=set())
 
 
@@ -64,4 +65,4 @@ def import_session(client_id: str, state: dict[str, Any],
                in enumerate(state["entries"], 1)]
     return StoredSession(client_id, state["expiry"], dict(state["subscriptions"]),
                          state["owner_known"], state["username"], entries,
-                         set(state["awaiting_release"])), messages
+                         set(state["awaiting_release"]), state.get("admitted", 0)), messages

@@ -101,12 +101,13 @@ def session_record(op: str, token: int, state: dict[str, Any] | None, *,
     ).encode())
 
 
-def state(awaiting_release: list[int], in_flight: list[tuple[int, bytes, bool]]
-          ) -> dict[str, Any]:
+def state(awaiting_release: list[int], in_flight: list[tuple[int, bytes, bool]],
+          admitted: int = 0) -> dict[str, Any]:
     """`export_session`'s form of a publisher's session: QoS 2 messages in flight (PUBLISH
-    sent, or PUBREL after their PUBREC), and inbound QoS 2 ids awaiting their release."""
+    sent, or PUBREL after their PUBREC), inbound QoS 2 ids awaiting their release, and the
+    claim its client was last let in under (0: not known)."""
     return {"expiry": 0xFFFFFFFF, "username": None, "owner_known": True, "subscriptions": {},
-            "awaiting_release": awaiting_release,
+            "awaiting_release": awaiting_release, "admitted": admitted,
             "messages": [{"id": 1 << 40 | packet_id, "topic": "back", "qos": 2,
                           "retain": False, "payload": base64.b64encode(payload).decode(),
                           "properties": "", "expires_in": None}
@@ -281,3 +282,81 @@ def test_a_session_whose_part_may_still_come_remembers_what_it_gave() -> None:
     part = state([], [(0, b"queued", False)])  # the same message, from the earlier holder
     links.data_received(1, session_record("moved", 0, part), 0.0)
     assert [p for p in client.received_packets() if isinstance(p, Publish)] == []
+
+
+def connect_held(node: Harness, sinks: dict[int, FakeSink]) -> Any:
+    """`pub` connects to `node`, which asks member 3 for its session: the CONNECT is held."""
+    client = node.client()
+    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
+    node.broker.flush()
+    assert client.received_packets() == []
+    assert [record["op"] for record in sent_sessions(sinks[3])] == ["take"]
+    return client
+
+
+def test_a_late_part_let_in_later_than_any_other_brings_its_inbound_state() -> None:
+    """`pub` was let in on member 1 under claim 2 and sent QoS 2 message 7, routed there
+    (PUBREC lost). Member 1 died; `pub` tried member 3, which asked member 1 and waited, then
+    member 4, which asks member 3. Member 1, back, lets go of the session: it comes to member
+    4 late (not member 3's answer), but let in under a later claim than any other part, so
+    its inbound id 7 is kept. Member 3's answer, what member 1 sent it, adds nothing. `pub`
+    sends 7 again: acknowledged, not routed a second time."""
+    directory = Directory({"pub": Claim(5, 3, "node-b")})
+    node = member(4, directory)
+    links = node.broker.links
+    assert links is not None
+    watcher = node.connected("watcher")
+    assert watcher.subscribe(("t", 2)) == [2]
+    sinks = linked(node)
+    client = connect_held(node, sinks)
+    links.data_received(1, session_record("moved", 0, state([7], [], admitted=2)), 0.0)
+    links.data_received(3, session_record("moved", 5, state([7], [], admitted=2)), 0.0)
+    links.data_received(3, session_record("rest", 5, None), 0.0)
+    assert client.received_packets() == [Connack(True, 0)]
+    client.publish("t", b"again", qos=2, packet_id=7, dup=True)
+    assert client.received_packets() == [Pubrec(7)]
+    assert watcher.received_packets() == []
+    session = node.broker.sessions.get("pub")
+    assert session is not None and session.admitted == 5  # let in here under claim 5
+
+
+def test_a_part_let_in_later_replaces_the_inbound_state_an_earlier_one_brought() -> None:
+    """Member 4 adopts a late part of `pub` let in under claim 2 (id 7 awaiting release);
+    then one let in under claim 3 comes, where the client released 7 and sent 8: 8 is what
+    it goes on from. A part let in under claim 1 that comes after adds nothing."""
+    directory = Directory({"pub": Claim(5, 3, "node-b")})
+    node = member(4, directory)
+    links = node.broker.links
+    assert links is not None
+    sinks = linked(node)
+    client = connect_held(node, sinks)
+    links.data_received(1, session_record("moved", 0, state([7], [], admitted=2)), 0.0)
+    links.data_received(3, session_record("moved", 5, state([8], [], admitted=3)), 0.0)
+    links.data_received(1, session_record("moved", 0, state([9], [], admitted=1)), 0.0)
+    session = node.broker.sessions.get("pub")
+    assert session is not None and (session.awaiting_release, session.admitted) == ({8}, 3)
+    links.data_received(3, session_record("rest", 5, None), 0.0)
+    assert client.received_packets() == [Connack(True, 0)]
+    assert session.admitted == 5
+
+
+def test_a_part_let_in_earlier_than_the_client_here_brings_no_inbound_state() -> None:
+    """`pub` is let in on member 4 under claim 5, with nothing awaiting release. A part of
+    its session let in under claim 2 comes late with id 7 awaiting release: the client may
+    have released 7 elsewhere since, so 7 is not kept, and its next message under 7 is
+    routed."""
+    directory = Directory({"pub": Claim(5, 3, "node-b")})
+    node = member(4, directory)
+    links = node.broker.links
+    assert links is not None
+    watcher = node.connected("watcher")
+    assert watcher.subscribe(("t", 0)) == [0]
+    sinks = linked(node)
+    client = connect_held(node, sinks)
+    links.data_received(3, session_record("moved", 5, state([], [], admitted=3)), 0.0)
+    links.data_received(3, session_record("rest", 5, None), 0.0)
+    assert client.received_packets() == [Connack(True, 0)]
+    links.data_received(1, session_record("moved", 0, state([7], [], admitted=2)), 0.0)
+    client.publish("t", b"new", qos=2, packet_id=7)
+    assert client.received_packets() == [Pubrec(7)]
+    assert payloads(watcher.received_packets()) == [b"new"]

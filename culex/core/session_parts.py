@@ -1,0 +1,94 @@
+"""Parts of one session that meet on a cluster member (session_moves.py): what a move, a
+member that let go of the session, or a dead member's store brings, added to the session that
+is here, or stored as the session here.
+
+Which part holds the inbound QoS 2 ids the client goes on from is told by `admitted`, the
+claim token under which each part's client was last let in (claims are numbered cluster-wide,
+so a later one is a later connection): a part let in later than the session here replaces
+its ids; one let in earlier, or not known to be later, adds none. An id taken from an older
+part that the client has released and used again since would drop its next message (a
+loss); an id left out costs at most one QoS 2 message routed twice.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..storage.base import StoredEntry, StoredSession
+from .message import Message
+from .outgoing import Outgoing
+from .session import Session
+
+log = logging.getLogger("culex")
+
+
+def merge_part(session: Session, stored: StoredSession, messages: dict[int, Message],
+               source: str) -> None:
+    """Queue in `session` what another member held for it, but what it has already (a
+    message sent to both members while the move went on, or, for a session taken from a
+    member that was down, what it was given since); and its inbound QoS 2 ids if its client
+    was let in there later than here.
+
+    What was in flight there stays in flight under its packet id (the client holds its side
+    of that id until the PUBREL) unless the id is taken here, then it comes anew."""
+    held = {entry.message.cluster_id for entry in (*session.inflight.values(),
+                                                   *session.queue)}
+    if session.seen is not None:
+        held |= session.seen
+    added = 0
+    for item in stored.entries:
+        message = messages[item.message_id]
+        if message.cluster_id and message.cluster_id in held:
+            continue
+        if item.packet_id and item.packet_id not in session.inflight:
+            _resume(session, message, item)
+        elif not item.released:  # (released: the client has it)
+            session.deliver(message, item.qos, item.retain, item.identifiers)
+        added += 1
+    if added:
+        log.info("client %s: %d more messages from %s", session.client_id, added, source)
+    if stored.admitted > session.admitted:
+        _take_inbound(session, stored)
+
+
+def _take_inbound(session: Session, stored: StoredSession) -> None:
+    """The part's client was let in later than this session's: its inbound QoS 2 ids are
+    the ones the client goes on from."""
+    for packet_id in set(session.awaiting_release) - stored.awaiting_release:
+        session.inbound_released(packet_id)
+    for packet_id in sorted(stored.awaiting_release):
+        session.inbound_received(packet_id)
+    admitted(session, stored.admitted)
+
+
+def admitted(session: Session, token: int) -> None:
+    """`session`'s state is as its client left it under claim `token`."""
+    session.admitted = token
+    if session.persistence is not None:
+        session.persistence.session_admitted(session.client_id, token)
+
+
+def _resume(session: Session, message: Message, item: StoredEntry) -> None:
+    """`item`, in flight under its packet id elsewhere, in flight here under the same."""
+    entry = Outgoing(message, item.qos, item.retain, item.identifiers)
+    entry.released = item.released
+    session.send_window()[item.packet_id] = entry
+    if session.persistence is not None:
+        session.persistence.queued(session.client_id, entry, item.packet_id)
+
+
+def store_part(session: Session, stored: StoredSession, entries: list[Outgoing]) -> None:
+    """Store `session`, rebuilt from `stored` (its `entries` in order), as this member's."""
+    persistence = session.persistence
+    if persistence is None:
+        return
+    client_id = session.client_id
+    persistence.session_saved(client_id, stored.expiry, stored.username)
+    for topic_filter, value in stored.subscriptions.items():
+        persistence.subscribed(client_id, topic_filter, value)
+    for item, entry in zip(stored.entries, entries, strict=True):
+        persistence.queued(client_id, entry, item.packet_id)
+    for packet_id in stored.awaiting_release:
+        persistence.inbound_received(client_id, packet_id)
+    if stored.admitted:
+        persistence.session_admitted(client_id, stored.admitted)
