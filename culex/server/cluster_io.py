@@ -530,13 +530,9 @@ class ClusterNode:
                 raise
 
     def _apply(self, entries: list[Entry]) -> int:
-        """Apply entries in order, up to a client's fair share of a tick (FAIR_SHARE bytes of
-        records) or until a local subscriber is full (the reading is then paused): return how
-        many were applied. One read holds up to READ_COUNT entries, each a sender's tick of
-        messages. Applied in one tick, a fan-out would hold the loop for seconds (past the
-        lease) and put as long into every subscriber's write buffer, which is written only
-        at the end of the tick; a subscriber full for that long counts as stalled, and its
-        QoS 0 messages are dropped though it reads steadily."""
+        """Apply entries in order, a client's share of a tick (FAIR_SHARE bytes of records) or
+        until a local subscriber is full; return how many. A whole read (READ_COUNT entries)
+        would hold the loop past the lease, and leave subscribers unwritten until stalled."""
         links = self._links
         broker = self._broker
         assert links is not None and broker is not None and self._reader is not None
