@@ -278,6 +278,8 @@ class Broker:
         assert self.persistence is not None
         state, wills = restore(self.persistence, self.manager, self.router, self.links,
                                self.clock.now)
+        if self.moves is not None:
+            self.moves.restored(state.sessions)
         if self.links is None:
             self._publish_restored_wills(wills)
         else:

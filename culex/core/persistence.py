@@ -121,6 +121,9 @@ class Persistence:
     def session_admitted(self, client_id: str, token: int) -> None:
         self.storage.session_admitted(client_id, token)
 
+    def session_unfinished(self, client_id: str, unfinished: bool) -> None:
+        self.storage.session_unfinished(client_id, unfinished)
+
     def session_ended(self, client_id: str, entries: list[Outgoing]) -> None:
         """The session and its rows go, and its entries' references to message rows."""
         self.storage.session_deleted(client_id)

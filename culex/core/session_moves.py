@@ -176,6 +176,7 @@ class SessionMoves:
         session = self._manager.sessions.get(client_id)
         if session is not None:
             session.remember_given(message.cluster_id for message in restored.values())
+            self._mark_unfinished(client_id, True)  # until its REST from `holder`
 
     @property
     def next_deadline(self) -> float | None:
@@ -246,6 +247,8 @@ class SessionMoves:
             links = self._links
             if links.when_known(then, links.sends):
                 return
+        elif client_id in self._unfinished:
+            self._mark_unfinished(client_id, False)  # no REST can come from `holder`
         then()
 
     def _when_routed(self, action: Callable[[], None]) -> None:
@@ -405,7 +408,7 @@ class SessionMoves:
         if not token and session is not None:
             session.seen = None  # what the member that was down held has come
         if token:
-            self._unfinished.add(client_id)  # until its REST
+            self._mark_unfinished(client_id, True)  # until its REST
         if state.get("unfinished"):
             self._expect_part(client_id)
         if late and token and token != self._tokens.get(client_id):
@@ -447,7 +450,8 @@ class SessionMoves:
 
     def _rest(self, member: int, client_id: str, token: int,
               state: dict[str, Any] | None) -> None:
-        self._unfinished.discard(client_id)
+        if client_id in self._unfinished:
+            self._mark_unfinished(client_id, False)
         session = self._manager.sessions.get(client_id)
         if state is not None:
             stored, messages = import_session(client_id, state, self._clock.now)
@@ -471,6 +475,24 @@ class SessionMoves:
         state = export_session(session, self._clock.now)
         state["unfinished"] = session.client_id in self._unfinished
         return state
+
+    def _mark_unfinished(self, client_id: str, unfinished: bool) -> None:
+        """Whether a part of the session may still come; stored with it, so that after a
+        restart it still remembers what it is given, and says so when it goes on."""
+        if unfinished:
+            self._unfinished.add(client_id)
+        else:
+            self._unfinished.discard(client_id)
+        session = self._manager.sessions.get(client_id)
+        if session is not None and session.persistence is not None:
+            session.persistence.session_unfinished(client_id, unfinished)
+
+    def restored(self, sessions: list[StoredSession]) -> None:
+        """At start-up: the sessions stored here that a part may still come for."""
+        for stored in sessions:
+            if stored.unfinished:
+                self._unfinished.add(stored.client_id)
+                self._expect_part(stored.client_id)
 
     def _expect_part(self, client_id: str) -> None:
         session = self._manager.sessions.get(client_id)

@@ -65,6 +65,9 @@ class StoredSession:
     awaiting_release: set[int] = field(default_factory=set)
     # The claim token under which its client was last let in (`Session.admitted`).
     admitted: int = 0
+    # It came by a move (or from a dead member's store) whose last part has not come yet
+    # (session_moves.py): it goes on remembering what it is given after a restart.
+    unfinished: bool = False
 
 
 @dataclass(slots=True)
@@ -116,6 +119,10 @@ class Storage(Protocol):
 
     def session_admitted(self, client_id: str, token: int) -> None:
         """Its client was let in under the cluster claim `token` (`Session.admitted`)."""
+        ...
+
+    def session_unfinished(self, client_id: str, unfinished: bool) -> None:
+        """A part of the session may still come (`StoredSession.unfinished`), or not."""
         ...
 
     def session_deleted(self, client_id: str) -> None: ...

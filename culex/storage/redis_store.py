@@ -140,6 +140,8 @@ def decode_session(client_id: str, fields: dict[bytes, bytes]) -> StoredSession:
             session.expiry, session.username = json.loads(value)
         elif kind == b"a":
             session.admitted = int(value)
+        elif kind == b"u":
+            session.unfinished = value == b"1"
         elif kind == b"f":
             session.subscriptions[rest.decode()] = int(value)
         elif kind == b"e":
@@ -355,6 +357,9 @@ class RedisStorage:
 
     def session_admitted(self, client_id: str, token: int) -> None:
         self._batch.add(("HSET", self._session(client_id), "a", token))
+
+    def session_unfinished(self, client_id: str, unfinished: bool) -> None:
+        self._batch.add(("HSET", self._session(client_id), "u", int(unfinished)))
 
     def session_deleted(self, client_id: str) -> None:
         self._batch.add(("SREM", self._sessions, client_id))

@@ -44,7 +44,8 @@ CREATE TABLE sessions (
     expiry INTEGER NOT NULL DEFAULT 4294967295,
     owner_known INTEGER NOT NULL DEFAULT 0,
     username TEXT,
-    admitted INTEGER NOT NULL DEFAULT 0
+    admitted INTEGER NOT NULL DEFAULT 0,
+    unfinished INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL,
@@ -120,8 +121,10 @@ MIGRATIONS = {
     # The ordering stamp of a retained message, so that of two workers retaining on one topic
     # the newer wins; rows from one process are all equally old.
     4: "ALTER TABLE retained ADD COLUMN stamp INTEGER NOT NULL DEFAULT 0;",
-    # The cluster claim its client was last let in under (not known for older rows).
-    5: "ALTER TABLE sessions ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0;",
+    # The cluster claim its client was last let in under (not known for older rows), and
+    # whether a part of it may still come from another cluster member.
+    5: "ALTER TABLE sessions ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0; "
+       "ALTER TABLE sessions ADD COLUMN unfinished INTEGER NOT NULL DEFAULT 0;",
 }
 
 
@@ -241,11 +244,12 @@ class SqliteStorage:
                 message_id, topic, bytes(payload), qos, bool(retain), bytes(properties),
                 None if expires_at is None else expires_at - wall_now)
         sessions: dict[str, StoredSession] = {}
-        for client_id, expiry, owner_known, username, admitted in db.execute(
-                "SELECT client_id, expiry, owner_known, username, admitted "
+        for client_id, expiry, owner_known, username, admitted, unfinished in db.execute(
+                "SELECT client_id, expiry, owner_known, username, admitted, unfinished "
                 f"FROM sessions{where}"):
             sessions[client_id] = StoredSession(client_id, expiry, owner_known=bool(
-                owner_known), username=username, admitted=admitted)
+                owner_known), username=username, admitted=admitted,
+                unfinished=bool(unfinished))
         for client_id, topic_filter, qos in db.execute(
                 f"SELECT client_id, topic_filter, qos FROM subscriptions{where}"):
             if client_id in sessions:
@@ -440,6 +444,10 @@ class SqliteStorage:
 
     def session_admitted(self, client_id: str, token: int) -> None:
         self._add("UPDATE sessions SET admitted = ? WHERE client_id = ?", token, client_id)
+
+    def session_unfinished(self, client_id: str, unfinished: bool) -> None:
+        self._add("UPDATE sessions SET unfinished = ? WHERE client_id = ?", int(unfinished),
+                  client_id)
 
     def session_deleted(self, client_id: str) -> None:
         for table in ("sessions", "subscriptions", "entries", "inbound"):

@@ -54,6 +54,7 @@ def fill(storage: RedisStorage) -> None:
     storage.inbound_received("c1", 10)
     storage.inbound_released("c1", 10)
     storage.session_admitted("c1", 41)
+    storage.session_unfinished("c1", True)
     storage.session_saved("c1", 3600, "alice")  # saved again: it keeps its claim
     storage.retained_set("kept", 2, 5)
     storage.retained_cleared("cleared", 8)
@@ -89,7 +90,7 @@ async def round_trip(redis: Redis) -> None:
     assert sessions["c1"] == StoredSession(
         "c1", 3600, {"a/#": 2}, True, "alice",
         [StoredEntry(1, 1, 1, False, 0, False, 0), StoredEntry(2, 1, 2, True, 7, True, 5)],
-        {9}, 41)
+        {9}, 41, True)
     assert sessions["c2"] == StoredSession("c2", 0xFFFFFFFF, owner_known=True)
     first = state.messages[1]
     assert (first.topic, first.payload, first.qos, first.retain, first.properties,

@@ -24,7 +24,7 @@ from culex.core.worker_links import SERVICE, record, split_records
 from culex.protocol.codec import encode_connect
 from culex.protocol.packets import Connack, Connect, Publish, Pubrec, Pubrel
 from culex.protocol.properties import Properties
-from culex.storage.base import TakenSession
+from culex.storage.base import StoredSession, TakenSession
 from tests.unit.core_helpers import FakeSink, Harness, payloads
 
 
@@ -360,3 +360,25 @@ def test_a_part_let_in_earlier_than_the_client_here_brings_no_inbound_state() ->
     client.publish("t", b"new", qos=2, packet_id=7)
     assert client.received_packets() == [Pubrec(7)]
     assert payloads(watcher.received_packets()) == [b"new"]
+
+
+def test_a_session_restored_while_a_part_may_still_come_remembers_and_says_so() -> None:
+    """Member 4 started again with `sub`, which came by a move whose REST had not come
+    (stored as unfinished). It remembers what the session is given, and when member 1 takes
+    the session, says that a part may still come, so member 1 remembers too."""
+    node = member(4, Directory({}))
+    subscriber = node.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", 1)) == [1]
+    subscriber.disconnect()
+    moves = node.broker.moves
+    assert moves is not None
+    moves.restored([StoredSession("sub", unfinished=True), StoredSession("other")])
+    session = node.broker.sessions.get("sub")
+    assert session is not None and session.seen is not None
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
+    node.broker.flush()
+    [moved] = sent_sessions(sinks[1])
+    assert (moved["op"], moved["session"]["unfinished"]) == ("moved", True)

@@ -102,6 +102,7 @@ def test_version_4_retained_rows_get_stamp_0(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.executescript(
         "BEGIN; DROP TABLE retained; ALTER TABLE sessions DROP COLUMN admitted; "
+        "ALTER TABLE sessions DROP COLUMN unfinished; "
         "CREATE TABLE retained (topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) "
         "WITHOUT ROWID; UPDATE schema_version SET version = 4; "
         "INSERT INTO messages (id, topic, payload, qos, retain) VALUES (3, 'a', x'01', 0, 1); "
@@ -140,6 +141,7 @@ def test_version_5_sessions_were_let_in_under_no_known_claim(tmp_path: Path) -> 
     storage.close()
     db = sqlite3.connect(path)
     db.executescript("BEGIN; ALTER TABLE sessions DROP COLUMN admitted; "
+                     "ALTER TABLE sessions DROP COLUMN unfinished; "
                      "UPDATE schema_version SET version = 5; COMMIT;")
     db.close()
     storage = open_storage(path)
@@ -147,20 +149,24 @@ def test_version_5_sessions_were_let_in_under_no_known_claim(tmp_path: Path) -> 
         [session] = storage.load().sessions
     finally:
         storage.close()
-    assert (session.client_id, session.admitted) == ("old-client", 0)
+    assert (session.client_id, session.admitted, session.unfinished) == ("old-client", 0, False)
 
 
 def test_the_claim_a_client_was_let_in_under_round_trips(tmp_path: Path) -> None:
-    """Saving the session again (a DISCONNECT that changes its expiry) keeps the claim."""
+    """And whether a part of the session may still come. Saving the session again (a
+    DISCONNECT that changes its expiry) keeps both."""
     path = tmp_path / "culex.db"
     storage = open_storage(path)
     storage.session_saved("roamer", 0xFFFFFFFF, None)
     storage.session_admitted("roamer", 41)
+    storage.session_unfinished("roamer", True)
     storage.session_saved("roamer", 60, None)
     storage.session_saved("never-let-in", 60, None)
-    loaded = {s.client_id: (s.expiry, s.admitted)
+    storage.session_unfinished("never-let-in", True)
+    storage.session_unfinished("never-let-in", False)
+    loaded = {s.client_id: (s.expiry, s.admitted, s.unfinished)
               for s in committed_and_reloaded(storage, path).sessions}
-    assert loaded == {"roamer": (60, 41), "never-let-in": (60, 0)}
+    assert loaded == {"roamer": (60, 41, True), "never-let-in": (60, 0, False)}
 
 
 def test_message_properties_and_expiry_round_trip(tmp_path: Path) -> None:
