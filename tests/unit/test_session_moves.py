@@ -20,12 +20,12 @@ from culex.core.ports import Claim
 from culex.core.session import Session
 from culex.core.session_moves import SESSIONS
 from culex.core.session_state import export_session, import_session
-from culex.core.worker_links import SERVICE, record, split_records
+from culex.core.worker_links import SERVICE, WorkerLinks, record, split_records
 from culex.protocol.codec import encode_connect
 from culex.protocol.packets import Connack, Connect, Publish, Pubrec, Pubrel
 from culex.protocol.properties import Properties
 from culex.storage.base import StoredSession, TakenSession
-from tests.unit.core_helpers import FakeSink, Harness, payloads
+from tests.unit.core_helpers import FakeClient, FakeSink, Harness, payloads
 
 
 def test_a_session_survives_the_trip_through_json() -> None:
@@ -284,14 +284,24 @@ def test_a_session_whose_part_may_still_come_remembers_what_it_gave() -> None:
     assert [p for p in client.received_packets() if isinstance(p, Publish)] == []
 
 
-def connect_held(node: Harness, sinks: dict[int, FakeSink]) -> Any:
-    """`pub` connects to `node`, which asks member 3 for its session: the CONNECT is held."""
+def held_publisher(watched_qos: int | None = None
+                   ) -> tuple[Harness, WorkerLinks, FakeClient, FakeClient | None]:
+    """Member 4, linked, and `pub` connecting to it, which asks member 3 for its session: the
+    CONNECT is held. With `watched_qos`, a client of member 4 subscribed to `t` at it."""
+    node = member(4, Directory({"pub": Claim(5, 3, "node-b")}))
+    links = node.broker.links
+    assert links is not None
+    watcher = None
+    if watched_qos is not None:
+        watcher = node.connected("watcher")
+        assert watcher.subscribe(("t", watched_qos)) == [watched_qos]
+    sinks = linked(node)
     client = node.client()
     client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
     node.broker.flush()
     assert client.received_packets() == []
     assert [record["op"] for record in sent_sessions(sinks[3])] == ["take"]
-    return client
+    return node, links, client, watcher
 
 
 def test_a_late_part_let_in_later_than_any_other_brings_its_inbound_state() -> None:
@@ -301,14 +311,8 @@ def test_a_late_part_let_in_later_than_any_other_brings_its_inbound_state() -> N
     4 late (not member 3's answer), but let in under a later claim than any other part, so
     its inbound id 7 is kept. Member 3's answer, what member 1 sent it, adds nothing. `pub`
     sends 7 again: acknowledged, not routed a second time."""
-    directory = Directory({"pub": Claim(5, 3, "node-b")})
-    node = member(4, directory)
-    links = node.broker.links
-    assert links is not None
-    watcher = node.connected("watcher")
-    assert watcher.subscribe(("t", 2)) == [2]
-    sinks = linked(node)
-    client = connect_held(node, sinks)
+    node, links, client, watcher = held_publisher(2)
+    assert watcher is not None
     links.data_received(1, session_record("moved", 0, state([7], [], admitted=2)), 0.0)
     links.data_received(3, session_record("moved", 5, state([7], [], admitted=2)), 0.0)
     links.data_received(3, session_record("rest", 5, None), 0.0)
@@ -324,12 +328,7 @@ def test_a_part_let_in_later_replaces_the_inbound_state_an_earlier_one_brought()
     """Member 4 adopts a late part of `pub` let in under claim 2 (id 7 awaiting release);
     then one let in under claim 3 comes, where the client released 7 and sent 8: 8 is what
     it goes on from. A part let in under claim 1 that comes after adds nothing."""
-    directory = Directory({"pub": Claim(5, 3, "node-b")})
-    node = member(4, directory)
-    links = node.broker.links
-    assert links is not None
-    sinks = linked(node)
-    client = connect_held(node, sinks)
+    node, links, client, _ = held_publisher()
     links.data_received(1, session_record("moved", 0, state([7], [], admitted=2)), 0.0)
     links.data_received(3, session_record("moved", 5, state([8], [], admitted=3)), 0.0)
     links.data_received(1, session_record("moved", 0, state([9], [], admitted=1)), 0.0)
@@ -345,14 +344,8 @@ def test_a_part_let_in_earlier_than_the_client_here_brings_no_inbound_state() ->
     its session let in under claim 2 comes late with id 7 awaiting release: the client may
     have released 7 elsewhere since, so 7 is not kept, and its next message under 7 is
     routed."""
-    directory = Directory({"pub": Claim(5, 3, "node-b")})
-    node = member(4, directory)
-    links = node.broker.links
-    assert links is not None
-    watcher = node.connected("watcher")
-    assert watcher.subscribe(("t", 0)) == [0]
-    sinks = linked(node)
-    client = connect_held(node, sinks)
+    _, links, client, watcher = held_publisher(0)
+    assert watcher is not None
     links.data_received(3, session_record("moved", 5, state([], [], admitted=3)), 0.0)
     links.data_received(3, session_record("rest", 5, None), 0.0)
     assert client.received_packets() == [Connack(True, 0)]

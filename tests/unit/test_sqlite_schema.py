@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from culex.storage.base import LoadedState, StoredMessage
+from culex.storage.base import LoadedState, StoredMessage, StoredSession
 from culex.storage.sqlite import SCHEMA_VERSION, SqliteStorage
 
 # The tables that changed since version 1, as Culex before MQTT 5 wrote them; the other tables
@@ -62,6 +62,20 @@ def make_v1_database(path: Path) -> None:
     db.close()
 
 
+def the_session_after(path: Path, script: str) -> StoredSession:
+    """The one session of the database at `path` once `script` has run on it (making it an
+    older version) and it is opened again (migrating it to the current one)."""
+    db = sqlite3.connect(path)
+    db.executescript(f"BEGIN; {script} COMMIT;")
+    db.close()
+    storage = open_storage(path)
+    try:
+        [session] = storage.load().sessions
+    finally:
+        storage.close()
+    return session
+
+
 def test_version_1_database_is_migrated_and_keeps_its_sessions(tmp_path: Path) -> None:
     path = tmp_path / "culex.db"
     make_v1_database(path)
@@ -82,15 +96,9 @@ def test_version_2_sessions_keep_an_unknown_owner(tmp_path: Path) -> None:
     """A session stored before its owner was: no ACL until its client connects again."""
     path = tmp_path / "culex.db"
     make_v1_database(path)
-    db = sqlite3.connect(path)
-    db.executescript("BEGIN; ALTER TABLE sessions ADD COLUMN expiry INTEGER NOT NULL DEFAULT "
-                     "4294967295; UPDATE schema_version SET version = 2; COMMIT;")
-    db.close()
-    storage = open_storage(path)
-    try:
-        [session] = storage.load().sessions
-    finally:
-        storage.close()
+    session = the_session_after(path, "ALTER TABLE sessions ADD COLUMN expiry INTEGER NOT "
+                                      "NULL DEFAULT 4294967295; UPDATE schema_version SET "
+                                      "version = 2;")
     assert (session.client_id, session.owner_known, session.username) == (
         "old-client", False, None)
 
@@ -137,18 +145,10 @@ def test_session_expiry_round_trip(tmp_path: Path) -> None:
 def test_version_5_sessions_were_let_in_under_no_known_claim(tmp_path: Path) -> None:
     path = tmp_path / "culex.db"
     make_v1_database(path)
-    storage = open_storage(path)  # to the current version
-    storage.close()
-    db = sqlite3.connect(path)
-    db.executescript("BEGIN; ALTER TABLE sessions DROP COLUMN admitted; "
-                     "ALTER TABLE sessions DROP COLUMN unfinished; "
-                     "UPDATE schema_version SET version = 5; COMMIT;")
-    db.close()
-    storage = open_storage(path)
-    try:
-        [session] = storage.load().sessions
-    finally:
-        storage.close()
+    open_storage(path).close()  # to the current version
+    session = the_session_after(path, "ALTER TABLE sessions DROP COLUMN admitted; "
+                                      "ALTER TABLE sessions DROP COLUMN unfinished; "
+                                      "UPDATE schema_version SET version = 5;")
     assert (session.client_id, session.admitted, session.unfinished) == ("old-client", 0, False)
 
 
