@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, cast
 
+from ..cluster import keys
 from ..core.worker_links import COUNTS, FORWARD, FORWARD_V5, record, split_records
+from ..storage.redis_store import state_key
+from .cluster_redis import REPLICA_WAIT_MS, NotReplicated, Redis
 
 # Records that matter only to a member that reads them at once: QoS 0 messages, and the
 # counters behind the cluster's $SYS totals (sent again every interval).
@@ -26,6 +29,9 @@ class Peer:
     queued: int = 0
     # Its stream holds more than it keeps up with (server/stream_backlog.py).
     backlogged: bool = False
+    # While it is down: whether what it committed to send before (its outbox) is written
+    # for it (`write_outbox`); until then nothing waits for its answer no longer.
+    outbox_written: bool = True
 
 
 @dataclass
@@ -85,3 +91,63 @@ class StreamSink:
 
     def resume_reading(self) -> None:
         self._node.reading_paused(self._peer, False)
+
+
+async def write_outbox(redis: Redis, peer: Peer) -> int:
+    """Write into their receivers' streams the entries `peer`, which is down, committed to
+    send and may not have sent (its outbox, kept in Redis with `[storage] backend = "redis"`);
+    return how many. It sends them itself when it starts again, but a barrier that goes on
+    without its answer must not overtake them: a session that moves meanwhile would leave
+    the member they are for before they came, and miss them. A receiver drops an entry it
+    has applied (by its number), so writing one twice, or by several members, is harmless."""
+    found = cast(dict[bytes, bytes], await redis.hgetall(state_key(peer.name, "outbox")))
+    entries = sorted((tuple(int(number) for number in key.split()), value)
+                     for key, value in found.items())
+    if entries:
+        async with redis.pipeline(transaction=False) as pipe:
+            for (epoch, seq), value in entries:
+                receiver, _, records = value.partition(b"\0")
+                pipe.xadd(keys.stream_key(receiver.decode()),
+                          entry_fields(peer.name, peer.index, epoch, seq, records))
+            await pipe.execute()
+    return len(entries)
+
+
+def entry_fields(sender: str, index: int, epoch: int, seq: int,
+                 records: bytes) -> dict[Any, Any]:
+    """A stream entry: who sent it (name and member number), under which epoch and number,
+    and its records."""
+    return {"f": sender, "e": epoch, "i": index, "s": seq, "r": records}
+
+
+async def write_entries(redis: Redis, sender: str, index: int, entries: list[Outgoing], *,
+                        routes: list[tuple[str, bool]], peers: dict[str, Peer],
+                        replicas: int) -> list[tuple[Peer, int | None]]:
+    """Write `entries` and this member's filter changes (`routes`) in one pipelined round
+    trip, which returns the size of each live receiver's stream (for back-pressure); with
+    `replicas`, a WAIT for them ends it when an entry carries state (on the pipeline's
+    connection, whose writes WAIT counts)."""
+    receivers = {entry.receiver: peer for entry in entries
+                 if (peer := peers.get(entry.receiver)) is not None and peer.alive}
+    replicas = replicas if any(entry.stored for entry in entries) else 0
+    filters = keys.filters_key(sender)
+    async with redis.pipeline(transaction=False) as pipe:
+        for topic_filter, added in routes:
+            if added:
+                pipe.sadd(filters, topic_filter)
+            else:
+                pipe.srem(filters, topic_filter)
+        for entry in entries:
+            pipe.xadd(keys.stream_key(entry.receiver),
+                      entry_fields(sender, index, entry.epoch, entry.seq, entry.records))
+        for receiver in receivers:
+            pipe.memory_usage(keys.stream_key(receiver))
+        if replicas:
+            pipe.wait(replicas, REPLICA_WAIT_MS)
+        results = await pipe.execute()
+    if replicas and results[-1] < replicas:
+        # Sent again: the receiver drops the numbers it has already applied.
+        raise NotReplicated(f"{results[-1]} of {replicas} Redis replica(s) confirmed the "
+                            f"entries within {REPLICA_WAIT_MS} ms")
+    sizes = results[len(results) - len(receivers) - bool(replicas):][:len(receivers)]
+    return list(zip(receivers.values(), sizes, strict=True))

@@ -40,6 +40,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
@@ -53,10 +54,17 @@ from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
 from ..storage.base import ClusterStorage
 from ..storage.redis_store import RedisStorage
-from .cluster_entries import Outgoing, Peer, StreamSink, carries_state, without_qos0
+from .cluster_entries import (
+    Outgoing,
+    Peer,
+    StreamSink,
+    carries_state,
+    without_qos0,
+    write_entries,
+    write_outbox,
+)
 from .cluster_redis import (
     MAX_RETRY,
-    REPLICA_WAIT_MS,
     NotReplicated,
     Redis,
     RedisHealth,
@@ -310,7 +318,9 @@ class ClusterNode:
         assert links is not None
         for name, (index, filters) in down.items():
             if name not in self.peers:
-                self._attach(name, index, 0).alive = False
+                peer = self._attach(name, index, 0)
+                peer.alive = False
+                self._write_outbox(peer)
             links.load_routes(self.peers[name].index, filters)
 
     def _suspend(self, peer: Peer) -> None:
@@ -320,10 +330,24 @@ class ClusterNode:
         log.warning("cluster: %s is down (no heartbeat for %g s); what its subscriptions "
                     "match waits in its stream", peer.name, self.settings.lease)
         self._backlog.forget(peer)
-        if not peer.queued:
-            links = self._links
-            assert links is not None
-            links.release_barriers(peer.index)
+        self._write_outbox(peer)
+
+    def _write_outbox(self, peer: Peer) -> None:
+        """`peer` is down: what it committed to send goes out for it (`write_outbox`) before
+        what waits for its answer goes on."""
+        peer.outbox_written = False
+
+        async def writing() -> None:
+            written = await self._health.retrying(partial(write_outbox, self.redis, peer))
+            if written:
+                log.info("cluster: %d entries %s had committed were written for it", written,
+                         peer.name)
+            peer.outbox_written = True
+            if not peer.alive and not peer.queued:
+                assert self._links is not None
+                self._links.release_barriers(peer.index)
+
+        self._background(writing())
 
     def _attach(self, name: str, index: int, epoch: int) -> Peer:
         links = self._links
@@ -399,7 +423,9 @@ class ClusterNode:
                 routes, links.route_changes = links.route_changes, []
                 while not self._stopping:
                     try:
-                        sizes = await self._xadd(batch, routes)
+                        sizes = await write_entries(
+                            self.redis, self.name, self._lease.index, batch, routes=routes,
+                            peers=self.peers, replicas=self.settings.replicas)
                         break
                     except NotReplicated as exc:  # Redis answers: no "unavailable" log
                         if not self._short_of_replicas:
@@ -433,40 +459,8 @@ class ClusterNode:
                 continue
             peer.queued -= entry.size
             self._drained(peer)
-            if not peer.alive and not peer.queued:
+            if not peer.alive and not peer.queued and peer.outbox_written:
                 links.release_barriers(peer.index)
-
-    async def _xadd(self, entries: list[Outgoing],
-                    routes: list[tuple[str, bool]]) -> list[tuple[Peer, int | None]]:
-        """One pipelined round trip, which returns the size of each live receiver's stream
-        (for back-pressure); with `replicas`, a WAIT for them ends it when an entry carries
-        state (on the pipeline's connection, whose writes WAIT counts)."""
-        receivers = {entry.receiver: peer for entry in entries
-                     if (peer := self.peers.get(entry.receiver)) is not None and peer.alive}
-        replicas = self.settings.replicas if any(entry.stored for entry in entries) else 0
-        index = self._lease.index
-        filters = keys.filters_key(self.name)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for topic_filter, added in routes:
-                if added:
-                    pipe.sadd(filters, topic_filter)
-                else:
-                    pipe.srem(filters, topic_filter)
-            for entry in entries:
-                pipe.xadd(keys.stream_key(entry.receiver), {
-                    "f": self.name, "e": entry.epoch, "i": index, "s": entry.seq,
-                    "r": entry.records})
-            for receiver in receivers:
-                pipe.memory_usage(keys.stream_key(receiver))
-            if replicas:
-                pipe.wait(replicas, REPLICA_WAIT_MS)
-            results = await pipe.execute()
-        if replicas and results[-1] < replicas:
-            # Sent again: the receiver drops the numbers it has already applied.
-            raise NotReplicated(f"{results[-1]} of {replicas} Redis replica(s) confirmed the "
-                                f"entries within {REPLICA_WAIT_MS} ms")
-        sizes = results[len(results) - len(receivers) - bool(replicas):][:len(receivers)]
-        return list(zip(receivers.values(), sizes, strict=True))
 
     def _drained(self, peer: Peer) -> None:
         links = self._links

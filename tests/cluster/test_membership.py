@@ -5,7 +5,9 @@ stops being routed to (its lease runs out), and one that comes back is routed to
 from __future__ import annotations
 
 import signal
+import time
 
+from culex.cluster import keys
 from tests.cluster.conftest import NodeFactory
 from tests.cluster.redis_servers import RedisServer
 from tests.cluster.test_session_moves import pause
@@ -105,3 +107,22 @@ def test_a_node_started_while_another_dies_routes_to_its_sessions(
         back = b.paho("durable-on-b", clean_session=False)
         assert back.connect_result is not None and back.connect_result.session_present
         assert [m.payload for m in back.drain(1)] == [b"for node-b"]
+
+
+def test_what_a_dead_member_committed_to_send_is_written_for_it(
+        redis_server: RedisServer, cluster_nodes: NodeFactory) -> None:
+    """node-x died with an entry for node-z committed in its outbox (in Redis) and not yet
+    written to node-z's stream. node-a, finding node-x down, writes it there under node-x's
+    own name and numbers, so that it reaches node-z before whatever waits for node-x's
+    answer goes on (a session moving off node-z meanwhile would miss it)."""
+    redis = redis_server.client()
+    redis.sadd(keys.MEMBERS, "node-x")
+    redis.hset(keys.INDEX, "node-x", 7)
+    redis.hset("culex:{node-x}:outbox", "3 41", b"node-z\0the records")
+    cluster_nodes([redis_server.url], names=("node-a",))
+    deadline = time.monotonic() + 10
+    while not (found := redis.xrange(keys.stream_key("node-z"))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [fields for _id, fields in found] == [
+        {b"f": b"node-x", b"e": b"3", b"i": b"7", b"s": b"41", b"r": b"the records"}]
