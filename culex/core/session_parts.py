@@ -5,7 +5,8 @@ is here, or stored as the session here.
 Which part holds the inbound QoS 2 ids the client goes on from is told by `admitted`, the
 claim token under which each part's client was last let in (claims are numbered cluster-wide,
 so a later one is a later connection): a part let in later than the session here replaces
-its ids; one let in earlier, or not known to be later, adds none. An id taken from an older
+its ids; one let in under the same claim adds its ids (parts of one connection's state); one
+let in earlier, or not known to be later, adds none. An id taken from an older
 part that the client has released and used again since would drop its next message (a
 loss); an id left out costs at most one QoS 2 message routed twice.
 """
@@ -49,6 +50,11 @@ def merge_part(session: Session, stored: StoredSession, messages: dict[int, Mess
         log.info("client %s: %d more messages from %s", session.client_id, added, source)
     if stored.admitted > session.admitted:
         _take_inbound(session, stored)
+    elif stored.admitted == session.admitted and stored.admitted:
+        # Two parts of the state one connection left: once its client has gone, the member
+        # gives that state whole (its inbound ids) once, and what it gives after is empty.
+        for packet_id in sorted(stored.awaiting_release):
+            session.inbound_received(packet_id)
 
 
 def _take_inbound(session: Session, stored: StoredSession) -> None:

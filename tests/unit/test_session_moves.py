@@ -375,3 +375,19 @@ def test_a_session_restored_while_a_part_may_still_come_remembers_and_says_so() 
     node.broker.flush()
     [moved] = sent_sessions(sinks[1])
     assert (moved["op"], moved["session"]["unfinished"]) == ("moved", True)
+
+
+def test_parts_of_one_connections_state_bring_its_inbound_ids_together() -> None:
+    """`pub` was let in on member 1 under claim 2 and left ids 7 and 8 awaiting release.
+    Member 1 gave that state whole to member 3 (which asked, then died), and then, letting
+    go, what was left of it (no ids) to member 4, where `pub` now connects. Member 3's part,
+    when it comes, brings 7 and 8: `pub` sends 8 again, acknowledged but not routed twice."""
+    _, links, client, watcher = held_publisher(2)
+    assert watcher is not None
+    links.data_received(1, session_record("moved", 0, state([], [], admitted=2)), 0.0)
+    links.data_received(3, session_record("moved", 5, state([7, 8], [], admitted=2)), 0.0)
+    links.data_received(3, session_record("rest", 5, None), 0.0)
+    assert client.received_packets() == [Connack(True, 0)]
+    client.publish("t", b"again", qos=2, packet_id=8, dup=True)
+    assert client.received_packets() == [Pubrec(8)]
+    assert watcher.received_packets() == []
