@@ -48,23 +48,21 @@ def merge_part(session: Session, stored: StoredSession, messages: dict[int, Mess
         added += 1
     if added:
         log.info("client %s: %d more messages from %s", session.client_id, added, source)
-    if stored.admitted > session.admitted:
+    if stored.admitted and stored.admitted >= session.admitted:
         _take_inbound(session, stored)
-    elif stored.admitted == session.admitted and stored.admitted:
-        # Two parts of the state one connection left: once its client has gone, the member
-        # gives that state whole (its inbound ids) once, and what it gives after is empty.
-        for packet_id in sorted(stored.awaiting_release):
-            session.inbound_received(packet_id)
 
 
 def _take_inbound(session: Session, stored: StoredSession) -> None:
-    """The part's client was let in later than this session's: its inbound QoS 2 ids are
-    the ones the client goes on from."""
-    for packet_id in set(session.awaiting_release) - stored.awaiting_release:
-        session.inbound_released(packet_id)
+    """The part's client was let in later than this session's, whose inbound QoS 2 ids it
+    replaces (the client goes on from its own), or under the same claim, whose ids it
+    joins: once its client has gone, a member gives the state that connection left whole
+    once, and what it gives after is empty."""
+    if stored.admitted > session.admitted:
+        for packet_id in set(session.awaiting_release) - stored.awaiting_release:
+            session.inbound_released(packet_id)
+        admitted(session, stored.admitted)
     for packet_id in sorted(stored.awaiting_release):
         session.inbound_received(packet_id)
-    admitted(session, stored.admitted)
 
 
 def admitted(session: Session, token: int) -> None:

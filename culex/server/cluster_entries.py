@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..cluster import keys
 from ..core.worker_links import COUNTS, FORWARD, FORWARD_V5, record, split_records
-from ..storage.redis_store import state_key
+from ..storage.redis_store import read_outbox
 from .cluster_redis import REPLICA_WAIT_MS, NotReplicated, Redis
 
 # Records that matter only to a member that reads them at once: QoS 0 messages, and the
@@ -100,14 +100,11 @@ async def write_outbox(redis: Redis, peer: Peer) -> int:
     without its answer must not overtake them: a session that moves meanwhile would leave
     the member they are for before they came, and miss them. A receiver drops an entry it
     has applied (by its number), so writing one twice, or by several members, is harmless."""
-    found = cast(dict[bytes, bytes], await redis.hgetall(state_key(peer.name, "outbox")))
-    entries = sorted((tuple(int(number) for number in key.split()), value)
-                     for key, value in found.items())
+    entries = await read_outbox(redis, peer.name)
     if entries:
         async with redis.pipeline(transaction=False) as pipe:
-            for (epoch, seq), value in entries:
-                receiver, _, records = value.partition(b"\0")
-                pipe.xadd(keys.stream_key(receiver.decode()),
+            for epoch, seq, receiver, records in entries:
+                pipe.xadd(keys.stream_key(receiver),
                           entry_fields(peer.name, peer.index, epoch, seq, records))
             await pipe.execute()
     return len(entries)

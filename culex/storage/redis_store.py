@@ -162,6 +162,18 @@ def decode_session(client_id: str, fields: dict[bytes, bytes]) -> StoredSession:
     return session
 
 
+async def read_outbox(redis: Redis, member: str) -> list[tuple[int, int, str, bytes]]:
+    """The stream entries `member` committed to send and has not marked sent: (epoch, seq,
+    receiver, records), in the order they were made."""
+    found = cast(dict[bytes, bytes], await redis.hgetall(state_key(member, "outbox")))
+    outbox = []
+    for key, value in found.items():
+        epoch, seq = key.split()
+        receiver, _, records = value.partition(b"\0")
+        outbox.append((int(epoch), int(seq), receiver.decode(), records))
+    return sorted(outbox)
+
+
 async def take_session(script: AsyncScript, member: str, client_id: str
                        ) -> TakenSession | None:
     """What member `member` (down) stored for `client_id`'s session, taken from it with
@@ -246,13 +258,7 @@ class RedisStorage:
         for key, seq in cursors.items():
             sender, _, epoch = key.decode().rpartition(" ")
             self._cursors[sender, int(epoch)] = int(seq)
-        outbox = cast(dict[bytes, bytes], await redis.hgetall(self._outbox_key))
-        self._outbox = []
-        for key, value in outbox.items():
-            numbers = key.split()
-            to, _, records = value.partition(b"\0")
-            self._outbox.append((int(numbers[0]), int(numbers[1]), to.decode(), records))
-        self._outbox.sort()
+        self._outbox = await read_outbox(redis, self.member)
         self._tidy(state, tombstones)
         self._loaded = state
 
