@@ -7,7 +7,7 @@ last reference goes. Queue entries get a sequence number that orders them within
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from ..protocol.packets import PacketType
 from ..protocol.properties import decode_properties, encode_properties
@@ -123,6 +123,12 @@ class Persistence:
 
     def session_unfinished(self, client_id: str, unfinished: bool) -> None:
         self.storage.session_unfinished(client_id, unfinished)
+
+    def session_given(self, client_id: str, cluster_id: int) -> None:
+        self.storage.session_given(client_id, cluster_id)
+
+    def session_given_forgotten(self, client_id: str, cluster_ids: Collection[int]) -> None:
+        self.storage.session_given_forgotten(client_id, cluster_ids)
 
     def session_ended(self, client_id: str, entries: list[Outgoing]) -> None:
         """The session and its rows go, and its entries' references to message rows."""

@@ -32,8 +32,8 @@ NO_ENTRIES: MappingProxyType[int, Outgoing] = MappingProxyType({})
 NEVER_EXPIRES = 0xFFFFFFFF
 """Session Expiry Interval meaning "never" (§3.1.2.11.2)."""
 
-# The most message ids a session taken from a node that is down remembers (`Session.seen`,
-# 8 MB at most); past it, it stops.
+# The most message ids a session remembers having been given while a part of it may still
+# come (`Session.seen`, 8 MB at most); past it, it stops.
 MAX_SEEN = 100_000
 
 log = logging.getLogger("culex")
@@ -85,9 +85,10 @@ class Session:
         # The broker's counters (QoS 1/2 messages sent, drops), and this session's own drops.
         self.stats = stats or Stats()
         self.dropped = 0
-        # The cluster ids of the QoS 1/2 messages it was given since it was taken from the
-        # store of a node that is down (core/session_moves.py), so that what that node sends
-        # on when it is back is not delivered twice; None: not tracked.
+        # The cluster ids of the QoS 1/2 messages it was given while another part of it may
+        # still come (core/session_moves.py: taken from the store of a node that is down, or
+        # moved from one whose own move had not settled), so that the part is not delivered
+        # twice; stored with the session (`StoredSession.given`). None: not tracked.
         self.seen: set[int] | None = None
         self.clean = clean
         # Seconds the session outlives its connection: 0 for a clean (3.1.1) or expiry-0 (MQTT 5)
@@ -163,21 +164,38 @@ class Session:
         """From now on remember the cluster ids of the messages this session is given (and
         `also`): another part of it may bring some of them again (session_moves.py). What it
         holds now counts as given: delivered before that part comes, it would not be
-        recognised otherwise."""
+        recognised otherwise. Stored with the session, so that a restart of this member
+        does not forget it."""
         seen = self.seen
+        added = set(also)
         if seen is None:
-            seen = self.seen = {entry.message.cluster_id
-                                for entry in (*self.inflight.values(), *self.queue)}
-        seen.update(also)
+            seen = self.seen = set()
+            added.update(entry.message.cluster_id
+                         for entry in (*self.inflight.values(), *self.queue))
+        added -= seen
+        added.discard(0)
+        seen.update(added)
+        persistence = self.persistence
+        if persistence is not None:
+            for cluster_id in added:
+                persistence.session_given(self.client_id, cluster_id)
+
+    def forget_given(self) -> None:
+        """No other part of the session can come: what it was given is no longer needed."""
+        seen, self.seen = self.seen, None
+        if seen and self.persistence is not None:
+            self.persistence.session_given_forgotten(self.client_id, seen)
 
     def deliver(self, message: Message, qos: int, retain: bool = False, identifiers: int = 0,
                 group: tuple[str, str] | None = None) -> bool:
         """Send or queue a QoS 1/2 message. False when the queue is full and it was dropped."""
         seen = self.seen
-        if seen is not None:
+        if seen is not None and message.cluster_id not in seen:
             seen.add(message.cluster_id)
+            if self.persistence is not None and message.cluster_id:
+                self.persistence.session_given(self.client_id, message.cluster_id)
             if len(seen) > MAX_SEEN:
-                self.seen = None
+                self.forget_given()
                 log.warning("client %s: more than %d messages since its session was taken "
                             "from a node that is down; what that node sends on when it is "
                             "back may repeat some", self.client_id, MAX_SEEN)

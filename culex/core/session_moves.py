@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -175,7 +175,8 @@ class SessionMoves:
         self._adopt(f"{holder} (down)", client_id, stored, restored)
         session = self._manager.sessions.get(client_id)
         if session is not None:
-            session.remember_given(message.cluster_id for message in restored.values())
+            session.remember_given({message.cluster_id for message in restored.values()}
+                                   | stored.given)
             self._mark_unfinished(client_id, True)  # until its REST from `holder`
 
     @property
@@ -406,11 +407,11 @@ class SessionMoves:
             stored = without_inbound_state(stored)  # not known to be newer than any part
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
         if not token and session is not None:
-            session.seen = None  # what the member that was down held has come
+            session.forget_given()  # what the member that was down held has come
         if token:
             self._mark_unfinished(client_id, True)  # until its REST
         if state.get("unfinished"):
-            self._expect_part(client_id)
+            self._expect_part(client_id, stored.given)
         if late and token and token != self._tokens.get(client_id):
             # For a claim this member no longer knows (it started again since) or has made
             # again: if another member claimed the id since, the session goes on there.
@@ -458,7 +459,7 @@ class SessionMoves:
             if session is not None:
                 merge_part(session, stored, messages, f"member {member}")
                 if state.get("unfinished"):
-                    self._expect_part(client_id)
+                    self._expect_part(client_id, stored.given)
             elif stored.entries:
                 # The session went on from here before the rest came (`let_go`): the rest
                 # follows it. (Ended here instead, it took the rest with it.)
@@ -466,7 +467,7 @@ class SessionMoves:
                                                partial(self._forward, client_id, state))
         if session is not None and token == self._tokens.get(client_id) \
                 and client_id not in self._expecting:
-            session.seen = None  # the move is complete
+            session.forget_given()  # the move is complete
         self._go_on(client_id, token)
 
     def _export(self, session: Session) -> dict[str, Any]:
@@ -488,16 +489,20 @@ class SessionMoves:
             session.persistence.session_unfinished(client_id, unfinished)
 
     def restored(self, sessions: list[StoredSession]) -> None:
-        """At start-up: the sessions stored here that a part may still come for."""
+        """At start-up: the sessions stored here that a part may still come for, or that
+        remembered what they were given for such a part."""
         for stored in sessions:
             if stored.unfinished:
                 self._unfinished.add(stored.client_id)
-                self._expect_part(stored.client_id)
+            if stored.unfinished or stored.given:
+                self._expect_part(stored.client_id, stored.given)
 
-    def _expect_part(self, client_id: str) -> None:
+    def _expect_part(self, client_id: str, given: Collection[int] = ()) -> None:
+        """A part of the session may still come: remember what it is given (and what an
+        earlier holder gave it, `given`), so that the part does not give it again."""
         session = self._manager.sessions.get(client_id)
         if session is not None:
-            session.remember_given()
+            session.remember_given(given)
             self._expecting.add(client_id)
 
     def _gone(self, client_id: str) -> None:

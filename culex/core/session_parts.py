@@ -14,6 +14,7 @@ loss); an id left out costs at most one QoS 2 message routed twice.
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from ..storage.base import StoredEntry, StoredSession
 from .message import Message
@@ -31,11 +32,19 @@ def merge_part(session: Session, stored: StoredSession, messages: dict[int, Mess
     was let in there later than here.
 
     What was in flight there stays in flight under its packet id (the client holds its side
-    of that id until the PUBREL) unless the id is taken here, then it comes anew."""
+    of that id until the PUBREL) unless the id is taken here, then it comes anew. What the
+    part's holder gave the client (`StoredSession.given`) goes from the queue here: a copy
+    that collected while the session was elsewhere must not give it again."""
+    there = {messages[item.message_id].cluster_id: item for item in stored.entries}
+    in_flight_there = {cluster_id for cluster_id, item in there.items() if item.packet_id}
+    given_there = (stored.given - there.keys()) | in_flight_there
+    given_there.discard(0)
+    _drop_queued(session, given_there)
     held = {entry.message.cluster_id for entry in (*session.inflight.values(),
                                                    *session.queue)}
     if session.seen is not None:
-        held |= session.seen
+        held |= session.seen - in_flight_there
+        session.remember_given(stored.given)
     added = 0
     for item in stored.entries:
         message = messages[item.message_id]
@@ -50,6 +59,24 @@ def merge_part(session: Session, stored: StoredSession, messages: dict[int, Mess
         log.info("client %s: %d more messages from %s", session.client_id, added, source)
     if stored.admitted and stored.admitted >= session.admitted:
         _take_inbound(session, stored)
+
+
+def _drop_queued(session: Session, cluster_ids: set[int]) -> None:
+    """Take the messages `cluster_ids` out of `session`'s queue (the client has them, or
+    has them in flight elsewhere under a packet id it holds)."""
+    if not cluster_ids or not any(entry.message.cluster_id in cluster_ids
+                                  for entry in session.queue):
+        return
+    kept: deque[Outgoing] = deque()
+    persistence = session.persistence
+    for entry in session.queue:
+        if entry.message.cluster_id not in cluster_ids:
+            kept.append(entry)
+            continue
+        session.queued_bytes -= len(entry.message.payload)
+        if persistence is not None:
+            persistence.done(session.client_id, entry)
+    session.queue = kept or ()
 
 
 def _take_inbound(session: Session, stored: StoredSession) -> None:

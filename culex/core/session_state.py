@@ -35,7 +35,7 @@ def export_session(session: Session, now: float) -> dict[str, Any]:
     return {"expiry": session.expiry_interval, "username": session.username,
             "owner_known": session.owner_known, "subscriptions": dict(session.subscriptions),
             "awaiting_release": sorted(session.awaiting_release), "admitted": session.admitted,
-            "messages": messages, "entries": entries}
+            "given": sorted(session.seen or ()), "messages": messages, "entries": entries}
 
 
 def without_inbound_state(stored: StoredSession) -> StoredSession:
@@ -65,4 +65,5 @@ def import_session(client_id: str, state: dict[str, Any],
                in enumerate(state["entries"], 1)]
     return StoredSession(client_id, state["expiry"], dict(state["subscriptions"]),
                          state["owner_known"], state["username"], entries,
-                         set(state["awaiting_release"]), state.get("admitted", 0)), messages
+                         set(state["awaiting_release"]), state.get("admitted", 0),
+                         given=set(state.get("given", ()))), messages

@@ -11,7 +11,7 @@ makes none of these calls, so the hot path pays nothing for the feature it does 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -68,6 +68,10 @@ class StoredSession:
     # It came by a move (or from a dead member's store) whose last part has not come yet
     # (session_moves.py): it goes on remembering what it is given after a restart.
     unfinished: bool = False
+    # The cluster ids of the messages it was given while a part of it could still come
+    # (`Session.seen`): that part, or a copy of the session that still collects, does not
+    # give them again, even after this member restarts.
+    given: set[int] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -123,6 +127,14 @@ class Storage(Protocol):
 
     def session_unfinished(self, client_id: str, unfinished: bool) -> None:
         """A part of the session may still come (`StoredSession.unfinished`), or not."""
+        ...
+
+    def session_given(self, client_id: str, cluster_id: int) -> None:
+        """The session was given the message `cluster_id` (`StoredSession.given`)."""
+        ...
+
+    def session_given_forgotten(self, client_id: str, cluster_ids: Collection[int]) -> None:
+        """What the session was given is no longer remembered (no part of it can come)."""
         ...
 
     def session_deleted(self, client_id: str) -> None: ...

@@ -9,6 +9,8 @@ commits a tick's changes atomically, on one shard of a Redis Cluster:
   `f<filter>` -> a subscription's value; `e<seq>` -> a queue entry, "message id, QoS, retain,
   Subscription Identifiers"; `p<seq>` -> the packet id it went out under; `r<seq>` -> "1" once
   its PUBREC came; `i<packet id>` -> an inbound QoS 2 packet id awaiting its PUBREL;
+  `a` -> the claim its client was let in under; `u` -> "1" while a part of it may still come,
+  and meanwhile `g<cluster id>` -> "1" for each message it was given;
 - `culex:{M}:messages` (hash): message id -> the message (`MESSAGE` header, topic, properties,
   payload), shared by the entries and retained topics that refer to it;
 - `culex:{M}:retained` (hash): topic -> "<message id> <stamp>" (message id 0: a clearing's
@@ -34,7 +36,7 @@ import logging
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, cast
 
 from redis import asyncio as aioredis
@@ -88,7 +90,7 @@ for i = 1, #fields, 2 do
   if kind == 'e' then
     ids[#ids + 1] = string.match(fields[i + 1], '^%d+')
   end
-  if kind == 'e' or kind == 'p' or kind == 'r' or kind == 'i' then
+  if kind == 'e' or kind == 'p' or kind == 'r' or kind == 'i' or kind == 'g' then
     taken[#taken + 1] = fields[i]
   end
 end
@@ -154,6 +156,8 @@ def decode_session(client_id: str, fields: dict[bytes, bytes]) -> StoredSession:
             released.add(int(rest))
         elif kind == b"i":
             session.awaiting_release.add(int(rest))
+        elif kind == b"g":
+            session.given.add(int(rest))
     for seq in sorted(entries):
         entry = entries[seq]
         entry.packet_id = packet_ids.get(seq, 0)
@@ -366,6 +370,14 @@ class RedisStorage:
 
     def session_unfinished(self, client_id: str, unfinished: bool) -> None:
         self._batch.add(("HSET", self._session(client_id), "u", int(unfinished)))
+
+    def session_given(self, client_id: str, cluster_id: int) -> None:
+        self._batch.add(("HSET", self._session(client_id), f"g{cluster_id}", 1))
+
+    def session_given_forgotten(self, client_id: str, cluster_ids: Collection[int]) -> None:
+        fields = [f"g{cluster_id}" for cluster_id in cluster_ids]
+        for start in range(0, len(fields), CHUNK):
+            self._batch.add(("HDEL", self._session(client_id), *fields[start:start + CHUNK]))
 
     def session_deleted(self, client_id: str) -> None:
         self._batch.add(("SREM", self._sessions, client_id))

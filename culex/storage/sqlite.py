@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import groupby
 from operator import itemgetter
@@ -33,7 +33,7 @@ from .timing import Durations
 
 log = logging.getLogger("culex")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Session expiry: 0xFFFFFFFF (never) is what every version 1 session meant (3.1.1 clean
 # session 0), so it is the column default and the migration needs no data rewrite.
@@ -60,7 +60,8 @@ CREATE TABLE messages (
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL,
     properties BLOB NOT NULL DEFAULT x'',
-    expires_at REAL
+    expires_at REAL,
+    cluster_id INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE entries (
     client_id TEXT NOT NULL,
@@ -72,6 +73,11 @@ CREATE TABLE entries (
     released INTEGER NOT NULL DEFAULT 0,
     identifiers TEXT,
     PRIMARY KEY (client_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE given (
+    client_id TEXT NOT NULL,
+    cluster_id INTEGER NOT NULL,
+    PRIMARY KEY (client_id, cluster_id)
 ) WITHOUT ROWID;
 CREATE TABLE inbound (
     client_id TEXT NOT NULL,
@@ -93,7 +99,8 @@ CREATE TABLE wills (
 ) WITHOUT ROWID;
 """
 
-TABLES = {"schema_version", "sessions", "subscriptions", "messages", "entries", "inbound",
+TABLES = {"schema_version", "sessions", "subscriptions", "messages", "entries", "given",
+          "inbound",
           "retained", "wills"}
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -125,6 +132,11 @@ MIGRATIONS = {
     # whether a part of it may still come from another cluster member.
     5: "ALTER TABLE sessions ADD COLUMN admitted INTEGER NOT NULL DEFAULT 0; "
        "ALTER TABLE sessions ADD COLUMN unfinished INTEGER NOT NULL DEFAULT 0;",
+    # A message's cluster-wide id (what tells two copies of it apart after a move), and what
+    # a session was given while a part of it could still come.
+    6: "ALTER TABLE messages ADD COLUMN cluster_id INTEGER NOT NULL DEFAULT 0; "
+       "CREATE TABLE given (client_id TEXT NOT NULL, cluster_id INTEGER NOT NULL, "
+       "PRIMARY KEY (client_id, cluster_id)) WITHOUT ROWID;",
 }
 
 
@@ -234,15 +246,16 @@ class SqliteStorage:
         where = " WHERE culex_owns(client_id)" if owned else ""
         state = LoadedState()
         wall_now = time.time()
-        messages = "SELECT id, topic, payload, qos, retain, properties, expires_at FROM messages"
+        messages = ("SELECT id, topic, payload, qos, retain, properties, expires_at, cluster_id "
+                    "FROM messages")
         if owned:
             messages += (" WHERE id IN (SELECT message_id FROM retained WHERE message_id != 0 "
                          "UNION SELECT message_id FROM entries WHERE culex_owns(client_id))")
-        for message_id, topic, payload, qos, retain, properties, expires_at in db.execute(
-                messages):
+        for message_id, topic, payload, qos, retain, properties, expires_at, cluster_id in \
+                db.execute(messages):
             state.messages[message_id] = StoredMessage(
                 message_id, topic, bytes(payload), qos, bool(retain), bytes(properties),
-                None if expires_at is None else expires_at - wall_now)
+                None if expires_at is None else expires_at - wall_now, cluster_id)
         sessions: dict[str, StoredSession] = {}
         for client_id, expiry, owner_known, username, admitted, unfinished in db.execute(
                 "SELECT client_id, expiry, owner_known, username, admitted, unfinished "
@@ -266,6 +279,10 @@ class SqliteStorage:
                 f"SELECT client_id, packet_id FROM inbound{where}"):
             if client_id in sessions:
                 sessions[client_id].awaiting_release.add(packet_id)
+        for client_id, cluster_id in db.execute(
+                f"SELECT client_id, cluster_id FROM given{where}"):
+            if client_id in sessions:
+                sessions[client_id].given.add(cluster_id)
         state.sessions = list(sessions.values())
         state.retained = [(message_id, stamp) for message_id, stamp in db.execute(
             "SELECT message_id, stamp FROM retained WHERE message_id != 0")
@@ -368,9 +385,9 @@ class SqliteStorage:
                     for topic, message_id in db.execute(retained_refs).fetchall()
                     if (message_id, owner_of(topic)) in copy_ids]
         db.executemany(
-            "INSERT INTO messages (id, topic, payload, qos, retain, properties, expires_at) "
-            "SELECT ?, topic, payload, qos, retain, properties, expires_at FROM messages "
-            "WHERE id = ?", [(copy_id, message_id)
+            "INSERT INTO messages (id, topic, payload, qos, retain, properties, expires_at, "
+            "cluster_id) SELECT ?, topic, payload, qos, retain, properties, expires_at, "
+            "cluster_id FROM messages WHERE id = ?", [(copy_id, message_id)
                              for (message_id, _worker), copy_id in copy_ids.items()])
         db.executemany("UPDATE entries SET message_id = ? WHERE client_id = ? AND seq = ?",
                        entries)
@@ -449,8 +466,14 @@ class SqliteStorage:
         self._add("UPDATE sessions SET unfinished = ? WHERE client_id = ?", int(unfinished),
                   client_id)
 
+    def session_given(self, client_id: str, cluster_id: int) -> None:
+        self._add("INSERT OR IGNORE INTO given VALUES (?, ?)", client_id, cluster_id)
+
+    def session_given_forgotten(self, client_id: str, cluster_ids: Collection[int]) -> None:
+        self._add("DELETE FROM given WHERE client_id = ?", client_id)
+
     def session_deleted(self, client_id: str) -> None:
-        for table in ("sessions", "subscriptions", "entries", "inbound"):
+        for table in ("sessions", "subscriptions", "entries", "inbound", "given"):
             self._add(f"DELETE FROM {table} WHERE client_id = ?", client_id)
 
     def subscription_set(self, client_id: str, topic_filter: str, qos: int) -> None:
@@ -465,9 +488,9 @@ class SqliteStorage:
         expires_at = (None if message.expires_in is None
                       else time.time() + message.expires_in)
         self._batch.add_message(message.message_id, (
-            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (message.message_id, message.topic, message.payload, message.qos,
-             int(message.retain), message.properties, expires_at)))
+             int(message.retain), message.properties, expires_at, message.cluster_id)))
 
     def message_deleted(self, message_id: int) -> None:
         if not self._batch.drop_message(message_id):

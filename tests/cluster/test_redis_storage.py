@@ -55,6 +55,9 @@ def fill(storage: RedisStorage) -> None:
     storage.inbound_released("c1", 10)
     storage.session_admitted("c1", 41)
     storage.session_unfinished("c1", True)
+    for cluster_id in (11, 12, 13):
+        storage.session_given("c1", cluster_id)
+    storage.session_given_forgotten("c1", {12})
     storage.session_saved("c1", 3600, "alice")  # saved again: it keeps its claim
     storage.retained_set("kept", 2, 5)
     storage.retained_cleared("cleared", 8)
@@ -90,7 +93,7 @@ async def round_trip(redis: Redis) -> None:
     assert sessions["c1"] == StoredSession(
         "c1", 3600, {"a/#": 2}, True, "alice",
         [StoredEntry(1, 1, 1, False, 0, False, 0), StoredEntry(2, 1, 2, True, 7, True, 5)],
-        {9}, 41, True)
+        {9}, 41, True, {11, 13})
     assert sessions["c2"] == StoredSession("c2", 0xFFFFFFFF, owner_known=True)
     first = state.messages[1]
     assert (first.topic, first.payload, first.qos, first.retain, first.properties,
@@ -157,14 +160,15 @@ def test_a_session_is_taken_from_a_members_store_with_what_it_held(
         assert session.subscriptions == {"a/#": 2}
         assert [(entry.seq, entry.packet_id, entry.released) for entry in session.entries] \
             == [(1, 0, False), (2, 7, True)]
-        assert (session.awaiting_release, session.admitted) == ({9}, 41)
+        assert (session.awaiting_release, session.admitted, session.given) == ({9}, 41,
+                                                                               {11, 13})
         assert set(messages) == {1} and messages[1].cluster_id == 77
         # What is left there: the session with its subscriptions, to collect what still
         # reaches that member, and nothing it held. Its message goes at the next start.
         state = await reopened(redis)
         left = {session.client_id: session for session in state.sessions}["c1"]
-        assert (left.subscriptions, left.entries, left.awaiting_release) == ({"a/#": 2}, [],
-                                                                             set())
+        assert (left.subscriptions, left.entries, left.awaiting_release, left.given) == (
+            {"a/#": 2}, [], set(), set())
         assert set(state.messages) == {2}
         assert await take_session(take, MEMBER, "nobody") is None
 

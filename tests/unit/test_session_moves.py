@@ -357,24 +357,27 @@ def test_a_part_let_in_earlier_than_the_client_here_brings_no_inbound_state() ->
 
 def test_a_session_restored_while_a_part_may_still_come_remembers_and_says_so() -> None:
     """Member 4 started again with `sub`, which came by a move whose REST had not come
-    (stored as unfinished). It remembers what the session is given, and when member 1 takes
-    the session, says that a part may still come, so member 1 remembers too."""
+    (stored as unfinished, with what it was given before the restart). It remembers what the
+    session is given, and when member 1 takes the session, says that a part may still come
+    and what it was given, so member 1 remembers too."""
     node = member(4, Directory({}))
     subscriber = node.connected("sub", clean_session=False)
     assert subscriber.subscribe(("news", 1)) == [1]
     subscriber.disconnect()
     moves = node.broker.moves
     assert moves is not None
-    moves.restored([StoredSession("sub", unfinished=True), StoredSession("other")])
+    moves.restored([StoredSession("sub", unfinished=True, given={42}),
+                    StoredSession("other")])
     session = node.broker.sessions.get("sub")
-    assert session is not None and session.seen is not None
+    assert session is not None and session.seen == {42}
     sinks = linked(node)
     links = node.broker.links
     assert links is not None
     links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
     node.broker.flush()
     [moved] = sent_sessions(sinks[1])
-    assert (moved["op"], moved["session"]["unfinished"]) == ("moved", True)
+    assert (moved["op"], moved["session"]["unfinished"], moved["session"]["given"]) == (
+        "moved", True, [42])
 
 
 def test_parts_of_one_connections_state_bring_its_inbound_ids_together() -> None:
@@ -391,3 +394,70 @@ def test_parts_of_one_connections_state_bring_its_inbound_ids_together() -> None
     client.publish("t", b"again", qos=2, packet_id=8, dup=True)
     assert client.received_packets() == [Pubrec(8)]
     assert watcher.received_packets() == []
+
+
+def test_what_a_later_holder_gave_is_not_given_again_by_a_copy_still_collecting() -> None:
+    """Member 4 handed `sub`'s session to member 1, whose move never settled (it died before
+    it routed the session): member 4's copy goes on collecting, and gets message M. The
+    session went on from member 1 to member 3, which gave M to the client, completed. `sub`
+    comes back to member 4, which asks member 3: its session says what member 3 gave since
+    the move, so M, collected here, is not given again."""
+    directory = Directory({})
+    node = member(4, directory)
+    subscriber = node.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", 2)) == [2]
+    subscriber.disconnect()
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
+    publisher = node.connected("pub")
+    publisher.publish("news", b"M", qos=1, packet_id=1)
+    node.broker.flush()
+    session = node.broker.sessions.get("sub")
+    assert session is not None and [entry.message.payload for entry in session.queue] == [b"M"]
+    given = session.queue[0].message.cluster_id
+    directory.held["sub"] = Claim(9, 3, "node-b")
+    client = node.client()
+    client.send(encode_connect(Connect("sub", "MQTT", 4, False, 0, None)))
+    node.broker.flush()
+    assert [record["op"] for record in sent_sessions(sinks[3])] == ["take"]
+    moved = state([], [], admitted=7)
+    moved.update(subscriptions={"news": 2}, unfinished=True, given=[given])
+    links.data_received(3, session_record("moved", 9, moved, client="sub"), 0.0)
+    links.data_received(3, session_record("rest", 9, None, client="sub"), 0.0)
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert [p for p in packets[1:] if isinstance(p, Publish)] == []
+
+
+def test_a_message_in_flight_there_and_queued_here_resumes_under_its_packet_id() -> None:
+    """As above, but member 3 had M in flight to the client under packet id 36 (PUBLISH sent,
+    no PUBREC yet): the copy queued here goes, and M resumes under 36, so the client, which
+    holds 36, takes it for the same message rather than a new one."""
+    directory = Directory({})
+    node = member(4, directory)
+    subscriber = node.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", 2)) == [2]
+    subscriber.disconnect()
+    linked(node)
+    links = node.broker.links
+    assert links is not None
+    links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
+    node.connected("pub").publish("news", b"M", qos=2, packet_id=1)
+    node.broker.flush()
+    session = node.broker.sessions.get("sub")
+    assert session is not None
+    cluster_id = session.queue[0].message.cluster_id
+    directory.held["sub"] = Claim(9, 3, "node-b")
+    client = node.client()
+    client.send(encode_connect(Connect("sub", "MQTT", 4, False, 0, None)))
+    moved = state([], [(36, b"M", False)], admitted=7)
+    moved["messages"][0]["id"] = cluster_id
+    moved.update(subscriptions={"news": 2}, unfinished=True)
+    links.data_received(3, session_record("moved", 9, moved, client="sub"), 0.0)
+    links.data_received(3, session_record("rest", 9, None, client="sub"), 0.0)
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert [(p.payload, p.packet_id, p.dup) for p in packets[1:] if isinstance(p, Publish)] == [
+        (b"M", 36, True)]

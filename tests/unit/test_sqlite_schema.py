@@ -1,7 +1,8 @@
 """The SQLite schema migrations (1: before MQTT 5 session expiry, 2: before the session owner
 was stored, 3: before message properties were, 4: before retained rows had a stamp, 5: before
-the cluster claim a session's client was let in under was stored) to the
-current version, and what each added surviving a round trip through the database."""
+the cluster claim a session's client was let in under was stored, 6: before messages kept
+their cluster id and sessions what they were given during a move) to the current version,
+and what each added surviving a round trip through the database."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from culex.storage.base import LoadedState, StoredMessage, StoredSession
+from culex.storage.base import LoadedState, StoredEntry, StoredMessage, StoredSession
 from culex.storage.sqlite import SCHEMA_VERSION, SqliteStorage
 
 # The tables that changed since version 1, as Culex before MQTT 5 wrote them; the other tables
@@ -55,7 +56,7 @@ def make_v1_database(path: Path) -> None:
     open_storage(path).close()
     db = sqlite3.connect(path)
     db.executescript("BEGIN; DROP TABLE sessions; DROP TABLE messages; DROP TABLE wills; "
-                     "DROP TABLE entries; DROP TABLE retained; "
+                     "DROP TABLE entries; DROP TABLE retained; DROP TABLE given; "
                      f"{V1_TABLES} "
                      "UPDATE schema_version SET version = 1; "
                      "INSERT INTO sessions VALUES ('old-client'); COMMIT;")
@@ -88,7 +89,7 @@ def test_version_1_database_is_migrated_and_keeps_its_sessions(tmp_path: Path) -
         storage.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 6
+    assert SCHEMA_VERSION == 7
     db.close()
 
 
@@ -109,7 +110,8 @@ def test_version_4_retained_rows_get_stamp_0(tmp_path: Path) -> None:
     open_storage(path).close()
     db = sqlite3.connect(path)
     db.executescript(
-        "BEGIN; DROP TABLE retained; ALTER TABLE sessions DROP COLUMN admitted; "
+        "BEGIN; DROP TABLE retained; DROP TABLE given; ALTER TABLE messages DROP COLUMN "
+        "cluster_id; ALTER TABLE sessions DROP COLUMN admitted; "
         "ALTER TABLE sessions DROP COLUMN unfinished; "
         "CREATE TABLE retained (topic TEXT PRIMARY KEY, message_id INTEGER NOT NULL) "
         "WITHOUT ROWID; UPDATE schema_version SET version = 4; "
@@ -146,7 +148,8 @@ def test_version_5_sessions_were_let_in_under_no_known_claim(tmp_path: Path) -> 
     path = tmp_path / "culex.db"
     make_v1_database(path)
     open_storage(path).close()  # to the current version
-    session = the_session_after(path, "ALTER TABLE sessions DROP COLUMN admitted; "
+    session = the_session_after(path, "DROP TABLE given; ALTER TABLE messages DROP COLUMN "
+                                      "cluster_id; ALTER TABLE sessions DROP COLUMN admitted; "
                                       "ALTER TABLE sessions DROP COLUMN unfinished; "
                                       "UPDATE schema_version SET version = 5;")
     assert (session.client_id, session.admitted, session.unfinished) == ("old-client", 0, False)
@@ -167,6 +170,30 @@ def test_the_claim_a_client_was_let_in_under_round_trips(tmp_path: Path) -> None
     loaded = {s.client_id: (s.expiry, s.admitted, s.unfinished)
               for s in committed_and_reloaded(storage, path).sessions}
     assert loaded == {"roamer": (60, 41, True), "never-let-in": (60, 0, False)}
+
+
+def test_version_6_messages_and_sessions_get_their_cluster_ids(tmp_path: Path) -> None:
+    """A message keeps its cluster-wide id, and a session what it was given while a part of
+    it could still come, until that is forgotten; a file of version 6 is migrated."""
+    path = tmp_path / "culex.db"
+    open_storage(path).close()
+    db = sqlite3.connect(path)
+    db.executescript("BEGIN; DROP TABLE given; ALTER TABLE messages DROP COLUMN cluster_id; "
+                     "UPDATE schema_version SET version = 6; COMMIT;")
+    db.close()
+    storage = open_storage(path)
+    storage.session_saved("roamer", 60, None)
+    storage.message_stored(StoredMessage(1, "a", b"x", 2, False, cluster_id=1 << 40 | 7))
+    storage.entry_queued("roamer", StoredEntry(1, 1, 2, False, 0, False))
+    for cluster_id in (11, 12, 13):
+        storage.session_given("roamer", cluster_id)
+    storage.session_saved("settled", 60, None)
+    storage.session_given("settled", 11)
+    storage.session_given_forgotten("settled", {11})
+    state = committed_and_reloaded(storage, path)
+    assert state.messages[1].cluster_id == 1 << 40 | 7
+    assert {s.client_id: s.given for s in state.sessions} == {"roamer": {11, 12, 13},
+                                                              "settled": set()}
 
 
 def test_message_properties_and_expiry_round_trip(tmp_path: Path) -> None:
