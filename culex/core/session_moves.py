@@ -381,13 +381,18 @@ class SessionMoves:
     def _strip(self, session: Session) -> None:
         """What `_give` sent goes from the session here (in the same commit as the record
         that carries it): the session keeps its subscriptions, and collects what still comes
-        here, until `_settled`."""
+        here, until `_settled`. What it remembers having been given went with it too: what
+        it collects from now on is all its REST can say was given here (and it was not given
+        to the client, only handed on)."""
         entries = [*session.inflight.values(), *session.queue]
         awaiting = list(session.awaiting_release)
         session.inflight = NO_ENTRIES
         session.queue = ()
         session.queued_bytes = 0
         session.awaiting_release = NO_PACKET_IDS
+        if session.seen is not None:
+            session.forget_given()
+            session.remember_given()
         persistence = session.persistence
         if persistence is not None:
             for entry in entries:

@@ -461,3 +461,64 @@ def test_a_message_in_flight_there_and_queued_here_resumes_under_its_packet_id()
     assert packets[0] == Connack(True, 0)
     assert [(p.payload, p.packet_id, p.dup) for p in packets[1:] if isinstance(p, Publish)] == [
         (b"M", 36, True)]
+
+
+
+class Wire:
+    """Two members linked to each other, with what each writes for the other carried over
+    on demand."""
+
+    def __init__(self, first: Harness, first_index: int, second: Harness,
+                 second_index: int) -> None:
+        self._ends = [(first, first_index, FakeSink()), (second, second_index, FakeSink())]
+        self._carried = [0, 0]
+        for side, (node, _index, sink) in enumerate(self._ends):
+            links, moves = node.broker.links, node.broker.moves
+            assert links is not None and moves is not None
+            links.attach(self._ends[1 - side][1], sink, 0.0)
+            moves.answer_held()
+
+    def carry(self, side: int) -> bool:
+        """What the member at `side` (0 or 1) wrote since, to the other; False: nothing."""
+        _node, index, sink = self._ends[side]
+        new = bytes(sink.data[self._carried[side]:])
+        self._carried[side] += len(new)
+        if new:
+            into = self._ends[1 - side][0]
+            links = into.broker.links
+            assert links is not None
+            links.data_received(index, new, into.now)
+            into.broker.flush()
+        return bool(new)
+
+    def settle(self) -> None:
+        while self.carry(0) | self.carry(1):
+            pass
+
+
+def test_what_a_session_handed_on_is_not_taken_for_given_by_the_rest_that_follows() -> None:
+    """Member 4 holds `sub`'s session, remembering what it is given (a part of it may still
+    come): M1 is queued. Member 1 takes the session (M1 goes with it); M2 reaches member 4
+    before member 1 routes the session, and follows as the REST. The client, let in on
+    member 1, gets both: M1, which member 4 handed on rather than gave, is not dropped."""
+    old = member(4, Directory({}))
+    subscriber = old.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", 1)) == [1]
+    subscriber.disconnect()
+    old_moves = old.broker.moves
+    assert old_moves is not None
+    old_moves.restored([StoredSession("sub", unfinished=True)])
+    publisher = old.connected("pub")
+    publisher.publish("news", b"M1", qos=1, packet_id=1)
+    new = member(1, Directory({"sub": Claim(9, 4, "node-a")}))
+    wire = Wire(old, 4, new, 1)
+    wire.settle()
+    client = new.client()
+    client.send(encode_connect(Connect("sub", "MQTT", 4, False, 0, None)))
+    new.broker.flush()
+    assert wire.carry(1)  # the TAKE: M1 goes in the MOVED
+    publisher.publish("news", b"M2", qos=1, packet_id=2)
+    wire.settle()
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert sorted(p.payload for p in packets[1:] if isinstance(p, Publish)) == [b"M1", b"M2"]
