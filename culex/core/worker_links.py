@@ -39,13 +39,12 @@ import zlib
 from collections.abc import Callable
 from functools import partial
 
-from ..protocol.packets import PacketType
-from ..protocol.properties import decode_properties, encode_properties
 from ..protocol.topics import split_shared
 from .commit import CommitGate
 from .flow import FlowControl
 from .message import Message
 from .ports import LinkDeliveries, Publisher, Sink
+from .publish_records import decode_publish, encode_publish
 from .retained import MAX_WORKERS
 from .states import State
 from .timers import Clock
@@ -68,12 +67,6 @@ BARRIER_BODY = struct.Struct(">Q")
 # Every record: the length of what follows the 4 length bytes, then its kind.
 RECORD_HEAD = struct.Struct(">IB")
 RECORD_LENGTH = struct.Struct(">I")
-# PUBLISH: flags (QoS, retain, shared target), retained stamp, age in seconds, the lengths of
-# the shared group's name and filter, of the topic and of the property block; then those
-# fields, then the payload.
-PUBLISH_HEAD = struct.Struct(">BQdHHHI")
-RETAIN_FLAG = 0x04
-SHARED_FLAG = 0x08
 
 
 def owner_of(client_id: str, workers: int) -> int:
@@ -449,14 +442,7 @@ class WorkerLinks:
         return bool(matches)
 
     def _encode(self, message: Message, stamp: int, group: tuple[str, str] | None) -> bytes:
-        properties = b"" if message.properties is None else encode_properties(message.properties)
-        name, inner = (b"", b"") if group is None else (group[0].encode(), group[1].encode())
-        flags = message.qos | (RETAIN_FLAG if message.retain else 0) \
-            | (SHARED_FLAG if group is not None else 0)
-        head = PUBLISH_HEAD.pack(flags, stamp, self._clock.now - message.created, len(name),
-                                 len(inner), len(message.topic_bytes), len(properties))
-        return record(PUBLISH, b"".join((head, name, inner, message.topic_bytes, properties,
-                                         message.payload)))
+        return record(PUBLISH, encode_publish(message, stamp, group, self._clock.now))
 
     def choose_workers(self, message: Message, origin: Publisher | None,
                        local: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], bool]:
@@ -576,24 +562,9 @@ class WorkerLinks:
                     self._on_all_ready()
 
     def _published(self, link: WorkerLink, body: bytes) -> None:
-        flags, stamp, age, name_length, filter_length, topic_length, properties_length = \
-            PUBLISH_HEAD.unpack_from(body)
-        pos = PUBLISH_HEAD.size
-        name = body[pos:pos + name_length].decode()
-        pos += name_length
-        inner = body[pos:pos + filter_length].decode()
-        pos += filter_length
-        topic_bytes = body[pos:pos + topic_length]
-        pos += topic_length
-        properties = None if not properties_length else decode_properties(
-            body, pos, pos + properties_length, PacketType.PUBLISH)[0]
-        pos += properties_length
-        message = Message(topic_bytes.decode(), body[pos:], flags & 0x03,
-                          bool(flags & RETAIN_FLAG), topic_bytes=topic_bytes,
-                          properties=properties, created=self._clock.now - age)
-        message.cluster_id = stamp
+        published = decode_publish(body, self._clock.now)
         link.v5 = False
-        if flags & SHARED_FLAG:
-            self._deliveries.deliver_to_group(message, (name, inner), link)
+        if published.group is not None:
+            self._deliveries.deliver_to_group(published.message, published.group, link)
         else:
-            self._deliveries.publish_from_link(message, stamp, link)
+            self._deliveries.publish_from_link(published.message, published.stamp, link)
