@@ -189,3 +189,10 @@ class SessionDirectory(Protocol):
         `client_id` (its number; None when that member is not linked), `done({})` when not;
         no call when the directory cannot be read (Redis unavailable)."""
         ...
+
+    def unapplied(self, holder: str, done: Callable[[list[bytes]], None]) -> None:
+        """The records in the stream of `holder` (down) that it has not applied (what it
+        committed as applied before it went down excluded), entry by entry, in order; `done`
+        follows on the loop, with nothing when the stream cannot be read or is not kept
+        where others reach it."""
+        ...

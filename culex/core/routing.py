@@ -167,10 +167,25 @@ class Router:
             shared = self._deliver_to_groups(message, origin)
         if not matches:
             return shared
-        qos = message.qos
-        if not qos:
+        if not message.qos:
             self._send_qos0(matches, message.topic, message.frame_qos0(), origin, message)
             return ReasonCode.SUCCESS
+        reason = self._deliver_matches(message, matches, origin)
+        return reason if shared == ReasonCode.NO_MATCHING_SUBSCRIBERS else max(reason, shared)
+
+    def deliver_to(self, session: Session, message: Message) -> None:
+        """A QoS 1/2 message for `session` alone, by its subscriptions here, as if it had
+        been published now (what a dead member's stream held for a session taken from its
+        store)."""
+        matches = [match for match in self.subscriptions.match(message.topic)
+                   if match[0] is session]
+        if matches and message.qos:
+            self._deliver_matches(message, matches, None)
+
+    def _deliver_matches(self, message: Message, matches: list[tuple[Session, int]],
+                         origin: Publisher | None) -> int:
+        """A QoS 1/2 message for each of `matches`; the reason code `publish` returns."""
+        qos = message.qos
         reason: int = ReasonCode.SUCCESS
         at_qos0 = []
         for match in matches:
@@ -197,7 +212,7 @@ class Router:
                 session.count_drop(NOT_AUTHORIZED)
         if at_qos0:
             self._send_qos0(at_qos0, message.topic, message.frame_qos0(), origin, message)
-        return reason if shared == ReasonCode.NO_MATCHING_SUBSCRIBERS else max(reason, shared)
+        return reason
 
     def forward(self, topic: str, frame: bytes, origin: Publisher) -> None:
         """The hot path: a QoS 0 PUBLISH without RETAIN (and, from an MQTT 5 client, without

@@ -57,6 +57,7 @@ from typing import Any
 
 from ..protocol.reasons import ReasonCode
 from ..storage.base import StoredMessage, StoredSession, TakenSession
+from .dead_streams import DeadStreams
 from .message import Message
 from .persistence import restored_message
 from .ports import Claim, SessionDirectory
@@ -117,6 +118,7 @@ class SessionMoves:
         # Moves out, (client id, member, token), checked `answer_timeout` after they began:
         # one not settled by then is seen to (`_not_settled`).
         self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
+        self._dead_streams = DeadStreams(manager, router, directory, clock)
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
 
@@ -140,8 +142,8 @@ class SessionMoves:
         self._pass_on(client_id)  # refused: this claim is later
         if claim.taken is not None and keep:
             self._take_over(client_id, claim.previous_name, *claim.taken)
-            self._when_routed(partial(self._routed_here, claim.down, client_id, claim.token,
-                                      then))
+            self._when_routed(partial(self._routed_here, claim.down, claim.previous_name,
+                                      client_id, claim.token, then))
             return
         if claim.previous is None:
             then()
@@ -232,25 +234,33 @@ class SessionMoves:
         log.warning("client %s: no answer from %s within %g s; its session is taken from its "
                     "store", client_id, waiting.holder, self._answer_timeout)
         self._take_over(client_id, waiting.holder, *taken)
-        self._when_routed(partial(self._routed_here, waiting.member, client_id, token,
+        self._when_routed(partial(self._routed_here, waiting.member, waiting.holder,
+                                  client_id, token,
                                   partial(self._let_in_early, client_id, token)))
 
-    def _routed_here(self, holder: int | None, client_id: str, token: int,
+    def _routed_here(self, holder: int | None, holder_name: str, client_id: str, token: int,
                      then: Callable[[], None]) -> None:
         """Every member routes here the subscriptions of a session taken from the store of
         `holder`: SETTLED goes into its stream, so that what reached it for the session
         before this point comes here (REST) when it reads that, and nothing after it (that
-        came here directly)."""
+        came here directly). The client is let in once SETTLED is in that stream (or
+        applied): what is published for it after its CONNACK comes after SETTLED there. Then
+        what that stream holds is read for the session (core/dead_streams.py): `holder` may
+        never come back."""
         if holder is not None and self._send(holder, "settled", client_id, token,
                                              counted=True):
-            # The client is let in once SETTLED is in that stream (or applied): what is
-            # published for it after its CONNACK comes after SETTLED there.
+            settled = partial(self._behind_settled, holder_name, client_id, then)
             links = self._links
-            if links.when_known(then, links.sends):
-                return
-        elif client_id in self._unfinished:
+            if not links.when_known(settled, links.sends):
+                settled()
+            return
+        if client_id in self._unfinished:
             self._mark_unfinished(client_id, False)  # no REST can come from `holder`
         then()
+
+    def _behind_settled(self, holder: str, client_id: str, then: Callable[[], None]) -> None:
+        then()
+        self._dead_streams.collect(holder, client_id)
 
     def _when_routed(self, action: Callable[[], None]) -> None:
         """`action()` once every member routes here the subscriptions added so far."""

@@ -21,7 +21,7 @@ from ..cluster import keys
 from ..core.broker import Broker
 from ..core.ports import Claim
 from ..storage.base import TakenSession
-from ..storage.redis_store import TAKE, take_session
+from ..storage.redis_store import TAKE, read_cursors, take_session
 from .cluster_entries import Peer
 from .cluster_redis import Redis
 
@@ -35,6 +35,8 @@ CHUNK = 1000
 # rather than take every Redis connection the node has (the rest of its Redis I/O, commits
 # included, would fail meanwhile) or open thousands of them.
 CONCURRENT_CALLS = 32
+# Entries per XRANGE when a member reads the stream of one that is down.
+READ_CHUNK = 1000
 
 
 class SessionOwners:
@@ -138,6 +140,20 @@ class SessionOwners:
 
         self._spawn(asking())
 
+    def unapplied(self, holder: str, done: Callable[[list[bytes]], None]) -> None:
+        async def reading() -> None:
+            records: list[bytes] = []
+            if self.stores:
+                try:
+                    records = await read_unapplied(self._redis(), holder)
+                except RedisError as exc:
+                    log.warning("cluster: the stream of %s could not be read (%s); what it "
+                                "holds for the sessions taken from it comes when it is back",
+                                holder, exc)
+            done(records)
+
+        self._spawn(reading())
+
     def _members(self, holders: dict[str, str]) -> dict[str, int | None]:
         """Holders' names as their member numbers (None: not linked)."""
         return {client_id: None if (peer := self._peer(name)) is None else peer.index
@@ -198,3 +214,22 @@ class SessionOwners:
                 await work
         finally:
             work.close()  # cancelled before its turn (shutdown): it never ran
+
+
+async def read_unapplied(redis: Redis, member: str) -> list[bytes]:
+    """The records of each entry in `member`'s stream that it has not committed as applied
+    (by its cursors, kept in Redis with its state), in order."""
+    cursors = await read_cursors(redis, member)
+    stream = keys.stream_key(member)
+    records = []
+    start: bytes | str = "-"
+    while True:
+        entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
+                       await redis.xrange(stream, min=start, count=READ_CHUNK))
+        for _entry_id, fields in entries:
+            sender, epoch = fields[b"f"].decode(), int(fields[b"e"])
+            if int(fields[b"s"]) > cursors.get((sender, epoch), 0):
+                records.append(fields[b"r"])
+        if len(entries) < READ_CHUNK:
+            return records
+        start = b"(" + entries[-1][0]

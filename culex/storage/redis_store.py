@@ -166,6 +166,17 @@ def decode_session(client_id: str, fields: dict[bytes, bytes]) -> StoredSession:
     return session
 
 
+async def read_cursors(redis: Redis, member: str) -> dict[tuple[str, int], int]:
+    """How far `member` applied each sender's stream entries: (sender, epoch) -> the last
+    sequence number committed (storage/stream_cursors.py)."""
+    cursors = {}
+    stored = cast(dict[bytes, bytes], await redis.hgetall(state_key(member, "cursors")))
+    for key, seq in stored.items():
+        sender, _, epoch = key.decode().rpartition(" ")
+        cursors[sender, int(epoch)] = int(seq)
+    return cursors
+
+
 async def read_outbox(redis: Redis, member: str) -> list[tuple[int, int, str, bytes]]:
     """The stream entries `member` committed to send and has not marked sent: (epoch, seq,
     receiver, records), in the order they were made."""
@@ -258,10 +269,7 @@ class RedisStorage:
                 tombstones.append(topic)
         for owner, data in cast(dict[bytes, bytes], await redis.hgetall(self._wills)).items():
             state.wills.append((owner.decode(), decode_message(0, data, wall_now)))
-        cursors = cast(dict[bytes, bytes], await redis.hgetall(self._cursor_key))
-        for key, seq in cursors.items():
-            sender, _, epoch = key.decode().rpartition(" ")
-            self._cursors[sender, int(epoch)] = int(seq)
+        self._cursors = await read_cursors(redis, self.member)
         self._outbox = await read_outbox(redis, self.member)
         self._tidy(state, tombstones)
         self._loaded = state

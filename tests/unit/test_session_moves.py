@@ -17,10 +17,11 @@ from culex.core.message import Message
 from culex.core.node_links import ClusterSetup
 from culex.core.outgoing import Outgoing
 from culex.core.ports import Claim
+from culex.core.publish_records import encode_publish
 from culex.core.session import Session
 from culex.core.session_moves import SESSIONS
 from culex.core.session_state import export_session, import_session
-from culex.core.worker_links import SERVICE, WorkerLinks, record, split_records
+from culex.core.worker_links import PUBLISH, SERVICE, WorkerLinks, record, split_records
 from culex.protocol.codec import encode_connect
 from culex.protocol.packets import Connack, Connect, Publish, Pubrec, Pubrel
 from culex.protocol.properties import Properties
@@ -76,6 +77,8 @@ class Directory:
         self.held = held
         self.elsewhere = elsewhere or {}  # the latest claims, other members'
         self.asked: list[str] = []
+        # Member name -> the records of its stream it has not applied (it is down).
+        self.streams: dict[str, list[bytes]] = {}
 
     def claim(self, client_id: str, done: Callable[[Claim], None]) -> None:
         done(self.held.get(client_id, Claim(1)))
@@ -91,6 +94,9 @@ class Directory:
                        done: Callable[[dict[str, int | None]], None]) -> None:
         self.asked.append(client_id)
         done({client_id: self.elsewhere[client_id]} if client_id in self.elsewhere else {})
+
+    def unapplied(self, holder: str, done: Callable[[list[bytes]], None]) -> None:
+        done(self.streams.get(holder, []))
 
 
 def session_record(op: str, token: int, state: dict[str, Any] | None, *,
@@ -522,3 +528,43 @@ def test_what_a_session_handed_on_is_not_taken_for_given_by_the_rest_that_follow
     packets = client.received_packets()
     assert packets[0] == Connack(True, 0)
     assert sorted(p.payload for p in packets[1:] if isinstance(p, Publish)) == [b"M1", b"M2"]
+
+
+def test_what_a_dead_members_stream_holds_for_a_session_taken_from_it_comes_at_once() -> None:
+    """Member 3 is down; `sub`'s session is taken from its store, and once every member routes
+    it here, what member 3's stream holds for it (M1, M2; not what matches nothing of it, nor
+    a QoS 0 copy) is delivered after the CONNACK, without waiting for member 3, but for what
+    came here directly too (M2, from member 1, which routed it both ways). When member 3 is
+    back and sends what it got (its REST, M1 again), nothing comes twice."""
+    taken = StoredSession("sub", subscriptions={"news/#": 1})
+    directory = Directory({"sub": Claim(9, None, "node-b", (taken, {}), 3)})
+    now = 0.0
+
+    def published(topic: str, payload: bytes, cluster_id: int, qos: int = 1) -> bytes:
+        return record(PUBLISH, encode_publish(Message(topic, payload, qos, False),
+                                              cluster_id, None, now))
+
+    directory.streams["node-b"] = [
+        published("news/a", b"M1", 1 << 40 | 1) + published("other", b"not", 1 << 40 | 2),
+        published("news/b", b"M2", 1 << 40 | 3) + published("news/c", b"q0", 1 << 40 | 4, 0)]
+    node = member(4, directory)
+    links, moves = node.broker.links, node.broker.moves
+    assert links is not None and moves is not None
+    links.attach(3, FakeSink(), now)
+    links.attach(1, FakeSink(), now)
+    moves.answer_held()
+    client = node.client()
+    client.send(encode_connect(Connect("sub", "MQTT", 4, False, 0, None)))
+    links.data_received(1, published("news/b", b"M2", 1 << 40 | 3), now)
+    for _ in range(3):  # the routes, then SETTLED: in member 3's stream, as it is down
+        node.broker.flush()
+        links.release_barriers(3)
+        links.release_barriers(1)
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert [p.payload for p in packets[1:] if isinstance(p, Publish)] == [b"M2", b"M1"]
+    client.ack_all(packets[1:])
+    rest = state([], [(0, b"M1", False)])
+    rest["messages"][0].update(id=1 << 40 | 1, topic="news/a", qos=1)
+    links.data_received(3, session_record("rest", 9, rest, client="sub"), now)
+    assert [p for p in client.received_packets() if isinstance(p, Publish)] == []

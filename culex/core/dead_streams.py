@@ -1,0 +1,87 @@
+"""What a member that is down had not yet applied from its stream, for the sessions taken
+from its store (session_moves.py).
+
+While a member is down, the others go on writing what matches its subscriptions into its
+stream; a session taken from its store by another member has, from the moment every member
+routes it there, what is published for it directly. What reached the dead member's stream
+before that point is read here, once the taker's SETTLED is in that stream behind it, and
+delivered to the session at once: the dead member may never come back. When it does, it
+sends the same messages (its REST), and the session, which remembers what it is given while
+that part may still come (`Session.seen`), drops them then. Reading the whole stream, rather
+than up to SETTLED, delivers nothing twice for the same reason.
+
+Sessions taken from one member at about the same time share a read: while one is under way,
+the sessions that come next wait for the next.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from .ports import SessionDirectory
+from .publish_records import decode_publish
+from .routing import Router
+from .sessions import SessionManager
+from .timers import Clock
+from .worker_links import PUBLISH, split_records
+
+log = logging.getLogger("culex")
+
+
+class DeadStreams:
+    def __init__(self, manager: SessionManager, router: Router, directory: SessionDirectory,
+                 clock: Clock) -> None:
+        self._manager = manager
+        self._router = router
+        self._directory = directory
+        self._clock = clock
+        # Member name -> the client ids whose read of its stream has yet to start.
+        self._waiting: dict[str, set[str]] = {}
+        # Members whose stream is being read.
+        self._reading: set[str] = set()
+
+    def collect(self, holder: str, client_id: str) -> None:
+        """`client_id`'s session was taken from the store of `holder`, which is down, and
+        every member routes it here now: what `holder`'s stream holds for it comes."""
+        self._waiting.setdefault(holder, set()).add(client_id)
+        if holder not in self._reading:
+            self._read(holder)
+
+    def _read(self, holder: str) -> None:
+        client_ids = self._waiting.pop(holder)
+        self._reading.add(holder)
+        self._directory.unapplied(holder, partial(self._read_done, holder, client_ids))
+
+    def _read_done(self, holder: str, client_ids: set[str], entries: list[bytes]) -> None:
+        self._reading.discard(holder)
+        for client_id in sorted(client_ids):
+            delivered = self._deliver(client_id, entries)
+            if delivered:
+                log.info("client %s: %d messages from the stream of %s, which is down",
+                         client_id, delivered, holder)
+        if holder in self._waiting:
+            self._read(holder)
+
+    def _deliver(self, client_id: str, entries: list[bytes]) -> int:
+        """What `entries` hold for the session, but what it was given already; how many."""
+        session = self._manager.sessions.get(client_id)
+        if session is None or session.seen is None:
+            return 0  # ended, or not sure what it was given: the dead member's REST sees to it
+        found: list[tuple[int, bytes]] = []
+        for records in entries:
+            split_records(records, found)
+        now = self._clock.now
+        delivered = 0
+        for kind, body in found:
+            if kind != PUBLISH:
+                continue
+            published = decode_publish(body, now)
+            message = published.message
+            seen = session.seen
+            if published.group is not None or not message.qos or seen is None \
+                    or message.cluster_id in seen:
+                continue
+            self._router.deliver_to(session, message)
+            delivered += message.cluster_id in seen
+        return delivered
