@@ -63,8 +63,8 @@ from .persistence import restored_message
 from .ports import Claim, SessionDirectory
 from .restore import rebuild_session
 from .routing import Router
-from .session import NO_ENTRIES, NO_PACKET_IDS, Session
-from .session_parts import admitted, merge_part, store_part
+from .session import Session
+from .session_parts import admitted, merge_part, store_part, strip_handed_on
 from .session_state import export_session, import_session, without_inbound_state
 from .sessions import SessionManager
 from .timers import Clock, TimerHeap
@@ -119,6 +119,9 @@ class SessionMoves:
         # one not settled by then is seen to (`_not_settled`).
         self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
         self._dead_streams = DeadStreams(manager, router, directory, clock)
+        # Client id -> (member, token): the move that brought the session here, whose SETTLED
+        # this member owes that member once every member routes the session here.
+        self._to_settle: dict[str, tuple[int, int]] = {}
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
 
@@ -380,35 +383,13 @@ class SessionMoves:
                     log.info("client %s: session handed to member %d (%d subscriptions, "
                              "%d messages)", client_id, member, len(session.subscriptions),
                              len(state["entries"]))
-                    self._strip(session)
+                    strip_handed_on(session)
                     self._moving_out[client_id] = (member, token)
                     self._unsettled.push(self._clock.now + self._answer_timeout,
                                          (client_id, member, token))
                 else:
                     manager.discard(session)  # Clean Start 1: it ends, and a waiting will goes
         self._send(member, "moved", client_id, token, state)
-
-    def _strip(self, session: Session) -> None:
-        """What `_give` sent goes from the session here (in the same commit as the record
-        that carries it): the session keeps its subscriptions, and collects what still comes
-        here, until `_settled`. What it remembers having been given went with it too: what
-        it collects from now on is all its REST can say was given here (and it was not given
-        to the client, only handed on)."""
-        entries = [*session.inflight.values(), *session.queue]
-        awaiting = list(session.awaiting_release)
-        session.inflight = NO_ENTRIES
-        session.queue = ()
-        session.queued_bytes = 0
-        session.awaiting_release = NO_PACKET_IDS
-        if session.seen is not None:
-            session.forget_given()
-            session.remember_given()
-        persistence = session.persistence
-        if persistence is not None:
-            for entry in entries:
-                persistence.done(session.client_id, entry)
-            for packet_id in awaiting:
-                persistence.inbound_released(session.client_id, packet_id)
 
     def _moved(self, member: int, client_id: str, token: int,
                state: dict[str, Any] | None) -> None:
@@ -432,12 +413,36 @@ class SessionMoves:
             # again: if another member claimed the id since, the session goes on there.
             self._directory.held_elsewhere(client_id, self.let_go)
         if token:
-            # As a SUBACK: once every member routes its subscriptions here, the member that
-            # held it may stop collecting for it (messages that went to both come once).
-            self._when_routed(partial(self._settle, member, client_id, token))
+            self._owe_settled(client_id, member, token)
+        self._take_duty(client_id, state)
+
+    def _owe_settled(self, client_id: str, member: int, token: int) -> None:
+        """As a SUBACK: once every member routes the session's subscriptions here, `member`,
+        which held it, may stop collecting for it (messages that went to both come once)."""
+        self._to_settle[client_id] = (member, token)
+        self._when_routed(partial(self._settle, member, client_id, token))
 
     def _settle(self, member: int, client_id: str, token: int) -> None:
-        self._send(member, "settled", client_id, token)
+        if self._to_settle.get(client_id) == (member, token):  # (not passed on meanwhile)
+            del self._to_settle[client_id]
+            self._send(member, "settled", client_id, token)
+
+    def _pass_duty(self, client_id: str, state: dict[str, Any]) -> None:
+        """The session leaves this member, and with no copy collecting for it here, before
+        it settled the move that brought it: the member it goes to sends that SETTLED, once
+        every member routes it there (sent from here, it would end the copy collecting
+        there while some still route the session here, where nothing collects any more)."""
+        owed = self._to_settle.pop(client_id, None)
+        if owed is not None:
+            state["settle"] = list(owed)
+
+    def _take_duty(self, client_id: str, state: dict[str, Any]) -> None:
+        owed = state.get("settle")
+        if owed is not None and self._manager.sessions.get(client_id) is not None:
+            member, token = owed
+            self._mark_unfinished(client_id, True)  # until that REST
+            self._expect_part(client_id)
+            self._owe_settled(client_id, member, token)
 
     def _settled(self, member: int, client_id: str, token: int) -> None:
         """Every member routes the session's subscriptions to `member` now: what came here
@@ -446,8 +451,10 @@ class SessionMoves:
         own; its connection, if this member was paused with one, closes without its will."""
         rest = None
         moving = self._moving_out.get(client_id)
-        if moving == (member, token) or (moving is None
-                                         and self._tokens.get(client_id, 0) < token):
+        # (The move's token names it: the member it went to, or the one it went on to before
+        # settling it, `_pass_duty`.)
+        if (moving is not None and moving[1] == token) or (
+                moving is None and self._tokens.get(client_id, 0) < token):
             self._moving_out.pop(client_id, None)
             session = self._manager.sessions.get(client_id)
             if session is not None and session.connection is not None:
@@ -456,6 +463,7 @@ class SessionMoves:
                 session = self._manager.sessions.get(client_id)
             if session is not None:
                 rest = self._export(session)
+                self._pass_duty(client_id, rest)
                 self._manager.hand_off(session)
                 self._gone(client_id)
                 if moving is None:
@@ -475,7 +483,8 @@ class SessionMoves:
                 merge_part(session, stored, messages, f"member {member}")
                 if state.get("unfinished"):
                     self._expect_part(client_id, stored.given)
-            elif stored.entries:
+                self._take_duty(client_id, state)
+            elif stored.entries or state.get("settle"):
                 # The session went on from here before the rest came (`let_go`): the rest
                 # follows it. (Ended here instead, it took the rest with it.)
                 self._directory.held_elsewhere(client_id,
@@ -579,6 +588,7 @@ class SessionMoves:
             if session is None:
                 continue
             state = self._export(session)
+            self._pass_duty(client_id, state)
             sent = member is not None and self._send(member, "moved", client_id, 0, state)
             manager.hand_off(session)
             self._gone(client_id)

@@ -19,7 +19,7 @@ from collections import deque
 from ..storage.base import StoredEntry, StoredSession
 from .message import Message
 from .outgoing import Outgoing
-from .session import Session
+from .session import NO_ENTRIES, NO_PACKET_IDS, Session
 
 log = logging.getLogger("culex")
 
@@ -123,3 +123,26 @@ def store_part(session: Session, stored: StoredSession, entries: list[Outgoing])
         persistence.inbound_received(client_id, packet_id)
     if stored.admitted:
         persistence.session_admitted(client_id, stored.admitted)
+
+
+def strip_handed_on(session: Session) -> None:
+    """What a move sent on goes from the session here (in the same commit as the record that
+    carries it, session_moves.py `_give`): the session keeps its subscriptions, and collects
+    what still comes here until the move settles. What it remembers having been given went
+    with it too: what it collects from now on is all its REST can say was given here (and
+    it was not given to the client, only handed on)."""
+    entries = [*session.inflight.values(), *session.queue]
+    awaiting = list(session.awaiting_release)
+    session.inflight = NO_ENTRIES
+    session.queue = ()
+    session.queued_bytes = 0
+    session.awaiting_release = NO_PACKET_IDS
+    if session.seen is not None:
+        session.forget_given()
+        session.remember_given()
+    persistence = session.persistence
+    if persistence is not None:
+        for entry in entries:
+            persistence.done(session.client_id, entry)
+        for packet_id in awaiting:
+            persistence.inbound_released(session.client_id, packet_id)

@@ -568,3 +568,81 @@ def test_what_a_dead_members_stream_holds_for_a_session_taken_from_it_comes_at_o
     rest["messages"][0].update(id=1 << 40 | 1, topic="news/a", qos=1)
     links.data_received(3, session_record("rest", 9, rest, client="sub"), now)
     assert [p for p in client.received_packets() if isinstance(p, Publish)] == []
+
+
+def routed(node: Harness, *members: int) -> None:
+    """What waits for `members` to route the subscriptions added here goes on (as when
+    they are down and everything sent to them is in their streams)."""
+    links = node.broker.links
+    assert links is not None
+    for _ in range(3):
+        node.broker.flush()
+        for other in members:
+            links.release_barriers(other)
+
+
+def test_a_session_let_go_before_its_move_settled_passes_the_settled_on() -> None:
+    """Member 4 got `sub`'s session from member 3 under claim 5, and lets go of it (member 1
+    claimed the id) before every member routes it here: member 4 does not send SETTLED to
+    member 3, whose copy would stop collecting while some member still routes the session
+    here, where nothing collects any more; the session goes to member 1 owing it."""
+    node, links, _client, _ = held_publisher()
+    moved = state([], [])
+    moved["subscriptions"] = {"news": 1}
+    links.data_received(3, session_record("moved", 5, moved), 0.0)
+    moves = node.broker.moves
+    assert moves is not None
+    moves.let_go({"pub": 1})
+    routed(node, 1, 3)
+    sinks = {index: link.sink for index, link in links.links.items()}
+    assert isinstance(sinks[1], FakeSink) and isinstance(sinks[3], FakeSink)
+    [handed] = [r for r in sent_sessions(sinks[1]) if r["op"] == "moved"]
+    assert handed["session"]["settle"] == [3, 5]
+    assert [r["op"] for r in sent_sessions(sinks[3])] == ["take"]
+
+
+@pytest.mark.parametrize("op", ["moved", "rest"])
+def test_a_session_that_comes_owing_a_settled_sends_it_once_routed_here(op: str) -> None:
+    """`sub`'s session comes to member 4 from member 1 owing member 3 the SETTLED of claim
+    5 (member 1 let go of it, or ended its copy at the SETTLED of its own move, with the
+    session here): once every member routes it here, member 4 sends it, and adds the REST
+    member 3 answers with, but for what it has."""
+    node = member(4, Directory({}))
+    if op == "rest":
+        subscriber = node.connected("sub", clean_session=False)
+        assert subscriber.subscribe(("news", 1)) == [1]
+        subscriber.disconnect()
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    part = state([], [])
+    part.update(subscriptions={"news": 1}, settle=[3, 5])
+    links.data_received(1, session_record(op, 0 if op == "moved" else 7, part, client="sub"),
+                        0.0)
+    routed(node, 1, 3)
+    assert [(r["op"], r["token"]) for r in sent_sessions(sinks[3])] == [("settled", 5)]
+    rest = state([], [(0, b"collected", False)])
+    rest["messages"][0].update(topic="news", qos=1)
+    links.data_received(3, session_record("rest", 5, rest, client="sub"), 0.0)
+    session = node.broker.sessions.get("sub")
+    assert session is not None and [e.message.payload for e in session.queue] == [b"collected"]
+
+
+def test_a_copy_collecting_ends_at_the_settled_of_its_move_from_whoever_sends_it() -> None:
+    """Member 4 handed `sub`'s session to member 3 under claim 5 and collects M meanwhile;
+    member 3 let go of the session to member 1 before settling, so the SETTLED of claim 5
+    comes from member 1: the copy ends, and M goes to member 1."""
+    node = member(4, Directory({}))
+    subscriber = node.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", 1)) == [1]
+    subscriber.disconnect()
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    links.data_received(3, session_record("take", 5, None, client="sub"), 0.0)
+    node.connected("pub").publish("news", b"M", qos=1, packet_id=1)
+    links.data_received(1, session_record("settled", 5, None, client="sub"), 0.0)
+    node.broker.flush()
+    [rest] = [r for r in sent_sessions(sinks[1]) if r["op"] == "rest"]
+    assert [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]] == [b"M"]
+    assert node.broker.sessions.get("sub") is None
