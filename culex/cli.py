@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_trace_arguments(commands.add_parser(
         "trace", help="show one client's packets, or the messages on a topic filter, live "
         "(from a running broker's admin API)"))
+    from .membership_command import add_arguments as add_cluster_arguments  # noqa: PLC0415
+    add_cluster_arguments(commands.add_parser(
+        "cluster", help="list a cluster's members, or forget one that is gone for good"))
     check = commands.add_parser("check-config", help="validate a configuration and the "
                                 "password, ACL and certificate files it names; start nothing")
     check.add_argument("file", type=Path)
@@ -172,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "trace":
         from .trace_command import run as run_trace  # noqa: PLC0415
         return run_trace(args)
+    if args.command == "cluster":
+        from .membership_command import run as run_cluster  # noqa: PLC0415
+        return run_cluster(args)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "convert-config":

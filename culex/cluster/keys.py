@@ -92,6 +92,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: member key, MEMBERS, filters key; ARGV: name. Removes a member that is down (the
+# others stop routing to it); -1 when its lease is alive, 0 when it is not a member.
+FORGET = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local removed = redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+return removed
+"""
+
 # KEYS: OWNERS, CLAIMS; ARGV: client id, this member's name. Returns {the previous owner's
 # record or "", the new claim's token}.
 CLAIM = """

@@ -249,17 +249,18 @@ class SessionMoves:
         came here directly). The client is let in once SETTLED is in that stream (or
         applied): what is published for it after its CONNACK comes after SETTLED there. Then
         what that stream holds is read for the session (core/dead_streams.py): `holder` may
-        never come back."""
+        never come back. A holder not linked (removed from the cluster) sends no REST, and
+        nothing reaches its stream any more: it is read at once."""
+        settled = partial(self._behind_settled, holder_name, client_id, then)
         if holder is not None and self._send(holder, "settled", client_id, token,
                                              counted=True):
-            settled = partial(self._behind_settled, holder_name, client_id, then)
             links = self._links
             if not links.when_known(settled, links.sends):
                 settled()
             return
         if client_id in self._unfinished:
             self._mark_unfinished(client_id, False)  # no REST can come from `holder`
-        then()
+        settled()
 
     def _behind_settled(self, holder: str, client_id: str, then: Callable[[], None]) -> None:
         then()

@@ -14,7 +14,8 @@ The sans-I/O side is `core/node_links.py` (links, records, routes, barriers) and
   waits for its answer, is sent all that again, and its earlier filters are replaced by those
   it announces (`NodeLinks.renew_routes`). A member whose lease ran out is down: its link and
   filters stay, QoS 0 is not sent to it, and what waits for its answer is released once its
-  stream holds everything sent before (`NodeLinks.release_barriers`).
+  stream holds everything sent before (`NodeLinks.release_barriers`). A member removed from
+  the membership (`culex cluster forget`) loses its link and filters.
 - Sending: what a tick queued for a member is one stream entry, numbered (epoch, sequence),
   released once the tick's commit is done; with `durability = "sync"` an entry carrying more
   than QoS 0 is committed with the tick in the outbox table (storage/stream_cursors.py) and
@@ -29,8 +30,7 @@ The sans-I/O side is `core/node_links.py` (links, records, routes, barriers) and
   acknowledged are read again first (see server/stream_reading.py). A full local subscriber
   stops the reading (the link's `pause_reading`), as for a worker link.
 - Redis unavailable: logged once, retried with a growing delay (at most `MAX_RETRY`), logged
-  again when it answers. Nothing that waits for a barrier is released meanwhile, so QoS 1/2
-  publishers whose messages crossed nodes get no acknowledgement until it is true.
+  again when it answers; nothing waiting for a barrier is released meanwhile.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from .cluster_entries import (
 )
 from .cluster_redis import (
     MAX_RETRY,
+    Members,
     NotReplicated,
     Redis,
     RedisHealth,
@@ -193,14 +194,13 @@ class ClusterNode:
         messages (READY), for at most two leases: a member that does not answer by then is
         paused or dying, and its lease decides."""
         await self._health.retrying(self._save_filters)
-        alive, down = await self._health.retrying(self._members)
-        self._reconcile(alive, down)
+        members = await self._health.retrying(self._members)
+        self._reconcile(members)
         assert self._reader is not None
         await self._health.retrying(self._reader.caught_up)  # what came while this was down
         await self._health.retrying(self._fence)  # ids claimed elsewhere while this was down
-        expected = {lease.index for name, lease in alive.items() if name != self.name}
-        links = self._links
-        assert links is not None
+        expected = {lease.index for name, lease in members.alive.items() if name != self.name}
+        links = self._node_links()
         deadline = self.loop.time() + 2 * self.settings.lease
         while not links.ready(expected) and self.loop.time() < deadline:
             await asyncio.sleep(0.01)
@@ -244,7 +244,7 @@ class ClusterNode:
 
     # -- membership ----------------------------------------------------------------------------
 
-    async def _members(self) -> tuple[dict[str, Lease], dict[str, tuple[int, list[str]]]]:
+    async def _members(self) -> Members:
         """The live members' leases, and the filters Redis keeps for those that are down and
         whose filters this node does not have from them (never linked, or down before they
         said READY: a node that starts while another dies)."""
@@ -255,8 +255,7 @@ class ClusterNode:
 
     async def _save_filters(self) -> None:
         """This node's whole set of filters, in Redis."""
-        links = self._links
-        assert links is not None
+        links = self._node_links()
         links.route_changes.clear()  # all of them are in this set
         save = self.redis.register_script(keys.REPLACE_FILTERS)
         await save(keys=[keys.filters_key(self.name)], args=list(links.local_filters))
@@ -280,18 +279,17 @@ class ClusterNode:
                     self._unfenced = False
                 self._renewed_at = started
                 await self.owners.record_unrecorded(self._broker)
-                alive, down = await self._members()
+                members = await self._members()
             except RedisError as exc:
                 self._health.unavailable(exc)
                 continue
             self._health.available()
-            self._reconcile(alive, down)
+            self._reconcile(members)
 
     async def _rejoin(self) -> None:
         """A new epoch: every member forgets our filters and gets them again."""
         await self._join()
-        links = self._links
-        assert links is not None
+        links = self._node_links()
         for peer in self.peers.values():
             links.introduce(peer.index)
 
@@ -299,11 +297,13 @@ class ClusterNode:
         if self._broker is not None:
             await self.owners.fence(self._broker)
 
-    def _reconcile(self, alive: dict[str, Lease],
-                   down: dict[str, tuple[int, list[str]]]) -> None:
+    def _reconcile(self, members: Members) -> None:
+        alive = members.alive
         for name, peer in list(self.peers.items()):
             lease = alive.get(name)
-            if lease is None:
+            if lease is None and name not in members.names:
+                self._forget(peer)
+            elif lease is None:
                 if peer.alive:
                     self._suspend(peer)
             elif lease.epoch > peer.epoch:
@@ -314,14 +314,21 @@ class ClusterNode:
         for name, lease in alive.items():
             if name != self.name and name not in self.peers:
                 self._attach(name, lease.index, lease.epoch)
-        links = self._links
-        assert links is not None
-        for name, (index, filters) in down.items():
+        links = self._node_links()
+        for name, (index, filters) in members.down.items():
             if name not in self.peers:
                 peer = self._attach(name, index, 0)
                 peer.alive = False
                 self._write_outbox(peer)
             links.load_routes(self.peers[name].index, filters)
+
+    def _forget(self, peer: Peer) -> None:
+        """Removed from the membership: nothing is routed to it, nothing waits for it."""
+        del self.peers[peer.name]
+        self._backlog.forget(peer)
+        self._node_links().detach(peer.index)
+        log.warning("cluster: %s was removed from the cluster; no longer routed to (its "
+                    "sessions are taken from its store as their clients connect)", peer.name)
 
     def _suspend(self, peer: Peer) -> None:
         """Its lease ran out: it is down (dead, paused, or cut off from Redis). Its link and
@@ -350,8 +357,7 @@ class ClusterNode:
         self._background(writing())
 
     def _attach(self, name: str, index: int, epoch: int) -> Peer:
-        links = self._links
-        assert links is not None
+        links = self._node_links()
         peer = self.peers[name] = Peer(name, index, epoch)
         links.attach(index, StreamSink(self, peer), self.loop.time())
         log.info("cluster: linked to %s (member %d, epoch %d)", name, index, epoch)
@@ -361,8 +367,7 @@ class ClusterNode:
         """`peer` started again (or joined again): its link stays, with what waits for its
         answer (it reads its stream, barriers included, and answers); the filters of its
         earlier epoch are replaced by those it announces, and it is sent ours again."""
-        links = self._links
-        assert links is not None
+        links = self._node_links()
         peer.epoch = epoch
         peer.alive = True
         links.renew_routes(peer.index)
@@ -448,8 +453,7 @@ class ClusterNode:
             self._sending = None
 
     def _written(self, batch: list[Outgoing]) -> None:
-        links = self._links
-        assert links is not None
+        links = self._node_links()
         storage = self._storage
         for entry in batch:
             if entry.stored and storage is not None:
@@ -463,8 +467,7 @@ class ClusterNode:
                 links.release_barriers(peer.index)
 
     def _drained(self, peer: Peer) -> None:
-        links = self._links
-        assert links is not None
+        links = self._node_links()
         link = links.links.get(peer.index)
         if link is not None and link.write_paused and peer.queued <= HIGH_WATER // 4 \
                 and not peer.backlogged:

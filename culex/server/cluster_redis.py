@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -63,14 +64,25 @@ async def connect(settings: ClusterConfig) -> Redis:
     return client
 
 
-async def read_members(redis: Redis, known: Collection[str]
-                       ) -> tuple[dict[str, Lease], dict[str, tuple[int, list[str]]]]:
-    """The live members' leases, and for the members that are down and not in `known`,
-    their number and the filters Redis keeps for them."""
+@dataclass
+class Members:
+    """The cluster's membership as Redis has it."""
+
+    # Every member's name, live or down (not those forgotten, `culex cluster forget`).
+    names: set[str]
+    # The live members' leases.
+    alive: dict[str, Lease]
+    # For the members that are down and not known to the reader: their number and the
+    # filters Redis keeps for them.
+    down: dict[str, tuple[int, list[str]]]
+
+
+async def read_members(redis: Redis, known: Collection[str]) -> Members:
+    """Who the members are; `known`: those the reader has the filters of."""
     members = cast(set[bytes], await redis.smembers(keys.MEMBERS))
     names = sorted(name.decode() for name in members)
     if not names:
-        return {}, {}
+        return Members(set(), {}, {})
     values = cast(list[bytes | None], await redis.mget([keys.member_key(name) for name in names]))
     alive = {name: Lease.parse(value) for name, value in zip(names, values, strict=True)
              if value is not None}
@@ -82,7 +94,7 @@ async def read_members(redis: Redis, known: Collection[str]
         filters = cast(set[bytes], await redis.smembers(keys.filters_key(name)))
         if index is not None:
             down[name] = (int(index), sorted(value.decode() for value in filters))
-    return alive, down
+    return Members(set(names), alive, down)
 
 
 class NotReplicated(RedisError):

@@ -1,17 +1,23 @@
 """Membership: nodes on a real Redis Cluster of three masters; a node that joins late learns
 the others' subscriptions and retained messages before it serves; a node that stops or dies
-stops being routed to (its lease runs out), and one that comes back is routed to again."""
+stops being routed to (its lease runs out), and one that comes back is routed to again; a
+node gone for good is forgotten (`culex cluster forget`)."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
+from redis import Redis
+
 from culex.cluster import keys
-from tests.cluster.conftest import NodeFactory
+from tests.cluster.conftest import NodeFactory, offline_session, publish_numbered
 from tests.cluster.redis_servers import RedisServer
 from tests.cluster.test_session_moves import pause
-from tests.integration.clients import Clients
+from tests.conftest import BrokerProcess
+from tests.integration.clients import Clients, wait_until
 
 
 def test_three_nodes_on_a_redis_cluster(redis_cluster_urls: list[str],
@@ -126,3 +132,58 @@ def test_what_a_dead_member_committed_to_send_is_written_for_it(
         time.sleep(0.05)
     assert [fields for _id, fields in found] == [
         {b"f": b"node-x", b"e": b"3", b"i": b"7", b"s": b"41", b"r": b"the records"}]
+
+
+def cluster_command(node: BrokerProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """`culex cluster ...` with the configuration of `node`."""
+    return subprocess.run([sys.executable, "-m", "culex", "cluster", *args, "--config",
+                           str(node.config_path)], capture_output=True, text=True, timeout=30,
+                          check=False)
+
+
+def stream_entries(redis: Redis, node: str) -> int:
+    """What the streams of `node`'s members hold."""
+    names = [name.decode() for name in redis.smembers(keys.MEMBERS)] + [node, f"{node}/0",
+                                                                         f"{node}/1"]
+    return sum(redis.xlen(keys.stream_key(name)) for name in set(names)
+               if name == node or name.startswith(f"{node}/"))
+
+
+def test_a_node_gone_for_good_is_forgotten_and_its_sessions_stay_reachable(
+        redis_server: RedisServer, nodes: list[BrokerProcess],
+        per_node: list[Clients]) -> None:
+    """`culex cluster forget node-b` refuses while node-b runs; once it is dead, it takes it
+    out of the membership: the other nodes stop routing to it (its stream stops growing)
+    without a restart, and a client of a session it held, connecting to another node, gets
+    the session with what its stream held for it."""
+    first, second, third = nodes
+    a, b, c = per_node
+    offline_session(b, "forgotten", "gone/#")
+    refused = cluster_command(first, "forget", "node-b")
+    assert refused.returncode == 2 and "the lease is alive" in refused.stderr, refused
+    listed = cluster_command(first, "members")
+    assert listed.returncode == 0 and "node-b" in listed.stdout, listed
+    assert " down " not in listed.stdout, listed.stdout
+    second.kill()
+    first.wait_for_log("is down", timeout=10)
+    time.sleep(1.0)
+    publisher = a.paho("forgotten-pub")
+    publish_numbered(publisher, "gone", range(2))  # into node-b's stream, node-b down
+    forgot = cluster_command(first, "forget", "node-b")
+    assert forgot.returncode == 0 and "forgotten" in forgot.stdout, forgot
+    listed = cluster_command(first, "members")
+    assert "node-b" not in listed.stdout and " live " in listed.stdout, listed.stdout
+    assert wait_until(lambda: first.log_text().count("was removed from the cluster") >= len(
+        [line for line in forgot.stdout.splitlines() if "forgotten" in line]), 10)
+    time.sleep(1.0)  # every worker of every node has had a heartbeat since
+    with Redis.from_url(redis_server.url) as redis:
+        before = stream_entries(redis, "node-b")
+        publish_numbered(publisher, "gone", range(2, 4))
+        time.sleep(0.5)
+        assert stream_entries(redis, "node-b") == before, "still routed to node-b"
+    moved = c.raw()
+    assert moved.connect("forgotten", clean=False).session_present
+    assert [moved.receive(timeout=10).payload for _ in range(2)] == [b"0", b"1"]
+    third.wait_for_log("client forgotten: 2 messages from the stream of node-b")
+    publish_numbered(publisher, "gone", range(4, 5))
+    assert moved.receive(timeout=10).payload == b"4"
