@@ -20,7 +20,7 @@ import logging
 from functools import partial
 
 from .ports import SessionDirectory
-from .publish_records import decode_publish
+from .publish_records import PublishRecord, decode_publish
 from .routing import Router
 from .sessions import SessionManager
 from .timers import Clock
@@ -51,37 +51,42 @@ class DeadStreams:
     def _read(self, holder: str) -> None:
         client_ids = self._waiting.pop(holder)
         self._reading.add(holder)
-        self._directory.unapplied(holder, partial(self._read_done, holder, client_ids))
+        counts = dict.fromkeys(sorted(client_ids), 0)
+        self._directory.unapplied(holder, partial(self._chunk, holder, counts))
 
-    def _read_done(self, holder: str, client_ids: set[str], entries: list[bytes]) -> None:
+    def _chunk(self, holder: str, counts: dict[str, int], entries: list[bytes],
+               last: bool) -> None:
+        """A chunk of what the stream of `holder` held (read in chunks: it may be large)."""
+        if entries:
+            found: list[tuple[int, bytes]] = []
+            for records in entries:
+                split_records(records, found)
+            published = [decode_publish(body, self._clock.now) for kind, body in found
+                         if kind == PUBLISH]
+            for client_id in counts:
+                counts[client_id] += self._deliver(client_id, published)
+        if not last:
+            return
         self._reading.discard(holder)
-        for client_id in sorted(client_ids):
-            delivered = self._deliver(client_id, entries)
+        for client_id, delivered in counts.items():
             if delivered:
                 log.info("client %s: %d messages from the stream of %s, which is down",
                          client_id, delivered, holder)
         if holder in self._waiting:
             self._read(holder)
 
-    def _deliver(self, client_id: str, entries: list[bytes]) -> int:
-        """What `entries` hold for the session, but what it was given already; how many."""
+    def _deliver(self, client_id: str, published: list[PublishRecord]) -> int:
+        """What `published` holds for the session, but what it was given already; how many."""
         session = self._manager.sessions.get(client_id)
-        if session is None or session.seen is None:
-            return 0  # ended, or not sure what it was given: the dead member's REST sees to it
-        found: list[tuple[int, bytes]] = []
-        for records in entries:
-            split_records(records, found)
-        now = self._clock.now
+        if session is None:
+            return 0
         delivered = 0
-        for kind, body in found:
-            if kind != PUBLISH:
-                continue
-            published = decode_publish(body, now)
-            message = published.message
+        for record in published:
+            message = record.message
             seen = session.seen
-            if published.group is not None or not message.qos or seen is None \
-                    or message.cluster_id in seen:
-                continue
-            self._router.deliver_to(session, message)
-            delivered += message.cluster_id in seen
+            if seen is None:  # not sure what it was given: the dead member's REST sees to it
+                return delivered
+            if record.group is None and message.qos and message.cluster_id not in seen:
+                self._router.deliver_to(session, message)
+                delivered += message.cluster_id in seen
         return delivered

@@ -190,9 +190,10 @@ class SessionDirectory(Protocol):
         no call when the directory cannot be read (Redis unavailable)."""
         ...
 
-    def unapplied(self, holder: str, done: Callable[[list[bytes]], None]) -> None:
+    def unapplied(self, holder: str, read: Callable[[list[bytes], bool], None]) -> None:
         """The records in the stream of `holder` (down) that it has not applied (what it
-        committed as applied before it went down excluded), entry by entry, in order; `done`
-        follows on the loop, with nothing when the stream cannot be read or is not kept
-        where others reach it."""
+        committed as applied before it went down excluded), entry by entry, in order:
+        `read(chunk, last)` on the loop for each chunk of entries, `last` True for the last
+        one (an empty one when the stream cannot be read or is not kept where others reach
+        it)."""
         ...

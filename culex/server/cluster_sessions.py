@@ -140,17 +140,16 @@ class SessionOwners:
 
         self._spawn(asking())
 
-    def unapplied(self, holder: str, done: Callable[[list[bytes]], None]) -> None:
+    def unapplied(self, holder: str, read: Callable[[list[bytes], bool], None]) -> None:
         async def reading() -> None:
-            records: list[bytes] = []
-            if self.stores:
-                try:
-                    records = await read_unapplied(self._redis(), holder)
-                except RedisError as exc:
-                    log.warning("cluster: the stream of %s could not be read (%s); what it "
-                                "holds for the sessions taken from it comes when it is back",
-                                holder, exc)
-            done(records)
+            try:
+                if self.stores:
+                    await read_unapplied(self._redis(), holder, read)
+            except RedisError as exc:
+                log.warning("cluster: the stream of %s could not be read (%s); what it "
+                            "holds for the sessions taken from it comes when it is back",
+                            holder, exc)
+            read([], True)
 
         self._spawn(reading())
 
@@ -216,20 +215,19 @@ class SessionOwners:
             work.close()  # cancelled before its turn (shutdown): it never ran
 
 
-async def read_unapplied(redis: Redis, member: str) -> list[bytes]:
-    """The records of each entry in `member`'s stream that it has not committed as applied
-    (by its cursors, kept in Redis with its state), in order."""
+async def read_unapplied(redis: Redis, member: str,
+                         read: Callable[[list[bytes], bool], None]) -> None:
+    """`read(records, False)` with the records of each chunk of entries in `member`'s stream
+    that it has not committed as applied (by its cursors, kept in Redis with its state)."""
     cursors = await read_cursors(redis, member)
     stream = keys.stream_key(member)
-    records = []
     start: bytes | str = "-"
     while True:
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
                        await redis.xrange(stream, min=start, count=READ_CHUNK))
-        for _entry_id, fields in entries:
-            sender, epoch = fields[b"f"].decode(), int(fields[b"e"])
-            if int(fields[b"s"]) > cursors.get((sender, epoch), 0):
-                records.append(fields[b"r"])
+        read([fields[b"r"] for _entry_id, fields in entries
+              if int(fields[b"s"]) > cursors.get((fields[b"f"].decode(), int(fields[b"e"])), 0)],
+             False)
         if len(entries) < READ_CHUNK:
-            return records
+            return
         start = b"(" + entries[-1][0]

@@ -95,8 +95,10 @@ class Directory:
         self.asked.append(client_id)
         done({client_id: self.elsewhere[client_id]} if client_id in self.elsewhere else {})
 
-    def unapplied(self, holder: str, done: Callable[[list[bytes]], None]) -> None:
-        done(self.streams.get(holder, []))
+    def unapplied(self, holder: str, read: Callable[[list[bytes], bool], None]) -> None:
+        for entry in self.streams.get(holder, []):  # a chunk per entry
+            read([entry], False)
+        read([], True)
 
 
 def session_record(op: str, token: int, state: dict[str, Any] | None, *,
