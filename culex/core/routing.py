@@ -184,12 +184,17 @@ class Router:
 
     def _deliver_matches(self, message: Message, matches: list[tuple[Session, int]],
                          origin: Publisher | None) -> int:
-        """A QoS 1/2 message for each of `matches`; the reason code `publish` returns."""
+        """A QoS 1/2 message for each of `matches`; the reason code `publish` returns. A
+        session that remembers what it was given (a part of it may still come) is not given
+        a message twice: in a cluster one can reach it both directly and through another
+        member (session_moves.py, dead_streams.py), in either order."""
         qos = message.qos
         reason: int = ReasonCode.SUCCESS
         at_qos0 = []
         for match in matches:
             session, value = match
+            if session.seen is not None and message.cluster_id in session.seen:
+                continue
             retain = False
             identifiers = 0
             if value > 2:  # MQTT 5: options above the QoS bits

@@ -190,7 +190,7 @@ class Session:
                 group: tuple[str, str] | None = None) -> bool:
         """Send or queue a QoS 1/2 message. False when the queue is full and it was dropped."""
         seen = self.seen
-        if seen is not None and message.cluster_id not in seen:
+        if seen is not None and message.cluster_id and message.cluster_id not in seen:
             seen.add(message.cluster_id)
             if self.persistence is not None and message.cluster_id:
                 self.persistence.session_given(self.client_id, message.cluster_id)

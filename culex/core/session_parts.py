@@ -39,7 +39,10 @@ def merge_part(session: Session, stored: StoredSession, messages: dict[int, Mess
     in_flight_there = {cluster_id for cluster_id, item in there.items() if item.packet_id}
     given_there = (stored.given - there.keys()) | in_flight_there
     given_there.discard(0)
-    _drop_queued(session, given_there)
+    dropped = _drop_queued(session, given_there)
+    if dropped:
+        log.info("client %s: %d queued messages dropped: %s gave them to the client, or has "
+                 "them in flight to it", session.client_id, dropped, source)
     held = {entry.message.cluster_id for entry in (*session.inflight.values(),
                                                    *session.queue)}
     if session.seen is not None:
@@ -61,12 +64,12 @@ def merge_part(session: Session, stored: StoredSession, messages: dict[int, Mess
         _take_inbound(session, stored)
 
 
-def _drop_queued(session: Session, cluster_ids: set[int]) -> None:
+def _drop_queued(session: Session, cluster_ids: set[int]) -> int:
     """Take the messages `cluster_ids` out of `session`'s queue (the client has them, or
-    has them in flight elsewhere under a packet id it holds)."""
+    has them in flight elsewhere under a packet id it holds); how many."""
     if not cluster_ids or not any(entry.message.cluster_id in cluster_ids
                                   for entry in session.queue):
-        return
+        return 0
     kept: deque[Outgoing] = deque()
     persistence = session.persistence
     for entry in session.queue:
@@ -76,7 +79,9 @@ def _drop_queued(session: Session, cluster_ids: set[int]) -> None:
         session.queued_bytes -= len(entry.message.payload)
         if persistence is not None:
             persistence.done(session.client_id, entry)
+    dropped = len(session.queue) - len(kept)
     session.queue = kept or ()
+    return dropped
 
 
 def _take_inbound(session: Session, stored: StoredSession) -> None:

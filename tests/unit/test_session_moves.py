@@ -536,8 +536,9 @@ def test_what_a_dead_members_stream_holds_for_a_session_taken_from_it_comes_at_o
     """Member 3 is down; `sub`'s session is taken from its store, and once every member routes
     it here, what member 3's stream holds for it (M1, M2; not what matches nothing of it, nor
     a QoS 0 copy) is delivered after the CONNACK, without waiting for member 3, but for what
-    came here directly too (M2, from member 1, which routed it both ways). When member 3 is
-    back and sends what it got (its REST, M1 again), nothing comes twice."""
+    came here directly too (M2, from member 1, which routed it both ways), and what comes
+    directly after it (M1 from member 1). When member 3 is back and sends what it got (its
+    REST, M1 again), nothing comes twice."""
     taken = StoredSession("sub", subscriptions={"news/#": 1})
     directory = Directory({"sub": Claim(9, None, "node-b", (taken, {}), 3)})
     now = 0.0
@@ -566,6 +567,9 @@ def test_what_a_dead_members_stream_holds_for_a_session_taken_from_it_comes_at_o
     assert packets[0] == Connack(True, 0)
     assert [p.payload for p in packets[1:] if isinstance(p, Publish)] == [b"M2", b"M1"]
     client.ack_all(packets[1:])
+    # M1's copy from member 1 (routed both ways, and slower than the stream's), then member
+    # 3's REST: both come too late to be given.
+    links.data_received(1, published("news/a", b"M1", 1 << 40 | 1), now)
     rest = state([], [(0, b"M1", False)])
     rest["messages"][0].update(id=1 << 40 | 1, topic="news/a", qos=1)
     links.data_received(3, session_record("rest", 9, rest, client="sub"), now)
