@@ -26,19 +26,14 @@ reached the new one directly, so one publisher's messages of those milliseconds 
 of order.
 
 A holder that is down (or did not answer within `answer_timeout`) has its session taken from
-its store in Redis; once every member routes the session's subscriptions here, SETTLED goes
-into its stream like after a move, so that when it reads it, it sends what it got for the
-session before that point (REST) and ends the session there. Without a store to take it from,
-the client is let in with what has come; a MOVED or REST that comes later is still added to
-the session it has then (or kept as an offline one), with its messages, and with its inbound
-QoS 2 ids only if its client was let in there later than here (session_parts.py): otherwise
-the client may have used them again since. Claims are numbered
-cluster-wide, so a TAKE older than this member's own later claim of the id is answered with
-nothing. A TAKE for a session that is itself on its way here (this member waits for it under
-an earlier claim) is answered once it has come; so is a TAKE read at start-up, once what the
-stream held then is applied (a session sent here while this member was down may be behind
-the TAKE for it). A session that comes here for a claim this member no longer holds goes on
-to the member that holds it.
+its store in Redis; once every member routes the session here, SETTLED goes into its stream
+as after a move (it sends what it got before that point, REST, when it reads it), and what
+its stream holds is read for the session (dead_streams.py). Without a store, the client is
+let in with what has come; a part that comes later is added to the session it has then
+(session_parts.py). Claims are numbered cluster-wide: a TAKE older than this member's own
+later claim is answered with nothing; one for a session on its way here is answered once it
+has come, as is one read at start-up once what the stream held then is applied. A session
+that comes for a claim this member no longer holds goes on to the member that holds it.
 
 A member that was paused or cut off past its lease, or that starts again after others claimed
 its clients' ids, lets go of every session whose id another member has claimed meanwhile
@@ -65,7 +60,12 @@ from .restore import rebuild_session
 from .routing import Router
 from .session import Session
 from .session_parts import admitted, merge_part, store_part, strip_handed_on
-from .session_state import export_session, import_session, without_inbound_state
+from .session_state import (
+    describe_state,
+    export_session,
+    import_session,
+    without_inbound_state,
+)
 from .sessions import SessionManager
 from .timers import Clock, TimerHeap
 from .worker_links import WorkerLinks
@@ -119,8 +119,7 @@ class SessionMoves:
         # one not settled by then is seen to (`_not_settled`).
         self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
         self._dead_streams = DeadStreams(manager, router, directory, clock)
-        # Client id -> (member, token): the move that brought the session here, whose SETTLED
-        # this member owes that member once every member routes the session here.
+        # Client id -> (member, token): the move here whose SETTLED this member owes.
         self._to_settle: dict[str, tuple[int, int]] = {}
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
@@ -243,14 +242,11 @@ class SessionMoves:
 
     def _routed_here(self, holder: int | None, holder_name: str, client_id: str, token: int,
                      then: Callable[[], None]) -> None:
-        """Every member routes here the subscriptions of a session taken from the store of
-        `holder`: SETTLED goes into its stream, so that what reached it for the session
-        before this point comes here (REST) when it reads that, and nothing after it (that
-        came here directly). The client is let in once SETTLED is in that stream (or
-        applied): what is published for it after its CONNACK comes after SETTLED there. Then
-        what that stream holds is read for the session (core/dead_streams.py): `holder` may
-        never come back. A holder not linked (removed from the cluster) sends no REST, and
-        nothing reaches its stream any more: it is read at once."""
+        """Every member routes here a session taken from the store of `holder`: SETTLED goes
+        into its stream (what reached it before comes here as REST when it reads that), the
+        client is let in once SETTLED is there, and what the stream holds is read for the
+        session (dead_streams.py): `holder` may never come back. One not linked (removed
+        from the cluster) sends no REST, and nothing reaches its stream: it is read at once."""
         settled = partial(self._behind_settled, holder_name, client_id, then)
         if holder is not None and self._send(holder, "settled", client_id, token,
                                              counted=True):
@@ -318,6 +314,8 @@ class SessionMoves:
         try:
             request = json.loads(body)
             client_id, token, op = request["client"], request["token"], request["op"]
+            log.debug("client %s: %s from member %d (claim %d): %s", client_id, op, member,
+                      token, describe_state(request["session"]))
             if op == "take":
                 self._asked(member, client_id, token, request["keep"])
             elif op == "moved":
@@ -335,6 +333,8 @@ class SessionMoves:
               counted: bool = False) -> bool:
         """One record for `member`; False when it is not linked (any more). A `counted` one
         is one a barrier waits for (`WorkerLinks.when_known`)."""
+        log.debug("client %s: %s to member %d (claim %d): %s", client_id, op, member, token,
+                  describe_state(state))
         return self._links.send_service(SESSIONS, json.dumps({
             "op": op, "client": client_id, "token": token, "session": state,
             "keep": keep}).encode(), member, counted=counted)
@@ -429,10 +429,9 @@ class SessionMoves:
             self._send(member, "settled", client_id, token)
 
     def _pass_duty(self, client_id: str, state: dict[str, Any]) -> None:
-        """The session leaves this member, and with no copy collecting for it here, before
-        it settled the move that brought it: the member it goes to sends that SETTLED, once
-        every member routes it there (sent from here, it would end the copy collecting
-        there while some still route the session here, where nothing collects any more)."""
+        """The session leaves, with no copy collecting for it here, before this member settled
+        the move that brought it: the member it goes to sends that SETTLED once routed there
+        (from here, it would end the copy collecting there while some route it here)."""
         owed = self._to_settle.pop(client_id, None)
         if owed is not None:
             state["settle"] = list(owed)
@@ -598,3 +597,4 @@ class SessionMoves:
                         f"member {member}" if member is not None else "a member not linked",
                         f"its {len(state['entries'])} messages sent there" if sent else
                         f"{len(state['entries'])} messages dropped")
+

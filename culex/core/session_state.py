@@ -67,3 +67,10 @@ def import_session(client_id: str, state: dict[str, Any],
                          state["owner_known"], state["username"], entries,
                          set(state["awaiting_release"]), state.get("admitted", 0),
                          given=set(state.get("given", ()))), messages
+
+
+def describe_state(state: dict[str, Any] | None) -> str:
+    """A session record's state in a debug log line."""
+    return "-" if state is None else (
+        f"{len(state['entries'])} messages, {len(state.get('given', ()))} given, "
+        f"settle {state.get('settle')}, unfinished {state.get('unfinished')}")
