@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -59,10 +59,9 @@ from .ports import Claim, SessionDirectory
 from .restore import rebuild_session
 from .routing import Router
 from .session import Session
-from .session_parts import admitted, merge_part, store_part, strip_handed_on
+from .session_parts import PartsLedger, admitted, merge_part, store_part, strip_handed_on
 from .session_state import (
     describe_state,
-    export_session,
     import_session,
     without_inbound_state,
 )
@@ -102,12 +101,7 @@ class SessionMoves:
         # Client id -> (member, token): its session went there, and what still comes here
         # for it follows once that member routes its subscriptions (`_settled`).
         self._moving_out: dict[str, tuple[int, int]] = {}
-        # Client ids whose session came here by a move whose REST has not come: a part of it
-        # may still come, here or (`let_go`, `_not_settled`) to whoever holds it next.
-        self._unfinished: set[str] = set()
-        # Client ids whose session here came from such a session: it keeps remembering what
-        # it is given (`Session.seen`) for that part, past its own REST.
-        self._expecting: set[str] = set()
+        self._parts = PartsLedger(manager, clock)
         # Client id -> (member, token, keep): a later claim there asked for a session that is
         # still on its way here; it goes on once it has come (`_go_on`).
         self._passing_on: dict[str, tuple[int, int, bool]] = {}
@@ -181,7 +175,7 @@ class SessionMoves:
         if session is not None:
             session.remember_given({message.cluster_id for message in restored.values()}
                                    | stored.given)
-            self._mark_unfinished(client_id, True)  # until its REST from `holder`
+            self._parts.mark_unfinished(client_id, True)  # until its REST from `holder`
 
     @property
     def next_deadline(self) -> float | None:
@@ -254,8 +248,8 @@ class SessionMoves:
             if not links.when_known(settled, links.sends):
                 settled()
             return
-        if client_id in self._unfinished:
-            self._mark_unfinished(client_id, False)  # no REST can come from `holder`
+        if client_id in self._parts.unfinished:
+            self._parts.mark_unfinished(client_id, False)  # no REST can come from `holder`
         settled()
 
     def _behind_settled(self, holder: str, client_id: str, then: Callable[[], None]) -> None:
@@ -303,7 +297,7 @@ class SessionMoves:
         self._tokens[client_id] = token
 
     def _ended(self, client_id: str) -> None:
-        self._gone(client_id)
+        self._parts.gone(client_id)
         token = self._tokens.pop(client_id, None)
         if token is not None:
             self._directory.release(client_id, token)
@@ -380,7 +374,7 @@ class SessionMoves:
                 session = manager.sessions.get(client_id)  # a clean one ended with it
             if session is not None:
                 if keep:
-                    state = self._export(session)
+                    state = self._parts.export(session)
                     log.info("client %s: session handed to member %d (%d subscriptions, "
                              "%d messages)", client_id, member, len(session.subscriptions),
                              len(state["entries"]))
@@ -406,9 +400,9 @@ class SessionMoves:
         if not token and session is not None:
             session.forget_given()  # what the member that was down held has come
         if token:
-            self._mark_unfinished(client_id, True)  # until its REST
+            self._parts.mark_unfinished(client_id, True)  # until its REST
         if state.get("unfinished"):
-            self._expect_part(client_id, stored.given)
+            self._parts.expect_part(client_id, stored.given)
         if late and token and token != self._tokens.get(client_id):
             # For a claim this member no longer knows (it started again since) or has made
             # again: if another member claimed the id since, the session goes on there.
@@ -440,8 +434,8 @@ class SessionMoves:
         owed = state.get("settle")
         if owed is not None and self._manager.sessions.get(client_id) is not None:
             member, token = owed
-            self._mark_unfinished(client_id, True)  # until that REST
-            self._expect_part(client_id)
+            self._parts.mark_unfinished(client_id, True)  # until that REST
+            self._parts.expect_part(client_id)
             self._owe_settled(client_id, member, token)
 
     def _settled(self, member: int, client_id: str, token: int) -> None:
@@ -462,10 +456,10 @@ class SessionMoves:
                                          reason=ReasonCode.SESSION_TAKEN_OVER)
                 session = self._manager.sessions.get(client_id)
             if session is not None:
-                rest = self._export(session)
+                rest = self._parts.export(session)
                 self._pass_duty(client_id, rest)
                 self._manager.hand_off(session)
-                self._gone(client_id)
+                self._parts.gone(client_id)
                 if moving is None:
                     log.info("client %s: its session was taken from this member's store by "
                              "member %d; what came for it here since (%d messages) follows "
@@ -474,15 +468,15 @@ class SessionMoves:
 
     def _rest(self, member: int, client_id: str, token: int,
               state: dict[str, Any] | None) -> None:
-        if client_id in self._unfinished:
-            self._mark_unfinished(client_id, False)
+        if client_id in self._parts.unfinished:
+            self._parts.mark_unfinished(client_id, False)
         session = self._manager.sessions.get(client_id)
         if state is not None:
             stored, messages = import_session(client_id, state, self._clock.now)
             if session is not None:
                 merge_part(session, stored, messages, f"member {member}")
                 if state.get("unfinished"):
-                    self._expect_part(client_id, stored.given)
+                    self._parts.expect_part(client_id, stored.given)
                 self._take_duty(client_id, state)
             elif stored.entries or state.get("settle"):
                 # The session went on from here before the rest came (`let_go`): the rest
@@ -490,49 +484,13 @@ class SessionMoves:
                 self._directory.held_elsewhere(client_id,
                                                partial(self._forward, client_id, state))
         if session is not None and token == self._tokens.get(client_id) \
-                and client_id not in self._expecting:
+                and client_id not in self._parts.expecting:
             session.forget_given()  # the move is complete
         self._go_on(client_id, token)
 
-    def _export(self, session: Session) -> dict[str, Any]:
-        """`export_session`, saying whether a part of the session may still come (to the
-        member that takes it, which then remembers what it gives it)."""
-        state = export_session(session, self._clock.now)
-        state["unfinished"] = session.client_id in self._unfinished
-        return state
-
-    def _mark_unfinished(self, client_id: str, unfinished: bool) -> None:
-        """Whether a part of the session may still come; stored with it, so that after a
-        restart it still remembers what it is given, and says so when it goes on."""
-        if unfinished:
-            self._unfinished.add(client_id)
-        else:
-            self._unfinished.discard(client_id)
-        session = self._manager.sessions.get(client_id)
-        if session is not None and session.persistence is not None:
-            session.persistence.session_unfinished(client_id, unfinished)
-
     def restored(self, sessions: list[StoredSession]) -> None:
-        """At start-up: the sessions stored here that a part may still come for, or that
-        remembered what they were given for such a part."""
-        for stored in sessions:
-            if stored.unfinished:
-                self._unfinished.add(stored.client_id)
-            if stored.unfinished or stored.given:
-                self._expect_part(stored.client_id, stored.given)
-
-    def _expect_part(self, client_id: str, given: Collection[int] = ()) -> None:
-        """A part of the session may still come: remember what it is given (and what an
-        earlier holder gave it, `given`), so that the part does not give it again."""
-        session = self._manager.sessions.get(client_id)
-        if session is not None:
-            session.remember_given(given)
-            self._expecting.add(client_id)
-
-    def _gone(self, client_id: str) -> None:
-        """The session ended here, or went on."""
-        self._unfinished.discard(client_id)
-        self._expecting.discard(client_id)
+        """At start-up: the sessions stored here that a part may still come for."""
+        self._parts.restored(sessions)
 
     def _forward(self, client_id: str, state: dict[str, Any],
                  claimed: dict[str, int | None]) -> None:
@@ -587,11 +545,11 @@ class SessionMoves:
             session = manager.sessions.get(client_id)
             if session is None:
                 continue
-            state = self._export(session)
+            state = self._parts.export(session)
             self._pass_duty(client_id, state)
             sent = member is not None and self._send(member, "moved", client_id, 0, state)
             manager.hand_off(session)
-            self._gone(client_id)
+            self._parts.gone(client_id)
             log.warning("client %s: claimed by %s while this member was cut off or down; "
                         "its session ends here, %s", client_id,
                         f"member {member}" if member is not None else "a member not linked",

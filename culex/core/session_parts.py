@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Collection
+from typing import Any
 
 from ..storage.base import StoredEntry, StoredSession
 from .message import Message
 from .outgoing import Outgoing
 from .session import NO_ENTRIES, NO_PACKET_IDS, Session
+from .session_state import export_session
+from .sessions import SessionManager
+from .timers import Clock
 
 log = logging.getLogger("culex")
 
@@ -151,3 +156,58 @@ def strip_handed_on(session: Session) -> None:
             persistence.done(session.client_id, entry)
         for packet_id in awaiting:
             persistence.inbound_released(session.client_id, packet_id)
+
+
+class PartsLedger:
+    """Which sessions here a part may still come for (session_moves.py), and which remember
+    what they are given for one."""
+
+    def __init__(self, manager: SessionManager, clock: Clock) -> None:
+        self._manager = manager
+        self._clock = clock
+        # Client ids whose session came here by a move whose REST has not come: a part of it
+        # may still come, here or (`let_go`, `_not_settled`) to whoever holds it next.
+        self.unfinished: set[str] = set()
+        # Client ids whose session here came from such a session: it keeps remembering what
+        # it is given (`Session.seen`) for that part, past its own REST.
+        self.expecting: set[str] = set()
+
+    def export(self, session: Session) -> dict[str, Any]:
+        """`export_session`, saying whether a part of the session may still come (to the
+        member that takes it, which then remembers what it gives it)."""
+        state = export_session(session, self._clock.now)
+        state["unfinished"] = session.client_id in self.unfinished
+        return state
+
+    def mark_unfinished(self, client_id: str, unfinished: bool) -> None:
+        """Whether a part of the session may still come; stored with it, so that after a
+        restart it still remembers what it is given, and says so when it goes on."""
+        if unfinished:
+            self.unfinished.add(client_id)
+        else:
+            self.unfinished.discard(client_id)
+        session = self._manager.sessions.get(client_id)
+        if session is not None and session.persistence is not None:
+            session.persistence.session_unfinished(client_id, unfinished)
+
+    def restored(self, sessions: list[StoredSession]) -> None:
+        """At start-up: the sessions stored here that a part may still come for, or that
+        remembered what they were given for such a part."""
+        for stored in sessions:
+            if stored.unfinished:
+                self.unfinished.add(stored.client_id)
+            if stored.unfinished or stored.given:
+                self.expect_part(stored.client_id, stored.given)
+
+    def expect_part(self, client_id: str, given: Collection[int] = ()) -> None:
+        """A part of the session may still come: remember what it is given (and what an
+        earlier holder gave it, `given`), so that the part does not give it again."""
+        session = self._manager.sessions.get(client_id)
+        if session is not None:
+            session.remember_given(given)
+            self.expecting.add(client_id)
+
+    def gone(self, client_id: str) -> None:
+        """The session ended here, or went on."""
+        self.unfinished.discard(client_id)
+        self.expecting.discard(client_id)

@@ -652,3 +652,4 @@ def test_a_copy_collecting_ends_at_the_settled_of_its_move_from_whoever_sends_it
     [rest] = [r for r in sent_sessions(sinks[1]) if r["op"] == "rest"]
     assert [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]] == [b"M"]
     assert node.broker.sessions.get("sub") is None
+
