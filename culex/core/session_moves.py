@@ -38,7 +38,9 @@ that comes for a claim this member no longer holds goes on to the member that ho
 A member that was paused or cut off past its lease, or that starts again after others claimed
 its clients' ids, lets go of every session whose id another member has claimed meanwhile
 (`let_go`, run by the server before it reads anything again or serves anyone), so it never
-delivers for a session it no longer owns; what such a session held goes to its new owner.
+delivers for a session it no longer owns; what such a session held goes to its new owner,
+and it collects for the session, as after a move, until that owner says every member routes
+it there (SETTLED under claim 0).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ class SessionMoves:
         self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
         self._dead_streams = DeadStreams(manager, router, directory, clock)
         # Client id -> (member, token): the move here whose SETTLED this member owes.
-        self._to_settle: dict[str, tuple[int, int]] = {}
+        self._to_settle: dict[str, list[tuple[int, int]]] = {}
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
 
@@ -143,6 +145,10 @@ class SessionMoves:
             return
         if claim.previous is None:
             then()
+            if keep and claim.down is not None:
+                # Its holder is down, with the session: when it is back it lets go of it,
+                # here, with what reached it meanwhile, some of which comes here directly.
+                self._parts.expect_part(client_id)
             return
         if not self._send(claim.previous, "take", client_id, claim.token, keep=keep):
             then()  # not linked (any more): nothing can come from it
@@ -397,7 +403,7 @@ class SessionMoves:
         if (late or not token) and not stored.admitted:
             stored = without_inbound_state(stored)  # not known to be newer than any part
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
-        if not token and session is not None:
+        if not token and session is not None and not state.get("collecting"):
             session.forget_given()  # what the member that was down held has come
         if token:
             self._parts.mark_unfinished(client_id, True)  # until its REST
@@ -409,17 +415,20 @@ class SessionMoves:
             self._directory.held_elsewhere(client_id, self.let_go)
         if token:
             self._owe_settled(client_id, member, token)
-        self._take_duty(client_id, state)
+        self._take_duty(member, client_id, state)
 
     def _owe_settled(self, client_id: str, member: int, token: int) -> None:
         """As a SUBACK: once every member routes the session's subscriptions here, `member`,
         which held it, may stop collecting for it (messages that went to both come once)."""
-        self._to_settle[client_id] = (member, token)
+        self._to_settle.setdefault(client_id, []).append((member, token))
         self._when_routed(partial(self._settle, member, client_id, token))
 
     def _settle(self, member: int, client_id: str, token: int) -> None:
-        if self._to_settle.get(client_id) == (member, token):  # (not passed on meanwhile)
-            del self._to_settle[client_id]
+        owed = self._to_settle.get(client_id, [])
+        if (member, token) in owed:  # (not passed on meanwhile)
+            owed.remove((member, token))
+            if not owed:
+                del self._to_settle[client_id]
             self._send(member, "settled", client_id, token)
 
     def _pass_duty(self, client_id: str, state: dict[str, Any]) -> None:
@@ -427,16 +436,20 @@ class SessionMoves:
         the move that brought it: the member it goes to sends that SETTLED once routed there
         (from here, it would end the copy collecting there while some route it here)."""
         owed = self._to_settle.pop(client_id, None)
-        if owed is not None:
-            state["settle"] = list(owed)
+        if owed:
+            state["settle"] = [list(duty) for duty in owed]
 
-    def _take_duty(self, client_id: str, state: dict[str, Any]) -> None:
-        owed = state.get("settle")
-        if owed is not None and self._manager.sessions.get(client_id) is not None:
-            member, token = owed
+    def _take_duty(self, member: int, client_id: str, state: dict[str, Any]) -> None:
+        """The SETTLED a session that comes here owes: passed on (`_pass_duty`), or, for one
+        that `member` let go of and still collects for (`let_go`), to `member` (claim 0)."""
+        owed = [tuple(duty) for duty in state.get("settle") or ()]
+        if state.get("collecting"):
+            owed.append((member, 0))
+        if owed and self._manager.sessions.get(client_id) is not None:
             self._parts.mark_unfinished(client_id, True)  # until that REST
             self._parts.expect_part(client_id)
-            self._owe_settled(client_id, member, token)
+            for owed_to, token in owed:
+                self._owe_settled(client_id, owed_to, token)
 
     def _settled(self, member: int, client_id: str, token: int) -> None:
         """Every member routes the session's subscriptions to `member` now: what came here
@@ -477,7 +490,7 @@ class SessionMoves:
                 merge_part(session, stored, messages, f"member {member}")
                 if state.get("unfinished"):
                     self._parts.expect_part(client_id, stored.given)
-                self._take_duty(client_id, state)
+                self._take_duty(member, client_id, state)
             elif stored.entries or state.get("settle"):
                 # The session went on from here before the rest came (`let_go`): the rest
                 # follows it. (Ended here instead, it took the rest with it.)
@@ -527,8 +540,11 @@ class SessionMoves:
     def let_go(self, claimed: dict[str, int | None]) -> None:
         """Other members claimed these ids (each to its member's number, None when that member
         is not linked) while this one was presumed dead (paused, cut off, or down): the
-        sessions end here, connection and all, without their wills, and what each held goes
-        to its new owner, which adds it to the session it has now."""
+        sessions' connections close without their wills, and what each held goes to its new
+        owner, which adds it to the session it has now. As after a move, the session keeps
+        its subscriptions here, collecting what members that do not route it there yet still
+        send here, until the new owner says they all do (SETTLED, claim 0): then that
+        follows, and the session ends here."""
         manager = self._manager
         for client_id, member in claimed.items():
             self._tokens.pop(client_id, None)
@@ -547,11 +563,19 @@ class SessionMoves:
                 continue
             state = self._parts.export(session)
             self._pass_duty(client_id, state)
+            state["collecting"] = True
             sent = member is not None and self._send(member, "moved", client_id, 0, state)
-            manager.hand_off(session)
             self._parts.gone(client_id)
+            if sent:
+                assert member is not None
+                strip_handed_on(session)
+                self._moving_out[client_id] = (member, 0)
+                self._unsettled.push(self._clock.now + self._answer_timeout,
+                                     (client_id, member, 0))
+            else:
+                manager.hand_off(session)
             log.warning("client %s: claimed by %s while this member was cut off or down; "
-                        "its session ends here, %s", client_id,
+                        "its session goes there, %s", client_id,
                         f"member {member}" if member is not None else "a member not linked",
                         f"its {len(state['entries'])} messages sent there" if sent else
                         f"{len(state['entries'])} messages dropped")

@@ -154,8 +154,9 @@ def sent_sessions(sink: FakeSink) -> list[dict[str, Any]]:
 
 
 def test_a_session_that_comes_for_a_claim_given_up_follows_the_id() -> None:
-    """Member 4, started again, gets the session it asked member 3 for before it went down,
-    and then the rest of it; member 1 claimed the id meanwhile: both go on there."""
+    """Member 4, started again, gets the session it asked member 3 for before it went down;
+    member 1 claimed the id meanwhile: the session goes on there, and what comes after it
+    here (its REST) follows once member 1 says every member routes the session there."""
     directory = Directory({}, elsewhere={"pub": 1})
     node = member(4, directory)
     sinks = linked(node)
@@ -163,10 +164,11 @@ def test_a_session_that_comes_for_a_claim_given_up_follows_the_id() -> None:
     assert links is not None
     links.data_received(3, session_record("moved", 5, state([7], [(9, b"sent", False)])), 0.0)
     links.data_received(3, session_record("rest", 5, state([], [(10, b"later", False)])), 0.0)
+    links.data_received(1, session_record("settled", 0, None), 0.0)
     node.broker.flush()
-    assert directory.asked == ["pub", "pub"]
+    assert directory.asked == ["pub"]
     sent = sent_sessions(sinks[1])
-    assert [(record["op"], record["token"]) for record in sent] == [("moved", 0), ("moved", 0)]
+    assert [(record["op"], record["token"]) for record in sent] == [("moved", 0), ("rest", 0)]
     # It comes late (member 4 started again since its claim): its packet state stays behind.
     assert sent[0]["session"]["awaiting_release"] == []
     assert [[base64.b64decode(message["payload"]) for message in record["session"]["messages"]]
@@ -218,7 +220,8 @@ def test_a_move_that_does_not_settle_hands_on_what_came_meanwhile(
     """Member 4 handed the session of `sub` to member 1, which never says SETTLED (it
     started again, or died). After `answer_timeout` what came for `sub` here meanwhile goes
     to whoever holds the id then: member 1 (as REST), or member 3, which claimed it since
-    (as `let_go` sends it), and the session ends here."""
+    (as `let_go` sends it, then collecting until member 3 says SETTLED), and the session
+    ends here."""
     directory = Directory({}, elsewhere={"sub": holder})
     node = member(4, directory)
     subscriber = node.connected("sub", clean_session=False)
@@ -236,6 +239,8 @@ def test_a_move_that_does_not_settle_hands_on_what_came_meanwhile(
     assert (sent["op"], sent["token"]) == (record_op, 5 if record_op == "rest" else 0)
     assert [base64.b64decode(m["payload"]) for m in sent["session"]["messages"]] == [
         b"meanwhile"]
+    if record_op == "moved":
+        links.data_received(3, session_record("settled", 0, None, client="sub"), 11.0)
     assert node.broker.sessions.get("sub") is None
 
 
@@ -603,7 +608,7 @@ def test_a_session_let_go_before_its_move_settled_passes_the_settled_on() -> Non
     sinks = {index: link.sink for index, link in links.links.items()}
     assert isinstance(sinks[1], FakeSink) and isinstance(sinks[3], FakeSink)
     [handed] = [r for r in sent_sessions(sinks[1]) if r["op"] == "moved"]
-    assert handed["session"]["settle"] == [3, 5]
+    assert handed["session"]["settle"] == [[3, 5]]
     assert [r["op"] for r in sent_sessions(sinks[3])] == ["take"]
 
 
@@ -612,7 +617,8 @@ def test_a_session_that_comes_owing_a_settled_sends_it_once_routed_here(op: str)
     """`sub`'s session comes to member 4 from member 1 owing member 3 the SETTLED of claim
     5 (member 1 let go of it, or ended its copy at the SETTLED of its own move, with the
     session here): once every member routes it here, member 4 sends it, and adds the REST
-    member 3 answers with, but for what it has."""
+    member 3 answers with, but for what it has. Member 1, which let go of it and collects
+    for it meanwhile, is sent SETTLED too (claim 0)."""
     node = member(4, Directory({}))
     if op == "rest":
         subscriber = node.connected("sub", clean_session=False)
@@ -622,11 +628,13 @@ def test_a_session_that_comes_owing_a_settled_sends_it_once_routed_here(op: str)
     links = node.broker.links
     assert links is not None
     part = state([], [])
-    part.update(subscriptions={"news": 1}, settle=[3, 5])
+    part.update(subscriptions={"news": 1}, settle=[[3, 5]], collecting=op == "moved")
     links.data_received(1, session_record(op, 0 if op == "moved" else 7, part, client="sub"),
                         0.0)
     routed(node, 1, 3)
     assert [(r["op"], r["token"]) for r in sent_sessions(sinks[3])] == [("settled", 5)]
+    if op == "moved":  # member 1 collects for it too, until told every member routes here
+        assert [(r["op"], r["token"]) for r in sent_sessions(sinks[1])] == [("settled", 0)]
     rest = state([], [(0, b"collected", False)])
     rest["messages"][0].update(topic="news", qos=1)
     links.data_received(3, session_record("rest", 5, rest, client="sub"), 0.0)
@@ -653,3 +661,28 @@ def test_a_copy_collecting_ends_at_the_settled_of_its_move_from_whoever_sends_it
     assert [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]] == [b"M"]
     assert node.broker.sessions.get("sub") is None
 
+
+
+def test_a_session_let_go_keeps_collecting_until_its_new_holder_routes_it() -> None:
+    """Member 4 lets go of `sub` (member 1 claimed it while member 4 was cut off). Member 3
+    does not route `news` to member 1 yet, so M goes to member 4 only: member 4 keeps
+    collecting for the session until member 1 says every member routes it there, and M
+    follows; it is not dropped for want of a session."""
+    node = member(4, Directory({}))
+    subscriber = node.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", 1)) == [1]
+    subscriber.disconnect()
+    sinks = linked(node)
+    links, moves = node.broker.links, node.broker.moves
+    assert links is not None and moves is not None
+    moves.let_go({"sub": 1})
+    node.broker.flush()
+    [moved] = sent_sessions(sinks[1])
+    assert (moved["op"], moved["token"]) == ("moved", 0)
+    links.data_received(3, record(PUBLISH, encode_publish(Message("news", b"M", 1, False),
+                                                          1 << 40 | 9, None, 0.0)), 0.0)
+    links.data_received(1, session_record("settled", 0, None, client="sub"), 0.0)
+    node.broker.flush()
+    [rest] = [r for r in sent_sessions(sinks[1]) if r["op"] == "rest"]
+    assert [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]] == [b"M"]
+    assert node.broker.sessions.get("sub") is None
