@@ -72,5 +72,7 @@ def import_session(client_id: str, state: dict[str, Any],
 def describe_state(state: dict[str, Any] | None) -> str:
     """A session record's state in a debug log line."""
     return "-" if state is None else (
-        f"{len(state['entries'])} messages, {len(state.get('given', ()))} given, "
-        f"settle {state.get('settle')}, unfinished {state.get('unfinished')}")
+        f"{len(state['entries'])} messages, {len(state.get('given', ()))} given, inbound "
+        f"{state['awaiting_release']} (admitted {state.get('admitted', 0)}), settle "
+        f"{state.get('settle')}, unfinished {state.get('unfinished')}, collecting "
+        f"{state.get('collecting', False)}")
