@@ -124,6 +124,24 @@ def state(awaiting_release: list[int], in_flight: list[tuple[int, bytes, bool]],
                         for index, (packet_id, _, released) in enumerate(in_flight)]}
 
 
+def offline_subscriber(node: Harness, qos: int) -> None:
+    """`sub`: a persistent session on `node`, subscribed to `news` at `qos`, its client gone."""
+    subscriber = node.connected("sub", clean_session=False)
+    assert subscriber.subscribe(("news", qos)) == [qos]
+    subscriber.disconnect()
+
+
+def handed_to(other: int, node: Harness, qos: int) -> tuple[dict[int, FakeSink], WorkerLinks]:
+    """`node`, linked, with `sub`'s session (subscribed to `news` at `qos`) taken by member
+    `other` under claim 5: what `node` keeps of it collects until that move settles."""
+    offline_subscriber(node, qos)
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    links.data_received(other, session_record("take", 5, None, client="sub"), 0.0)
+    return sinks, links
+
+
 def member(number: int, directory: Directory, answer_timeout: float = 10.0) -> Harness:
     """A sans-I/O broker that is member `number` of a cluster."""
     node = Harness()
@@ -224,13 +242,7 @@ def test_a_move_that_does_not_settle_hands_on_what_came_meanwhile(
     ends here."""
     directory = Directory({}, elsewhere={"sub": holder})
     node = member(4, directory)
-    subscriber = node.connected("sub", clean_session=False)
-    assert subscriber.subscribe(("news", 1)) == [1]
-    subscriber.disconnect()
-    sinks = linked(node)
-    links = node.broker.links
-    assert links is not None
-    links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
+    sinks, links = handed_to(1, node, 1)
     node.connected("publisher").publish("news", b"meanwhile", qos=1)
     node.tick(5.0)
     assert [(r["op"], r["token"]) for r in sent_sessions(sinks[1])] == [("moved", 5)]
@@ -374,9 +386,7 @@ def test_a_session_restored_while_a_part_may_still_come_remembers_and_says_so() 
     session is given, and when member 1 takes the session, says that a part may still come
     and what it was given, so member 1 remembers too."""
     node = member(4, Directory({}))
-    subscriber = node.connected("sub", clean_session=False)
-    assert subscriber.subscribe(("news", 1)) == [1]
-    subscriber.disconnect()
+    offline_subscriber(node, 1)
     moves = node.broker.moves
     assert moves is not None
     moves.restored([StoredSession("sub", unfinished=True, given={42}),
@@ -417,13 +427,7 @@ def test_what_a_later_holder_gave_is_not_given_again_by_a_copy_still_collecting(
     the move, so M, collected here, is not given again."""
     directory = Directory({})
     node = member(4, directory)
-    subscriber = node.connected("sub", clean_session=False)
-    assert subscriber.subscribe(("news", 2)) == [2]
-    subscriber.disconnect()
-    sinks = linked(node)
-    links = node.broker.links
-    assert links is not None
-    links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
+    sinks, links = handed_to(1, node, 2)
     publisher = node.connected("pub")
     publisher.publish("news", b"M", qos=1, packet_id=1)
     node.broker.flush()
@@ -450,13 +454,7 @@ def test_a_message_in_flight_there_and_queued_here_resumes_under_its_packet_id()
     holds 36, takes it for the same message rather than a new one."""
     directory = Directory({})
     node = member(4, directory)
-    subscriber = node.connected("sub", clean_session=False)
-    assert subscriber.subscribe(("news", 2)) == [2]
-    subscriber.disconnect()
-    linked(node)
-    links = node.broker.links
-    assert links is not None
-    links.data_received(1, session_record("take", 5, None, client="sub"), 0.0)
+    _, links = handed_to(1, node, 2)
     node.connected("pub").publish("news", b"M", qos=2, packet_id=1)
     node.broker.flush()
     session = node.broker.sessions.get("sub")
@@ -621,9 +619,7 @@ def test_a_session_that_comes_owing_a_settled_sends_it_once_routed_here(op: str)
     for it meanwhile, is sent SETTLED too (claim 0)."""
     node = member(4, Directory({}))
     if op == "rest":
-        subscriber = node.connected("sub", clean_session=False)
-        assert subscriber.subscribe(("news", 1)) == [1]
-        subscriber.disconnect()
+        offline_subscriber(node, 1)
     sinks = linked(node)
     links = node.broker.links
     assert links is not None
@@ -647,13 +643,7 @@ def test_a_copy_collecting_ends_at_the_settled_of_its_move_from_whoever_sends_it
     member 3 let go of the session to member 1 before settling, so the SETTLED of claim 5
     comes from member 1: the copy ends, and M goes to member 1."""
     node = member(4, Directory({}))
-    subscriber = node.connected("sub", clean_session=False)
-    assert subscriber.subscribe(("news", 1)) == [1]
-    subscriber.disconnect()
-    sinks = linked(node)
-    links = node.broker.links
-    assert links is not None
-    links.data_received(3, session_record("take", 5, None, client="sub"), 0.0)
+    sinks, links = handed_to(3, node, 1)
     node.connected("pub").publish("news", b"M", qos=1, packet_id=1)
     links.data_received(1, session_record("settled", 5, None, client="sub"), 0.0)
     node.broker.flush()
@@ -669,9 +659,7 @@ def test_a_session_let_go_keeps_collecting_until_its_new_holder_routes_it() -> N
     collecting for the session until member 1 says every member routes it there, and M
     follows; it is not dropped for want of a session."""
     node = member(4, Directory({}))
-    subscriber = node.connected("sub", clean_session=False)
-    assert subscriber.subscribe(("news", 1)) == [1]
-    subscriber.disconnect()
+    offline_subscriber(node, 1)
     sinks = linked(node)
     links, moves = node.broker.links, node.broker.moves
     assert links is not None and moves is not None
