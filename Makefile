@@ -75,8 +75,9 @@ test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 
 # The tests that show what an open issue still lacks (marked open_gap; they fail today, and
 # are left out of `make test` until it is done): see the closing notes of `issues stops`.
+# None may be marked (pytest's exit status 5: nothing collected).
 gaps: $(STAMP) system-deps
-	$(PY) -m pytest -p no:cacheprovider -s -m open_gap tests
+	$(PY) -m pytest -p no:cacheprovider -s -m open_gap tests || [ $$? -eq 5 ]
 
 # The kill -9 crash tests with many more kills than CI's 20 (CULEX_SOAK_KILLS), and their
 # seed: one broker, and three clustered nodes killed one at a time (CI: 10 kills).
