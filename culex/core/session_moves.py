@@ -115,7 +115,7 @@ class SessionMoves:
         # one not settled by then is seen to (`_not_settled`).
         self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
         self._dead_streams = DeadStreams(manager, router, directory, clock)
-        # Client id -> (member, token): the move here whose SETTLED this member owes.
+        # Client id -> (member, token) of each move here whose SETTLED this member owes.
         self._to_settle: dict[str, list[tuple[int, int]]] = {}
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
