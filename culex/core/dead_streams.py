@@ -7,8 +7,9 @@ routes it there, what is published for it directly. What reached the dead member
 before that point is read here, once the taker's SETTLED is in that stream behind it, and
 delivered to the session at once: the dead member may never come back. When it does, it
 sends the same messages (its REST), and the session, which remembers what it is given while
-that part may still come (`Session.seen`), drops them then. Reading the whole stream, rather
-than up to SETTLED, delivers nothing twice for the same reason.
+that part may still come (`Session.seen`), drops them then. The stream also holds, after
+SETTLED, what members routed both there and here: whichever copy comes second is dropped the
+same way (here, or by `Router._deliver_matches`), so the whole stream is read.
 
 Sessions taken from one member at about the same time share a read: while one is under way,
 the sessions that come next wait for the next.
