@@ -67,11 +67,16 @@ lint: $(STAMP)
 # Four test files at once on two cores: most of a test's time is waiting on sockets and timers.
 # Every integration test that starts a broker runs twice, against one and two worker processes
 # (tests/conftest.py: CULEX_TEST_WORKERS, default "1,2"). The suites with the longest tests
-# (kill -9 loops, chaos) are collected first and idle workers take queued tests from busy ones
-# (worksteal), so no long test starts last; the slowest 20 are listed at the end.
+# (kill -9 loops) are collected first and idle workers take queued tests from busy ones
+# (worksteal), so no long test starts last; the slowest 20 are listed at the end. The cluster
+# chaos runs come after, two at a time: each keeps three nodes (six processes with workers)
+# and a Redis busy, which beside the tests that measure stalls and leases would fail those for
+# want of a core, not of a fix.
+CHAOS = tests/cluster/test_chaos.py
 test: $(STAMP) system-deps $(MQTTJS_STAMP) lint
 	$(PY) -m pytest -n 4 --dist worksteal -p no:cacheprovider --durations=20 \
-		-m "not open_gap" tests/robustness tests/cluster tests
+		-m "not open_gap" --ignore=$(CHAOS) tests/robustness tests/cluster tests
+	$(PY) -m pytest -n 2 -p no:cacheprovider --durations=5 -m "not open_gap" $(CHAOS)
 
 # The tests that show what an open issue still lacks (marked open_gap; they fail today, and
 # are left out of `make test` until it is done): see the closing notes of `issues stops`.
