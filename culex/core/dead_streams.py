@@ -13,19 +13,27 @@ same way (here, or by `Router._deliver_matches`), so the whole stream is read.
 
 Sessions taken from one member at about the same time share a read: while one is under way,
 the sessions that come next wait for the next.
+
+A session can also be on its way to a member when that member stops: sent to it, not yet
+applied, so in no store. The member that its client connects to next reads that session from
+the stream (`on_the_way`) when its holder does not answer in time.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from .ports import SessionDirectory
 from .publish_records import PublishRecord, decode_publish
 from .routing import Router
+from .session_state import SESSIONS
 from .sessions import SessionManager
 from .timers import Clock
-from .worker_links import PUBLISH, split_records
+from .worker_links import PUBLISH, SERVICE, split_records
 
 log = logging.getLogger("culex")
 
@@ -91,3 +99,28 @@ class DeadStreams:
                 self._router.deliver_to(session, message)
                 delivered += message.cluster_id in seen
         return delivered
+
+    def on_the_way(self, holder: str, client_id: str,
+                   done: Callable[[list[dict[str, Any]]], None]) -> None:
+        """`done(states)`: the session states for `client_id` in the records of `holder`'s
+        stream that it has not applied (sessions sent to it, in the order sent)."""
+        states: list[dict[str, Any]] = []
+        key = json.dumps(client_id).encode()
+
+        def chunk(entries: list[bytes], last: bool) -> None:
+            found: list[tuple[int, bytes]] = []
+            for records in entries:
+                split_records(records, found)
+            for kind, body in found:
+                if kind != SERVICE or body[0] != SESSIONS or key not in body:
+                    continue
+                try:
+                    request = json.loads(body[1:])
+                    if request["client"] == client_id and request["session"] is not None:
+                        states.append(request["session"])
+                except (ValueError, KeyError, TypeError):
+                    continue  # logged when `holder` applies it
+            if last:
+                done(states)
+
+        self._directory.unapplied(holder, chunk)

@@ -191,8 +191,8 @@ class SessionDirectory(Protocol):
         ...
 
     def unapplied(self, holder: str, read: Callable[[list[bytes], bool], None]) -> None:
-        """The records in the stream of `holder` (down) that it has not applied (what it
-        committed as applied before it went down excluded), entry by entry, in order:
+        """The records in the stream of `holder` (down, or silent) that it has not applied
+        (what it committed as applied excluded), entry by entry, in order:
         `read(chunk, last)` on the loop for each chunk of entries, `last` True for the last
         one (an empty one when the stream cannot be read or is not kept where others reach
         it)."""

@@ -295,16 +295,22 @@ class Session:
 
     def resume(self) -> None:
         """After a reconnect: re-send what is in flight, in order, then the queue [MQTT-4.4.0-1]."""
+        for packet_id in list(self.inflight):  # `resend` may drop one
+            self.resend(packet_id)
+        self.pump()
+
+    def resend(self, packet_id: int) -> None:
+        """Send what is in flight under `packet_id` again to the connected client: the
+        PUBLISH (DUP), or the PUBREL once the client has received it."""
         connection = self.connection
         assert connection is not None
-        for packet_id, entry in list(self.inflight.items()):  # _transmit may drop one
-            if entry.released:
-                connection.send_pubrel(packet_id)
-            elif self._may_read(entry):
-                self._transmit(connection, entry, packet_id, dup=True)
-            else:
-                del self.send_window()[packet_id]
-        self.pump()
+        entry = self.inflight[packet_id]
+        if entry.released:
+            connection.send_pubrel(packet_id)
+        elif self._may_read(entry):
+            self._transmit(connection, entry, packet_id, dup=True)
+        else:
+            del self.send_window()[packet_id]
 
     def _may_read(self, entry: Outgoing) -> bool:
         """Whether the client now owning the session may still read a message that waited in

@@ -29,11 +29,12 @@ A holder that is down (or did not answer within `answer_timeout`) has its sessio
 its store in Redis; once every member routes the session here, SETTLED goes into its stream
 as after a move (it sends what it got before that point, REST, when it reads it), and what
 its stream holds is read for the session (dead_streams.py). Without a store, the client is
-let in with what has come; a part that comes later is added to the session it has then
-(session_parts.py). Claims are numbered cluster-wide: a TAKE older than this member's own
-later claim is answered with nothing; one for a session on its way here is answered once it
-has come, as is one read at start-up once what the stream held then is applied. A session
-that comes for a claim this member no longer holds goes on to the member that holds it.
+let in with what has come, and with what the holder's stream holds of a session on its way
+there; a part that comes later is added to the session it has then (session_parts.py).
+Claims are numbered cluster-wide: a TAKE older than this member's own later claim is answered
+with nothing; one for a session on its way here is answered once it has come, as is one read
+at start-up once what the stream held then is applied. A session that comes for a claim this
+member no longer holds goes on to the member that holds it.
 
 A member that was paused or cut off past its lease, or that starts again after others claimed
 its clients' ids, lets go of every session whose id another member has claimed meanwhile
@@ -63,19 +64,18 @@ from .routing import Router
 from .session import Session
 from .session_parts import PartsLedger, admitted, merge_part, store_part, strip_handed_on
 from .session_state import (
+    SESSIONS,
     describe_state,
     import_session,
+    read_early,
     without_inbound_state,
 )
 from .sessions import SessionManager
+from .settle_duties import SettleDuties
 from .timers import Clock, TimerHeap
 from .worker_links import WorkerLinks
 
 log = logging.getLogger("culex")
-
-# The links' service channel of these records (worker_queries.ADMIN is 2, dynsec's 1).
-SESSIONS = 3
-
 
 @dataclass(slots=True)
 class Waiting:
@@ -115,8 +115,10 @@ class SessionMoves:
         # one not settled by then is seen to (`_not_settled`).
         self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
         self._dead_streams = DeadStreams(manager, router, directory, clock)
-        # Client id -> (member, token) of each move here whose SETTLED this member owes.
-        self._to_settle: dict[str, list[tuple[int, int]]] = {}
+        self._duties = SettleDuties(
+            manager, self._parts,
+            lambda member, client_id, token: self._send(member, "settled", client_id, token),
+            self._when_routed)
         links.serve(SESSIONS, self._received)
         manager.on_ended = self._ended
 
@@ -228,10 +230,8 @@ class SessionMoves:
         if waiting is None or waiting.token != token:
             return
         if taken is None:
-            self._let_in_early(client_id, token)
-            log.warning("client %s: its session did not come from %s within %g s; accepted "
-                        "with what has come (what comes later is added to it)", client_id,
-                        waiting.holder, self._answer_timeout)
+            self._dead_streams.on_the_way(waiting.holder, client_id,
+                                          partial(self._let_in_with, client_id, token))
             return
         log.warning("client %s: no answer from %s within %g s; its session is taken from its "
                     "store", client_id, waiting.holder, self._answer_timeout)
@@ -239,6 +239,27 @@ class SessionMoves:
         self._when_routed(partial(self._routed_here, waiting.member, waiting.holder,
                                   client_id, token,
                                   partial(self._let_in_early, client_id, token)))
+
+    def _let_in_with(self, client_id: str, token: int, parts: list[dict[str, Any]]) -> None:
+        """Let the client in with what has come, and with what the session records that
+        its holder has not applied hold for it (the session was on its way there when the
+        holder stopped): above all its inbound QoS 2 ids, without which what the client
+        sends again under them would be routed twice. Those records still come, when the
+        holder is back, and add what they held but this (`read_early`)."""
+        waiting = self._waiting.get(client_id)
+        if waiting is None or waiting.token != token:
+            return
+        for state in parts:
+            stored, messages = import_session(client_id, state, self._clock.now)
+            if not stored.admitted:
+                stored = without_inbound_state(stored)
+            self._adopt(f"the stream of {waiting.holder}", client_id,
+                        read_early(stored, messages), messages, late=True)
+        self._let_in_early(client_id, token)
+        log.warning("client %s: its session did not come from %s within %g s; accepted "
+                    "with what has come%s (what comes later is added to it)", client_id,
+                    waiting.holder, self._answer_timeout,
+                    f" and {len(parts)} parts read from its stream" if parts else "")
 
     def _routed_here(self, holder: int | None, holder_name: str, client_id: str, token: int,
                      then: Callable[[], None]) -> None:
@@ -414,42 +435,8 @@ class SessionMoves:
             # again: if another member claimed the id since, the session goes on there.
             self._directory.held_elsewhere(client_id, self.let_go)
         if token:
-            self._owe_settled(client_id, member, token)
-        self._take_duty(member, client_id, state)
-
-    def _owe_settled(self, client_id: str, member: int, token: int) -> None:
-        """As a SUBACK: once every member routes the session's subscriptions here, `member`,
-        which held it, may stop collecting for it (messages that went to both come once)."""
-        self._to_settle.setdefault(client_id, []).append((member, token))
-        self._when_routed(partial(self._settle, member, client_id, token))
-
-    def _settle(self, member: int, client_id: str, token: int) -> None:
-        owed = self._to_settle.get(client_id, [])
-        if (member, token) in owed:  # (not passed on meanwhile)
-            owed.remove((member, token))
-            if not owed:
-                del self._to_settle[client_id]
-            self._send(member, "settled", client_id, token)
-
-    def _pass_duty(self, client_id: str, state: dict[str, Any]) -> None:
-        """The session leaves, with no copy collecting for it here, before this member settled
-        the move that brought it: the member it goes to sends that SETTLED once routed there
-        (from here, it would end the copy collecting there while some route it here)."""
-        owed = self._to_settle.pop(client_id, None)
-        if owed:
-            state["settle"] = [list(duty) for duty in owed]
-
-    def _take_duty(self, member: int, client_id: str, state: dict[str, Any]) -> None:
-        """The SETTLED a session that comes here owes: passed on (`_pass_duty`), or, for one
-        that `member` let go of and still collects for (`let_go`), to `member` (claim 0)."""
-        owed = [tuple(duty) for duty in state.get("settle") or ()]
-        if state.get("collecting"):
-            owed.append((member, 0))
-        if owed and self._manager.sessions.get(client_id) is not None:
-            self._parts.mark_unfinished(client_id, True)  # until that REST
-            self._parts.expect_part(client_id)
-            for owed_to, token in owed:
-                self._owe_settled(client_id, owed_to, token)
+            self._duties.owe(client_id, member, token)
+        self._duties.take_on(member, client_id, state)
 
     def _settled(self, member: int, client_id: str, token: int) -> None:
         """Every member routes the session's subscriptions to `member` now: what came here
@@ -459,7 +446,7 @@ class SessionMoves:
         rest = None
         moving = self._moving_out.get(client_id)
         # (The move's token names it: the member it went to, or the one it went on to before
-        # settling it, `_pass_duty`.)
+        # settling it, `SettleDuties.pass_on`.)
         if (moving is not None and moving[1] == token) or (
                 moving is None and self._tokens.get(client_id, 0) < token):
             self._moving_out.pop(client_id, None)
@@ -470,7 +457,7 @@ class SessionMoves:
                 session = self._manager.sessions.get(client_id)
             if session is not None:
                 rest = self._parts.export(session)
-                self._pass_duty(client_id, rest)
+                self._duties.pass_on(client_id, rest)
                 self._manager.hand_off(session)
                 self._parts.gone(client_id)
                 if moving is None:
@@ -490,7 +477,7 @@ class SessionMoves:
                 merge_part(session, stored, messages, f"member {member}")
                 if state.get("unfinished"):
                     self._parts.expect_part(client_id, stored.given)
-                self._take_duty(member, client_id, state)
+                self._duties.take_on(member, client_id, state)
             elif stored.entries or state.get("settle"):
                 # The session went on from here before the rest came (`let_go`): the rest
                 # follows it. (Ended here instead, it took the rest with it.)
@@ -562,7 +549,7 @@ class SessionMoves:
             if session is None:
                 continue
             state = self._parts.export(session)
-            self._pass_duty(client_id, state)
+            self._duties.pass_on(client_id, state)
             state["collecting"] = True
             sent = member is not None and self._send(member, "moved", client_id, 0, state)
             self._parts.gone(client_id)

@@ -110,12 +110,15 @@ def admitted(session: Session, token: int) -> None:
 
 
 def _resume(session: Session, message: Message, item: StoredEntry) -> None:
-    """`item`, in flight under its packet id elsewhere, in flight here under the same."""
+    """`item`, in flight under its packet id elsewhere, in flight here under the same, and
+    sent again at once to a client that is connected (else when it is)."""
     entry = Outgoing(message, item.qos, item.retain, item.identifiers)
     entry.released = item.released
     session.send_window()[item.packet_id] = entry
     if session.persistence is not None:
         session.persistence.queued(session.client_id, entry, item.packet_id)
+    if session.connection is not None:
+        session.resend(item.packet_id)
 
 
 def store_part(session: Session, stored: StoredSession, entries: list[Outgoing]) -> None:

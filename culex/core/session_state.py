@@ -12,6 +12,10 @@ from .message import Message
 from .persistence import restored_message, stored_form
 from .session import Session
 
+# The links' service channel of the records that carry sessions (worker_queries.ADMIN is 2,
+# dynsec's 1).
+SESSIONS = 3
+
 
 def export_session(session: Session, now: float) -> dict[str, Any]:
     """A session's whole state as a JSON-ready dict: what a restart would load."""
@@ -76,3 +80,16 @@ def describe_state(state: dict[str, Any] | None) -> str:
         f"{state['awaiting_release']} (admitted {state.get('admitted', 0)}), settle "
         f"{state.get('settle')}, unfinished {state.get('unfinished')}, collecting "
         f"{state.get('collecting', False)}")
+
+
+def read_early(stored: StoredSession, messages: dict[int, Message]) -> StoredSession:
+    """What a session record that its addressee has not applied yet may give another member
+    ahead of it (session_moves.py `_taken_late`): all but what is in flight to the client.
+    The record itself still comes, and what it holds is added but for what is here already
+    (the same `Message.cluster_id`); an entry in flight there resumes under its packet id,
+    which only the record's own arrival may do once (the client holds its side of the id
+    until it is released, and a second resumption after that would be a new message to it).
+    """
+    return replace(stored, entries=[
+        entry for entry in stored.entries
+        if not entry.packet_id and messages[entry.message_id].cluster_id])

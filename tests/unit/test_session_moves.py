@@ -19,11 +19,10 @@ from culex.core.outgoing import Outgoing
 from culex.core.ports import Claim
 from culex.core.publish_records import encode_publish
 from culex.core.session import Session
-from culex.core.session_moves import SESSIONS
-from culex.core.session_state import export_session, import_session
+from culex.core.session_state import SESSIONS, export_session, import_session
 from culex.core.worker_links import PUBLISH, SERVICE, WorkerLinks, record, split_records
 from culex.protocol.codec import encode_connect
-from culex.protocol.packets import Connack, Connect, Publish, Pubrec, Pubrel
+from culex.protocol.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
 from culex.protocol.properties import Properties
 from culex.storage.base import StoredSession, TakenSession
 from tests.unit.core_helpers import FakeClient, FakeSink, Harness, payloads
@@ -674,3 +673,53 @@ def test_a_session_let_go_keeps_collecting_until_its_new_holder_routes_it() -> N
     [rest] = [r for r in sent_sessions(sinks[1]) if r["op"] == "rest"]
     assert [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]] == [b"M"]
     assert node.broker.sessions.get("sub") is None
+
+
+def test_a_session_on_its_way_to_a_silent_holder_is_read_from_its_stream() -> None:
+    """`pub` was let in on member 1 under claim 2, sent QoS 2 message 7 (routed there, PUBREC
+    lost), and member 1 sent its session (and a message queued for it) to member 3 under
+    claim 4; member 3 died before it applied that. `pub` connects to member 4, which asks
+    member 3: no answer in time, and nothing in its store. What member 3's stream holds for
+    the session is read: the client is let in with its subscriptions, its queued message and
+    its inbound id 7, so 7 sent again is acknowledged, not routed a second time. When member
+    3, back, sends the session on, nothing comes twice."""
+    directory = Directory({"pub": Claim(5, 3, "node-b")})
+    part = state([7], [(0, b"queued", False), (9, b"in flight", False)], admitted=2)
+    part["subscriptions"] = {"back": 2}
+    other = state([8], [], admitted=3)
+    other["subscriptions"] = {"pub": 1}  # another session's record that names `pub`
+    directory.streams["node-b"] = [session_record("take", 3, None, client="other"),
+                                   session_record("moved", 3, other, client="other")
+                                   + session_record("moved", 4, part)]
+    node = member(4, directory, answer_timeout=2.0)
+    watcher = node.connected("watcher")
+    assert watcher.subscribe(("t", 2)) == [2]
+    links = node.broker.links
+    assert links is not None
+    sinks = linked(node)
+    client = node.client()
+    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
+    node.tick(3.0)  # no answer from member 3 within answer_timeout
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert [(p.payload, p.qos) for p in packets[1:] if isinstance(p, Publish)] == [
+        (b"queued", 2)]  # what is in flight there comes with the session itself
+    client.ack_all(packets[1:])
+    client.ack_all(client.received_packets())  # PUBCOMP
+    client.publish("t", b"again", qos=2, packet_id=7, dup=True)
+    assert client.received_packets() == [Pubrec(7)]
+    assert watcher.received_packets() == []
+    session = node.broker.sessions.get("pub")
+    assert session is not None and session.subscriptions == {"back": 2}
+    assert "other" not in node.broker.sessions.ids()
+    client.pubrel(7)
+    assert client.received_packets() == [Pubcomp(7)]
+    links.data_received(3, session_record("moved", 5, part), 3.0)
+    routed(node, 1, 3)
+    assert [record["op"] for record in sent_sessions(sinks[3])] == ["take", "settled"]
+    links.data_received(3, session_record("rest", 5, None), 3.0)
+    assert [(p.payload, p.packet_id, p.dup) for p in client.received_packets()
+            if isinstance(p, Publish)] == [(b"in flight", 9, True)]
+    client.publish("t", b"new", qos=2, packet_id=7)
+    assert client.received_packets() == [Pubrec(7)]
+    assert payloads(watcher.received_packets()) == [b"new"]
