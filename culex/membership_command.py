@@ -26,7 +26,8 @@ from .cluster import keys
 from .cluster.keys import Lease
 from .cluster.settings import ClusterConfig
 from .config import ConfigError, load_config
-from .server.cluster_redis import Redis, connect
+from .server.cluster_redis import connect
+from .storage.redis_primaries import Redis
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

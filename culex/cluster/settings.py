@@ -50,9 +50,6 @@ class ClusterConfig:
                          "starting with a letter or digit (it names Redis keys)")
         if not 0 <= self.replicas <= MAX_REPLICAS:
             found.append(f"replicas: {self.replicas} must be between 0 and {MAX_REPLICAS}")
-        elif self.replicas and self.is_redis_cluster:
-            found.append("replicas: waiting for replicas needs one Redis primary; with a Redis "
-                         "Cluster it is not supported yet")
         if not MIN_LEASE <= self.lease <= 3600:
             found.append(f"lease: {self.lease:g} s must be between {MIN_LEASE:g} and 3600")
         return found

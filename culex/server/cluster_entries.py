@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from ..cluster import keys
 from ..core.worker_links import COUNTS, FORWARD, FORWARD_V5, record, split_records
+from ..storage.redis_primaries import Command, Primaries, Redis
 from ..storage.redis_store import read_outbox
-from .cluster_redis import REPLICA_WAIT_MS, NotReplicated, Redis
+from .cluster_redis import REPLICA_WAIT_MS, NotReplicated
 
 # Records that matter only to a member that reads them at once: QoS 0 messages, and the
 # counters behind the cluster's $SYS totals (sent again every interval).
@@ -119,32 +121,51 @@ def entry_fields(sender: str, index: int, epoch: int, seq: int,
 
 async def write_entries(redis: Redis, sender: str, index: int, entries: list[Outgoing], *,
                         routes: list[tuple[str, bool]], peers: dict[str, Peer],
-                        replicas: int) -> list[tuple[Peer, int | None]]:
+                        replicas: int, primaries: Primaries | None = None
+                        ) -> list[tuple[Peer, int | None]]:
     """Write `entries` and this member's filter changes (`routes`) in one pipelined round
     trip, which returns the size of each live receiver's stream (for back-pressure); with
-    `replicas`, a WAIT for them ends it when an entry carries state (on the pipeline's
-    connection, whose writes WAIT counts)."""
+    `replicas`, when an entry carries state, through `primaries`, each primary's share ended
+    by a WAIT for them (redis_primaries.py)."""
     receivers = {entry.receiver: peer for entry in entries
                  if (peer := peers.get(entry.receiver)) is not None and peer.alive}
     replicas = replicas if any(entry.stored for entry in entries) else 0
     filters = keys.filters_key(sender)
-    async with redis.pipeline(transaction=False) as pipe:
-        for topic_filter, added in routes:
-            if added:
-                pipe.sadd(filters, topic_filter)
-            else:
-                pipe.srem(filters, topic_filter)
-        for entry in entries:
-            pipe.xadd(keys.stream_key(entry.receiver),
-                      entry_fields(sender, index, entry.epoch, entry.seq, entry.records))
-        for receiver in receivers:
-            pipe.memory_usage(keys.stream_key(receiver))
-        if replicas:
-            pipe.wait(replicas, REPLICA_WAIT_MS)
-        results = await pipe.execute()
-    if replicas and results[-1] < replicas:
-        # Sent again: the receiver drops the numbers it has already applied.
-        raise NotReplicated(f"{results[-1]} of {replicas} Redis replica(s) confirmed the "
-                            f"entries within {REPLICA_WAIT_MS} ms")
-    sizes = results[len(results) - len(receivers) - bool(replicas):][:len(receivers)]
+    commands: list[Command] = []
+    for topic_filter, added in routes:
+        commands.append((filters, partial(_route, filters, topic_filter, added)))
+    for entry in entries:
+        stream = keys.stream_key(entry.receiver)
+        fields = entry_fields(sender, index, entry.epoch, entry.seq, entry.records)
+        commands.append((stream, partial(_xadd, stream, fields)))
+    for receiver in receivers:
+        stream = keys.stream_key(receiver)
+        commands.append((stream, partial(_memory_usage, stream)))
+    if replicas and primaries is not None:
+        results, confirmed = await primaries.write_waited(commands, replicas, REPLICA_WAIT_MS)
+        if confirmed < replicas:
+            # Sent again: the receiver drops the numbers it has already applied.
+            raise NotReplicated(f"{confirmed} of {replicas} Redis replica(s) confirmed the "
+                                f"entries within {REPLICA_WAIT_MS} ms")
+    else:
+        async with redis.pipeline(transaction=False) as pipe:
+            for _key, add in commands:
+                add(pipe)
+            results = await pipe.execute()
+    sizes = results[len(results) - len(receivers):]
     return list(zip(receivers.values(), sizes, strict=True))
+
+
+def _route(filters: str, topic_filter: str, added: bool, pipe: Any) -> None:
+    if added:
+        pipe.sadd(filters, topic_filter)
+    else:
+        pipe.srem(filters, topic_filter)
+
+
+def _xadd(stream: str, fields: dict[str, Any], pipe: Any) -> None:
+    pipe.xadd(stream, fields)
+
+
+def _memory_usage(stream: str, pipe: Any) -> None:
+    pipe.memory_usage(stream)

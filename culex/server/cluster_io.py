@@ -53,6 +53,7 @@ from ..core.connection import FAIR_SHARE
 from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
 from ..storage.base import ClusterStorage
+from ..storage.redis_primaries import Primaries, Redis
 from ..storage.redis_store import RedisStorage
 from .cluster_entries import (
     Outgoing,
@@ -67,7 +68,6 @@ from .cluster_redis import (
     MAX_RETRY,
     Members,
     NotReplicated,
-    Redis,
     RedisHealth,
     connect,
     read_members,
@@ -98,6 +98,8 @@ class ClusterNode:
         self.loop = loop
         self._lease_ms = int(settings.lease * 1000)
         self._redis: Redis | None = None
+        # Where writes that WAIT for replicas go (redis_primaries.py).
+        self._primaries: Primaries | None = None
         self._lease = Lease(secrets.token_hex(8), 0, 0)
         self._links: NodeLinks | None = None
         self._broker: Broker | None = None
@@ -142,9 +144,10 @@ class ClusterNode:
         a client id)."""
         try:
             self._redis = await connect(self.settings)
+            self._primaries = Primaries(self._redis)
             await self._join()
             if isinstance(storage, RedisStorage):
-                await storage.read(self._redis)
+                await storage.read(self._redis, self._primaries)
                 self.owners.stores = True
         except RedisError as exc:
             raise ClusterError(f"cluster: cannot join through {', '.join(self.settings.redis)}:"
@@ -240,6 +243,8 @@ class ClusterNode:
                 leave = self.redis.register_script(keys.LEAVE)
                 await leave(keys=[keys.member_key(self.name)], args=[self._lease.value()])
                 await self.redis.aclose()
+                if self._primaries is not None:
+                    await self._primaries.aclose()
         log.info("cluster: %s left", self.name)
 
     # -- membership ----------------------------------------------------------------------------
@@ -430,7 +435,8 @@ class ClusterNode:
                     try:
                         sizes = await write_entries(
                             self.redis, self.name, self._lease.index, batch, routes=routes,
-                            peers=self.peers, replicas=self.settings.replicas)
+                            peers=self.peers, replicas=self.settings.replicas,
+                            primaries=self._primaries)
                         break
                     except NotReplicated as exc:  # Redis answers: no "unavailable" log
                         if not self._short_of_replicas:

@@ -24,7 +24,8 @@ from redis.exceptions import RedisError
 
 from ..cluster import keys
 from ..cluster.keys import Lease
-from ..cluster.settings import ClusterConfig, ClusterError
+from ..cluster.settings import ClusterConfig
+from ..storage.redis_primaries import Redis
 
 log = logging.getLogger("culex")
 
@@ -35,7 +36,6 @@ MAX_RETRY = 1.0
 
 T = TypeVar("T")
 
-Redis = aioredis.Redis | aioredis.RedisCluster
 async def connect(settings: ClusterConfig) -> Redis:
     """A client for the configured Redis: a Redis Cluster when several seeds are given or
     when the one URL's server says it is part of one."""
@@ -56,9 +56,6 @@ async def connect(settings: ClusterConfig) -> Redis:
     if not info.get("cluster_enabled"):
         return single
     await single.aclose()
-    if settings.replicas:
-        raise ClusterError(f"cluster: {settings.redis[0]} is part of a Redis Cluster, and "
-                           "waiting for replicas (replicas > 0) needs one Redis primary")
     client = aioredis.RedisCluster.from_url(settings.redis[0], **options)
     await client.initialize()
     return client

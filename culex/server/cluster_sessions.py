@@ -21,9 +21,9 @@ from ..cluster import keys
 from ..core.broker import Broker
 from ..core.ports import Claim
 from ..storage.base import TakenSession
+from ..storage.redis_primaries import Redis
 from ..storage.redis_store import TAKE, read_cursors, take_session
 from .cluster_entries import Peer
-from .cluster_redis import Redis
 
 log = logging.getLogger("culex")
 

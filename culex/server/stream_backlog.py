@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 
 from ..cluster import keys
 from ..core.node_links import NodeLinks
+from ..storage.redis_primaries import Redis
 from .cluster_entries import Peer
-from .cluster_redis import Redis
 
 log = logging.getLogger("culex")
 

@@ -25,7 +25,7 @@ from typing import cast
 from redis.exceptions import RedisError
 
 from ..cluster import keys
-from .cluster_redis import Redis
+from ..storage.redis_primaries import Redis
 
 # Entries read per XREADGROUP, and how long one waits for new entries.
 READ_COUNT = 512

@@ -39,7 +39,6 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
-from redis import asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
@@ -52,11 +51,11 @@ from .base import (
     TakenSession,
 )
 from .batch import Batch
+from .redis_primaries import Primaries, Redis
 from .timing import Durations
 
 log = logging.getLogger("culex")
 
-Redis = aioredis.Redis | aioredis.RedisCluster
 Command = tuple[str | bytes | int, ...]
 
 # qos, retain, wall-clock expiry deadline (NaN: none), cluster id, topic and properties lengths.
@@ -216,6 +215,7 @@ class RedisStorage:
         self._loop = loop
         self._batch: Batch[Command] = Batch()
         self._redis: Redis | None = None
+        self._primaries: Primaries | None = None
         self._apply: AsyncScript | None = None
         self._loaded: LoadedState | None = None
         self._cursors: dict[tuple[str, int], int] = {}
@@ -235,10 +235,11 @@ class RedisStorage:
 
     # -- reading, once at start-up ----------------------------------------------------------
 
-    async def read(self, redis: Redis) -> None:
+    async def read(self, redis: Redis, primaries: Primaries | None = None) -> None:
         """Read this member's state (what `load` then returns) through the node's client,
-        which the commits use from now on."""
+        which the commits use from now on (with `replicas`, through `primaries`)."""
         self._redis = redis
+        self._primaries = primaries or Primaries(redis)
         self._apply = redis.register_script(APPLY)
         state = LoadedState()
         wall_now = time.time()
@@ -328,11 +329,11 @@ class RedisStorage:
         if not self._replicas:
             await apply(keys=anchor, args=args)
             return
-        async with redis.pipeline(transaction=False) as pipe:
-            # A pipeline is a client to redis-py's scripts (it loads them first if need be).
-            await apply(keys=anchor, args=args, client=cast(Any, pipe))
-            pipe.wait(self._replicas, REPLICA_WAIT_MS)
-            confirmed = (await pipe.execute())[-1]
+        assert self._primaries is not None
+        # A pipeline is a client to redis-py's scripts (it loads them first if need be).
+        _replies, confirmed = await self._primaries.write_waited(
+            [(self._sessions, lambda pipe: apply(keys=anchor, args=args, client=pipe))],
+            self._replicas, REPLICA_WAIT_MS)
         if confirmed < self._replicas:
             raise RedisError(f"{confirmed} of {self._replicas} Redis replica(s) confirmed "
                              f"the commit within {REPLICA_WAIT_MS} ms")

@@ -5,7 +5,8 @@
   the AOF is read back as after a crash.
   With `replica_of`, a replica of another one.
 * `RedisCluster`: three such instances with `cluster-enabled yes`, joined into a Redis Cluster
-  of three masters (no replicas) by `redis-cli --cluster create`.
+  of three masters by `redis-cli --cluster create`, with `replicas` replicas of each master
+  (none unless asked).
 
 A missing redis-server fails loudly (`make system-deps` installs it): nothing is skipped.
 """
@@ -123,11 +124,13 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three masters, each slot range on one of them."""
+    """Three masters, each slot range on one of them; with `replicas`, that many replicas of
+    each master too."""
 
-    def __init__(self, directory: Path, masters: int = 3) -> None:
+    def __init__(self, directory: Path, masters: int = 3, replicas: int = 0) -> None:
         self.servers = [RedisServer(directory / f"redis-{index}", cluster=True)
-                        for index in range(masters)]
+                        for index in range(masters * (1 + replicas))]
+        self._replicas = replicas
 
     @property
     def urls(self) -> list[str]:
@@ -145,7 +148,8 @@ class RedisCluster:
             server.start()
         created = subprocess.run(
             [redis_binary("redis-cli"), "--cluster", "create",
-             *(server.address for server in self.servers), "--cluster-replicas", "0",
+             *(server.address for server in self.servers),
+             "--cluster-replicas", str(self._replicas),
              "--cluster-yes"], capture_output=True, text=True, timeout=30, check=False)
         assert created.returncode == 0, created.stdout + created.stderr
         deadline = time.monotonic() + START_TIMEOUT
@@ -156,6 +160,30 @@ class RedisCluster:
                 return self
             time.sleep(0.05)
         raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+
+    def replica_servers(self) -> list[RedisServer]:
+        """The servers that are replicas now (as `redis-cli --cluster create` chose)."""
+        return [server for server in self.servers
+                if server.client().info("replication")["role"] == "slave"]
+
+    def replicas_of(self, *keys: str) -> list[RedisServer]:
+        """The replicas of the masters that hold `keys`."""
+        client = self.client()
+        ports = set()
+        for key in keys:
+            node = client.get_node_from_key(key)
+            assert node is not None, key
+            ports.add(int(node.port))
+        client.close()
+        return [server for server in self.replica_servers()
+                if int(server.client().info("replication")["master_port"]) in ports]
+
+    def replicas_in_sync(self) -> int:
+        """How many replicas are online with their master."""
+        return sum(1 for server in self.servers
+                   for key, value in server.client().info("replication").items()
+                   if key.startswith("slave") and isinstance(value, dict)
+                   and value.get("state") == "online")
 
     def client(self) -> redis.RedisCluster:
         first = self.servers[0]

@@ -1,6 +1,7 @@
 """`[cluster] replicas`: an acknowledgement that rests on Redis alone (a message for a node that
 is down, which its stream keeps) waits until that many replicas of the Redis primary have the
-entry (WAIT). A real primary and a real replica; the replica killed and started again."""
+entry (WAIT). A real primary and a real replica, and a real Redis Cluster of three masters with
+a replica each; the replicas killed and started again."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from culex.cluster import keys
 from tests.cluster.conftest import NodeFactory
-from tests.cluster.redis_servers import RedisServer
+from tests.cluster.redis_servers import RedisCluster, RedisServer
 from tests.integration.clients import Clients, wait_until
 
 
@@ -39,13 +41,41 @@ LOGS = {"sqlite": ("0 of 1 Redis replica(s) confirmed the entries",
                   "storage: commits succeed again")}
 
 
+@pytest.fixture
+def redis_cluster_with_replicas(tmp_path: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path / "redis-cluster", replicas=1).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 def test_an_ack_for_a_down_node_waits_for_the_replica(
         primary_and_replica: tuple[RedisServer, RedisServer],
         cluster_nodes: NodeFactory, backend: str) -> None:
     primary, replica = primary_and_replica
     assert wait_until(lambda: replicas_in_sync(primary) == 1, timeout=10), "replica not in sync"
-    first, second = cluster_nodes([primary.url], names=("node-a", "node-b"),
+    acks_wait_for_replicas(cluster_nodes, [primary.url], [replica], backend)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_in_a_redis_cluster_an_ack_waits_for_the_replicas_of_the_primaries_written(
+        redis_cluster_with_replicas: RedisCluster, cluster_nodes: NodeFactory,
+        backend: str) -> None:
+    """Each primary's share of a write is followed by its own WAIT (a WAIT counts only the
+    writes on its connection): with the replicas of the primaries that hold node-a's state and
+    node-b's stream gone, nothing is acknowledged, whatever the other primaries' replicas
+    confirm."""
+    cluster = redis_cluster_with_replicas
+    assert wait_until(lambda: cluster.replicas_in_sync() == 3, timeout=20), "replicas not in sync"
+    written = cluster.replicas_of(keys.stream_key("node-a"), keys.stream_key("node-b"))
+    acks_wait_for_replicas(cluster_nodes, cluster.urls[:1], written, backend)
+
+
+def acks_wait_for_replicas(cluster_nodes: NodeFactory, urls: list[str],
+                           replicas: list[RedisServer], backend: str) -> None:
+    """node-b is down, with a persistent subscriber: a QoS 1 PUBLISH on node-a for it is
+    acknowledged while `replicas` run, not while they are killed, and once they are back."""
+    first, second = cluster_nodes(urls, names=("node-a", "node-b"),
                                   cluster={"replicas": 1}, storage={"backend": backend})
     waiting, again = LOGS[backend]
     with Clients(first) as a:
@@ -58,12 +88,14 @@ def test_an_ack_for_a_down_node_waits_for_the_replica(
         first.wait_for_log("cluster: node-b is down", timeout=10)
         publisher.publish("replicated/1", b"one", 1)  # the replica confirms it: PUBACK
 
-        replica.kill()
+        for replica in replicas:
+            replica.kill()
         pending = publisher.client.publish("replicated/2", b"two", 1)
         first.wait_for_log(waiting, timeout=10)
         time.sleep(1.5)
         assert not pending.is_published(), "PUBACK before any replica had the message"
-        replica.start()
+        for replica in replicas:
+            replica.start()
         assert wait_until(pending.is_published, timeout=15), "no PUBACK once the replica is back"
         first.wait_for_log(again)
 

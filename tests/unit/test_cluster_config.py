@@ -47,11 +47,9 @@ def test_bad_cluster_values_are_refused(table: dict[str, object], message: str) 
         parse_config({"cluster": table}, "x.toml")
 
 
-def test_replicas_need_one_redis_primary() -> None:
+def test_replicas_are_a_number_a_primary_can_have() -> None:
     assert ClusterConfig(redis=("redis://127.0.0.1:7000", "redis://127.0.0.1:7001"),
-                         node="node-a", replicas=1).problems() == [
-        "replicas: waiting for replicas needs one Redis primary; with a Redis Cluster it is "
-        "not supported yet"]
+                         node="node-a", replicas=1).problems() == []  # each primary's replica
     assert ClusterConfig(redis=("redis://127.0.0.1:7000",), node="node-a",
                          replicas=17).problems() == ["replicas: 17 must be between 0 and 16"]
     assert ClusterConfig(redis=("redis://127.0.0.1:7000",), node="node-a",
