@@ -264,6 +264,9 @@ class BridgeLink(WriteFlow):
     def send_pubrel(self, packet_id: int) -> None:
         self.send(self.client.ack(PacketType.PUBREL, packet_id))
 
+    def drop_will(self) -> bool:
+        return False  # a bridge's local side has no will
+
     def too_large(self, frames: list[bytes]) -> bool:
         """Over the remote's Maximum Packet Size: never sent, dropped (and counted) as a
         subscriber's would be [MQTT-3.1.2-25]."""

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..protocol.reasons import ReasonCode
-from ..storage.base import LoadedState, Storage
+from ..storage.base import LoadedState, Storage, StoredMessage
 from .access import AccessPolicy, AccessRules
 from .bridges import BridgeStatus
 from .commit import CommitGate
@@ -37,7 +37,7 @@ from .message import Message
 from .node_links import ClusterSetup, NodeLinks
 from .options import Mqtt5Options
 from .output import OutputScheduler
-from .persistence import Persistence
+from .persistence import Persistence, restored_message
 from .ports import ClientLink, Host, Publisher, Sink
 from .restore import restore
 from .retained import RetainedMessages
@@ -297,11 +297,19 @@ class Broker:
         wills, self._restored_wills = self._restored_wills, []
         self._publish_restored_wills(wills)
 
-    def _publish_restored_wills(self, wills: list[tuple[str, Message]]) -> None:
+    def _publish_restored_wills(self, wills: list[tuple[str, Message]],
+                                why: str = "connected when the broker stopped") -> None:
         for client_id, will in wills:
-            log.info("client %s: publishing its will to %r (connected when the broker stopped)",
-                     client_id, will.topic)
+            log.info("client %s: publishing its will to %r (%s)", client_id, will.topic, why)
             self.router.publish(will)
+
+    def publish_taken_wills(self, member: str, wills: list[tuple[str, StoredMessage]]) -> None:
+        """The wills of the connections of cluster member `member`, which went down with it,
+        taken from its store (server/cluster_sessions.py `take_wills`)."""
+        now = self.clock.now
+        self._publish_restored_wills(
+            [(client_id, restored_message(will, now)) for client_id, will in wills],
+            f"connected to {member}, which is down")
 
     # -- LinkDeliveries: what another worker's link hands over ---------------------------------
 

@@ -327,6 +327,11 @@ class Connection(WriteFlow):
     def send_pubrel(self, packet_id: int) -> None:
         self.send(bytes((PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
 
+    def drop_will(self) -> bool:
+        had = self.will is not None
+        self.will = None
+        return had
+
     def acknowledge(self, frame: bytes) -> None:
         """PUBACK, PUBREC or PUBCOMP: a promise that what it acknowledges is safe, so with a
         durable store it leaves only after the commit that makes it true (and in order), and

@@ -88,6 +88,9 @@ class Observer:
     def queue_drained(self) -> None:
         """Nothing is ever paused for an observer."""
 
+    def drop_will(self) -> bool:
+        return False  # an observer has no will
+
     def flush(self) -> None:
         """Nothing is ever written."""
 

@@ -121,6 +121,11 @@ class ClientLink(Publisher, DeliveryTarget, Protocol):
 
     def close(self, publish_will: bool, reason: int | None = None) -> None: ...
 
+    def drop_will(self) -> bool:
+        """Forget the will this connection would publish (another cluster member published
+        it while this one was presumed down); whether it had one."""
+        ...
+
     def flush(self) -> None:
         """Hand this tick's frames to the sink in one write."""
         ...

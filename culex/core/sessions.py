@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from ..protocol.reasons import ReasonCode
 from .access import ClientAccess
@@ -175,6 +175,22 @@ class SessionManager:
             self._persistence.will_dropped(client_id)
         if publish_will:
             self.publish_will(client_id, will)
+
+    def wills_published_elsewhere(self, client_ids: Iterable[str]) -> int:
+        """Another cluster member took these clients' wills from this member's store, and
+        published them, while this one was presumed down: none goes out again from here,
+        whether its client is still connected or its Will Delay Interval runs. How many."""
+        dropped = 0
+        for client_id in client_ids:
+            session = self.sessions.get(client_id)
+            if session is None:
+                continue
+            if session.connection is not None and session.connection.drop_will():
+                dropped += 1
+            if session.will is not None:
+                session.will = None
+                dropped += 1
+        return dropped
 
     def publish_will(self, client_id: str, will: Message) -> None:
         """Publish a will now. Its Message Expiry Interval counts from now, not from the

@@ -54,7 +54,7 @@ from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
 from ..storage.base import ClusterStorage
 from ..storage.redis_primaries import Primaries, Redis
-from ..storage.redis_store import RedisStorage
+from ..storage.redis_store import RedisStorage, up_key
 from .cluster_entries import (
     Outgoing,
     Peer,
@@ -168,6 +168,10 @@ class ClusterNode:
         if index < 0:
             raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
         self._lease = Lease(self._lease.instance, int(epoch), int(index))
+        await self._mark_up()  # before this member's state is read (`TAKE_WILLS`)
+
+    async def _mark_up(self) -> None:
+        await self.redis.set(up_key(self.name), self._lease.epoch, px=self._lease_ms)
 
     def start(self, broker: Broker, storage: ClusterStorage | None) -> None:
         """Serve the links of `broker` (built with `join`'s setup): heartbeats, membership,
@@ -279,6 +283,8 @@ class ClusterNode:
                               self.name, self.settings.lease)
                     await self._rejoin()
                     self._unfenced = True
+                else:
+                    await self._mark_up()
                 if self._unfenced:
                     await self._fence()
                     self._unfenced = False
@@ -324,7 +330,7 @@ class ClusterNode:
             if name not in self.peers:
                 peer = self._attach(name, index, 0)
                 peer.alive = False
-                self._write_outbox(peer)
+                self._down(peer)
             links.load_routes(self.peers[name].index, filters)
 
     def _forget(self, peer: Peer) -> None:
@@ -342,11 +348,14 @@ class ClusterNode:
         log.warning("cluster: %s is down (no heartbeat for %g s); what its subscriptions "
                     "match waits in its stream", peer.name, self.settings.lease)
         self._backlog.forget(peer)
-        self._write_outbox(peer)
+        self._down(peer)
 
-    def _write_outbox(self, peer: Peer) -> None:
+    def _down(self, peer: Peer) -> None:
         """`peer` is down: what it committed to send goes out for it (`write_outbox`) before
-        what waits for its answer goes on."""
+        what waits for its answer goes on, and the wills of its connections, which died with
+        it, from here (`SessionOwners.take_wills`)."""
+        if self._broker is not None:
+            self.owners.take_wills(peer.name, self._broker)
         peer.outbox_written = False
 
         async def writing() -> None:
@@ -493,7 +502,7 @@ class ClusterNode:
     async def _read(self) -> None:
         reader = self._reader
         assert reader is not None
-        await self._health.retrying(self._create_group)
+        await self._health.retrying(reader.create_group)
         while not self._stopping:
             await self._resumed.wait()
             try:
@@ -503,7 +512,7 @@ class ClusterNode:
                     raise
                 log.error("cluster: the stream of %s lost its consumer group (Redis lost its "
                           "data?); creating it again", self.name)
-                await self._health.retrying(self._create_group)
+                await self._health.retrying(reader.create_group)
                 continue
             except RedisError as exc:
                 self._health.unavailable(exc)
@@ -523,14 +532,6 @@ class ClusterNode:
         that finds out lets go of them first."""
         while self.loop.time() - self._renewed_at > self.settings.lease and not self._stopping:
             await asyncio.sleep(0.05)
-
-    async def _create_group(self) -> None:
-        try:
-            await self.redis.xgroup_create(keys.stream_key(self.name), keys.GROUP, id="0",
-                                           mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
 
     def _apply(self, entries: list[Entry]) -> int:
         """Apply entries in order, a client's share of a tick (FAIR_SHARE bytes of records) or
@@ -579,12 +580,9 @@ class ClusterNode:
         self._background(self._xack(ids))
 
     async def _xack(self, ids: list[bytes]) -> None:
-        stream = keys.stream_key(self.name)
+        assert self._reader is not None
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(stream, keys.GROUP, *ids)
-                pipe.xdel(stream, *ids)
-                await pipe.execute()
+            await self._reader.acknowledge(ids)
         except RedisError as exc:
             # They are read again, their records dropped by sequence, and acknowledged again.
             self._health.unavailable(exc)

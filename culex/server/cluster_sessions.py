@@ -22,7 +22,14 @@ from ..core.broker import Broker
 from ..core.ports import Claim
 from ..storage.base import TakenSession
 from ..storage.redis_primaries import Redis
-from ..storage.redis_store import TAKE, read_cursors, take_session
+from ..storage.redis_store import (
+    TAKE,
+    TAKE_WILLS,
+    read_cursors,
+    take_session,
+    take_wills,
+    wills_taken,
+)
 from .cluster_entries import Peer
 
 log = logging.getLogger("culex")
@@ -192,7 +199,8 @@ class SessionOwners:
 
     async def fence(self, broker: Broker) -> None:
         """Let go of the sessions whose ids other members claimed while this one's lease was
-        gone, or while it was down (see core/session_moves.py)."""
+        gone, or while it was down (see core/session_moves.py); and of the wills that others
+        took from its store meanwhile, and published (`take_wills`)."""
         moves = broker.moves
         if moves is None:
             return
@@ -201,6 +209,33 @@ class SessionOwners:
         if claimed:
             moves.let_go(self._members(claimed))
             broker.host.wake()
+        if self.stores:
+            gone = await wills_taken(self._redis(), self._member)
+            dropped = broker.manager.wills_published_elsewhere(gone)
+            if dropped:
+                log.warning("cluster: %d wills of clients still connected here were published "
+                            "by another node while this one was presumed down; not published "
+                            "again", dropped)
+
+    def take_wills(self, member: str, broker: Broker) -> None:
+        """`member` is down, and its connections with it: their wills, which it stored, go
+        out from here, unless another member took them first or it is up again (a restart
+        publishes them itself)."""
+        if not self.stores:
+            return
+
+        async def taking() -> None:
+            try:
+                wills = await take_wills(self._script(TAKE_WILLS), member)
+            except RedisError as exc:
+                log.warning("cluster: the wills of %s, which is down, could not be taken "
+                            "(%s); it publishes them when it is back", member, exc)
+                return
+            if wills:
+                broker.publish_taken_wills(member, wills)
+                broker.host.wake()
+
+        self._spawn(taking())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(self._in_turn(work))

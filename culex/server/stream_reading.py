@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from ..cluster import keys
 from ..storage.redis_primaries import Redis
@@ -58,6 +58,22 @@ class StreamReader:
         self._asked_again = False
         # The id of the last entry the node applied, as (milliseconds, sequence).
         self.applied_through = (0, 0)
+
+    async def create_group(self) -> None:
+        """The consumer group this member reads through, and the stream, unless there."""
+        try:
+            await self._redis.xgroup_create(self._stream, keys.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def acknowledge(self, ids: list[bytes]) -> None:
+        """The entries `ids` are applied and committed: acknowledged, and gone from the
+        stream."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.xack(self._stream, keys.GROUP, *ids)
+            pipe.xdel(self._stream, *ids)
+            await pipe.execute()
 
     def applied(self, entry_id: bytes) -> None:
         """The node applied the entries up to `entry_id`."""

@@ -16,6 +16,9 @@ commits a tick's changes atomically, on one shard of a Redis Cluster:
 - `culex:{M}:retained` (hash): topic -> "<message id> <stamp>" (message id 0: a clearing's
   tombstone, which keeps its stamp until the next start);
 - `culex:{M}:wills` (hash): client id -> the will of its connection, as a message;
+- `culex:{M}:up` (string with the lease's time to live): there while M is up;
+  `culex:{M}:wills-taken` (hash): client id -> "1" for each will another member took (and
+  published) while M was presumed down, `TAKE_WILLS`;
 - `culex:{M}:cursors`, `culex:{M}:outbox` (hashes): the stream bookkeeping that
   storage/stream_cursors.py keeps in SQLite: "<sender> <epoch>" -> sequence number, and
   "<epoch> <seq>" -> "<receiver>\\0<records>".
@@ -102,6 +105,24 @@ for i = 1, #taken, 1000 do
 end
 return {fields, ids, messages}
 """
+
+# KEYS: the member's up key, its wills, the wills taken from it. The wills of the member's
+# connections, taken (moved to the third key, which it reads when it serves again) unless it
+# is up: it sets its up key before it reads its state at start-up, and keeps it while its
+# lease lives, so a will goes out once, from it or from the member that took it.
+TAKE_WILLS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {} end
+local wills = redis.call('HGETALL', KEYS[2])
+for i = 1, #wills, 2 do redis.call('HSET', KEYS[3], wills[i], '1') end
+redis.call('DEL', KEYS[2])
+return wills
+"""
+
+
+def up_key(member: str) -> str:
+    """Set, with the lease's time to live, while member `member` is up (cluster_io.py): in its
+    slot, so that `TAKE_WILLS` can tell in one script whether it is up."""
+    return state_key(member, "up")
 
 
 def state_key(member: str, part: str) -> str:
@@ -203,6 +224,27 @@ async def take_session(script: AsyncScript, member: str, client_id: str
                 for message_id, data in zip(ids, found, strict=True) if data}
     session.entries = [entry for entry in session.entries if entry.message_id in messages]
     return session, messages
+
+
+async def take_wills(script: AsyncScript, member: str) -> list[tuple[str, StoredMessage]]:
+    """The wills of the connections of member `member`, which is down, taken from its store
+    with `script` (`TAKE_WILLS`, registered); none while it is up."""
+    found = await script(keys=[up_key(member), state_key(member, "wills"),
+                               state_key(member, "wills-taken")])
+    wall_now = time.time()
+    return [(owner.decode(), decode_message(0, data, wall_now))
+            for owner, data in zip(found[::2], found[1::2], strict=True)]
+
+
+async def wills_taken(redis: Redis, member: str) -> list[str]:
+    """The client ids whose wills another member took from `member` while it was presumed
+    down (and published); forgotten once read."""
+    key = state_key(member, "wills-taken")
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hkeys(key)
+        pipe.delete(key)
+        owners, _ = await pipe.execute()
+    return [owner.decode() for owner in owners]
 
 
 class RedisStorage:
