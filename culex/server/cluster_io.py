@@ -14,8 +14,9 @@ The sans-I/O side is `core/node_links.py` (links, records, routes, barriers) and
   waits for its answer, is sent all that again, and its earlier filters are replaced by those
   it announces (`NodeLinks.renew_routes`). A member whose lease ran out is down: its link and
   filters stay, QoS 0 is not sent to it, and what waits for its answer is released once its
-  stream holds everything sent before (`NodeLinks.release_barriers`). A member removed from
-  the membership (`culex cluster forget`) loses its link and filters.
+  stream holds everything sent before (`NodeLinks.release_barriers`), and the wills of its
+  connections go out from the first member that takes them (cluster_sessions.py). A member
+  removed from the membership (`culex cluster forget`) loses its link and filters.
 - Sending: what a tick queued for a member is one stream entry, numbered (epoch, sequence),
   released once the tick's commit is done; with `durability = "sync"` an entry carrying more
   than QoS 0 is committed with the tick in the outbox table (storage/stream_cursors.py) and
@@ -168,9 +169,7 @@ class ClusterNode:
         if index < 0:
             raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
         self._lease = Lease(self._lease.instance, int(epoch), int(index))
-        await self._mark_up()  # before this member's state is read (`TAKE_WILLS`)
-
-    async def _mark_up(self) -> None:
+        # Up, before this member's state is read (storage/redis_store.py `TAKE_WILLS`).
         await self.redis.set(up_key(self.name), self._lease.epoch, px=self._lease_ms)
 
     def start(self, broker: Broker, storage: ClusterStorage | None) -> None:
@@ -229,7 +228,7 @@ class ClusterNode:
         their next heartbeat), and close."""
         self._stopping = self._health.stopping = True
         self._backlog.stop()
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self.owners.tasks]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -283,8 +282,7 @@ class ClusterNode:
                               self.name, self.settings.lease)
                     await self._rejoin()
                     self._unfenced = True
-                else:
-                    await self._mark_up()
+                await self.redis.set(up_key(self.name), self._lease.epoch, px=self._lease_ms)
                 if self._unfenced:
                     await self._fence()
                     self._unfenced = False
@@ -354,7 +352,7 @@ class ClusterNode:
         """`peer` is down: what it committed to send goes out for it (`write_outbox`) before
         what waits for its answer goes on, and the wills of its connections, which died with
         it, from here (`SessionOwners.take_wills`)."""
-        if self._broker is not None:
+        if self._broker is not None and not self._stopping:
             self.owners.take_wills(peer.name, self._broker)
         peer.outbox_written = False
 

@@ -54,7 +54,8 @@ class SessionOwners:
         self._redis = redis
         self._peer = peer
         self._loop = loop
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Directory calls under way (cancelled when the node leaves).
+        self.tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(CONCURRENT_CALLS)
         # The scripts, registered once the node's Redis client exists (their SHA1 is computed
         # then, not at every CONNECT).
@@ -239,8 +240,8 @@ class SessionOwners:
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(self._in_turn(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _in_turn(self, work: Coroutine[Any, Any, None]) -> None:
         try:
