@@ -144,7 +144,6 @@ def test_kill9_nodes_one_at_a_time_loses_nothing_acknowledged(
     run_chaos(nodes, lambda log: kill_nodes(nodes, CHAOS_KILLS, rng, log))
 
 
-@pytest.mark.open_gap  # issue 15: with 2 workers, now and then a QoS 2 message is routed twice
 @pytest.mark.timeout(180 + 10 * CHAOS_KILLS)
 @pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
 def test_kill9_nodes_whose_clients_reconnect_elsewhere_loses_nothing_acknowledged(
