@@ -22,7 +22,7 @@ from culex.core.session import Session
 from culex.core.session_state import SESSIONS, export_session, import_session
 from culex.core.worker_links import PUBLISH, SERVICE, WorkerLinks, record, split_records
 from culex.protocol.codec import encode_connect
-from culex.protocol.packets import Connack, Connect, Pubcomp, Publish, Pubrec, Pubrel
+from culex.protocol.packets import Connack, Connect, Packet, Pubcomp, Publish, Pubrec, Pubrel
 from culex.protocol.properties import Properties
 from culex.storage.base import StoredSession, TakenSession
 from tests.unit.core_helpers import FakeClient, FakeSink, Harness, payloads
@@ -255,6 +255,18 @@ def test_a_move_that_does_not_settle_hands_on_what_came_meanwhile(
     assert node.broker.sessions.get("sub") is None
 
 
+def let_in_without_answer(node: Harness) -> tuple[FakeClient, list[Packet]]:
+    """`pub` connects to `node`, which asks member 3 for its session, and is let in once the
+    answer has not come within `answer_timeout` (2 s): the client, and what it was sent
+    after the CONNACK."""
+    client = node.client()
+    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
+    node.tick(3.0)
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    return client, packets[1:]
+
+
 def test_what_a_session_held_when_its_client_was_let_in_early_is_not_given_again() -> None:
     """Member 4 has a part of `pub`'s session (sent by member 1, which let go of it) with a
     message queued; `pub` connects, and member 3, asked for the rest, does not answer in
@@ -268,14 +280,9 @@ def test_what_a_session_held_when_its_client_was_let_in_early_is_not_given_again
     part = state([], [(0, b"queued", False)])
     part["subscriptions"] = {"news": 1}
     links.data_received(1, session_record("moved", 0, part), 0.0)
-    client = node.client()
-    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
-    node.tick(3.0)  # no answer from member 3 within answer_timeout
-    packets = client.received_packets()
-    assert packets[0] == Connack(True, 0)
-    assert [(p.payload, p.qos) for p in packets[1:] if isinstance(p, Publish)] == [
-        (b"queued", 2)]
-    client.ack_all(packets[1:])
+    client, sent = let_in_without_answer(node)
+    assert [(p.payload, p.qos) for p in sent if isinstance(p, Publish)] == [(b"queued", 2)]
+    client.ack_all(sent)
     client.pubcomp(1)
     links.data_received(3, session_record("moved", 5, part), 3.0)
     node.tick(4.0)
@@ -697,14 +704,10 @@ def test_a_session_on_its_way_to_a_silent_holder_is_read_from_its_stream() -> No
     links = node.broker.links
     assert links is not None
     sinks = linked(node)
-    client = node.client()
-    client.send(encode_connect(Connect("pub", "MQTT", 4, False, 0, None)))
-    node.tick(3.0)  # no answer from member 3 within answer_timeout
-    packets = client.received_packets()
-    assert packets[0] == Connack(True, 0)
-    assert [(p.payload, p.qos) for p in packets[1:] if isinstance(p, Publish)] == [
-        (b"queued", 2)]  # what is in flight there comes with the session itself
-    client.ack_all(packets[1:])
+    client, sent = let_in_without_answer(node)
+    # What is in flight there comes with the session itself.
+    assert [(p.payload, p.qos) for p in sent if isinstance(p, Publish)] == [(b"queued", 2)]
+    client.ack_all(sent)
     client.ack_all(client.received_packets())  # PUBCOMP
     client.publish("t", b"again", qos=2, packet_id=7, dup=True)
     assert client.received_packets() == [Pubrec(7)]
