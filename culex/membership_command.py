@@ -6,10 +6,11 @@
 A member that is down stays a member: the others keep routing what its subscriptions match
 into its stream, for when it comes back. `forget` is for a node that will not: it leaves the
 membership (every member of that node, `node-b/0`, `node-b/1`, ... with workers), and the
-other nodes stop routing to it at their next heartbeat, without a restart. Its stream and its
-sessions stay in Redis: a client of one of them that connects to another node gets its
-session, with what its stream held for it (what was published to it until now). A node whose
-lease is alive is not forgotten. A node forgotten and started again simply joins again.
+other nodes stop routing to it at their next heartbeat, without a restart, and take the
+sessions in its store, each with what its stream held for it, shared out among them: from
+then on they collect for those sessions, which expire there as any other, until their clients
+connect. A node whose lease is alive is not forgotten. A node forgotten and started again
+simply joins again.
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ async def _forget(redis: Redis, node: str) -> int:
             alive.append(name)
         else:
             print(f"{name}: forgotten; its stream holds {await redis.xlen(keys.stream_key(name))}"
-                  " entries for its sessions, which other nodes take when their clients "
-                  "connect there")
+                  " entries for its sessions, which the other nodes take")
     if alive:
         print(f"culex: cluster: {', '.join(alive)}: the lease is alive (running, or down for "
               "less than a lease); not forgotten", file=sys.stderr)

@@ -110,6 +110,17 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. token)
 return {previous or '', token}
 """
 
+# KEYS: OWNERS, CLAIMS; ARGV: client id, a forgotten member's name, this member's name. A claim
+# for this member only while the latest claim is still the forgotten member's (or none is
+# recorded): the new claim's token, or 0 when another member has claimed the id since.
+ADOPT = """
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+if previous and string.match(previous, '^(.*) %d+$') ~= ARGV[2] then return 0 end
+local token = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. ' ' .. token)
+return token
+"""
+
 # KEYS: OWNERS; ARGV: client id, the record this member's claim wrote. Gone only if unchanged.
 RELEASE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then

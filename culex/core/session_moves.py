@@ -131,6 +131,11 @@ class SessionMoves:
         self._directory.claim(client_id,
                               lambda claim: self._claimed(client_id, keep, claim, then))
 
+    def adopt(self, client_id: str, claim: Claim) -> None:
+        """A session of a member removed from the cluster, taken from its store under
+        `claim`: here from now on, offline until its client connects, or it expires."""
+        self._claimed(client_id, True, claim, lambda: None)
+
     def _claimed(self, client_id: str, keep: bool, claim: Claim,
                  then: Callable[[], None]) -> None:
         self._tokens[client_id] = claim.token

@@ -231,9 +231,7 @@ class ClusterNode:
         tasks = [*self._tasks, *self.owners.tasks]
         for task in tasks:
             task.cancel()
-        if tasks:
-            # redis-py may turn a cancellation into a connection error; the loops then see
-            # `_stopping` and end.
+        if tasks:  # (redis-py may make a cancellation an error; loops see `_stopping`)
             await asyncio.wait(tasks, timeout=LEAVE_SECONDS)
         with contextlib.suppress(RedisError, TimeoutError):
             async with asyncio.timeout(LEAVE_SECONDS):
@@ -332,12 +330,15 @@ class ClusterNode:
             links.load_routes(self.peers[name].index, filters)
 
     def _forget(self, peer: Peer) -> None:
-        """Removed from the membership: nothing is routed to it, nothing waits for it."""
+        """Removed from the membership: nothing is routed to it, nothing waits for it, and
+        the sessions in its store come to the live members (`SessionOwners.adopt_sessions`)."""
         del self.peers[peer.name]
         self._backlog.forget(peer)
         self._node_links().detach(peer.index)
-        log.warning("cluster: %s was removed from the cluster; no longer routed to (its "
-                    "sessions are taken from its store as their clients connect)", peer.name)
+        log.warning("cluster: %s was removed from the cluster; no longer routed to", peer.name)
+        if self._broker is not None and not self._stopping:
+            self.owners.adopt_sessions(peer.name, self._broker, [self.name, *(
+                name for name, other in self.peers.items() if other.alive)])
 
     def _suspend(self, peer: Peer) -> None:
         """Its lease ran out: it is down (dead, paused, or cut off from Redis). Its link and

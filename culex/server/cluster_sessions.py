@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections.abc import Callable, Coroutine
 from typing import Any, cast
 
@@ -26,6 +27,7 @@ from ..storage.redis_store import (
     TAKE,
     TAKE_WILLS,
     read_cursors,
+    state_key,
     take_session,
     take_wills,
     wills_taken,
@@ -217,6 +219,54 @@ class SessionOwners:
                 log.warning("cluster: %d wills of clients still connected here were published "
                             "by another node while this one was presumed down; not published "
                             "again", dropped)
+
+    def adopt_sessions(self, member: str, broker: Broker, live: list[str]) -> None:
+        """`member` was removed from the cluster (`culex cluster forget`): the sessions in its
+        store come to the `live` members, each to one chosen by its client id's hash. Each
+        is taken as for a client that connects, unless another member has claimed its id
+        since (two that chose differently: the first), and stays here offline, collecting,
+        until its client comes or it expires."""
+        moves = broker.moves
+        if not self.stores or moves is None:
+            return
+        ranked = sorted(live)
+
+        def share(client_id: str) -> bool:
+            return ranked[zlib.crc32(client_id.encode()) % len(ranked)] == self._member
+
+        async def adopting() -> None:
+            script = self._script(keys.ADOPT)
+            try:
+                found = cast(set[bytes],
+                             await self._redis().smembers(state_key(member, "sessions")))
+            except RedisError as exc:
+                log.warning("cluster: the sessions of %s could not be listed (%s); each is "
+                            "taken when its client connects", member, exc)
+                return
+            adopted = 0
+            for client_id in sorted(value.decode() for value in found):
+                if not share(client_id):
+                    continue
+                try:
+                    token = int(await script(keys=[keys.OWNERS, keys.CLAIMS],
+                                             args=[client_id, member, self._member]))
+                    taken = await take_session(self._script(TAKE), member, client_id) \
+                        if token else None
+                except RedisError as exc:
+                    log.warning("cluster: client %s: its session on %s could not be taken "
+                                "(%s); it is taken when its client connects", client_id,
+                                member, exc)
+                    continue
+                if taken is not None:
+                    moves.adopt(client_id, Claim(token, None, member, taken))
+                    broker.host.wake()
+                    adopted += 1
+                elif token:
+                    await self._release(client_id, token)
+            log.info("cluster: %d sessions of %s, which was removed from the cluster, are "
+                     "this member's now", adopted, member)
+
+        self._spawn(adopting())
 
     def take_wills(self, member: str, broker: Broker) -> None:
         """`member` is down, and its connections with it: their wills, which it stored, go
