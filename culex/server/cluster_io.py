@@ -55,7 +55,7 @@ from ..core.node_links import MAX_MEMBERS, ClusterSetup, NodeLinks
 from ..core.worker_links import HandOver
 from ..storage.base import ClusterStorage
 from ..storage.redis_primaries import Primaries, Redis
-from ..storage.redis_store import RedisStorage, up_key
+from ..storage.redis_store import RedisStorage, mark_up
 from .cluster_entries import (
     Outgoing,
     Peer,
@@ -170,7 +170,7 @@ class ClusterNode:
             raise ClusterError(f"cluster: all {MAX_MEMBERS} member numbers are taken")
         self._lease = Lease(self._lease.instance, int(epoch), int(index))
         # Up, before this member's state is read (storage/redis_store.py `TAKE_WILLS`).
-        await self.redis.set(up_key(self.name), self._lease.epoch, px=self._lease_ms)
+        await mark_up(self.redis, self.name, self._lease_ms)
 
     def start(self, broker: Broker, storage: ClusterStorage | None) -> None:
         """Serve the links of `broker` (built with `join`'s setup): heartbeats, membership,
@@ -280,7 +280,7 @@ class ClusterNode:
                               self.name, self.settings.lease)
                     await self._rejoin()
                     self._unfenced = True
-                await self.redis.set(up_key(self.name), self._lease.epoch, px=self._lease_ms)
+                await mark_up(self.redis, self.name, self._lease_ms)
                 if self._unfenced:
                     await self._fence()
                     self._unfenced = False

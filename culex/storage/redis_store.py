@@ -120,9 +120,16 @@ return wills
 
 
 def up_key(member: str) -> str:
-    """Set, with the lease's time to live, while member `member` is up (cluster_io.py): in its
-    slot, so that `TAKE_WILLS` can tell in one script whether it is up."""
+    """There while member `member` is up (`mark_up`): in its slot, so that `TAKE_WILLS` can
+    tell in one script whether it is up."""
     return state_key(member, "up")
+
+
+async def mark_up(redis: Redis, member: str, lease_ms: int) -> None:
+    """Member `member` is up, for most of a lease: it does this as it joins (before it reads
+    its state) and with every heartbeat. The key goes a little before the lease does, so that
+    the member that sees the lease gone and takes the wills never finds it still there."""
+    await redis.set(up_key(member), 1, px=lease_ms * 9 // 10)
 
 
 def state_key(member: str, part: str) -> str:
