@@ -21,9 +21,9 @@ through the `SessionDirectory` port) before it is accepted; the claim says who h
 
 So nothing published during the move is lost (until SETTLED the old member still gets what
 matches the subscriptions) nor delivered twice (a message that went to both members is
-recognised by its id); what reached the old member during the move is queued after what
-reached the new one directly, so one publisher's messages of those milliseconds may come out
-of order.
+recognised by its id); what reached the old member only, during the move, was published
+before anything that reached the new one directly, and goes ahead of it in the queue
+(`in_publication_order`), so each publisher's messages stay in order.
 
 A holder that is down (or did not answer within `answer_timeout`) has its session taken from
 its store in Redis; once every member routes the session here, SETTLED goes into its stream
@@ -57,12 +57,20 @@ from ..protocol.reasons import ReasonCode
 from ..storage.base import StoredMessage, StoredSession, TakenSession
 from .dead_streams import DeadStreams
 from .message import Message
+from .outgoing import Outgoing
 from .persistence import restored_message
 from .ports import Claim, SessionDirectory
 from .restore import rebuild_session
 from .routing import Router
 from .session import Session
-from .session_parts import PartsLedger, admitted, merge_part, store_part, strip_handed_on
+from .session_parts import (
+    PartsLedger,
+    admitted,
+    in_publication_order,
+    merge_part,
+    store_part,
+    strip_handed_on,
+)
 from .session_state import (
     SESSIONS,
     describe_state,
@@ -115,6 +123,9 @@ class SessionMoves:
         # one not settled by then is seen to (`_not_settled`).
         self._unsettled: TimerHeap[tuple[str, int, int]] = TimerHeap(set_timer)
         self._dead_streams = DeadStreams(manager, router, directory, clock)
+        # Client id -> what the session's queue held when it came by a move whose REST has
+        # not come (`in_publication_order`).
+        self._moved_with: dict[str, list[Outgoing]] = {}
         self._duties = SettleDuties(
             manager, self._parts,
             lambda member, client_id, token: self._send(member, "settled", client_id, token),
@@ -330,6 +341,7 @@ class SessionMoves:
 
     def _ended(self, client_id: str) -> None:
         self._parts.gone(client_id)
+        self._moved_with.pop(client_id, None)
         token = self._tokens.pop(client_id, None)
         if token is not None:
             self._directory.release(client_id, token)
@@ -429,6 +441,8 @@ class SessionMoves:
         if (late or not token) and not stored.admitted:
             stored = without_inbound_state(stored)  # not known to be newer than any part
         session = self._adopt(f"member {member}", client_id, stored, messages, late=late)
+        if session is not None and token and not late:
+            self._moved_with[client_id] = list(session.queue)
         if not token and session is not None and not state.get("collecting"):
             session.forget_given()  # what the member that was down held has come
         if token:
@@ -476,10 +490,14 @@ class SessionMoves:
         if client_id in self._parts.unfinished:
             self._parts.mark_unfinished(client_id, False)
         session = self._manager.sessions.get(client_id)
+        moved = self._moved_with.pop(client_id, None)
         if state is not None:
             stored, messages = import_session(client_id, state, self._clock.now)
             if session is not None:
+                before = list(session.queue)
                 merge_part(session, stored, messages, f"member {member}")
+                if moved is not None and session.connection is None:
+                    in_publication_order(session, moved, before)
                 if state.get("unfinished"):
                     self._parts.expect_part(client_id, stored.given)
                 self._duties.take_on(member, client_id, state)

@@ -69,6 +69,25 @@ def merge_part(session: Session, stored: StoredSession, messages: dict[int, Mess
         _take_inbound(session, stored)
 
 
+def in_publication_order(session: Session, moved: list[Outgoing],
+                         before: list[Outgoing]) -> None:
+    """Put what a move's REST added to the queue (all that is not in `before`) right after
+    what came with the move (`moved`), ahead of what reached the session here directly
+    since: the old member got it before every member routed the session here, so it was
+    published before any of that (a message routed both ways came here too, and its REST
+    copy was dropped). Kept in memory: after a restart the queue is in the order the
+    messages reached this member."""
+    queue = session.queue
+    known = {id(entry) for entry in before}
+    added = [entry for entry in queue if id(entry) not in known]
+    if not added:
+        return
+    came = {id(entry) for entry in moved}
+    session.queue = deque([*(entry for entry in queue if id(entry) in came), *added,
+                           *(entry for entry in queue
+                             if id(entry) in known and id(entry) not in came)])
+
+
 def _drop_queued(session: Session, cluster_ids: set[int]) -> int:
     """Take the messages `cluster_ids` out of `session`'s queue (the client has them, or
     has them in flight elsewhere under a packet id it holds); how many."""

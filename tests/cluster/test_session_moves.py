@@ -222,9 +222,10 @@ def test_messages_published_while_a_session_moves_arrive_once(
         three_nodes: list[BrokerProcess], per_node1: list[Clients]) -> None:
     """QoS 2 publishers on all three nodes publish without pause while a persistent session
     moves from node to node eight times: the session gets every message they had
-    acknowledged, each once, whichever node it was on and whichever way a message came (the
-    old node collects until every node routes to the new one, and what came both ways is
-    recognised by its cluster-wide id)."""
+    acknowledged, each once and each publisher's in order, whichever node it was on and
+    whichever way a message came (the old node collects until every node routes to the new
+    one, what came both ways is recognised by its cluster-wide id, and what the old node
+    collected goes ahead of what came to the new one directly)."""
     a, b, c = per_node1
     first = a.raw("nomad", clean=False)
     assert first.subscribe([("roam/#", 2)]) == [2]
@@ -268,6 +269,12 @@ def test_messages_published_while_a_session_moves_arrive_once(
     assert not missing, (f"{len(missing)} of {len(acknowledged)} never arrived: "
                          f"{sorted(missing)[:10]}")
     assert not twice, f"delivered twice: {twice[:10]}"
+    for name in "abc":  # what reached the old node during a move comes before what came after
+        numbers = [int(payload.split(b"-")[1]) for payload in received
+                   if payload.startswith(f"{name}-".encode())]
+        late = [(earlier, later) for earlier, later in zip(numbers, numbers[1:], strict=False)
+                if later < earlier]
+        assert not late, f"roam-pub-{name}: out of order at {late[:10]}"
 
 
 def drain_qos2(client: RawClient, seconds: float, *, until_quiet: bool) -> list[bytes]:

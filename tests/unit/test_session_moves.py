@@ -726,3 +726,39 @@ def test_a_session_on_its_way_to_a_silent_holder_is_read_from_its_stream() -> No
     client.publish("t", b"new", qos=2, packet_id=7)
     assert client.received_packets() == [Pubrec(7)]
     assert payloads(watcher.received_packets()) == [b"new"]
+
+
+def test_what_reached_the_old_member_during_a_move_comes_before_what_came_here_after() -> None:
+    """Member 4 takes `sub` from member 3: M1 was queued there. While the move goes on, M2
+    reaches member 3 only (member 1 does not route `news` here yet); then M3 comes here
+    directly (and there too). Member 3's REST brings M2 (and M3, dropped here as a copy): the
+    client gets M1, M2, M3, in the order they were published."""
+    directory = Directory({"sub": Claim(9, 3, "node-b")})
+    node = member(4, directory)
+    sinks = linked(node)
+    links = node.broker.links
+    assert links is not None
+    client = node.client()
+    client.send(encode_connect(Connect("sub", "MQTT", 4, False, 0, None)))
+    node.broker.flush()
+
+    def message(payload: bytes, number: int) -> dict[str, Any]:
+        return {"id": 1 << 40 | number, "topic": "news", "qos": 1, "retain": False,
+                "payload": base64.b64encode(payload).decode(), "properties": "",
+                "expires_in": None}
+
+    moved = state([], [], admitted=7)
+    moved.update(subscriptions={"news": 1}, messages=[message(b"M1", 1)],
+                 entries=[[0, 1, 0, 0, 0, 0]])
+    links.data_received(3, session_record("moved", 9, moved, client="sub"), 0.0)
+    routed(node, 1, 3)
+    assert [record["op"] for record in sent_sessions(sinks[3])] == ["take", "settled"]
+    links.data_received(1, record(PUBLISH, encode_publish(Message("news", b"M3", 1, False),
+                                                          1 << 40 | 3, None, 0.0)), 0.0)
+    rest = state([], [])
+    rest.update(messages=[message(b"M2", 2), message(b"M3", 3)],
+                entries=[[0, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0]])
+    links.data_received(3, session_record("rest", 9, rest, client="sub"), 0.0)
+    packets = client.received_packets()
+    assert packets[0] == Connack(True, 0)
+    assert payloads(packets[1:]) == [b"M1", b"M2", b"M3"]
