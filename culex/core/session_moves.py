@@ -85,6 +85,7 @@ from .worker_links import WorkerLinks
 
 log = logging.getLogger("culex")
 
+
 @dataclass(slots=True)
 class Waiting:
     """A CONNECT held until the member that held its client id answers."""
