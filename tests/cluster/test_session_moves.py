@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -272,7 +273,7 @@ def test_messages_published_while_a_session_moves_arrive_once(
     for name in "abc":  # what reached the old node during a move comes before what came after
         numbers = [int(payload.split(b"-")[1]) for payload in received
                    if payload.startswith(f"{name}-".encode())]
-        late = [(earlier, later) for earlier, later in zip(numbers, numbers[1:], strict=False)
+        late = [(earlier, later) for earlier, later in itertools.pairwise(numbers)
                 if later < earlier]
         assert not late, f"roam-pub-{name}: out of order at {late[:10]}"
 
