@@ -192,7 +192,7 @@ class Session:
         seen = self.seen
         if seen is not None and message.cluster_id and message.cluster_id not in seen:
             seen.add(message.cluster_id)
-            if self.persistence is not None and message.cluster_id:
+            if self.persistence is not None:
                 self.persistence.session_given(self.client_id, message.cluster_id)
             if len(seen) > MAX_SEEN:
                 self.forget_given()

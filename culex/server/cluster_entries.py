@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from ..cluster import keys
 from ..core.worker_links import COUNTS, FORWARD, FORWARD_V5, record, split_records
-from ..storage.redis_primaries import Command, Primaries, Redis
+from ..storage.redis_primaries import PipelineCommand, Primaries, Redis
 from ..storage.redis_store import read_outbox
 from .cluster_redis import REPLICA_WAIT_MS, NotReplicated
 
@@ -131,7 +131,7 @@ async def write_entries(redis: Redis, sender: str, index: int, entries: list[Out
                  if (peer := peers.get(entry.receiver)) is not None and peer.alive}
     replicas = replicas if any(entry.stored for entry in entries) else 0
     filters = keys.filters_key(sender)
-    commands: list[Command] = []
+    commands: list[PipelineCommand] = []
     for topic_filter, added in routes:
         commands.append((filters, partial(_route, filters, topic_filter, added)))
     for entry in entries:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 Redis = aioredis.Redis | aioredis.RedisCluster
 # A command for a pipeline: the key it is sent for, and what adds it to a pipeline (a script
 # call through a pipeline is awaited).
-Command = tuple[str, Callable[[Any], object]]
+PipelineCommand = tuple[str, Callable[[Any], object]]
 
 
 class Primaries:
@@ -46,7 +46,7 @@ class Primaries:
             client = self._clients[node.name] = aioredis.Redis(connection_pool=pool)
         return client
 
-    async def write_waited(self, commands: list[Command], replicas: int, wait_ms: int
+    async def write_waited(self, commands: list[PipelineCommand], replicas: int, wait_ms: int
                            ) -> tuple[list[Any], int]:
         """Send `commands`, each primary's share in one pipeline ended by a WAIT for
         `replicas` (at most `wait_ms`): their replies in order, and the fewest replicas any

@@ -16,7 +16,8 @@ commits a tick's changes atomically, on one shard of a Redis Cluster:
 - `culex:{M}:retained` (hash): topic -> "<message id> <stamp>" (message id 0: a clearing's
   tombstone, which keeps its stamp until the next start);
 - `culex:{M}:wills` (hash): client id -> the will of its connection, as a message;
-- `culex:{M}:up` (string with the lease's time to live): there while M is up;
+- `culex:{M}:up` (string, renewed with M's lease, expiring a little before it): there while M
+  is up;
   `culex:{M}:wills-taken` (hash): client id -> "1" for each will another member took (and
   published) while M was presumed down, `TAKE_WILLS`;
 - `culex:{M}:cursors`, `culex:{M}:outbox` (hashes): the stream bookkeeping that

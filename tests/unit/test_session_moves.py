@@ -585,6 +585,12 @@ def test_what_a_dead_members_stream_holds_for_a_session_taken_from_it_comes_at_o
     assert [p for p in client.received_packets() if isinstance(p, Publish)] == []
 
 
+def rest_payloads(sink: FakeSink) -> list[bytes]:
+    """The payloads of the messages in the one REST written to `sink`."""
+    [rest] = [r for r in sent_sessions(sink) if r["op"] == "rest"]
+    return [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]]
+
+
 def routed(node: Harness, *members: int) -> None:
     """What waits for `members` to route the subscriptions added here goes on (as when
     they are down and everything sent to them is in their streams)."""
@@ -653,10 +659,8 @@ def test_a_copy_collecting_ends_at_the_settled_of_its_move_from_whoever_sends_it
     node.connected("pub").publish("news", b"M", qos=1, packet_id=1)
     links.data_received(1, session_record("settled", 5, None, client="sub"), 0.0)
     node.broker.flush()
-    [rest] = [r for r in sent_sessions(sinks[1]) if r["op"] == "rest"]
-    assert [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]] == [b"M"]
+    assert rest_payloads(sinks[1]) == [b"M"]
     assert node.broker.sessions.get("sub") is None
-
 
 
 def test_a_session_let_go_keeps_collecting_until_its_new_holder_routes_it() -> None:
@@ -677,8 +681,7 @@ def test_a_session_let_go_keeps_collecting_until_its_new_holder_routes_it() -> N
                                                           1 << 40 | 9, None, 0.0)), 0.0)
     links.data_received(1, session_record("settled", 0, None, client="sub"), 0.0)
     node.broker.flush()
-    [rest] = [r for r in sent_sessions(sinks[1]) if r["op"] == "rest"]
-    assert [base64.b64decode(m["payload"]) for m in rest["session"]["messages"]] == [b"M"]
+    assert rest_payloads(sinks[1]) == [b"M"]
     assert node.broker.sessions.get("sub") is None
 
 
